@@ -1,0 +1,58 @@
+//! Tokens, token sources and stores, and the single-flight refresh
+//! coordinator behind [`tower-token-refresh`](https://docs.rs/tower-token-refresh).
+//!
+//! This crate has no tower dependency: any HTTP client can use a
+//! [`TokenManager`] to get a ready `Authorization` header value, and to ask
+//! for a refresh when a server rejects it. Most users want the
+//! `tower-token-refresh` crate, which wraps a `tower::Service` and does both
+//! on every request.
+//!
+//! - [`TokenSet`]: what an authorization server issued. Secrets
+//!   ([`AccessToken`], [`RefreshToken`], [`ClientSecret`]) redact
+//!   themselves in `Debug` and `Display`.
+//! - [`TokenSource`]: where new tokens come from. Built in:
+//!   [`source::from_fn`] and the OAuth2
+//!   [`RefreshTokenGrant`](oauth2::RefreshTokenGrant).
+//! - [`TokenStore`]: where the set is kept; [`MemoryStore`] by default.
+//! - [`TokenManager`]: the coordinator. One atomic load per request; one
+//!   refresh at a time, spawned so that no caller's cancellation abandons it.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_token_refresh_core::{source, TokenManager, TokenSet};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tokens = TokenManager::builder(source::from_fn(|_| async {
+//!     Ok(TokenSet::bearer("t0k3n").with_expires_in(Duration::from_secs(300)))
+//! }))
+//! .on_session_expired(|| eprintln!("please log in again"))
+//! .build();
+//!
+//! // With any client: attach the header, and on a 401 call `refresh_if`.
+//! let auth = tokens.authorization().await?;
+//! let request = http::Request::get("https://api.example.com/")
+//!     .header(http::header::AUTHORIZATION, auth.header().clone())
+//!     .body(())?;
+//! assert!(request.headers()[http::header::AUTHORIZATION].is_sensitive());
+//! # Ok(()) }
+//! ```
+
+mod backoff;
+mod error;
+mod manager;
+pub mod oauth2;
+mod secret;
+pub mod source;
+mod stats;
+mod store;
+mod token;
+
+pub use error::{BoxError, Error, ErrorKind};
+pub use manager::{Authorization, Lookup, RefreshFuture, Scheme, TokenManager, TokenManagerBuilder};
+pub use secret::{AccessToken, ClientSecret, RefreshToken};
+pub use source::{BoxFuture, TokenSource};
+pub use stats::Stats;
+pub use store::{MemoryStore, TokenStore};
+pub use token::TokenSet;

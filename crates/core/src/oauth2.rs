@@ -1,0 +1,438 @@
+//! OAuth2 token sources (RFC 6749) and the small HTTP client trait they use.
+//!
+//! Core does not depend on tower: a grant calls its token endpoint through
+//! [`HttpClient`], which any async closure implements. The `tower-token-refresh`
+//! crate adapts any `tower::Service` (hyper-util's client, say) to it.
+
+use std::{fmt, future::Future, sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+
+use crate::{
+    BoxError, BoxFuture, ClientSecret, Error, ErrorKind, TokenSet, TokenSource,
+    token::OAuthErrorBody,
+};
+
+/// Sends one request to a token endpoint and returns the whole response.
+///
+/// Implementations should limit the size of the body they collect (the
+/// tower adapter in `tower-token-refresh` stops at 64 KiB by default).
+/// Any async closure `Fn(Request<Bytes>) -> Future<Output = Result<Response<Bytes>, E>>`
+/// is an `HttpClient`.
+pub trait HttpClient: Send + Sync + 'static {
+    /// Sends `request` and collects the response.
+    fn send(&self, request: Request<Bytes>) -> BoxFuture<'_, Result<Response<Bytes>, BoxError>>;
+}
+
+impl<F, Fut, E> HttpClient for F
+where
+    F: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Bytes>, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn send(&self, request: Request<Bytes>) -> BoxFuture<'_, Result<Response<Bytes>, BoxError>> {
+        let fut = self(request);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+impl<T: HttpClient + ?Sized> HttpClient for Arc<T> {
+    fn send(&self, request: Request<Bytes>) -> BoxFuture<'_, Result<Response<Bytes>, BoxError>> {
+        (**self).send(request)
+    }
+}
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3).
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// `client_secret_basic`: HTTP Basic with the id and secret, each
+    /// form-urlencoded first (§2.3.1).
+    Basic {
+        /// The client id.
+        client_id: String,
+        /// The client secret.
+        client_secret: ClientSecret,
+    },
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    Post {
+        /// The client id.
+        client_id: String,
+        /// The client secret.
+        client_secret: ClientSecret,
+    },
+    /// A public client: only `client_id` in the form body.
+    None {
+        /// The client id.
+        client_id: String,
+    },
+}
+
+impl ClientAuth {
+    /// `client_secret_basic`.
+    pub fn basic(client_id: impl Into<String>, client_secret: impl Into<ClientSecret>) -> Self {
+        ClientAuth::Basic {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+        }
+    }
+
+    /// `client_secret_post`.
+    pub fn post(client_id: impl Into<String>, client_secret: impl Into<ClientSecret>) -> Self {
+        ClientAuth::Post {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+        }
+    }
+
+    /// A public client (no secret).
+    pub fn none(client_id: impl Into<String>) -> Self {
+        ClientAuth::None {
+            client_id: client_id.into(),
+        }
+    }
+
+    fn apply(&self, form: &mut Form, headers: &mut http::HeaderMap) -> Result<(), Error> {
+        match self {
+            ClientAuth::Basic {
+                client_id,
+                client_secret,
+            } => {
+                let mut pair = String::new();
+                form_encode_into(&mut pair, client_id);
+                pair.push(':');
+                form_encode_into(&mut pair, client_secret.secret());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                let mut value = HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| {
+                    Error::new(ErrorKind::Rejected, "client credentials do not fit a header")
+                })?;
+                value.set_sensitive(true);
+                headers.insert(header::AUTHORIZATION, value);
+            }
+            ClientAuth::Post {
+                client_id,
+                client_secret,
+            } => {
+                form.pair("client_id", client_id);
+                form.pair("client_secret", client_secret.secret());
+            }
+            ClientAuth::None { client_id } => form.pair("client_id", client_id),
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (method, id) = match self {
+            ClientAuth::Basic { client_id, .. } => ("client_secret_basic", client_id),
+            ClientAuth::Post { client_id, .. } => ("client_secret_post", client_id),
+            ClientAuth::None { client_id } => ("none", client_id),
+        };
+        f.debug_struct("ClientAuth")
+            .field("method", &method)
+            .field("client_id", id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The OAuth2 `refresh_token` grant (RFC 6749 §6) as a [`TokenSource`].
+///
+/// Posts `grant_type=refresh_token` with the current refresh token. A
+/// response without a refresh token keeps the old one; one with a new refresh
+/// token replaces it (rotation). `invalid_grant` ends the session; other
+/// §5.2 errors are [`Rejected`](ErrorKind::Rejected); 5xx, 429 and
+/// `temporarily_unavailable` are [`Transient`](ErrorKind::Transient) (with
+/// `Retry-After` when given); an unparsable answer is
+/// [`InvalidResponse`](ErrorKind::InvalidResponse).
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use tower_token_refresh_core::{oauth2::{ClientAuth, RefreshTokenGrant}, TokenManager, TokenSet};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Any async closure is an HttpClient; this one plays the token endpoint.
+/// let client = |req: Request<Bytes>| async move {
+///     assert!(std::str::from_utf8(req.body()).unwrap().contains("grant_type=refresh_token"));
+///     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
+///         br#"{"access_token":"new","token_type":"Bearer","expires_in":3600}"#,
+///     )))
+/// };
+/// let grant = RefreshTokenGrant::new(
+///     "https://auth.example.com/token".parse()?,
+///     ClientAuth::basic("my-client", "my-secret"),
+///     client,
+/// );
+/// let tokens = TokenManager::builder(grant)
+///     .initial(TokenSet::bearer("old").with_refresh_token("r1"))
+///     .build();
+/// let auth = tokens.refresh().await?;
+/// assert_eq!(auth.header().to_str()?, "Bearer new");
+/// // No refresh token in the response: the old one is kept.
+/// assert_eq!(tokens.current().unwrap().refresh_token().unwrap().secret(), "r1");
+/// # Ok(()) }
+/// ```
+pub struct RefreshTokenGrant<C> {
+    token_url: Uri,
+    auth: ClientAuth,
+    client: C,
+    scope: Option<String>,
+    extra: Vec<(String, String)>,
+}
+
+impl<C> RefreshTokenGrant<C> {
+    /// A grant posting to `token_url` through `client`.
+    pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
+        RefreshTokenGrant {
+            token_url,
+            auth,
+            client,
+            scope: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Asks for this scope (no wider than the original grant's, §6).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Adds a form parameter to every request (`resource`, `audience`, …).
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.push((name.into(), value.into()));
+        self
+    }
+}
+
+impl<C> fmt::Debug for RefreshTokenGrant<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshTokenGrant")
+            .field("token_url", &self.token_url)
+            .field("auth", &self.auth)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
+    fn fetch<'a>(&'a self, current: Option<&'a TokenSet>) -> BoxFuture<'a, Result<TokenSet, Error>> {
+        Box::pin(async move {
+            let refresh_token = current
+                .and_then(TokenSet::refresh_token)
+                .ok_or_else(|| Error::session_expired("no refresh token"))?;
+            let mut form = Form::default();
+            form.pair("grant_type", "refresh_token");
+            form.pair("refresh_token", refresh_token.secret());
+            if let Some(scope) = &self.scope {
+                form.pair("scope", scope);
+            }
+            for (name, value) in &self.extra {
+                form.pair(name, value);
+            }
+            let request = token_request(&self.token_url, &self.auth, form)?;
+            let response = self
+                .client
+                .send(request)
+                .await
+                .map_err(|e| Error::transient("token endpoint unreachable").with_source(e))?;
+            let tokens = parse_token_response(response)?;
+            Ok(match tokens.refresh_token() {
+                Some(_) => tokens,
+                None => tokens.with_refresh_token_opt(Some(refresh_token.clone())),
+            })
+        })
+    }
+}
+
+fn token_request(url: &Uri, auth: &ClientAuth, mut form: Form) -> Result<Request<Bytes>, Error> {
+    let mut headers = http::HeaderMap::new();
+    auth.apply(&mut form, &mut headers)?;
+    let mut request = Request::new(Bytes::from(form.0));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = url.clone();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Maps a token endpoint's response to a token set or a typed error
+/// (RFC 6749 §5.1, §5.2).
+///
+/// # Errors
+///
+/// See [`RefreshTokenGrant`] for the mapping.
+pub fn parse_token_response(response: Response<Bytes>) -> Result<TokenSet, Error> {
+    let status = response.status();
+    if status.is_success() {
+        return TokenSet::from_response_json(response.body());
+    }
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs.min(3600)));
+    let body: Option<OAuthErrorBody> = serde_json::from_slice(response.body()).ok();
+    let mut err = match &body {
+        Some(b) => {
+            let description = b
+                .error_description
+                .as_deref()
+                .map(|d| truncate(d, 200))
+                .unwrap_or("no description");
+            let kind = match b.error.as_str() {
+                "invalid_grant" => ErrorKind::SessionExpired,
+                "temporarily_unavailable" | "slow_down" => ErrorKind::Transient,
+                _ if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                    ErrorKind::Transient
+                }
+                _ => ErrorKind::Rejected,
+            };
+            Error::new(kind, format!("HTTP {}: {description}", status.as_u16()))
+                .with_oauth_error(truncate(&b.error, 64))
+        }
+        None if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+            Error::transient(format!("token endpoint answered HTTP {}", status.as_u16()))
+        }
+        None => Error::invalid_response(format!(
+            "token endpoint answered HTTP {} without an OAuth2 error body",
+            status.as_u16()
+        )),
+    };
+    if let Some(after) = retry_after {
+        err = err.with_retry_after(after);
+    }
+    Err(err)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// An `application/x-www-form-urlencoded` body under construction.
+#[derive(Default)]
+struct Form(String);
+
+impl Form {
+    fn pair(&mut self, name: &str, value: &str) {
+        if !self.0.is_empty() {
+            self.0.push('&');
+        }
+        form_encode_into(&mut self.0, name);
+        self.0.push('=');
+        form_encode_into(&mut self.0, value);
+    }
+}
+
+/// The WHATWG `application/x-www-form-urlencoded` byte serializer.
+fn form_encode_into(out: &mut String, input: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in input.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 0xf)] as char);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &'static str) -> Response<Bytes> {
+        let mut r = Response::new(Bytes::from_static(body.as_bytes()));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r
+    }
+
+    #[test]
+    fn form_encoding_follows_whatwg() {
+        let mut out = String::new();
+        form_encode_into(&mut out, "a b&c=d/é~*-._");
+        assert_eq!(out, "a+b%26c%3Dd%2F%C3%A9%7E*-._");
+    }
+
+    #[test]
+    fn basic_auth_form_encodes_before_base64() {
+        let mut form = Form::default();
+        let mut headers = http::HeaderMap::new();
+        ClientAuth::basic("id:1", "s&cr t").apply(&mut form, &mut headers).unwrap();
+        let value = headers[header::AUTHORIZATION].to_str().unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(decoded, b"id%3A1:s%26cr+t");
+        assert!(headers[header::AUTHORIZATION].is_sensitive());
+        assert!(form.0.is_empty());
+    }
+
+    #[test]
+    fn post_and_none_auth_go_in_the_body() {
+        let mut form = Form::default();
+        let mut headers = http::HeaderMap::new();
+        ClientAuth::post("id", "sec").apply(&mut form, &mut headers).unwrap();
+        assert_eq!(form.0, "client_id=id&client_secret=sec");
+        let mut form = Form::default();
+        ClientAuth::none("pub").apply(&mut form, &mut headers).unwrap();
+        assert_eq!(form.0, "client_id=pub");
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn error_responses_map_to_kinds() {
+        let cases = [
+            (400, r#"{"error":"invalid_grant"}"#, ErrorKind::SessionExpired),
+            (401, r#"{"error":"invalid_client"}"#, ErrorKind::Rejected),
+            (400, r#"{"error":"invalid_scope"}"#, ErrorKind::Rejected),
+            (400, r#"{"error":"unsupported_grant_type"}"#, ErrorKind::Rejected),
+            (503, r#"{"error":"temporarily_unavailable"}"#, ErrorKind::Transient),
+            (500, "<html>oops</html>", ErrorKind::Transient),
+            (429, "", ErrorKind::Transient),
+            (404, "not found", ErrorKind::InvalidResponse),
+            (200, "{not json", ErrorKind::InvalidResponse),
+        ];
+        for (status, body, kind) in cases {
+            let err = parse_token_response(response(status, body)).unwrap_err();
+            assert_eq!(err.kind(), kind, "{status} {body}: {err}");
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_are_kept() {
+        let mut r = response(429, "");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
+        let err = parse_token_response(r).unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn client_auth_debug_hides_the_secret() {
+        let shown = format!("{:?}", ClientAuth::basic("id", "hunter2"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

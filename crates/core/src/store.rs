@@ -1,0 +1,65 @@
+//! Where the token set is kept between refreshes and across restarts.
+
+use std::sync::Mutex;
+
+use crate::{BoxFuture, Error, TokenSet};
+
+/// Loads and saves the token set.
+///
+/// The coordinator saves every new set before it tells any waiter of success,
+/// so a rotated refresh token is never lost to a cancelled caller. Before it
+/// asks the [`TokenSource`](crate::TokenSource) for new tokens it loads the
+/// store: a set that another process (or an earlier run) saved, newer than
+/// the one in memory and still fresh, is taken without a refresh.
+pub trait TokenStore: Send + Sync + 'static {
+    /// The stored set, if any.
+    fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, Error>>;
+    /// Replaces the stored set.
+    fn save<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>>;
+    /// Forgets the stored set.
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+/// The default store: the set lives in this process only.
+#[derive(Default)]
+pub struct MemoryStore {
+    tokens: Mutex<Option<TokenSet>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Option<TokenSet>) -> R) -> R {
+        // A poisoned lock only means a panic elsewhere while holding it; the
+        // Option inside is still whole.
+        let mut guard = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let has = self.with(|t| t.is_some());
+        f.debug_struct("MemoryStore").field("has_tokens", &has).finish()
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, Error>> {
+        let tokens = self.with(|t| t.clone());
+        Box::pin(async move { Ok(tokens) })
+    }
+
+    fn save<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
+        self.with(|t| *t = Some(tokens.clone()));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        self.with(|t| *t = None);
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,309 @@
+//! Token sets and the parsing of OAuth2 token responses (RFC 6749 §5.1).
+
+use std::{fmt, time::Duration};
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::{AccessToken, Error, RefreshToken};
+
+/// The longest lifetime we believe from `expires_in`: ten years. Larger
+/// values are clamped so that arithmetic on instants cannot overflow.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// What an authorization server issued: the access token and what goes with it.
+///
+/// Expiry is kept on tokio's clock, so tests can pause and advance time.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_token_refresh_core::TokenSet;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let tokens = TokenSet::bearer("access-abc")
+///     .with_expires_in(Duration::from_secs(3600))
+///     .with_refresh_token("refresh-xyz");
+/// assert_eq!(tokens.token_type(), "Bearer");
+/// assert!(tokens.expires_at().is_some());
+/// // Debug never shows a secret.
+/// assert!(!format!("{tokens:?}").contains("access-abc"));
+/// # }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSet {
+    access_token: AccessToken,
+    token_type: Box<str>,
+    expires_at: Option<Instant>,
+    refresh_token: Option<RefreshToken>,
+    scope: Option<Box<str>>,
+}
+
+impl TokenSet {
+    /// A bearer access token with no known expiry and no refresh token.
+    pub fn bearer(access_token: impl Into<AccessToken>) -> Self {
+        TokenSet {
+            access_token: access_token.into(),
+            token_type: "Bearer".into(),
+            expires_at: None,
+            refresh_token: None,
+            scope: None,
+        }
+    }
+
+    /// Sets the token type (`token_type`). `bearer` in any case becomes `Bearer`.
+    pub fn with_token_type(mut self, token_type: impl AsRef<str>) -> Self {
+        self.token_type = normalize_token_type(token_type.as_ref());
+        self
+    }
+
+    /// Sets the expiry to `lifetime` from now (tokio's clock), clamped to ten years.
+    pub fn with_expires_in(mut self, lifetime: Duration) -> Self {
+        self.expires_at = Some(Instant::now() + lifetime.min(MAX_LIFETIME));
+        self
+    }
+
+    /// Sets the expiry to an instant on tokio's clock; `None` means unknown.
+    pub fn with_expires_at(mut self, at: Option<Instant>) -> Self {
+        self.expires_at = at;
+        self
+    }
+
+    /// Sets the refresh token.
+    pub fn with_refresh_token(mut self, refresh_token: impl Into<RefreshToken>) -> Self {
+        self.refresh_token = Some(refresh_token.into());
+        self
+    }
+
+    /// Sets or removes the refresh token.
+    pub fn with_refresh_token_opt(mut self, refresh_token: Option<RefreshToken>) -> Self {
+        self.refresh_token = refresh_token;
+        self
+    }
+
+    /// Sets the granted scope.
+    pub fn with_scope(mut self, scope: impl Into<Box<str>>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// The access token.
+    pub fn access_token(&self) -> &AccessToken {
+        &self.access_token
+    }
+
+    /// The token type, `Bearer` for bearer tokens whatever case the server used.
+    pub fn token_type(&self) -> &str {
+        &self.token_type
+    }
+
+    /// When the access token expires, on tokio's clock, if known.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
+    }
+
+    /// The refresh token, if any.
+    pub fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+
+    /// The granted scope, if the server said.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// Parses a successful token response body (RFC 6749 §5.1).
+    ///
+    /// `access_token` and `token_type` are required (`token_type` in any
+    /// case); `expires_in` may be a number or a numeric string, negative
+    /// values count as zero and huge ones are clamped to ten years; unknown
+    /// fields are ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse) when
+    /// the body is not JSON, a required field is missing or empty, or
+    /// `expires_in` is not a number. The message never contains the body.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_core::TokenSet;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let body = br#"{"access_token":"a1","token_type":"bearer","expires_in":"60","refresh_token":"r1"}"#;
+    /// let tokens = TokenSet::from_response_json(body).unwrap();
+    /// assert_eq!(tokens.access_token().secret(), "a1");
+    /// assert_eq!(tokens.token_type(), "Bearer");
+    /// assert!(TokenSet::from_response_json(b"<html>bad gateway</html>").is_err());
+    /// # }
+    /// ```
+    pub fn from_response_json(body: &[u8]) -> Result<TokenSet, Error> {
+        let raw: RawTokenResponse = serde_json::from_slice(body).map_err(|e| {
+            Error::invalid_response(format!(
+                "token response is not the expected JSON (line {}, column {}: {})",
+                e.line(),
+                e.column(),
+                describe_json_error(&e)
+            ))
+        })?;
+        if raw.access_token.is_empty() {
+            return Err(Error::invalid_response("token response has an empty access_token"));
+        }
+        if raw.token_type.is_empty() {
+            return Err(Error::invalid_response("token response has an empty token_type"));
+        }
+        let lifetime = match raw.expires_in {
+            None => None,
+            Some(value) => Some(value.into_duration()?),
+        };
+        Ok(TokenSet {
+            access_token: AccessToken::new(raw.access_token),
+            token_type: normalize_token_type(&raw.token_type),
+            expires_at: lifetime.map(|l| Instant::now() + l),
+            refresh_token: raw
+                .refresh_token
+                .filter(|r| !r.is_empty())
+                .map(RefreshToken::new),
+            scope: raw.scope.map(String::into_boxed_str),
+        })
+    }
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &self.access_token)
+            .field("token_type", &self.token_type)
+            .field("expires_at", &self.expires_at)
+            .field("refresh_token", &self.refresh_token)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+fn normalize_token_type(token_type: &str) -> Box<str> {
+    if token_type.eq_ignore_ascii_case("bearer") {
+        "Bearer".into()
+    } else {
+        token_type.into()
+    }
+}
+
+/// serde's messages can quote the input; keep only the category.
+fn describe_json_error(e: &serde_json::Error) -> &'static str {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Io => "read error",
+        Category::Syntax => "syntax error",
+        Category::Data => "missing or mistyped field",
+        Category::Eof => "unexpected end",
+    }
+}
+
+// No Debug derive: the raw response holds secrets.
+#[derive(Deserialize)]
+struct RawTokenResponse {
+    access_token: String,
+    token_type: String,
+    #[serde(default)]
+    expires_in: Option<ExpiresIn>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ExpiresIn {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl ExpiresIn {
+    fn into_duration(self) -> Result<Duration, Error> {
+        let secs = match self {
+            ExpiresIn::Int(n) => n as f64,
+            ExpiresIn::Float(f) => f,
+            ExpiresIn::Text(s) => s.trim().parse::<f64>().map_err(|_| {
+                Error::invalid_response("token response has a non-numeric expires_in")
+            })?,
+        };
+        if secs.is_nan() {
+            return Err(Error::invalid_response(
+                "token response has a non-numeric expires_in",
+            ));
+        }
+        let clamped = secs.clamp(0.0, MAX_LIFETIME.as_secs_f64());
+        Ok(Duration::from_secs_f64(clamped))
+    }
+}
+
+/// An OAuth2 error response body (RFC 6749 §5.2).
+#[derive(Debug, Deserialize)]
+pub(crate) struct OAuthErrorBody {
+    pub(crate) error: String,
+    #[serde(default)]
+    pub(crate) error_description: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[tokio::test(start_paused = true)]
+    async fn parses_required_and_optional_fields() {
+        let t = TokenSet::from_response_json(
+            br#"{"access_token":"a","token_type":"BEARER","expires_in":120,"refresh_token":"r","scope":"read write","extra":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.access_token().secret(), "a");
+        assert_eq!(t.token_type(), "Bearer");
+        assert_eq!(t.expires_at(), Some(Instant::now() + Duration::from_secs(120)));
+        assert_eq!(t.refresh_token().map(|r| r.secret()), Some("r"));
+        assert_eq!(t.scope(), Some("read write"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expires_in_as_string_negative_and_huge() {
+        let t = TokenSet::from_response_json(
+            br#"{"access_token":"a","token_type":"Bearer","expires_in":" 30 "}"#,
+        )
+        .unwrap();
+        assert_eq!(t.expires_at(), Some(Instant::now() + Duration::from_secs(30)));
+        let t = TokenSet::from_response_json(
+            br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
+        )
+        .unwrap();
+        assert_eq!(t.expires_at(), Some(Instant::now()));
+        let t = TokenSet::from_response_json(
+            br#"{"access_token":"a","token_type":"Bearer","expires_in":1e300}"#,
+        )
+        .unwrap();
+        assert_eq!(t.expires_at(), Some(Instant::now() + MAX_LIFETIME));
+        let t =
+            TokenSet::from_response_json(br#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(t.expires_at(), None);
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_are_invalid_response_without_echoing_input() {
+        for body in [
+            &b"<html>502 Bad Gateway secret-ish</html>"[..],
+            br#"{"token_type":"Bearer"}"#,
+            br#"{"access_token":"","token_type":"Bearer"}"#,
+            br#"{"access_token":"tok-123","token_type":"Bearer","expires_in":"soon"}"#,
+            br#"{"access_token":"tok-123","token_type":"Bearer","expires_in":[1]}"#,
+            b"",
+        ] {
+            let err = TokenSet::from_response_json(body).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("tok-123") && !shown.contains("secret-ish"), "{shown}");
+        }
+    }
+}
