@@ -1,0 +1,167 @@
+//! Which requests get the token.
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use http::{Request, Uri};
+
+/// Put this in a request's extensions to send it without a token and without
+/// replay: for the token endpoint called through the same client, say.
+///
+/// # Example
+///
+/// ```
+/// use tower_token_refresh::SkipAuth;
+///
+/// let mut request = http::Request::get("http://127.0.0.1/health").body(()).unwrap();
+/// request.extensions_mut().insert(SkipAuth);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkipAuth;
+
+/// An origin (scheme, host, port) that tokens may be sent to.
+///
+/// # Example
+///
+/// ```
+/// use tower_token_refresh::Origin;
+///
+/// let origin: Origin = "https://API.example.com".parse().unwrap();
+/// assert_eq!(origin.to_string(), "https://api.example.com:443");
+/// assert!("ftp://example.com".parse::<Origin>().is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    https: bool,
+    host: Box<str>,
+    port: u16,
+}
+
+/// The error of parsing an [`Origin`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidOrigin(&'static str);
+
+impl fmt::Display for InvalidOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid origin: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidOrigin {}
+
+impl FromStr for Origin {
+    type Err = InvalidOrigin;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let uri: Uri = s.parse().map_err(|_| InvalidOrigin("not a URI"))?;
+        let https = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => true,
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
+            _ => return Err(InvalidOrigin("scheme must be http or https")),
+        };
+        let host = uri.host().ok_or(InvalidOrigin("no host"))?;
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(InvalidOrigin("an origin has no path or query"));
+        }
+        Ok(Origin {
+            https,
+            host: host.to_ascii_lowercase().into(),
+            port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+        })
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Origin({self})")
+    }
+}
+
+impl Origin {
+    pub(crate) fn matches(&self, uri: &Uri) -> bool {
+        let https = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => true,
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
+            _ => return false,
+        };
+        let default_port = if https { 443 } else { 80 };
+        https == self.https
+            && uri.host().is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
+            && uri.port_u16().unwrap_or(default_port) == self.port
+    }
+}
+
+/// The scope decision for one request.
+pub(crate) enum Decision {
+    Authorize,
+    PassThrough,
+    Refuse(&'static str),
+}
+
+pub(crate) fn decide<B>(request: &Request<B>, origins: &[Origin], allow_cleartext: bool) -> Decision {
+    if request.extensions().get::<SkipAuth>().is_some() {
+        return Decision::PassThrough;
+    }
+    let uri = request.uri();
+    if !origins.is_empty() && !origins.iter().any(|o| o.matches(uri)) {
+        return Decision::PassThrough;
+    }
+    let cleartext = uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("http"));
+    if cleartext && !allow_cleartext && !uri.host().is_some_and(is_loopback) {
+        return Decision::Refuse("refusing to send a token over cleartext HTTP to a non-loopback host");
+    }
+    Decision::Authorize
+}
+
+fn is_loopback(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn origins_match_scheme_host_and_port() {
+        let o: Origin = "https://api.example.com".parse().unwrap();
+        assert!(o.matches(&"https://API.example.com/v1?x=1".parse().unwrap()));
+        assert!(o.matches(&"https://api.example.com:443/".parse().unwrap()));
+        assert!(!o.matches(&"http://api.example.com/".parse().unwrap()));
+        assert!(!o.matches(&"https://api.example.com:8443/".parse().unwrap()));
+        assert!(!o.matches(&"https://evil.example.com/".parse().unwrap()));
+        assert!(!o.matches(&"https://api.example.com.evil.com/".parse().unwrap()));
+        assert!(!o.matches(&"/relative".parse().unwrap()));
+        assert!("https://a.example/path".parse::<Origin>().is_err());
+    }
+
+    #[test]
+    fn decisions() {
+        let origins: Vec<Origin> = vec!["http://127.0.0.1:8080".parse().unwrap()];
+        assert!(matches!(decide(&req("http://127.0.0.1:8080/a"), &origins, false), Decision::Authorize));
+        assert!(matches!(decide(&req("http://127.0.0.1:9090/a"), &origins, false), Decision::PassThrough));
+        let mut skip = req("http://127.0.0.1:8080/a");
+        skip.extensions_mut().insert(SkipAuth);
+        assert!(matches!(decide(&skip, &origins, false), Decision::PassThrough));
+
+        assert!(matches!(decide(&req("http://api.example.com/"), &[], false), Decision::Refuse(_)));
+        assert!(matches!(decide(&req("http://api.example.com/"), &[], true), Decision::Authorize));
+        assert!(matches!(decide(&req("http://localhost:1/"), &[], false), Decision::Authorize));
+        assert!(matches!(decide(&req("http://[::1]:1/"), &[], false), Decision::Authorize));
+        assert!(matches!(decide(&req("https://api.example.com/"), &[], false), Decision::Authorize));
+        assert!(matches!(decide(&req("/relative"), &[], false), Decision::Authorize));
+    }
+}

@@ -1,0 +1,142 @@
+use std::{
+    fmt, mem,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tower::Service;
+use tower_token_refresh_core::{BoxError, Error, ErrorKind, Lookup, TokenManager};
+
+use crate::{
+    Classify, ReplayPolicy,
+    future::ResponseFuture,
+    layer::Shared,
+    scope::{Decision, decide},
+};
+
+/// Authorizes requests with a [`TokenManager`]'s token, refreshes it when
+/// the server rejects it, and replays the rejected request once.
+///
+/// Built by [`TokenRefreshLayer`](crate::TokenRefreshLayer); see the crate
+/// docs for the data path.
+///
+/// # Errors
+///
+/// The inner service's error, boxed; or a [`tower_token_refresh_core::Error`]
+/// (downcast the [`BoxError`]) when no token could be had: the session
+/// expired, a refresh failed, or policy refused the request.
+pub struct TokenRefresh<S, P, C> {
+    inner: S,
+    shared: Arc<Shared>,
+    policy: P,
+    classifier: C,
+}
+
+impl<S, P, C> TokenRefresh<S, P, C> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, policy: P, classifier: C) -> Self {
+        TokenRefresh {
+            inner,
+            shared,
+            policy,
+            classifier,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The manager whose tokens this service sends.
+    pub fn manager(&self) -> &TokenManager {
+        &self.shared.manager
+    }
+}
+
+impl<S: Clone, P: Clone, C: Clone> Clone for TokenRefresh<S, P, C> {
+    fn clone(&self) -> Self {
+        TokenRefresh {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            policy: self.policy.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<S, P, C> fmt::Debug for TokenRefresh<S, P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRefresh")
+            .field("manager", &self.shared.manager)
+            .field("origins", &self.shared.origins)
+            .field("header_name", &self.shared.header_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, R, P, C> Service<Request<B>> for TokenRefresh<S, P, C>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    P: ReplayPolicy<B>,
+    C: Classify,
+{
+    type Response = Response<R>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        match decide(&request, &shared.origins, shared.allow_cleartext) {
+            Decision::Authorize => {}
+            Decision::PassThrough => return ResponseFuture::pass_through(self.inner.call(request)),
+            Decision::Refuse(why) => {
+                return ResponseFuture::failed(Error::new(ErrorKind::Policy, why));
+            }
+        }
+        // The copy is made before the inner service consumes the request.
+        let replay = self.policy.clone_request(&request);
+        match shared.manager.lookup() {
+            Lookup::Ready(auth) => {
+                let generation = auth.generation();
+                request
+                    .headers_mut()
+                    .insert(shared.header_name.clone(), auth.into_header());
+                // The replay goes through a clone; it is readied before use.
+                let replay = replay.map(|r| (self.inner.clone(), r));
+                ResponseFuture::sent(
+                    self.inner.call(request),
+                    generation,
+                    replay,
+                    shared,
+                    &self.classifier,
+                )
+            }
+            Lookup::Pending(refresh) => {
+                // The request is sent later, from the future: it must go
+                // through the service that `poll_ready` readied, so take it
+                // and leave a clone behind (see tower-service's docs on
+                // `Service::call`).
+                let clone = self.inner.clone();
+                let readied = mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(refresh, readied, request, replay, shared, &self.classifier)
+            }
+            Lookup::Failed(error) => ResponseFuture::failed(error),
+        }
+    }
+}
