@@ -817,16 +817,26 @@ async fn run_flight(
         tokio::time::sleep_until(at).await;
     }
     inner.counters.started.fetch_add(1, Ordering::Relaxed);
+    // Clears the running flight however this task ends: normally, by a
+    // panicking source, or by the runtime dropping it. Otherwise later
+    // callers would join a flight that never ends.
+    let guard = FlightGuard(&inner);
     let outcome = inner.refresh(from).await;
     match &outcome {
         Ok(_) => inner.counters.succeeded.fetch_add(1, Ordering::Relaxed),
         Err(_) => inner.counters.failed.fetch_add(1, Ordering::Relaxed),
     };
-    {
-        let mut flight = inner.lock_flight();
-        flight.running = None;
-        inner.refreshing.store(false, Ordering::Release);
-    }
+    drop(guard);
     // Nobody waiting is fine: the state is published already.
     let _ = tx.send(outcome);
+}
+
+struct FlightGuard<'a>(&'a Inner);
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut flight = self.0.lock_flight();
+        flight.running = None;
+        self.0.refreshing.store(false, Ordering::Release);
+    }
 }

@@ -63,3 +63,17 @@ impl TokenStore for MemoryStore {
         Box::pin(async { Ok(()) })
     }
 }
+
+impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
+    fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, Error>> {
+        (**self).load()
+    }
+
+    fn save<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
+        (**self).save(tokens)
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        (**self).clear()
+    }
+}

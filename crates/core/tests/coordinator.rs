@@ -1,0 +1,416 @@
+//! The invariants of the refresh coordinator, each under paused tokio time.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::time::{Instant, advance, sleep};
+use tower_token_refresh_core::{
+    Error, ErrorKind, Lookup, MemoryStore, TokenManager, TokenSet, TokenSource, TokenStore, source,
+};
+
+/// A source that issues `token-N`/`refresh-N`, counts calls, waits
+/// `latency`, and answers with queued errors first.
+#[derive(Clone)]
+struct Counting {
+    calls: Arc<AtomicU64>,
+    latency: Duration,
+    lifetime: Duration,
+    errors: Arc<Mutex<Vec<ErrorKind>>>,
+    seen_refresh_tokens: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl Counting {
+    fn new(lifetime: Duration, latency: Duration) -> Self {
+        Counting {
+            calls: Arc::default(),
+            latency,
+            lifetime,
+            errors: Arc::default(),
+            seen_refresh_tokens: Arc::default(),
+        }
+    }
+
+    fn fail_next(&self, kinds: &[ErrorKind]) {
+        let mut errors = self.errors.lock().unwrap();
+        errors.extend(kinds.iter().rev());
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn source(&self) -> impl TokenSource {
+        let this = self.clone();
+        source::from_fn(move |current: Option<TokenSet>| {
+            let this = this.clone();
+            async move {
+                let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                this.seen_refresh_tokens
+                    .lock()
+                    .unwrap()
+                    .push(current.and_then(|c| c.refresh_token().map(|r| r.secret().to_owned())));
+                sleep(this.latency).await;
+                if let Some(kind) = this.errors.lock().unwrap().pop() {
+                    return Err(Error::new(kind, "injected"));
+                }
+                Ok(TokenSet::bearer(format!("token-{n}"))
+                    .with_expires_in(this.lifetime)
+                    .with_refresh_token(format!("refresh-{n}")))
+            }
+        })
+    }
+}
+
+fn header(tokens: &TokenManager) -> String {
+    match tokens.lookup() {
+        Lookup::Ready(auth) => auth.header().to_str().unwrap().to_owned(),
+        other => panic!("expected a ready credential, got {other:?}"),
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_share_one_refresh() {
+    for n in [3usize, 100, 10_000] {
+        let counting = Counting::new(HOUR, Duration::from_millis(200));
+        let tokens = TokenManager::builder(counting.source()).build();
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let tokens = tokens.clone();
+                tokio::spawn(async move { tokens.authorization().await })
+            })
+            .collect();
+        for task in tasks {
+            let auth = task.await.unwrap().unwrap();
+            assert_eq!(auth.header().to_str().unwrap(), "Bearer token-1");
+        }
+        assert_eq!(counting.calls(), 1, "{n} callers");
+        assert_eq!(tokens.stats().refreshes_started, 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejection_of_an_old_generation_does_not_refresh_again() {
+    let counting = Counting::new(HOUR, Duration::from_millis(10));
+    let tokens = TokenManager::builder(counting.source()).build();
+    let first = tokens.authorization().await.unwrap();
+    let second = tokens.refresh_if(first.generation()).await.unwrap();
+    assert_eq!(counting.calls(), 2);
+    // Late rejections of the first generation get the second at once.
+    for _ in 0..5 {
+        let again = tokens.refresh_if(first.generation()).now_or_never_ready();
+        assert_eq!(again.generation(), second.generation());
+    }
+    assert_eq!(counting.calls(), 2);
+}
+
+trait NowOrNever {
+    fn now_or_never_ready(self) -> tower_token_refresh_core::Authorization;
+}
+
+impl NowOrNever for tower_token_refresh_core::RefreshFuture {
+    fn now_or_never_ready(self) -> tower_token_refresh_core::Authorization {
+        let mut fut = tokio_test::task::spawn(self);
+        match fut.poll() {
+            std::task::Poll::Ready(r) => r.unwrap(),
+            std::task::Poll::Pending => panic!("expected an immediate answer"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_during_a_refresh_joins_it() {
+    let counting = Counting::new(HOUR, Duration::from_millis(500));
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .build();
+    let g = tokens.generation();
+    let first = tokio::spawn({
+        let tokens = tokens.clone();
+        async move { tokens.refresh_if(g).await }
+    });
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(counting.calls(), 1);
+    let joined = tokens.refresh_if(g).await.unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(joined.generation(), first.generation());
+    assert_eq!(counting.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_caller_does_not_abandon_the_refresh() {
+    let counting = Counting::new(HOUR, Duration::from_millis(300));
+    let store = Arc::new(MemoryStore::new());
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .store(store.clone())
+        .build();
+    let caller = tokio::spawn({
+        let tokens = tokens.clone();
+        async move { tokens.refresh().await }
+    });
+    sleep(Duration::from_millis(100)).await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    sleep(Duration::from_millis(300)).await;
+    let stored = store.load().await.unwrap().unwrap();
+    assert_eq!(stored.refresh_token().unwrap().secret(), "refresh-1");
+    assert_eq!(header(&tokens), "Bearer token-1");
+    assert_eq!(counting.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_grant_expires_the_session_once() {
+    let counting = Counting::new(HOUR, Duration::from_millis(50));
+    counting.fail_next(&[ErrorKind::SessionExpired]);
+    let hook_calls = Arc::new(AtomicUsize::new(0));
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .on_session_expired({
+            let hook_calls = hook_calls.clone();
+            move || {
+                hook_calls.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build();
+    let g = tokens.generation();
+    let waiters: Vec<_> = (0..50)
+        .map(|_| {
+            let tokens = tokens.clone();
+            tokio::spawn(async move { tokens.refresh_if(g).await })
+        })
+        .collect();
+    for w in waiters {
+        let err = w.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    }
+    assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
+    assert!(tokens.is_session_expired());
+    // Later calls fail fast, without the source.
+    for _ in 0..10 {
+        assert!(matches!(tokens.lookup(), Lookup::Failed(e) if e.is_session_expired()));
+        assert!(tokens.refresh().await.unwrap_err().is_session_expired());
+    }
+    assert_eq!(counting.calls(), 1);
+    assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
+    // New credentials recover.
+    tokens
+        .set(TokenSet::bearer("fresh").with_expires_in(HOUR).with_refresh_token("r"))
+        .await
+        .unwrap();
+    assert_eq!(header(&tokens), "Bearer fresh");
+    assert!(!tokens.is_session_expired());
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_back_off_then_fail_then_recover() {
+    let counting = Counting::new(HOUR, Duration::from_millis(10));
+    counting.fail_next(&[ErrorKind::Transient; 4]);
+    let tokens = TokenManager::builder(counting.source())
+        .max_attempts(4)
+        .backoff(Duration::from_millis(100), Duration::from_secs(5))
+        .build();
+    let started = Instant::now();
+    let err = tokens.authorization().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(err.message().contains("4 attempts"), "{err}");
+    assert_eq!(counting.calls(), 4);
+    // Three backoffs of at most 100, 200 and 400 ms, plus 4 x 10 ms latency.
+    assert!(started.elapsed() <= Duration::from_millis(740), "{:?}", started.elapsed());
+    assert_eq!(tokens.stats().refreshes_failed, 1);
+    // Not stuck: the next call refreshes again and succeeds.
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer token-5");
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_are_spaced_by_the_minimum_interval() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    let tokens = TokenManager::builder(counting.source())
+        .min_refresh_interval(Duration::from_secs(2))
+        .build();
+    let t0 = Instant::now();
+    tokens.authorization().await.unwrap();
+    for _ in 0..3 {
+        tokens.refresh().await.unwrap();
+    }
+    assert_eq!(counting.calls(), 4);
+    assert!(t0.elapsed() >= Duration::from_secs(6), "{:?}", t0.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_ahead_serves_the_old_token_then_blocks_past_expiry() {
+    let counting = Counting::new(Duration::from_secs(100), Duration::from_secs(1));
+    let tokens = TokenManager::builder(counting.source())
+        .refresh_ahead(Duration::from_secs(20))
+        .expiry_leeway(Duration::from_secs(5))
+        .refresh_jitter(0.0)
+        .build();
+    tokens.authorization().await.unwrap();
+    assert_eq!(counting.calls(), 1);
+    // Before the window: nothing happens.
+    advance(Duration::from_secs(79)).await;
+    assert_eq!(header(&tokens), "Bearer token-1");
+    tokio::task::yield_now().await;
+    assert_eq!(counting.calls(), 1);
+    // In the window: the old token at once, and one background refresh.
+    advance(Duration::from_secs(2)).await;
+    for _ in 0..100 {
+        assert_eq!(header(&tokens), "Bearer token-1");
+    }
+    sleep(Duration::from_millis(1100)).await;
+    assert_eq!(counting.calls(), 2);
+    assert_eq!(header(&tokens), "Bearer token-2");
+
+    // Past expiry minus leeway (no refresh-ahead this time): callers wait.
+    let counting = Counting::new(Duration::from_secs(100), Duration::from_secs(1));
+    let tokens = TokenManager::builder(counting.source())
+        .refresh_ahead(Duration::ZERO)
+        .expiry_leeway(Duration::from_secs(5))
+        .build();
+    tokens.authorization().await.unwrap();
+    advance(Duration::from_secs(96)).await;
+    assert!(matches!(tokens.lookup(), Lookup::Pending(_)));
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer token-2");
+    assert_eq!(counting.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn short_lived_tokens_cap_the_windows() {
+    // 2 s tokens: refresh-ahead capped at 1 s, leeway at 0.2 s.
+    let counting = Counting::new(Duration::from_secs(2), Duration::ZERO);
+    let tokens = TokenManager::builder(counting.source()).refresh_jitter(0.0).build();
+    tokens.authorization().await.unwrap();
+    advance(Duration::from_millis(990)).await;
+    header(&tokens);
+    tokio::task::yield_now().await;
+    assert_eq!(counting.calls(), 1);
+    advance(Duration::from_millis(20)).await;
+    header(&tokens);
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(counting.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_expired_on_arrival_is_an_error_not_a_loop() {
+    let counting = Counting::new(Duration::ZERO, Duration::ZERO);
+    let tokens = TokenManager::builder(counting.source()).max_attempts(3).build();
+    let err = tokens.authorization().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(err.message().contains("expired on arrival"), "{err}");
+    assert_eq!(counting.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_during_a_refresh_wins_over_its_result() {
+    let counting = Counting::new(HOUR, Duration::from_secs(1));
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .build();
+    let refresh = tokens.refresh();
+    sleep(Duration::from_millis(100)).await;
+    tokens.set(TokenSet::bearer("login").with_expires_in(HOUR)).await.unwrap();
+    let outcome = refresh.await.unwrap();
+    assert_eq!(outcome.header().to_str().unwrap(), "Bearer login");
+    assert_eq!(header(&tokens), "Bearer login");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_source_fails_its_waiters_and_does_not_wedge() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let tokens = TokenManager::builder(source::from_fn({
+        let calls = calls.clone();
+        move |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    panic!("source bug");
+                }
+                Ok(TokenSet::bearer("ok").with_expires_in(HOUR))
+            }
+        }
+    }))
+    .build();
+    let err = tokens.authorization().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    // The panicked flight left no running refresh behind.
+    let auth = tokio::time::timeout(Duration::from_secs(30), tokens.authorization())
+        .await
+        .expect("not wedged")
+        .unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_stored_set_is_adopted_without_a_refresh() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    let store = Arc::new(MemoryStore::new());
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("old").with_refresh_token("r-old"))
+        .store(store.clone())
+        .build();
+    // Another process refreshed and saved.
+    store
+        .save(&TokenSet::bearer("theirs").with_expires_in(HOUR).with_refresh_token("r-new"))
+        .await
+        .unwrap();
+    let auth = tokens.refresh().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer theirs");
+    assert_eq!(counting.calls(), 0);
+    assert_eq!(tokens.stats().adopted_from_store, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_current_refresh_token_is_handed_to_the_source() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .min_refresh_interval(Duration::ZERO)
+        .build();
+    for _ in 0..3 {
+        tokens.refresh().await.unwrap();
+    }
+    let seen = counting.seen_refresh_tokens.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![Some("refresh-0".into()), Some("refresh-1".into()), Some("refresh-2".into())]
+    );
+}
+
+#[test]
+fn without_a_runtime_a_refresh_is_a_typed_error() {
+    let tokens = TokenManager::builder(Counting::new(HOUR, Duration::ZERO).source()).build();
+    let Lookup::Pending(fut) = tokens.lookup() else {
+        panic!("an empty manager must wait for a refresh");
+    };
+    let err = futures_executor_block_on(fut).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoRuntime);
+}
+
+fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut task = tokio_test::task::spawn(f);
+    match task.poll() {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("expected an immediate answer"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn debug_output_never_shows_secrets() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .build();
+    let auth = tokens.refresh().await.unwrap();
+    let shown = format!("{tokens:?} {auth:?} {:?} {:?}", tokens.current(), tokens.lookup());
+    for secret in ["token-0", "token-1", "refresh-0", "refresh-1"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
