@@ -50,7 +50,9 @@ mod store;
 mod token;
 
 pub use error::{BoxError, Error, ErrorKind};
-pub use manager::{Authorization, Lookup, RefreshFuture, Scheme, TokenManager, TokenManagerBuilder};
+pub use manager::{
+    Authorization, Lookup, RefreshFuture, Scheme, TokenManager, TokenManagerBuilder,
+};
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{BoxFuture, TokenSource};
 pub use stats::Stats;

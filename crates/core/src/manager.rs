@@ -324,10 +324,7 @@ impl Credential {
                 let leeway = config.expiry_leeway.min(lifetime / 10);
                 let ahead = config.refresh_ahead.min(lifetime / 2);
                 let early = ahead.mul_f64(config.refresh_jitter * jitter);
-                (
-                    Some(expires_at - ahead - early),
-                    Some(expires_at - leeway),
-                )
+                (Some(expires_at - ahead - early), Some(expires_at - leeway))
             }
         };
         Ok(Credential {
@@ -351,7 +348,9 @@ fn header_value(tokens: &TokenSet, scheme: &Scheme) -> Result<HeaderValue, Error
         Scheme::None => token.to_owned(),
     };
     let mut value = HeaderValue::try_from(text).map_err(|_| {
-        Error::invalid_response("access token or token type has bytes not allowed in an HTTP header")
+        Error::invalid_response(
+            "access token or token type has bytes not allowed in an HTTP header",
+        )
     })?;
     value.set_sensitive(true);
     Ok(value)
@@ -434,7 +433,9 @@ impl fmt::Debug for RefreshFuture {
             RefreshState::Done(_) => "done",
             RefreshState::Waiting(_) => "waiting",
         };
-        f.debug_struct("RefreshFuture").field("state", &state).finish()
+        f.debug_struct("RefreshFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -487,7 +488,10 @@ impl TokenManager {
                 if cred.refresh_at.is_some_and(|t| now >= t)
                     && !self.inner.refreshing.load(Ordering::Acquire)
                 {
-                    tracing::debug!(generation = state.generation, "token expiring soon; refreshing in background");
+                    tracing::debug!(
+                        generation = state.generation,
+                        "token expiring soon; refreshing in background"
+                    );
                     drop(self.refresh_if(state.generation));
                 }
                 Lookup::Ready(Authorization {
@@ -587,9 +591,11 @@ impl TokenManager {
         let cred = Credential::build(tokens, &self.inner.config, Instant::now(), jitter)?;
         let saved = self.inner.store.save(&cred.tokens).await;
         self.inner.replace(Status::Ready(cred));
-        saved.map_err(|e| {
-            self.inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-            e
+        saved.inspect_err(|_| {
+            self.inner
+                .counters
+                .store_errors
+                .fetch_add(1, Ordering::Relaxed);
         })
     }
 
@@ -712,7 +718,9 @@ impl Inner {
                 return self.expire(from, err).await;
             }
             let backoff = self.config.backoff.delay(attempt, self.jitter.next());
-            let wait = err.retry_after().map_or(backoff, |after| after.max(backoff));
+            let wait = err
+                .retry_after()
+                .map_or(backoff, |after| after.max(backoff));
             let retry = err.kind().is_retryable()
                 && attempt < self.config.backoff.max_attempts
                 && Instant::now() + wait < deadline;
@@ -756,8 +764,13 @@ impl Inner {
                 match Credential::build(stored, &self.config, now, self.jitter.next()) {
                     Ok(cred) if !cred.is_stale(now) => {
                         self.counters.adopted.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(generation = from + 1, "adopted a newer token set from the store");
-                        return Ok(self.publish(from, Status::Ready(cred)).unwrap_or_else(|o| o));
+                        tracing::debug!(
+                            generation = from + 1,
+                            "adopted a newer token set from the store"
+                        );
+                        return Ok(self
+                            .publish(from, Status::Ready(cred))
+                            .unwrap_or_else(|o| o));
                     }
                     _ => {}
                 }
@@ -774,7 +787,9 @@ impl Inner {
         let now = Instant::now();
         let cred = Credential::build(fetched, &self.config, now, self.jitter.next())?;
         if cred.is_stale(now) {
-            return Err(Error::invalid_response("token was already expired on arrival"));
+            return Err(Error::invalid_response(
+                "token was already expired on arrival",
+            ));
         }
         // Saved before anyone hears of it: a rotated refresh token must
         // survive whatever happens to the callers. A failing store does not
@@ -783,7 +798,9 @@ impl Inner {
             self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "token store save failed; keeping the new set in memory");
         }
-        let outcome = self.publish(from, Status::Ready(cred)).unwrap_or_else(|o| o);
+        let outcome = self
+            .publish(from, Status::Ready(cred))
+            .unwrap_or_else(|o| o);
         tracing::debug!(generation = from + 1, "token refreshed");
         Ok(outcome)
     }
@@ -792,7 +809,9 @@ impl Inner {
         match self.publish(from, Status::SessionExpired) {
             Err(newer) => newer,
             Ok(_) => {
-                self.counters.sessions_expired.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .sessions_expired
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %err, "session expired");
                 if let Err(e) = self.store.clear().await {
                     self.counters.store_errors.fetch_add(1, Ordering::Relaxed);

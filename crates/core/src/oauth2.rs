@@ -105,9 +105,13 @@ impl ClientAuth {
                 pair.push(':');
                 form_encode_into(&mut pair, client_secret.secret());
                 let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                let mut value = HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| {
-                    Error::new(ErrorKind::Rejected, "client credentials do not fit a header")
-                })?;
+                let mut value =
+                    HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| {
+                        Error::new(
+                            ErrorKind::Rejected,
+                            "client credentials do not fit a header",
+                        )
+                    })?;
                 value.set_sensitive(true);
                 headers.insert(header::AUTHORIZATION, value);
             }
@@ -221,7 +225,10 @@ impl<C> fmt::Debug for RefreshTokenGrant<C> {
 }
 
 impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
-    fn fetch<'a>(&'a self, current: Option<&'a TokenSet>) -> BoxFuture<'a, Result<TokenSet, Error>> {
+    fn fetch<'a>(
+        &'a self,
+        current: Option<&'a TokenSet>,
+    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
         Box::pin(async move {
             let refresh_token = current
                 .and_then(TokenSet::refresh_token)
@@ -380,7 +387,9 @@ mod tests {
     fn basic_auth_form_encodes_before_base64() {
         let mut form = Form::default();
         let mut headers = http::HeaderMap::new();
-        ClientAuth::basic("id:1", "s&cr t").apply(&mut form, &mut headers).unwrap();
+        ClientAuth::basic("id:1", "s&cr t")
+            .apply(&mut form, &mut headers)
+            .unwrap();
         let value = headers[header::AUTHORIZATION].to_str().unwrap();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(value.strip_prefix("Basic ").unwrap())
@@ -394,10 +403,14 @@ mod tests {
     fn post_and_none_auth_go_in_the_body() {
         let mut form = Form::default();
         let mut headers = http::HeaderMap::new();
-        ClientAuth::post("id", "sec").apply(&mut form, &mut headers).unwrap();
+        ClientAuth::post("id", "sec")
+            .apply(&mut form, &mut headers)
+            .unwrap();
         assert_eq!(form.0, "client_id=id&client_secret=sec");
         let mut form = Form::default();
-        ClientAuth::none("pub").apply(&mut form, &mut headers).unwrap();
+        ClientAuth::none("pub")
+            .apply(&mut form, &mut headers)
+            .unwrap();
         assert_eq!(form.0, "client_id=pub");
         assert!(headers.is_empty());
     }
@@ -405,11 +418,23 @@ mod tests {
     #[test]
     fn error_responses_map_to_kinds() {
         let cases = [
-            (400, r#"{"error":"invalid_grant"}"#, ErrorKind::SessionExpired),
+            (
+                400,
+                r#"{"error":"invalid_grant"}"#,
+                ErrorKind::SessionExpired,
+            ),
             (401, r#"{"error":"invalid_client"}"#, ErrorKind::Rejected),
             (400, r#"{"error":"invalid_scope"}"#, ErrorKind::Rejected),
-            (400, r#"{"error":"unsupported_grant_type"}"#, ErrorKind::Rejected),
-            (503, r#"{"error":"temporarily_unavailable"}"#, ErrorKind::Transient),
+            (
+                400,
+                r#"{"error":"unsupported_grant_type"}"#,
+                ErrorKind::Rejected,
+            ),
+            (
+                503,
+                r#"{"error":"temporarily_unavailable"}"#,
+                ErrorKind::Transient,
+            ),
             (500, "<html>oops</html>", ErrorKind::Transient),
             (429, "", ErrorKind::Transient),
             (404, "not found", ErrorKind::InvalidResponse),

@@ -23,17 +23,24 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait TokenSource: Send + Sync + 'static {
     /// Fetches a new token set. `current` is the set in use, if any (its
     /// refresh token is what a refresh grant needs).
-    fn fetch<'a>(&'a self, current: Option<&'a TokenSet>) -> BoxFuture<'a, Result<TokenSet, Error>>;
+    fn fetch<'a>(&'a self, current: Option<&'a TokenSet>)
+    -> BoxFuture<'a, Result<TokenSet, Error>>;
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
-    fn fetch<'a>(&'a self, current: Option<&'a TokenSet>) -> BoxFuture<'a, Result<TokenSet, Error>> {
+    fn fetch<'a>(
+        &'a self,
+        current: Option<&'a TokenSet>,
+    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
         (**self).fetch(current)
     }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
-    fn fetch<'a>(&'a self, current: Option<&'a TokenSet>) -> BoxFuture<'a, Result<TokenSet, Error>> {
+    fn fetch<'a>(
+        &'a self,
+        current: Option<&'a TokenSet>,
+    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
         (**self).fetch(current)
     }
 }
@@ -80,7 +87,10 @@ where
     F: Fn(Option<TokenSet>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<TokenSet, Error>> + Send + 'static,
 {
-    fn fetch<'a>(&'a self, current: Option<&'a TokenSet>) -> BoxFuture<'a, Result<TokenSet, Error>> {
+    fn fetch<'a>(
+        &'a self,
+        current: Option<&'a TokenSet>,
+    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
         Box::pin((self.f)(current.cloned()))
     }
 }

@@ -43,7 +43,9 @@ impl MemoryStore {
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let has = self.with(|t| t.is_some());
-        f.debug_struct("MemoryStore").field("has_tokens", &has).finish()
+        f.debug_struct("MemoryStore")
+            .field("has_tokens", &has)
+            .finish()
     }
 }
 

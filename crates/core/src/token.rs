@@ -149,10 +149,14 @@ impl TokenSet {
             ))
         })?;
         if raw.access_token.is_empty() {
-            return Err(Error::invalid_response("token response has an empty access_token"));
+            return Err(Error::invalid_response(
+                "token response has an empty access_token",
+            ));
         }
         if raw.token_type.is_empty() {
-            return Err(Error::invalid_response("token response has an empty token_type"));
+            return Err(Error::invalid_response(
+                "token response has an empty token_type",
+            ));
         }
         let lifetime = match raw.expires_in {
             None => None,
@@ -263,7 +267,10 @@ mod tests {
         .unwrap();
         assert_eq!(t.access_token().secret(), "a");
         assert_eq!(t.token_type(), "Bearer");
-        assert_eq!(t.expires_at(), Some(Instant::now() + Duration::from_secs(120)));
+        assert_eq!(
+            t.expires_at(),
+            Some(Instant::now() + Duration::from_secs(120))
+        );
         assert_eq!(t.refresh_token().map(|r| r.secret()), Some("r"));
         assert_eq!(t.scope(), Some("read write"));
     }
@@ -274,7 +281,10 @@ mod tests {
             br#"{"access_token":"a","token_type":"Bearer","expires_in":" 30 "}"#,
         )
         .unwrap();
-        assert_eq!(t.expires_at(), Some(Instant::now() + Duration::from_secs(30)));
+        assert_eq!(
+            t.expires_at(),
+            Some(Instant::now() + Duration::from_secs(30))
+        );
         let t = TokenSet::from_response_json(
             br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
         )
@@ -303,7 +313,10 @@ mod tests {
             let err = TokenSet::from_response_json(body).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
             let shown = format!("{err} {err:?}");
-            assert!(!shown.contains("tok-123") && !shown.contains("secret-ish"), "{shown}");
+            assert!(
+                !shown.contains("tok-123") && !shown.contains("secret-ish"),
+                "{shown}"
+            );
         }
     }
 }

@@ -1,4 +1,5 @@
 //! The invariants of the refresh coordinator, each under paused tokio time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     sync::{
@@ -201,7 +202,11 @@ async fn invalid_grant_expires_the_session_once() {
     assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
     // New credentials recover.
     tokens
-        .set(TokenSet::bearer("fresh").with_expires_in(HOUR).with_refresh_token("r"))
+        .set(
+            TokenSet::bearer("fresh")
+                .with_expires_in(HOUR)
+                .with_refresh_token("r"),
+        )
         .await
         .unwrap();
     assert_eq!(header(&tokens), "Bearer fresh");
@@ -222,7 +227,11 @@ async fn transient_failures_back_off_then_fail_then_recover() {
     assert!(err.message().contains("4 attempts"), "{err}");
     assert_eq!(counting.calls(), 4);
     // Three backoffs of at most 100, 200 and 400 ms, plus 4 x 10 ms latency.
-    assert!(started.elapsed() <= Duration::from_millis(740), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() <= Duration::from_millis(740),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(tokens.stats().refreshes_failed, 1);
     // Not stuck: the next call refreshes again and succeeds.
     let auth = tokens.authorization().await.unwrap();
@@ -286,7 +295,9 @@ async fn refresh_ahead_serves_the_old_token_then_blocks_past_expiry() {
 async fn short_lived_tokens_cap_the_windows() {
     // 2 s tokens: refresh-ahead capped at 1 s, leeway at 0.2 s.
     let counting = Counting::new(Duration::from_secs(2), Duration::ZERO);
-    let tokens = TokenManager::builder(counting.source()).refresh_jitter(0.0).build();
+    let tokens = TokenManager::builder(counting.source())
+        .refresh_jitter(0.0)
+        .build();
     tokens.authorization().await.unwrap();
     advance(Duration::from_millis(990)).await;
     header(&tokens);
@@ -301,7 +312,9 @@ async fn short_lived_tokens_cap_the_windows() {
 #[tokio::test(start_paused = true)]
 async fn a_token_expired_on_arrival_is_an_error_not_a_loop() {
     let counting = Counting::new(Duration::ZERO, Duration::ZERO);
-    let tokens = TokenManager::builder(counting.source()).max_attempts(3).build();
+    let tokens = TokenManager::builder(counting.source())
+        .max_attempts(3)
+        .build();
     let err = tokens.authorization().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
     assert!(err.message().contains("expired on arrival"), "{err}");
@@ -316,7 +329,10 @@ async fn set_during_a_refresh_wins_over_its_result() {
         .build();
     let refresh = tokens.refresh();
     sleep(Duration::from_millis(100)).await;
-    tokens.set(TokenSet::bearer("login").with_expires_in(HOUR)).await.unwrap();
+    tokens
+        .set(TokenSet::bearer("login").with_expires_in(HOUR))
+        .await
+        .unwrap();
     let outcome = refresh.await.unwrap();
     assert_eq!(outcome.header().to_str().unwrap(), "Bearer login");
     assert_eq!(header(&tokens), "Bearer login");
@@ -358,7 +374,11 @@ async fn a_newer_stored_set_is_adopted_without_a_refresh() {
         .build();
     // Another process refreshed and saved.
     store
-        .save(&TokenSet::bearer("theirs").with_expires_in(HOUR).with_refresh_token("r-new"))
+        .save(
+            &TokenSet::bearer("theirs")
+                .with_expires_in(HOUR)
+                .with_refresh_token("r-new"),
+        )
         .await
         .unwrap();
     let auth = tokens.refresh().await.unwrap();
@@ -380,7 +400,11 @@ async fn the_current_refresh_token_is_handed_to_the_source() {
     let seen = counting.seen_refresh_tokens.lock().unwrap().clone();
     assert_eq!(
         seen,
-        vec![Some("refresh-0".into()), Some("refresh-1".into()), Some("refresh-2".into())]
+        vec![
+            Some("refresh-0".into()),
+            Some("refresh-1".into()),
+            Some("refresh-2".into())
+        ]
     );
 }
 
@@ -409,7 +433,11 @@ async fn debug_output_never_shows_secrets() {
         .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
         .build();
     let auth = tokens.refresh().await.unwrap();
-    let shown = format!("{tokens:?} {auth:?} {:?} {:?}", tokens.current(), tokens.lookup());
+    let shown = format!(
+        "{tokens:?} {auth:?} {:?} {:?}",
+        tokens.current(),
+        tokens.lookup()
+    );
     for secret in ["token-0", "token-1", "refresh-0", "refresh-1"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }

@@ -35,7 +35,8 @@ pub struct RejectedToken;
 
 impl Classify for RejectedToken {
     fn is_rejected<B>(&self, response: &Response<B>) -> bool {
-        response.status() == StatusCode::UNAUTHORIZED && !bearer_error_forbids_refresh(response.headers())
+        response.status() == StatusCode::UNAUTHORIZED
+            && !bearer_error_forbids_refresh(response.headers())
     }
 }
 
@@ -268,7 +269,10 @@ mod tests {
         let c = RejectedToken;
         assert!(c.is_rejected(&response(401, &[])));
         assert!(c.is_rejected(&response(401, &[r#"Bearer realm="x""#])));
-        assert!(c.is_rejected(&response(401, &[r#"Bearer realm="x", error="invalid_token""#])));
+        assert!(c.is_rejected(&response(
+            401,
+            &[r#"Bearer realm="x", error="invalid_token""#]
+        )));
         assert!(!c.is_rejected(&response(401, &[r#"Bearer error="insufficient_scope""#])));
         assert!(!c.is_rejected(&response(401, &[r#"Bearer error="invalid_request""#])));
         assert!(!c.is_rejected(&response(403, &[r#"Bearer error="insufficient_scope""#])));
@@ -281,15 +285,23 @@ mod tests {
         )));
         assert!(!c.is_rejected(&response(
             401,
-            &[r#"Basic realm="b""#, r#"Bearer error="insufficient_scope", scope="admin""#]
+            &[
+                r#"Basic realm="b""#,
+                r#"Bearer error="insufficient_scope", scope="admin""#
+            ]
         )));
     }
 
     #[test]
     fn parses_quoted_escapes_token68_and_junk() {
-        let cs = parse_challenges(r#"Bearer error_description="say \"hi\", then go", error=invalid_token"#);
+        let cs = parse_challenges(
+            r#"Bearer error_description="say \"hi\", then go", error=invalid_token"#,
+        );
         assert_eq!(cs.len(), 1);
-        assert_eq!(cs[0].param("error_description").as_deref(), Some(r#"say "hi", then go"#));
+        assert_eq!(
+            cs[0].param("error_description").as_deref(),
+            Some(r#"say "hi", then go"#)
+        );
         assert_eq!(cs[0].param("ERROR").as_deref(), Some("invalid_token"));
 
         let cs = parse_challenges("Negotiate abc+/==, Basic realm=x");
@@ -297,10 +309,23 @@ mod tests {
         assert_eq!(cs[1].scheme, "Basic");
         assert_eq!(cs[1].param("realm").as_deref(), Some("x"));
 
-        for junk in ["", ",,,", "\"", "= = =", "Bearer error=\"unterminated", "é Bearer", "Bearer ,, realm=\"a\",,"] {
+        for junk in [
+            "",
+            ",,,",
+            "\"",
+            "= = =",
+            "Bearer error=\"unterminated",
+            "é Bearer",
+            "Bearer ,, realm=\"a\",,",
+        ] {
             let _ = parse_challenges(junk);
         }
-        assert_eq!(parse_challenges("Bearer ,, realm=\"a\",,")[0].param("realm").as_deref(), Some("a"));
+        assert_eq!(
+            parse_challenges("Bearer ,, realm=\"a\",,")[0]
+                .param("realm")
+                .as_deref(),
+            Some("a")
+        );
     }
 
     #[test]

@@ -74,7 +74,9 @@ where
             State::PassThrough { .. } => "pass-through",
             State::Failed { .. } => "failed",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -172,7 +174,8 @@ where
                         Err(e) => return Poll::Ready(Err(e.into())),
                     };
                     let ctx = this.ctx.as_mut().ok_or_else(broken)?;
-                    let (mut service, mut request) = match (ctx.service.take(), ctx.request.take()) {
+                    let (mut service, mut request) = match (ctx.service.take(), ctx.request.take())
+                    {
                         (Some(s), Some(r)) => (s, r),
                         _ => return Poll::Ready(Err(broken())),
                     };
@@ -197,11 +200,17 @@ where
                     if ctx.replay.is_none() || ctx.service.is_none() {
                         // No copy to replay: the 401 goes back as it is,
                         // and the refresh (spawned) serves later requests.
-                        tracing::debug!(generation = ctx.generation, "token rejected; no replay copy");
+                        tracing::debug!(
+                            generation = ctx.generation,
+                            "token rejected; no replay copy"
+                        );
                         drop(refresh);
                         return Poll::Ready(Ok(response));
                     }
-                    tracing::debug!(generation = ctx.generation, "token rejected; replaying after refresh");
+                    tracing::debug!(
+                        generation = ctx.generation,
+                        "token rejected; replaying after refresh"
+                    );
                     drop(response);
                     this.state.set(State::Refreshing { refresh });
                 }

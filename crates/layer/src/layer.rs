@@ -136,6 +136,11 @@ impl<S, P: Clone, C: Clone> Layer<S> for TokenRefreshLayer<P, C> {
     type Service = TokenRefresh<S, P, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TokenRefresh::from_parts(inner, self.shared.clone(), self.policy.clone(), self.classifier.clone())
+        TokenRefresh::from_parts(
+            inner,
+            self.shared.clone(),
+            self.policy.clone(),
+            self.classifier.clone(),
+        )
     }
 }

@@ -164,7 +164,9 @@ mod tests {
     fn streaming_bodies_are_not_copied() {
         type Body = http_body_util::Either<
             Full<Bytes>,
-            http_body_util::StreamBody<futures_util::stream::Empty<Result<http_body::Frame<Bytes>, std::io::Error>>>,
+            http_body_util::StreamBody<
+                futures_util::stream::Empty<Result<http_body::Frame<Bytes>, std::io::Error>>,
+            >,
         >;
         let streaming: Request<Body> = Request::new(http_body_util::Either::Right(
             http_body_util::StreamBody::new(futures_util::stream::empty()),

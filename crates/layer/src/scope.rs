@@ -92,7 +92,9 @@ impl Origin {
         };
         let default_port = if https { 443 } else { 80 };
         https == self.https
-            && uri.host().is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
+            && uri
+                .host()
+                .is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
             && uri.port_u16().unwrap_or(default_port) == self.port
     }
 }
@@ -104,7 +106,11 @@ pub(crate) enum Decision {
     Refuse(&'static str),
 }
 
-pub(crate) fn decide<B>(request: &Request<B>, origins: &[Origin], allow_cleartext: bool) -> Decision {
+pub(crate) fn decide<B>(
+    request: &Request<B>,
+    origins: &[Origin],
+    allow_cleartext: bool,
+) -> Decision {
     if request.extensions().get::<SkipAuth>().is_some() {
         return Decision::PassThrough;
     }
@@ -112,9 +118,13 @@ pub(crate) fn decide<B>(request: &Request<B>, origins: &[Origin], allow_cleartex
     if !origins.is_empty() && !origins.iter().any(|o| o.matches(uri)) {
         return Decision::PassThrough;
     }
-    let cleartext = uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("http"));
+    let cleartext = uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http"));
     if cleartext && !allow_cleartext && !uri.host().is_some_and(is_loopback) {
-        return Decision::Refuse("refusing to send a token over cleartext HTTP to a non-loopback host");
+        return Decision::Refuse(
+            "refusing to send a token over cleartext HTTP to a non-loopback host",
+        );
     }
     Decision::Authorize
 }
@@ -151,17 +161,44 @@ mod tests {
     #[test]
     fn decisions() {
         let origins: Vec<Origin> = vec!["http://127.0.0.1:8080".parse().unwrap()];
-        assert!(matches!(decide(&req("http://127.0.0.1:8080/a"), &origins, false), Decision::Authorize));
-        assert!(matches!(decide(&req("http://127.0.0.1:9090/a"), &origins, false), Decision::PassThrough));
+        assert!(matches!(
+            decide(&req("http://127.0.0.1:8080/a"), &origins, false),
+            Decision::Authorize
+        ));
+        assert!(matches!(
+            decide(&req("http://127.0.0.1:9090/a"), &origins, false),
+            Decision::PassThrough
+        ));
         let mut skip = req("http://127.0.0.1:8080/a");
         skip.extensions_mut().insert(SkipAuth);
-        assert!(matches!(decide(&skip, &origins, false), Decision::PassThrough));
+        assert!(matches!(
+            decide(&skip, &origins, false),
+            Decision::PassThrough
+        ));
 
-        assert!(matches!(decide(&req("http://api.example.com/"), &[], false), Decision::Refuse(_)));
-        assert!(matches!(decide(&req("http://api.example.com/"), &[], true), Decision::Authorize));
-        assert!(matches!(decide(&req("http://localhost:1/"), &[], false), Decision::Authorize));
-        assert!(matches!(decide(&req("http://[::1]:1/"), &[], false), Decision::Authorize));
-        assert!(matches!(decide(&req("https://api.example.com/"), &[], false), Decision::Authorize));
-        assert!(matches!(decide(&req("/relative"), &[], false), Decision::Authorize));
+        assert!(matches!(
+            decide(&req("http://api.example.com/"), &[], false),
+            Decision::Refuse(_)
+        ));
+        assert!(matches!(
+            decide(&req("http://api.example.com/"), &[], true),
+            Decision::Authorize
+        ));
+        assert!(matches!(
+            decide(&req("http://localhost:1/"), &[], false),
+            Decision::Authorize
+        ));
+        assert!(matches!(
+            decide(&req("http://[::1]:1/"), &[], false),
+            Decision::Authorize
+        ));
+        assert!(matches!(
+            decide(&req("https://api.example.com/"), &[], false),
+            Decision::Authorize
+        ));
+        assert!(matches!(
+            decide(&req("/relative"), &[], false),
+            Decision::Authorize
+        ));
     }
 }

@@ -1,1 +1,78 @@
-//! placeholder
+//! Real servers for testing [`tower-token-refresh`](https://docs.rs/tower-token-refresh):
+//! an OAuth2 authorization server and a protected resource, both axum on
+//! 127.0.0.1, in the test's own process and runtime.
+//!
+//! - [`AuthServer`]: a token endpoint with refresh token rotation and reuse
+//!   detection, `client_credentials`, and queued [`Fault`]s (delays, 5xx,
+//!   `invalid_grant`, malformed JSON, HTML error pages, dropped connections).
+//! - [`ResourceServer`]: an API that accepts the [`AuthServer`]'s access
+//!   tokens and answers with RFC 6750 challenges.
+//! - [`CountingSource`]: a [`TokenSource`](tower_token_refresh_core::TokenSource)
+//!   for unit tests, with call counting, latency and injected failures.
+//! - [`hyper_client`]: the plain hyper-util client tests and examples share.
+//!
+//! Servers run in tasks spawned on the current runtime and read only tokio's
+//! clock, so a test under `#[tokio::test(start_paused = true)]` can advance
+//! time past a token's expiry without waiting. Dropping a server's last
+//! handle stops it.
+//!
+//! # Example
+//!
+//! ```
+//! use http_body_util::Full;
+//! use tower_token_refresh_test_util::{hyper_client, AuthConfig, AuthServer, ResourceServer};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = AuthServer::start(AuthConfig::default()).await?;
+//! let api = ResourceServer::start(&auth).await?;
+//! let tokens = auth.login();
+//!
+//! let client = hyper_client();
+//! let get = |token: &str| {
+//!     http::Request::get(api.url("/api/data"))
+//!         .header("authorization", format!("Bearer {token}"))
+//!         .body(Full::default())
+//! };
+//! let response = client.request(get(&tokens.access_token)?).await?;
+//! assert_eq!(response.status(), 200);
+//!
+//! // Once the token is expired the API says so, as a real one would.
+//! auth.expire_access_tokens();
+//! let response = client.request(get(&tokens.access_token)?).await?;
+//! assert_eq!(response.status(), 401);
+//! assert!(response.headers()["www-authenticate"].to_str()?.contains("invalid_token"));
+//! assert_eq!(api.stats().rejected, 1);
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod form;
+mod resource;
+mod serve;
+mod source;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+pub use auth::{AuthConfig, AuthServer, AuthStats, Fault, IssuedTokens};
+pub use resource::{ResourceServer, ResourceStats};
+pub use source::CountingSource;
+
+/// A hyper-util client for plain HTTP with a [`Full`] body, on the tokio
+/// executor: the client tests, examples and benches send requests with.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let client = tower_token_refresh_test_util::hyper_client();
+/// # let _ = client;
+/// # }
+/// ```
+pub fn hyper_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
