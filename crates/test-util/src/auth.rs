@@ -119,7 +119,48 @@ pub enum Fault {
     /// Close the TCP connection after reading the request, without any
     /// response. A hyper client sees an error (an incomplete message).
     DropConnection,
+    /// Hold the request until the [`Gate`] opens, then serve it the next
+    /// queued fault, or the normal answer if none is queued: for tests that
+    /// need every request to arrive before a refresh ends.
+    Hold(Gate),
 }
+
+/// Holds token requests served [`Fault::Hold`] until [`open`](Gate::open)
+/// is called. Clones share the gate.
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    /// Lets every held request, and any later one, through.
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    async fn wait(&self) {
+        // Resolves with an error once the semaphore is closed: that is the
+        // signal, there are never permits.
+        let _ = self.0.acquire().await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Gate {}
 
 /// Tokens as a user login would hand them to the application.
 ///
@@ -509,27 +550,34 @@ async fn token_endpoint(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fault = {
-        let mut state = shared.lock();
-        state.stats.token_requests += 1;
-        let fault = state.faults.pop_front();
-        if fault.is_some() {
-            state.stats.faults_served += 1;
-        }
-        fault
-    };
-    match fault {
-        None => {}
-        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::DropConnection) => match conn {
-            Some(Extension(conn)) => {
-                conn.drop_connection();
-                // The connection task drops this future with the connection.
-                return std::future::pending().await;
+    shared.lock().stats.token_requests += 1;
+    loop {
+        let fault = {
+            let mut state = shared.lock();
+            let fault = state.faults.pop_front();
+            if fault.is_some() {
+                state.stats.faults_served += 1;
             }
-            None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        },
-        Some(fault) => return fault_response(fault),
+            fault
+        };
+        match fault {
+            None => break,
+            Some(Fault::Delay(delay)) => {
+                tokio::time::sleep(delay).await;
+                break;
+            }
+            // Held requests take the next queued fault once released.
+            Some(Fault::Hold(gate)) => gate.wait().await,
+            Some(Fault::DropConnection) => match conn {
+                Some(Extension(conn)) => {
+                    conn.drop_connection();
+                    // The connection task drops this future with the connection.
+                    return std::future::pending().await;
+                }
+                None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            },
+            Some(fault) => return fault_response(fault),
+        }
     }
     match token_request(&shared, &headers, &body) {
         Ok(response) => response,
@@ -687,7 +735,7 @@ fn fault_response(fault: Fault) -> Response {
         )
             .into_response(),
         // The endpoint handles these before it gets here.
-        Fault::Delay(_) | Fault::DropConnection => {
+        Fault::Delay(_) | Fault::DropConnection | Fault::Hold(_) => {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }

@@ -58,7 +58,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-pub use auth::{AuthConfig, AuthServer, AuthStats, Fault, IssuedTokens};
+pub use auth::{AuthConfig, AuthServer, AuthStats, Fault, Gate, IssuedTokens};
 pub use resource::{ResourceServer, ResourceStats};
 pub use source::CountingSource;
 

@@ -1,0 +1,97 @@
+//! A world of real servers and a layered hyper client, shared by the tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use tower::{Layer, ServiceExt};
+use tower_token_refresh::{
+    BoxError, CloneBody, RejectedToken, ServiceClient, TokenManager, TokenManagerBuilder,
+    TokenRefresh, TokenRefreshLayer,
+    oauth2::{ClientAuth, RefreshTokenGrant},
+};
+use tower_token_refresh_test_util::{
+    AuthConfig, AuthServer, IssuedTokens, ResourceServer, hyper_client,
+};
+
+pub type Http = Client<HttpConnector, Full<Bytes>>;
+pub type Authed = TokenRefresh<Http, CloneBody, RejectedToken>;
+
+pub const HOUR: Duration = Duration::from_secs(3600);
+
+pub struct World {
+    pub auth: AuthServer,
+    pub api: ResourceServer,
+    pub tokens: TokenManager,
+    pub client: Authed,
+    pub login: IssuedTokens,
+}
+
+pub fn grant(auth: &AuthServer, http: Http) -> RefreshTokenGrant<ServiceClient<Http>> {
+    RefreshTokenGrant::new(
+        auth.token_url().parse().unwrap(),
+        ClientAuth::basic(auth.client_id(), auth.client_secret()),
+        ServiceClient::new(http),
+    )
+}
+
+/// Servers with one-hour tokens (so nothing expires unless a test says so),
+/// a manager seeded with a login, and the layered client.
+pub async fn world(tweak: impl FnOnce(TokenManagerBuilder) -> TokenManagerBuilder) -> World {
+    world_with(AuthConfig::default().access_lifetime(HOUR), tweak).await
+}
+
+pub async fn world_with(
+    config: AuthConfig,
+    tweak: impl FnOnce(TokenManagerBuilder) -> TokenManagerBuilder,
+) -> World {
+    let auth = AuthServer::start(config).await.unwrap();
+    let api = ResourceServer::start(&auth).await.unwrap();
+    let http = hyper_client();
+    let login = auth.login();
+    let tokens = tweak(TokenManager::builder(grant(&auth, http.clone())).initial(login.token_set())).build();
+    let layer = TokenRefreshLayer::new(tokens.clone())
+        .scope(format!("http://{}", api.addr()).parse().unwrap());
+    let client = layer.layer(http);
+    World {
+        auth,
+        api,
+        tokens,
+        client,
+        login,
+    }
+}
+
+impl World {
+    pub async fn get(&self, path: &str) -> Result<Response<Bytes>, BoxError> {
+        send(&self.client, Request::get(self.api.url(path)).body(Full::default()).unwrap()).await
+    }
+}
+
+pub async fn send<S>(client: &S, request: Request<Full<Bytes>>) -> Result<Response<Bytes>, BoxError>
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>, Error = BoxError>
+        + Clone,
+{
+    let response = client.clone().oneshot(request).await?;
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, body.collect().await?.to_bytes()))
+}
+
+/// Waits, in bounded steps of 1 ms on tokio's clock, until `cond` holds.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+pub fn session_error(err: &BoxError) -> Option<&tower_token_refresh::Error> {
+    err.downcast_ref::<tower_token_refresh::Error>()
+}
