@@ -52,7 +52,10 @@ async fn rejected_together(n: usize) {
             })
         })
         .collect();
-    until("every first attempt was rejected", || w.api.stats().rejected == n as u64).await;
+    until("every first attempt was rejected", || {
+        w.api.stats().rejected == n as u64
+    })
+    .await;
     gate.open();
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap().status(), StatusCode::OK);
@@ -81,7 +84,9 @@ async fn a_hundred_concurrent_rejections_share_one_refresh() {
 #[tokio::test]
 async fn ten_thousand_concurrent_rejections_share_one_refresh() {
     const N: usize = 10_000;
-    let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR)).await.unwrap();
+    let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR))
+        .await
+        .unwrap();
     let login = auth.login();
     let tokens = TokenManager::builder(grant(&auth, hyper_client()))
         .initial(login.token_set())
@@ -96,7 +101,10 @@ async fn ten_thousand_concurrent_rejections_share_one_refresh() {
         move |req: Request<Full<Bytes>>| {
             let auth = auth.clone();
             let barrier = barrier.clone();
-            let sent = req.headers()[header::AUTHORIZATION].to_str().unwrap().to_owned();
+            let sent = req.headers()[header::AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
             let first = sent == old;
             if first {
                 first_attempts.fetch_add(1, Ordering::SeqCst);
@@ -125,7 +133,11 @@ async fn ten_thousand_concurrent_rejections_share_one_refresh() {
             let client = client.clone();
             tokio::spawn(async move {
                 client
-                    .oneshot(Request::get("http://127.0.0.1/").body(Full::default()).unwrap())
+                    .oneshot(
+                        Request::get("http://127.0.0.1/")
+                            .body(Full::default())
+                            .unwrap(),
+                    )
                     .await
             })
         })
@@ -195,11 +207,17 @@ async fn a_late_rejection_of_an_older_generation_replays_without_refreshing() {
         let client = client.clone();
         let url = w.api.url("/api/data");
         async move {
-            let req = Request::get(url).header("x-hold", "1").body(Full::default()).unwrap();
+            let req = Request::get(url)
+                .header("x-hold", "1")
+                .body(Full::default())
+                .unwrap();
             send(&client, req).await
         }
     });
-    until("the old-token request is in flight", || latch.arrived() == 1).await;
+    until("the old-token request is in flight", || {
+        latch.arrived() == 1
+    })
+    .await;
     // Meanwhile the token is rejected elsewhere and refreshed.
     let before = w.tokens.generation();
     w.auth.expire_access_tokens();
@@ -208,7 +226,11 @@ async fn a_late_rejection_of_an_older_generation_replays_without_refreshing() {
     latch.open();
     let response = late.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(w.auth.stats().refresh_grants, 1, "only the refresh made above");
+    assert_eq!(
+        w.auth.stats().refresh_grants,
+        1,
+        "only the refresh made above"
+    );
     assert_eq!(w.tokens.stats().replays, 1);
     assert_eq!(w.api.requests_with(&w.login.access_token), 1);
 }
@@ -224,14 +246,20 @@ async fn a_rejection_while_a_refresh_is_in_flight_joins_it() {
         let url = w.api.url("/api/data");
         async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await }
     });
-    until("the refresh is at the token endpoint", || w.auth.stats().token_requests == 1).await;
+    until("the refresh is at the token endpoint", || {
+        w.auth.stats().token_requests == 1
+    })
+    .await;
     // This request is rejected while that refresh is in flight.
     let second = tokio::spawn({
         let client = w.client.clone();
         let url = w.api.url("/api/data");
         async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await }
     });
-    until("the second request was rejected", || w.api.stats().rejected == 2).await;
+    until("the second request was rejected", || {
+        w.api.stats().rejected == 2
+    })
+    .await;
     gate.open();
     assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(second.await.unwrap().unwrap().status(), StatusCode::OK);
@@ -247,7 +275,11 @@ async fn a_token_the_resource_still_rejects_comes_back_after_one_replay() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(w.auth.stats().refresh_grants, 1);
     assert_eq!(w.tokens.stats().replays, 1);
-    assert_eq!(w.api.stats().requests, 2, "the original and one replay, no loop");
+    assert_eq!(
+        w.api.stats().requests,
+        2,
+        "the original and one replay, no loop"
+    );
 }
 
 #[tokio::test]
@@ -317,7 +349,11 @@ async fn transient_refresh_failures_back_off_then_fail_then_recover() {
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert_eq!(w.auth.stats().token_requests, 3, "bounded by max_attempts");
     // Two backoffs, each at most 200 ms then 400 ms (full jitter).
-    assert!(started.elapsed() <= Duration::from_millis(600), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() <= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
     // The server is back: the next request refreshes and succeeds.
     let response = w.get("/api/data").await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -330,8 +366,12 @@ async fn a_refused_connection_to_the_token_endpoint_is_a_transient_error() {
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}/token", dead.local_addr().unwrap());
     drop(dead);
-    let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR)).await.unwrap();
-    let api = tower_token_refresh_test_util::ResourceServer::start(&auth).await.unwrap();
+    let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR))
+        .await
+        .unwrap();
+    let api = tower_token_refresh_test_util::ResourceServer::start(&auth)
+        .await
+        .unwrap();
     let grant = RefreshTokenGrant::new(
         dead_url.parse().unwrap(),
         ClientAuth::basic(auth.client_id(), auth.client_secret()),
@@ -343,17 +383,31 @@ async fn a_refused_connection_to_the_token_endpoint_is_a_transient_error() {
         .build();
     let client = TokenRefreshLayer::new(tokens.clone()).layer(hyper_client());
     auth.expire_access_tokens();
-    let err = send(&client, Request::get(api.url("/api/data")).body(Full::default()).unwrap())
-        .await
-        .unwrap_err();
+    let err = send(
+        &client,
+        Request::get(api.url("/api/data"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
     let err = session_error(&err).unwrap();
     assert_eq!(err.kind(), ErrorKind::Transient);
     assert!(err.message().contains("4 attempts"), "{err}");
-    assert!(std::error::Error::source(err).is_some(), "the cause is kept");
+    assert!(
+        std::error::Error::source(err).is_some(),
+        "the cause is kept"
+    );
     assert_eq!(tokens.stats().attempts, 4);
     // Not stuck: new credentials work at once.
     tokens.set(auth.login().token_set()).await.unwrap();
-    let ok = send(&client, Request::get(api.url("/api/data")).body(Full::default()).unwrap()).await;
+    let ok = send(
+        &client,
+        Request::get(api.url("/api/data"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(ok.unwrap().status(), StatusCode::OK);
 }
 
@@ -368,13 +422,22 @@ async fn a_dropped_caller_does_not_abandon_a_rotating_refresh() {
         let url = w.api.url("/api/data");
         async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await }
     });
-    until("the refresh is at the token endpoint", || w.auth.stats().token_requests == 1).await;
+    until("the refresh is at the token endpoint", || {
+        w.auth.stats().token_requests == 1
+    })
+    .await;
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());
     gate.open();
-    until("the refresh finished", || w.tokens.stats().refreshes_succeeded == 1).await;
+    until("the refresh finished", || {
+        w.tokens.stats().refreshes_succeeded == 1
+    })
+    .await;
     let rotated = w.tokens.current().unwrap();
-    assert_ne!(rotated.refresh_token().unwrap().secret(), w.login.refresh_token);
+    assert_ne!(
+        rotated.refresh_token().unwrap().secret(),
+        w.login.refresh_token
+    );
     // The next request uses the new token; the next refresh the rotated
     // refresh token, which the server accepts (no reuse).
     assert_eq!(w.get("/api/data").await.unwrap().status(), StatusCode::OK);
@@ -387,11 +450,14 @@ async fn a_dropped_caller_does_not_abandon_a_rotating_refresh() {
 
 #[tokio::test(start_paused = true)]
 async fn inside_the_refresh_ahead_window_requests_go_at_once_while_one_refresh_runs() {
-    let w = world_with(AuthConfig::default().access_lifetime(Duration::from_secs(100)), |b| {
-        b.refresh_ahead(Duration::from_secs(20))
-            .expiry_leeway(Duration::from_secs(5))
-            .refresh_jitter(0.0)
-    })
+    let w = world_with(
+        AuthConfig::default().access_lifetime(Duration::from_secs(100)),
+        |b| {
+            b.refresh_ahead(Duration::from_secs(20))
+                .expiry_leeway(Duration::from_secs(5))
+                .refresh_jitter(0.0)
+        },
+    )
     .await;
     let gate = Gate::new();
     w.auth.inject(Fault::Hold(gate.clone()), 1);
@@ -399,10 +465,17 @@ async fn inside_the_refresh_ahead_window_requests_go_at_once_while_one_refresh_r
     for _ in 0..10 {
         assert_eq!(w.get("/api/data").await.unwrap().status(), StatusCode::OK);
     }
-    assert_eq!(w.api.requests_with(&w.login.access_token), 10, "old token, no waiting");
+    assert_eq!(
+        w.api.requests_with(&w.login.access_token),
+        10,
+        "old token, no waiting"
+    );
     assert_eq!(w.auth.stats().token_requests, 1, "one background refresh");
     gate.open();
-    until("the background refresh finished", || w.tokens.stats().refreshes_succeeded == 1).await;
+    until("the background refresh finished", || {
+        w.tokens.stats().refreshes_succeeded == 1
+    })
+    .await;
     assert_eq!(w.get("/api/data").await.unwrap().status(), StatusCode::OK);
     assert_eq!(w.api.requests_with(&w.login.access_token), 10);
     assert_eq!(w.auth.stats().refresh_grants, 1);
@@ -410,9 +483,13 @@ async fn inside_the_refresh_ahead_window_requests_go_at_once_while_one_refresh_r
 
 #[tokio::test(start_paused = true)]
 async fn past_expiry_requests_wait_for_the_refresh() {
-    let w = world_with(AuthConfig::default().access_lifetime(Duration::from_secs(100)), |b| {
-        b.refresh_ahead(Duration::ZERO).expiry_leeway(Duration::from_secs(5))
-    })
+    let w = world_with(
+        AuthConfig::default().access_lifetime(Duration::from_secs(100)),
+        |b| {
+            b.refresh_ahead(Duration::ZERO)
+                .expiry_leeway(Duration::from_secs(5))
+        },
+    )
     .await;
     let gate = Gate::new();
     w.auth.inject(Fault::Hold(gate.clone()), 1);
@@ -422,8 +499,15 @@ async fn past_expiry_requests_wait_for_the_refresh() {
         let url = w.api.url("/api/data");
         async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await }
     });
-    until("the refresh is at the token endpoint", || w.auth.stats().token_requests == 1).await;
-    assert_eq!(w.api.stats().requests, 0, "nothing sent with the expiring token");
+    until("the refresh is at the token endpoint", || {
+        w.auth.stats().token_requests == 1
+    })
+    .await;
+    assert_eq!(
+        w.api.stats().requests,
+        0,
+        "nothing sent with the expiring token"
+    );
     gate.open();
     assert_eq!(waiting.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(w.api.stats().rejected, 0);
@@ -434,7 +518,9 @@ async fn past_expiry_requests_wait_for_the_refresh() {
 async fn a_post_body_is_replayed_byte_identical() {
     let w = world(|b| b).await;
     w.auth.expire_access_tokens();
-    let body: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let body: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let request = Request::post(w.api.url("/api/echo"))
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(Full::new(Bytes::from(body.clone())))
@@ -459,22 +545,30 @@ async fn a_streaming_body_is_sent_once_and_its_401_returned() {
     w.auth.expire_access_tokens();
     let frames = vec![Ok(http_body::Frame::data(Bytes::from_static(b"chunk")))];
     let streaming = Request::post(w.api.url("/api/echo"))
-        .body(http_body_util::Either::Right(http_body_util::StreamBody::new(
-            futures_util::stream::iter(frames),
-        )))
+        .body(http_body_util::Either::Right(
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)),
+        ))
         .unwrap();
     let response = client.ready().await.unwrap().call(streaming).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(w.api.stats().requests, 1, "sent once");
     assert_eq!(w.tokens.stats().replays, 0);
     // The 401 still started a refresh, so the next request goes out fresh.
-    until("the refresh finished", || w.tokens.stats().refreshes_succeeded == 1).await;
+    until("the refresh finished", || {
+        w.tokens.stats().refreshes_succeeded == 1
+    })
+    .await;
     let full = Request::post(w.api.url("/api/echo"))
-        .body(http_body_util::Either::Left(Full::new(Bytes::from_static(b"x"))))
+        .body(http_body_util::Either::Left(Full::new(Bytes::from_static(
+            b"x",
+        ))))
         .unwrap();
     let response = client.ready().await.unwrap().call(full).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "x");
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "x"
+    );
     assert_eq!(w.auth.stats().refresh_grants, 1);
 }
 
@@ -490,21 +584,33 @@ async fn insufficient_scope_does_not_refresh() {
 
 #[tokio::test]
 async fn the_token_endpoint_called_through_the_same_layered_client_neither_deadlocks_nor_loops() {
-    let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR)).await.unwrap();
-    let api = tower_token_refresh_test_util::ResourceServer::start(&auth).await.unwrap();
+    let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR))
+        .await
+        .unwrap();
+    let api = tower_token_refresh_test_util::ResourceServer::start(&auth)
+        .await
+        .unwrap();
     // The grant sends through the very client the layer wraps, with no
     // scope set: only SkipAuth keeps the token request from being
     // intercepted (it would then carry a Bearer header, not the client's
     // Basic credentials, and be refused).
-    let layered: Arc<OnceLock<tower_token_refresh::TokenRefresh<Http, tower_token_refresh::CloneBody, tower_token_refresh::RejectedToken>>> =
-        Arc::new(OnceLock::new());
+    let layered: Arc<
+        OnceLock<
+            tower_token_refresh::TokenRefresh<
+                Http,
+                tower_token_refresh::CloneBody,
+                tower_token_refresh::RejectedToken,
+            >,
+        >,
+    > = Arc::new(OnceLock::new());
     let through_layer = {
         let layered = layered.clone();
         move |req: Request<Bytes>| {
             let client = layered.get().cloned();
             async move {
                 let client = client.ok_or("client not built yet")?;
-                tower_token_refresh::oauth2::HttpClient::send(&ServiceClient::new(client), req).await
+                tower_token_refresh::oauth2::HttpClient::send(&ServiceClient::new(client), req)
+                    .await
             }
         }
     };
@@ -513,13 +619,20 @@ async fn the_token_endpoint_called_through_the_same_layered_client_neither_deadl
         ClientAuth::basic(auth.client_id(), auth.client_secret()),
         through_layer,
     );
-    let tokens = TokenManager::builder(grant).initial(auth.login().token_set()).build();
+    let tokens = TokenManager::builder(grant)
+        .initial(auth.login().token_set())
+        .build();
     let client = TokenRefreshLayer::new(tokens.clone()).layer(hyper_client());
     assert!(layered.set(client.clone()).is_ok());
     auth.expire_access_tokens();
     let response = tokio::time::timeout(
         Duration::from_secs(30),
-        send(&client, Request::get(api.url("/api/data")).body(Full::default()).unwrap()),
+        send(
+            &client,
+            Request::get(api.url("/api/data"))
+                .body(Full::default())
+                .unwrap(),
+        ),
     )
     .await
     .expect("no deadlock")
@@ -534,26 +647,41 @@ async fn the_token_endpoint_called_through_the_same_layered_client_neither_deadl
 async fn out_of_scope_requests_pass_through_untouched() {
     let w = world(|b| b).await;
     // A second resource on another port: another origin.
-    let other = tower_token_refresh_test_util::ResourceServer::start(&w.auth).await.unwrap();
-    let response = send(&w.client, Request::get(other.url("/api/data")).body(Full::default()).unwrap())
+    let other = tower_token_refresh_test_util::ResourceServer::start(&w.auth)
         .await
         .unwrap();
+    let response = send(
+        &w.client,
+        Request::get(other.url("/api/data"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(other.stats().missing_credentials, 1, "no token sent there");
-    assert_eq!(w.auth.stats().token_requests, 0, "its 401 is not ours to act on");
+    assert_eq!(
+        w.auth.stats().token_requests,
+        0,
+        "its 401 is not ours to act on"
+    );
 }
 
 #[tokio::test]
 async fn a_token_over_cleartext_to_a_remote_host_is_refused() {
     let w = world(|b| b).await;
-    let mut client = TokenRefreshLayer::new(w.tokens.clone()).layer(service_fn(|_: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(Response::new(()))
-    }));
+    let mut client = TokenRefreshLayer::new(w.tokens.clone()).layer(service_fn(
+        |_: Request<Full<Bytes>>| async { Ok::<_, Infallible>(Response::new(())) },
+    ));
     let err = client
         .ready()
         .await
         .unwrap()
-        .call(Request::get("http://api.example.com/").body(Full::default()).unwrap())
+        .call(
+            Request::get("http://api.example.com/")
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap_err();
     assert_eq!(session_error(&err).unwrap().kind(), ErrorKind::Policy);

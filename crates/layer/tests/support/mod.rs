@@ -52,7 +52,8 @@ pub async fn world_with(
     let api = ResourceServer::start(&auth).await.unwrap();
     let http = hyper_client();
     let login = auth.login();
-    let tokens = tweak(TokenManager::builder(grant(&auth, http.clone())).initial(login.token_set())).build();
+    let tokens =
+        tweak(TokenManager::builder(grant(&auth, http.clone())).initial(login.token_set())).build();
     let layer = TokenRefreshLayer::new(tokens.clone())
         .scope(format!("http://{}", api.addr()).parse().unwrap());
     let client = layer.layer(http);
@@ -67,18 +68,30 @@ pub async fn world_with(
 
 impl World {
     pub async fn get(&self, path: &str) -> Result<Response<Bytes>, BoxError> {
-        send(&self.client, Request::get(self.api.url(path)).body(Full::default()).unwrap()).await
+        send(
+            &self.client,
+            Request::get(self.api.url(path))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
     }
 }
 
 pub async fn send<S>(client: &S, request: Request<Full<Bytes>>) -> Result<Response<Bytes>, BoxError>
 where
-    S: tower::Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>, Error = BoxError>
-        + Clone,
+    S: tower::Service<
+            Request<Full<Bytes>>,
+            Response = Response<hyper::body::Incoming>,
+            Error = BoxError,
+        > + Clone,
 {
     let response = client.clone().oneshot(request).await?;
     let (parts, body) = response.into_parts();
-    Ok(Response::from_parts(parts, body.collect().await?.to_bytes()))
+    Ok(Response::from_parts(
+        parts,
+        body.collect().await?.to_bytes(),
+    ))
 }
 
 /// Waits, in bounded steps of 1 ms on tokio's clock, until `cond` holds.
