@@ -185,6 +185,15 @@ where
 }
 
 fn hot_path(c: &mut Criterion) {
+    // Inside a runtime, as a real client is: the coordinator's phase timer
+    // is armed on the first request.
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        panic!("a tokio runtime for the benchmark");
+    };
+    let _runtime = runtime.enter();
     let uri: Uri = "http://127.0.0.1:8080/api/data".parse().unwrap_or_default();
     let static_header = {
         let mut v: http::HeaderValue = format!("Bearer {TOKEN}")

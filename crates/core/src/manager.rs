@@ -5,8 +5,8 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicBool, AtomicU8, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -95,6 +95,10 @@ pub enum Scheme {
     None,
 }
 
+/// The longest duration any setting takes; larger values are clamped so
+/// that instant arithmetic cannot overflow.
+const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Timing and retry settings. Every field has a default argued in the docs of
 /// the matching [`TokenManagerBuilder`] method.
 #[derive(Clone, Debug)]
@@ -103,6 +107,7 @@ struct Config {
     expiry_leeway: Duration,
     refresh_jitter: f64,
     min_refresh_interval: Duration,
+    background_retry: Duration,
     attempt_timeout: Duration,
     refresh_deadline: Duration,
     backoff: Backoff,
@@ -116,6 +121,7 @@ impl Default for Config {
             expiry_leeway: Duration::from_secs(10),
             refresh_jitter: 0.2,
             min_refresh_interval: Duration::from_secs(1),
+            background_retry: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(10),
             refresh_deadline: Duration::from_secs(20),
             backoff: Backoff::default(),
@@ -174,7 +180,7 @@ impl TokenManagerBuilder {
     /// each token's lifetime, so short-lived tokens are not refreshed
     /// continuously.
     pub fn refresh_ahead(mut self, window: Duration) -> Self {
-        self.config.refresh_ahead = window;
+        self.config.refresh_ahead = window.min(MAX_SETTING);
         self
     }
 
@@ -183,7 +189,7 @@ impl TokenManagerBuilder {
     /// Default 10 s (golang.org/x/oauth2's `expiryDelta`), capped at a tenth
     /// of each token's lifetime. Past this point callers wait for a refresh.
     pub fn expiry_leeway(mut self, leeway: Duration) -> Self {
-        self.config.expiry_leeway = leeway;
+        self.config.expiry_leeway = leeway.min(MAX_SETTING);
         self
     }
 
@@ -203,20 +209,36 @@ impl TokenManagerBuilder {
     /// rejects every token, or an authorization server that is down, then
     /// sees at most one refresh per interval. Default 1 s.
     pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
-        self.config.min_refresh_interval = interval;
+        self.config.min_refresh_interval = interval.min(MAX_SETTING);
         self
     }
 
-    /// How long one call to the token source may take. Default 10 s.
+    /// After a background refresh (inside the refresh-ahead window) fails,
+    /// how long the still-valid token is served before another background
+    /// refresh is tried. Default 30 s (Azure SDKs wait at least as long), so
+    /// a down authorization server sees no storm from the refresh-ahead
+    /// path. Past expiry minus the leeway, callers refresh as usual.
+    pub fn background_retry(mut self, interval: Duration) -> Self {
+        self.config.background_retry = interval.min(MAX_SETTING);
+        self
+    }
+
+    /// How long one call to the token source, or to the store, may take.
+    /// Default 10 s.
+    ///
+    /// A refresh-token request that times out may still have been carried
+    /// out by the server: with rotation, the retry then presents a refresh
+    /// token the server has already replaced. Keep this well above the
+    /// token endpoint's worst latency.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.config.attempt_timeout = timeout;
+        self.config.attempt_timeout = timeout.min(MAX_SETTING);
         self
     }
 
     /// How long one refresh may take, retries included, before its waiters
     /// get an error. Default 20 s.
     pub fn refresh_deadline(mut self, deadline: Duration) -> Self {
-        self.config.refresh_deadline = deadline;
+        self.config.refresh_deadline = deadline.min(MAX_SETTING);
         self
     }
 
@@ -231,8 +253,8 @@ impl TokenManagerBuilder {
     /// each wait is drawn at random up to `base * 2^(attempt-1)` (full
     /// jitter). Defaults 100 ms and 5 s.
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.config.backoff.base = base;
-        self.config.backoff.max = max.max(base);
+        self.config.backoff.base = base.min(MAX_SETTING);
+        self.config.backoff.max = max.max(base).min(MAX_SETTING);
         self
     }
 
@@ -247,15 +269,18 @@ impl TokenManagerBuilder {
     /// An initial set whose access token cannot be a header value is
     /// dropped with a warning, so the first request fetches a new one.
     pub fn build(self) -> TokenManager {
+        let jitter = Jitter::new();
         let status = match self.initial {
             None => Status::Empty,
-            Some(tokens) => match Credential::build(tokens, &self.config, Instant::now(), 0.0) {
-                Ok(c) => Status::Ready(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "initial token set unusable; starting empty");
-                    Status::Empty
+            Some(tokens) => {
+                match Credential::build(tokens, &self.config, Instant::now(), jitter.next()) {
+                    Ok(c) => Status::Ready(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "initial token set unusable; starting empty");
+                        Status::Empty
+                    }
                 }
-            },
+            }
         };
         TokenManager {
             inner: Arc::new(Inner {
@@ -264,13 +289,14 @@ impl TokenManagerBuilder {
                     status,
                 }),
                 flight: Mutex::new(Flight::default()),
+                commit: tokio::sync::Mutex::new(()),
                 refreshing: AtomicBool::new(false),
                 source: self.source,
                 store: self.store.unwrap_or_else(|| Box::new(MemoryStore::new())),
                 config: self.config,
                 counters: Counters::default(),
                 hook: self.hook,
-                jitter: Jitter::new(),
+                jitter,
             }),
         }
     }
@@ -278,8 +304,13 @@ impl TokenManagerBuilder {
 
 struct Inner {
     state: ArcSwap<State>,
-    /// Cold path only: starting and finishing refreshes, and every write of `state`.
+    /// Cold path only: starting and finishing refreshes, and every write of
+    /// `state`. Never held across an await.
     flight: Mutex<Flight>,
+    /// Serializes every change of the token set with its store write (a
+    /// refresh's save and publish, `set`, `clear`, session expiry), so the
+    /// store never ends up holding a set that memory has moved past.
+    commit: tokio::sync::Mutex<()>,
     /// A hint for the refresh-ahead path, so requests in the window skip the lock.
     refreshing: AtomicBool,
     source: Box<dyn TokenSource>,
@@ -292,8 +323,27 @@ struct Inner {
 
 #[derive(Default)]
 struct Flight {
-    running: Option<Shared<oneshot::Receiver<Outcome>>>,
+    /// The refresh in flight. It always belongs to the current generation:
+    /// publishing its result, `set` and `clear` all empty this slot in the
+    /// same critical section as they change the state.
+    running: Option<Running>,
+    next_id: u64,
     last_started: Option<Instant>,
+}
+
+struct Running {
+    id: u64,
+    outcome: Shared<oneshot::Receiver<Outcome>>,
+}
+
+impl Flight {
+    /// Forgets the running flight (its task goes on, but nobody new joins it).
+    fn detach(&mut self, id: Option<u64>, refreshing: &AtomicBool) {
+        if id.is_none() || self.running.as_ref().map(|r| r.id) == id {
+            self.running = None;
+            refreshing.store(false, Ordering::Release);
+        }
+    }
 }
 
 struct State {
@@ -312,6 +362,36 @@ struct Credential {
     tokens: TokenSet,
     refresh_at: Option<Instant>,
     stale_at: Option<Instant>,
+    /// Where the credential is in its life, kept current by a timer task so
+    /// that the hot path reads a flag instead of the clock. See [`Phase`].
+    phase: AtomicU8,
+}
+
+/// The life of a credential, in the order it goes through it.
+///
+/// `UNTIMED` means no timer watches the phase yet (the credential was built
+/// outside a runtime, or nobody has looked it up): the clock decides, and
+/// the first lookup on a runtime starts the timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Phase {
+    Untimed = 0,
+    Fresh = 1,
+    /// Inside the refresh-ahead window: still sent, refreshed in background.
+    Ahead = 2,
+    /// Past expiry minus the leeway: callers wait for a refresh.
+    Stale = 3,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Fresh,
+            2 => Phase::Ahead,
+            3 => Phase::Stale,
+            _ => Phase::Untimed,
+        }
+    }
 }
 
 impl Credential {
@@ -327,16 +407,145 @@ impl Credential {
                 (Some(expires_at - ahead - early), Some(expires_at - leeway))
             }
         };
+        // A token of unknown lifetime is fresh until a server rejects it.
+        let phase = if stale_at.is_none() {
+            Phase::Fresh
+        } else {
+            Phase::Untimed
+        };
         Ok(Credential {
             header,
             tokens,
             refresh_at,
             stale_at,
+            phase: AtomicU8::new(phase as u8),
         })
     }
 
     fn is_stale(&self, now: Instant) -> bool {
         self.stale_at.is_some_and(|t| now >= t)
+    }
+
+    /// The phase by the clock.
+    fn phase_at(&self, now: Instant) -> Phase {
+        if self.is_stale(now) {
+            Phase::Stale
+        } else if self.refresh_at.is_some_and(|t| now >= t) {
+            Phase::Ahead
+        } else {
+            Phase::Fresh
+        }
+    }
+
+    /// The next instant at which the phase changes, if any.
+    fn next_change(&self, phase: Phase) -> Option<Instant> {
+        match phase {
+            Phase::Untimed | Phase::Fresh => self.refresh_at,
+            Phase::Ahead => self.stale_at,
+            Phase::Stale => None,
+        }
+    }
+}
+
+/// Reads the phase of the credential in `state`, starting the timer that
+/// keeps it current if none does yet.
+#[cold]
+fn arm(state: &Arc<State>, cred: &Credential) -> Phase {
+    let phase = cred.phase_at(Instant::now());
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        // Exactly one caller wins the exchange and starts the timer.
+        if cred
+            .phase
+            .compare_exchange(
+                Phase::Untimed as u8,
+                phase as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+            && phase != Phase::Stale
+        {
+            handle.spawn(phase_timer(Disarm(Arc::downgrade(state))));
+        }
+    }
+    phase
+}
+
+/// Moves a credential's phase forward at its deadlines; ends when the
+/// credential is replaced (the state is dropped) or stale.
+async fn phase_timer(mut disarm: Disarm) {
+    let state = disarm.0.clone();
+    phase_steps(&state).await;
+    disarm.0 = Weak::new();
+}
+
+/// Made before the phase timer is spawned and moved into it: if the task is
+/// dropped before the credential goes stale (its runtime shut down, even
+/// before its first poll), the next lookup must read the clock and arm a new
+/// timer.
+struct Disarm(Weak<State>);
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        let Some(state) = self.0.upgrade() else {
+            return;
+        };
+        let Status::Ready(cred) = &state.status else {
+            return;
+        };
+        for phase in [Phase::Fresh, Phase::Ahead] {
+            let _ = cred.phase.compare_exchange(
+                phase as u8,
+                Phase::Untimed as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+}
+
+async fn phase_steps(state: &Weak<State>) {
+    loop {
+        let next = {
+            let Some(state) = state.upgrade() else { return };
+            let Status::Ready(cred) = &state.status else {
+                return;
+            };
+            let phase = Phase::from_u8(cred.phase.load(Ordering::Acquire));
+            match cred.next_change(phase) {
+                Some(at) => at,
+                None => return,
+            }
+        };
+        tokio::time::sleep_until(next).await;
+        let Some(state) = state.upgrade() else { return };
+        let Status::Ready(cred) = &state.status else {
+            return;
+        };
+        cred.phase
+            .fetch_max(cred.phase_at(Instant::now()) as u8, Ordering::AcqRel);
+    }
+}
+
+/// After a failed background refresh: serve the still-valid credential as
+/// fresh again until `until`, then let the next request retry.
+async fn snooze(wake: Wake, until: Instant) {
+    tokio::time::sleep_until(until).await;
+    drop(wake);
+}
+
+/// Puts a snoozed credential back inside its refresh-ahead window when
+/// dropped: when the snooze ends, or when its task is dropped early.
+struct Wake(Weak<State>);
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        let Some(state) = self.0.upgrade() else {
+            return;
+        };
+        if let Status::Ready(cred) = &state.status {
+            cred.phase.fetch_max(Phase::Ahead as u8, Ordering::AcqRel);
+        }
     }
 }
 
@@ -475,19 +684,22 @@ impl TokenManager {
     /// The hot path: the credential to send now, without waiting.
     ///
     /// Inside the refresh-ahead window it also starts a background refresh
-    /// (when none runs). One atomic load, one clock read, one reference-count
-    /// increment for the header value; no lock and no allocation.
+    /// (when none runs). An atomic load of the state, a load of its phase
+    /// flag, and a reference-count increment for the header value: no lock,
+    /// no clock read (a timer task moves the phase at its deadlines), no
+    /// allocation.
     pub fn lookup(&self) -> Lookup {
         let state = self.inner.state.load();
         match &state.status {
             Status::Ready(cred) => {
-                let now = Instant::now();
-                if cred.is_stale(now) {
+                let phase = match Phase::from_u8(cred.phase.load(Ordering::Acquire)) {
+                    Phase::Untimed => arm(&state, cred),
+                    phase => phase,
+                };
+                if phase == Phase::Stale {
                     return Lookup::Pending(self.refresh_if(state.generation));
                 }
-                if cred.refresh_at.is_some_and(|t| now >= t)
-                    && !self.inner.refreshing.load(Ordering::Acquire)
-                {
+                if phase == Phase::Ahead && !self.inner.refreshing.load(Ordering::Acquire) {
                     tracing::debug!(
                         generation = state.generation,
                         "token expiring soon; refreshing in background"
@@ -542,7 +754,7 @@ impl TokenManager {
         let mut flight = inner.lock_flight();
         if let Some(running) = &flight.running {
             return RefreshFuture {
-                state: RefreshState::Waiting(running.clone()),
+                state: RefreshState::Waiting(running.outcome.clone()),
             };
         }
         // Re-check under the lock: a refresh may have finished since the
@@ -568,10 +780,21 @@ impl TokenManager {
         flight.last_started = Some(start_at.unwrap_or(now));
         let (tx, rx) = oneshot::channel();
         let shared = rx.shared();
-        flight.running = Some(shared.clone());
+        flight.next_id += 1;
+        let id = flight.next_id;
+        flight.running = Some(Running {
+            id,
+            outcome: shared.clone(),
+        });
         inner.refreshing.store(true, Ordering::Release);
         drop(flight);
-        handle.spawn(run_flight(Arc::clone(inner), generation, start_at, tx));
+        // The guard is made here, not in the task: a task dropped before its
+        // first poll (its runtime shut down) runs none of its body.
+        let guard = FlightGuard {
+            inner: Arc::clone(inner),
+            id,
+        };
+        handle.spawn(run_flight(guard, generation, start_at, tx));
         RefreshFuture {
             state: RefreshState::Waiting(shared),
         }
@@ -587,16 +810,12 @@ impl TokenManager {
     /// cannot be a header value; [`Store`](ErrorKind::Store) if saving failed
     /// (the set is in use anyway).
     pub async fn set(&self, tokens: TokenSet) -> Result<(), Error> {
-        let jitter = self.inner.jitter.next();
-        let cred = Credential::build(tokens, &self.inner.config, Instant::now(), jitter)?;
-        let saved = self.inner.store.save(&cred.tokens).await;
-        self.inner.replace(Status::Ready(cred));
-        saved.inspect_err(|_| {
-            self.inner
-                .counters
-                .store_errors
-                .fetch_add(1, Ordering::Relaxed);
-        })
+        let inner = &self.inner;
+        let cred = Credential::build(tokens, &inner.config, Instant::now(), inner.jitter.next())?;
+        let _commit = inner.commit.lock().await;
+        let saved = inner.store_op("save", inner.store.save(&cred.tokens)).await;
+        inner.replace(Status::Ready(cred));
+        saved
     }
 
     /// Forgets the token set here and in the store. The next request waits
@@ -606,8 +825,11 @@ impl TokenManager {
     ///
     /// [`Store`](ErrorKind::Store) if the store could not be cleared.
     pub async fn clear(&self) -> Result<(), Error> {
-        self.inner.replace(Status::Empty);
-        self.inner.store.clear().await
+        let inner = &self.inner;
+        let _commit = inner.commit.lock().await;
+        let cleared = inner.store_op("clear", inner.store.clear()).await;
+        inner.replace(Status::Empty);
+        cleared
     }
 
     /// A copy of the current token set, if there is one.
@@ -680,21 +902,24 @@ impl Inner {
         self.flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publishes `status` as the next generation.
+    /// Publishes `status` as the next generation, whatever it was; a running
+    /// refresh is detached (its result will not be published).
     fn replace(&self, status: Status) -> u64 {
-        let _flight = self.lock_flight();
+        let mut flight = self.lock_flight();
         let generation = self.state.load().generation + 1;
         self.state.store(Arc::new(State { generation, status }));
+        flight.detach(None, &self.refreshing);
         generation
     }
 
-    /// Publishes `status` as the successor of `from`, unless something else
-    /// (a `set`, a `clear`) replaced `from` meanwhile: then that wins.
-    fn publish(&self, from: u64, status: Status) -> Result<Outcome, Outcome> {
-        let _flight = self.lock_flight();
+    /// Publishes `status` as the successor of `from` and ends flight `id`,
+    /// unless something else (a `set`, a `clear`) replaced `from` meanwhile:
+    /// then that wins and its outcome is returned.
+    fn publish(&self, id: u64, from: u64, status: Status) -> Outcome {
+        let mut flight = self.lock_flight();
         let current = self.state.load();
         if current.generation != from {
-            return Err(current.outcome());
+            return current.outcome();
         }
         let state = Arc::new(State {
             generation: from + 1,
@@ -702,20 +927,44 @@ impl Inner {
         });
         let outcome = state.outcome();
         self.state.store(state);
-        Ok(outcome)
+        // In the same critical section: from now on a caller that sees the
+        // new generation cannot join this (finished) flight.
+        flight.detach(Some(id), &self.refreshing);
+        outcome
     }
 
-    async fn refresh(&self, from: u64) -> Outcome {
+    /// A store call, bounded by the attempt timeout and counted on failure.
+    async fn store_op<T>(
+        &self,
+        what: &'static str,
+        op: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let result = match tokio::time::timeout(self.config.attempt_timeout, op).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Store,
+                format!("token store {what} timed out"),
+            )),
+        };
+        if let Err(e) = &result {
+            self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "token store {what} failed");
+        }
+        result
+    }
+
+    /// Runs one refresh to its end; the flag says whether it ended the session.
+    async fn refresh(&self, id: u64, from: u64) -> (Outcome, bool) {
         let deadline = Instant::now() + self.config.refresh_deadline;
         let mut attempt = 1;
         loop {
             self.counters.attempts.fetch_add(1, Ordering::Relaxed);
-            let err = match self.attempt(from).await {
-                Ok(outcome) => return outcome,
+            let err = match self.attempt(id, from).await {
+                Ok(outcome) => return (outcome, false),
                 Err(err) => err,
             };
             if err.is_session_expired() {
-                return self.expire(from, err).await;
+                return self.expire(id, from, err).await;
             }
             let backoff = self.config.backoff.delay(attempt, self.jitter.next());
             let wait = err
@@ -733,13 +982,14 @@ impl Inner {
                 "token refresh attempt failed"
             );
             if !retry {
-                return Err(if err.kind().is_retryable() {
+                let err = if err.kind().is_retryable() {
                     let attempts = if attempt == 1 { "attempt" } else { "attempts" };
                     Error::transient(format!("{attempt} {attempts} failed; last: {err}"))
                         .with_source(err)
                 } else {
                     err
-                });
+                };
+                return (Err(err), false);
             }
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -747,7 +997,7 @@ impl Inner {
     }
 
     /// One attempt: adopt a newer stored set, or fetch, validate, save, publish.
-    async fn attempt(&self, from: u64) -> Result<Outcome, Error> {
+    async fn attempt(&self, id: u64, from: u64) -> Result<Outcome, Error> {
         let state = self.state.load_full();
         if state.generation != from {
             return Ok(state.outcome());
@@ -756,29 +1006,19 @@ impl Inner {
             Status::Ready(cred) => Some(&cred.tokens),
             _ => None,
         };
-        let now = Instant::now();
-        match self.store.load().await {
-            Ok(Some(stored))
-                if current.is_none_or(|c| c.access_token() != stored.access_token()) =>
-            {
-                match Credential::build(stored, &self.config, now, self.jitter.next()) {
-                    Ok(cred) if !cred.is_stale(now) => {
+        if let Ok(Some(stored)) = self.store_op("load", self.store.load()).await {
+            if is_newer(&stored, current) {
+                let now = Instant::now();
+                if let Ok(cred) = Credential::build(stored, &self.config, now, self.jitter.next()) {
+                    if !cred.is_stale(now) {
                         self.counters.adopted.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(
                             generation = from + 1,
-                            "adopted a newer token set from the store"
+                            "adopting a newer token set from the store"
                         );
-                        return Ok(self
-                            .publish(from, Status::Ready(cred))
-                            .unwrap_or_else(|o| o));
+                        return Ok(self.commit(id, from, cred, false).await);
                     }
-                    _ => {}
                 }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "token store load failed; refreshing anyway");
             }
         }
         let fetched = tokio::time::timeout(self.config.attempt_timeout, self.source.fetch(current))
@@ -791,71 +1031,141 @@ impl Inner {
                 "token was already expired on arrival",
             ));
         }
-        // Saved before anyone hears of it: a rotated refresh token must
-        // survive whatever happens to the callers. A failing store does not
-        // throw the new set away (that would lose the rotation for sure).
-        if let Err(e) = self.store.save(&cred.tokens).await {
-            self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "token store save failed; keeping the new set in memory");
-        }
-        let outcome = self
-            .publish(from, Status::Ready(cred))
-            .unwrap_or_else(|o| o);
+        let outcome = self.commit(id, from, cred, true).await;
         tracing::debug!(generation = from + 1, "token refreshed");
         Ok(outcome)
     }
 
-    async fn expire(&self, from: u64, err: Error) -> Outcome {
-        match self.publish(from, Status::SessionExpired) {
-            Err(newer) => newer,
-            Ok(_) => {
-                self.counters
-                    .sessions_expired
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %err, "session expired");
-                if let Err(e) = self.store.clear().await {
-                    self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "token store clear failed");
-                }
-                if let Some(hook) = &self.hook {
-                    hook();
-                }
-                Err(err)
+    /// Saves (if asked) and publishes a new credential as one step, unless
+    /// the state moved past `from` meanwhile: then nothing is written.
+    async fn commit(&self, id: u64, from: u64, cred: Credential, save: bool) -> Outcome {
+        let _commit = self.commit.lock().await;
+        let current = self.state.load();
+        if current.generation != from {
+            return current.outcome();
+        }
+        drop(current);
+        // Saved before anyone hears of it: a rotated refresh token must
+        // survive whatever happens to the callers. A failing store does not
+        // throw the new set away (that would lose the rotation for sure).
+        if save {
+            let _ = self.store_op("save", self.store.save(&cred.tokens)).await;
+        }
+        self.publish(id, from, Status::Ready(cred))
+    }
+
+    async fn expire(&self, id: u64, from: u64, err: Error) -> (Outcome, bool) {
+        let _commit = self.commit.lock().await;
+        let current = self.state.load();
+        if current.generation != from {
+            return (current.outcome(), false);
+        }
+        drop(current);
+        // The dead set leaves the store before the state says so, so a
+        // login that follows (and waits for this lock) is not wiped.
+        let _ = self.store_op("clear", self.store.clear()).await;
+        // Cannot be overtaken: every writer holds the commit lock.
+        let _ = self.publish(id, from, Status::SessionExpired);
+        self.counters
+            .sessions_expired
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %err, "session expired");
+        (Err(err), true)
+    }
+
+    /// After a failed refresh: if the credential it started from is still in
+    /// use and inside the refresh-ahead window, serve it as fresh again for
+    /// a while instead of retrying on every request.
+    fn snooze_background(&self, from: u64) {
+        let state = self.state.load_full();
+        if state.generation != from {
+            return;
+        }
+        let Status::Ready(cred) = &state.status else {
+            return;
+        };
+        if cred.phase.load(Ordering::Acquire) != Phase::Ahead as u8 {
+            return;
+        }
+        let until = Instant::now() + self.config.background_retry;
+        let until = cred.stale_at.map_or(until, |stale| until.min(stale));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            if cred
+                .phase
+                .compare_exchange(
+                    Phase::Ahead as u8,
+                    Phase::Fresh as u8,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                handle.spawn(snooze(Wake(Arc::downgrade(&state)), until));
             }
         }
     }
 }
 
+/// Whether `stored` should replace the in-memory set: a different access
+/// token that expires later (or anything, when memory has none). A set the
+/// store kept from before (say a save failed) is older, never adopted: its
+/// refresh token may have been rotated away.
+fn is_newer(stored: &TokenSet, current: Option<&TokenSet>) -> bool {
+    let Some(current) = current else { return true };
+    stored.access_token() != current.access_token()
+        && match (stored.expires_at(), current.expires_at()) {
+            (Some(s), Some(c)) => s > c,
+            (_, None) => true,
+            (None, Some(_)) => false,
+        }
+}
+
+/// Runs one refresh. `guard` ends the flight however the task ends:
+/// normally, by a panicking source, or dropped with its runtime (even before
+/// it started). Otherwise later callers would join a flight that never ends.
 async fn run_flight(
-    inner: Arc<Inner>,
+    guard: FlightGuard,
     from: u64,
     start_at: Option<Instant>,
     tx: oneshot::Sender<Outcome>,
 ) {
+    let inner = Arc::clone(&guard.inner);
+    let id = guard.id;
     if let Some(at) = start_at {
         tokio::time::sleep_until(at).await;
     }
     inner.counters.started.fetch_add(1, Ordering::Relaxed);
-    // Clears the running flight however this task ends: normally, by a
-    // panicking source, or by the runtime dropping it. Otherwise later
-    // callers would join a flight that never ends.
-    let guard = FlightGuard(&inner);
-    let outcome = inner.refresh(from).await;
+    let (outcome, expired) = inner.refresh(id, from).await;
     match &outcome {
         Ok(_) => inner.counters.succeeded.fetch_add(1, Ordering::Relaxed),
-        Err(_) => inner.counters.failed.fetch_add(1, Ordering::Relaxed),
+        Err(_) => {
+            inner.snooze_background(from);
+            inner.counters.failed.fetch_add(1, Ordering::Relaxed)
+        }
     };
     drop(guard);
     // Nobody waiting is fine: the state is published already.
     let _ = tx.send(outcome);
+    if expired {
+        if let Some(hook) = &inner.hook {
+            // The hook is the application's code: a panic there must not
+            // take the coordinator down with it.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
+                tracing::error!("the on_session_expired hook panicked");
+            }
+        }
+    }
 }
 
-struct FlightGuard<'a>(&'a Inner);
+struct FlightGuard {
+    inner: Arc<Inner>,
+    id: u64,
+}
 
-impl Drop for FlightGuard<'_> {
+impl Drop for FlightGuard {
     fn drop(&mut self) {
-        let mut flight = self.0.lock_flight();
-        flight.running = None;
-        self.0.refreshing.store(false, Ordering::Release);
+        self.inner
+            .lock_flight()
+            .detach(Some(self.id), &self.inner.refreshing);
     }
 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::{Instant, advance, sleep};
+use tokio::time::{Instant, sleep};
 use tower_token_refresh_core::{
     Error, ErrorKind, Lookup, MemoryStore, TokenManager, TokenSet, TokenSource, TokenStore, source,
 };
@@ -75,6 +75,15 @@ fn header(tokens: &TokenManager) -> String {
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// Advances paused time, then lets spawned tasks (the phase timer among
+/// them) run before the test goes on: the timer is a task like any other.
+async fn advance(by: Duration) {
+    tokio::time::advance(by).await;
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+}
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_callers_share_one_refresh() {
@@ -441,4 +450,248 @@ async fn debug_output_never_shows_secrets() {
     for secret in ["token-0", "token-1", "refresh-0", "refresh-1"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
+}
+
+// Regressions found in review: writers racing each other and the store.
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_overtaken_by_set_writes_nothing_to_the_store() {
+    let counting = Counting::new(HOUR, Duration::from_secs(1));
+    let store = Arc::new(MemoryStore::new());
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .store(store.clone())
+        .min_refresh_interval(Duration::ZERO)
+        .build();
+    let refresh = tokens.refresh();
+    sleep(Duration::from_millis(100)).await;
+    let login = TokenSet::bearer("user-b")
+        .with_expires_in(HOUR)
+        .with_refresh_token("rb");
+    tokens.set(login).await.unwrap();
+    let _ = refresh.await;
+    let stored = store.load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "user-b");
+    // The next rejection refreshes user B's session, not the overtaken one.
+    let g = tokens.generation();
+    tokens.refresh_if(g).await.unwrap();
+    let seen = counting.seen_refresh_tokens.lock().unwrap().clone();
+    assert_eq!(seen, vec![Some("refresh-0".into()), Some("rb".into())]);
+    assert_eq!(tokens.stats().adopted_from_store, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_overtaken_by_clear_does_not_bring_the_session_back() {
+    let counting = Counting::new(HOUR, Duration::from_secs(1));
+    let store = Arc::new(MemoryStore::new());
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .store(store.clone())
+        .min_refresh_interval(Duration::ZERO)
+        .build();
+    let refresh = tokens.refresh();
+    sleep(Duration::from_millis(100)).await;
+    tokens.clear().await.unwrap();
+    let _ = refresh.await;
+    assert!(
+        store.load().await.unwrap().is_none(),
+        "the store stays empty"
+    );
+    assert!(tokens.current().is_none());
+    // A new session starts from nothing: the source gets no refresh token.
+    tokens.authorization().await.unwrap();
+    let seen = counting.seen_refresh_tokens.lock().unwrap().clone();
+    assert_eq!(seen, vec![Some("refresh-0".into()), None]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_of_the_set_after_a_set_gets_a_new_refresh() {
+    let counting = Counting::new(HOUR, Duration::from_secs(1));
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .min_refresh_interval(Duration::ZERO)
+        .build();
+    drop(tokens.refresh());
+    sleep(Duration::from_millis(100)).await;
+    tokens
+        .set(
+            TokenSet::bearer("login")
+                .with_expires_in(HOUR)
+                .with_refresh_token("rl"),
+        )
+        .await
+        .unwrap();
+    let g_login = tokens.generation();
+    let replay_with = tokens.refresh_if(g_login).await.unwrap();
+    assert!(
+        replay_with.generation() > g_login,
+        "a newer token, not the rejected one"
+    );
+    assert_ne!(replay_with.header().to_str().unwrap(), "Bearer login");
+}
+
+#[test]
+fn a_flight_dropped_with_its_runtime_while_waiting_to_start_does_not_wedge() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .min_refresh_interval(Duration::from_secs(5))
+        .build();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    first.block_on(async {
+        tokens.refresh().await.unwrap();
+        // Waits for the minimum interval before starting...
+        drop(tokens.refresh());
+    });
+    // ...when its runtime goes away (one #[tokio::test] of many, say).
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    second.block_on(async {
+        sleep(Duration::from_secs(10)).await;
+        let auth = tokens.refresh().await.unwrap();
+        assert_eq!(auth.header().to_str().unwrap(), "Bearer token-2");
+    });
+}
+
+struct HangingStore;
+
+impl TokenStore for HangingStore {
+    fn load(&self) -> tower_token_refresh_core::BoxFuture<'_, Result<Option<TokenSet>, Error>> {
+        Box::pin(std::future::pending())
+    }
+    fn save<'a>(
+        &'a self,
+        _: &'a TokenSet,
+    ) -> tower_token_refresh_core::BoxFuture<'a, Result<(), Error>> {
+        Box::pin(std::future::pending())
+    }
+    fn clear(&self) -> tower_token_refresh_core::BoxFuture<'_, Result<(), Error>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_store_does_not_hang_waiters() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    let tokens = TokenManager::builder(counting.source())
+        .store(HangingStore)
+        .attempt_timeout(Duration::from_secs(2))
+        .build();
+    let started = Instant::now();
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer token-1");
+    // One load and one save, each cut off at the attempt timeout.
+    assert_eq!(started.elapsed(), Duration::from_secs(4));
+    assert_eq!(tokens.stats().store_errors, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_background_refresh_is_retried_after_the_background_interval() {
+    let counting = Counting::new(Duration::from_secs(120), Duration::ZERO);
+    let tokens = TokenManager::builder(counting.source())
+        .refresh_jitter(0.0)
+        .max_attempts(2)
+        .background_retry(Duration::from_secs(30))
+        .build();
+    tokens.authorization().await.unwrap();
+    counting.fail_next(&[ErrorKind::Transient; 1000]);
+    // The window opens at 60 s; requests every 100 ms for 40 s after that.
+    sleep(Duration::from_secs(61)).await;
+    for _ in 0..400 {
+        assert!(matches!(tokens.lookup(), Lookup::Ready(_)));
+        sleep(Duration::from_millis(100)).await;
+    }
+    // One background refresh at 61 s and one at about 91 s, 2 attempts each.
+    assert_eq!(counting.calls() - 1, 4, "{:?}", tokens.stats());
+    assert_eq!(tokens.stats().refreshes_started, 3);
+}
+
+/// A store whose clear is slow, so a login can arrive while it runs.
+struct SlowClear(MemoryStore);
+
+impl TokenStore for SlowClear {
+    fn load(&self) -> tower_token_refresh_core::BoxFuture<'_, Result<Option<TokenSet>, Error>> {
+        self.0.load()
+    }
+    fn save<'a>(
+        &'a self,
+        t: &'a TokenSet,
+    ) -> tower_token_refresh_core::BoxFuture<'a, Result<(), Error>> {
+        self.0.save(t)
+    }
+    fn clear(&self) -> tower_token_refresh_core::BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            sleep(Duration::from_millis(500)).await;
+            self.0.clear().await
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_login_right_after_the_session_expired_stays_in_the_store() {
+    let store = Arc::new(SlowClear(MemoryStore::new()));
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    counting.fail_next(&[ErrorKind::SessionExpired]);
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .store(store.clone())
+        .build();
+    drop(tokens.refresh());
+    sleep(Duration::from_millis(10)).await;
+    tokens
+        .set(
+            TokenSet::bearer("relogin")
+                .with_expires_in(HOUR)
+                .with_refresh_token("r1"),
+        )
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert!(tokens.stats().sessions_expired == 1);
+    let stored = store.load().await.unwrap().expect("the new login is kept");
+    assert_eq!(stored.access_token().secret(), "relogin");
+    assert_eq!(header(&tokens), "Bearer relogin");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_hook_does_not_change_what_waiters_get() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    counting.fail_next(&[ErrorKind::SessionExpired]);
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .on_session_expired(|| panic!("application bug"))
+        .build();
+    let err = tokens.refresh().await.unwrap_err();
+    assert!(err.is_session_expired(), "{err}");
+    tokens
+        .set(TokenSet::bearer("again").with_expires_in(HOUR))
+        .await
+        .unwrap();
+    assert_eq!(header(&tokens), "Bearer again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_older_set_left_in_the_store_is_never_adopted() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    let store = Arc::new(MemoryStore::new());
+    let tokens = TokenManager::builder(counting.source())
+        .store(store.clone())
+        .min_refresh_interval(Duration::ZERO)
+        .build();
+    tokens.authorization().await.unwrap();
+    let older = store.load().await.unwrap().unwrap();
+    sleep(Duration::from_secs(10)).await;
+    tokens.refresh().await.unwrap();
+    // The store lost the newer save (a failed write, say).
+    store.save(&older).await.unwrap();
+    tokens.refresh().await.unwrap();
+    assert_eq!(tokens.stats().adopted_from_store, 0);
+    assert_eq!(header(&tokens), "Bearer token-3");
 }

@@ -63,9 +63,18 @@ impl<S, B> fmt::Debug for ServiceClient<S, B> {
     }
 }
 
-impl<S, B> ServiceClient<S, B> {
-    /// Wraps `service`.
+impl<S> ServiceClient<S> {
+    /// Wraps `service`, which takes `http_body_util::Full<Bytes>` request
+    /// bodies (as hyper-util's client usually does).
     pub fn new(service: S) -> Self {
+        Self::with_body(service)
+    }
+}
+
+impl<S, B> ServiceClient<S, B> {
+    /// Wraps `service`, which takes request bodies of type `B` (made from
+    /// the form's [`Bytes`]).
+    pub fn with_body(service: S) -> Self {
         ServiceClient {
             service,
             max_body: DEFAULT_MAX_BODY,

@@ -13,45 +13,52 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use tower_token_refresh_core::{BoxError, Error, RefreshFuture};
 
-use crate::{Classify, layer::Shared};
+use crate::{Classify, ReplayPolicy, layer::Shared};
 
-/// What an authorized request needs after it is sent.
-struct Ctx<S, B, C> {
+/// What an authorized request needs once it is sent: where to report a
+/// rejection, how to recognize one, and which token generation it carried.
+struct Auth<C> {
     shared: Arc<Shared>,
     classifier: C,
     generation: u64,
-    /// The readied service (while waiting for a token), then the clone that
-    /// sends the replay.
-    service: Option<S>,
-    /// A request waiting for its token.
-    request: Option<Request<B>>,
-    /// The copy to replay if the first is rejected.
-    replay: Option<Request<B>>,
 }
+
+/// The service clone that sends a replay, and the copy it sends.
+type Replay<S, B> = Option<(S, Request<B>)>;
 
 pin_project! {
     /// Response future of [`TokenRefresh`](crate::TokenRefresh).
-    pub struct ResponseFuture<S, B, C>
+    pub struct ResponseFuture<S, B, P, C>
     where
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future>,
-        ctx: Option<Ctx<S, B, C>>,
+        state: State<S::Future, S, B, P>,
+        auth: Option<Auth<C>>,
     }
 }
 
 pin_project! {
+    // Each state owns what the next needs, so the future stays about as
+    // small as the inner future plus one request.
     #[project = StateProj]
-    enum State<F> {
-        // No usable token yet: waiting for the shared refresh.
-        Waiting { refresh: RefreshFuture },
+    enum State<F, S, B, P> {
+        // No usable token yet: waiting for the shared refresh. `service` is
+        // the one `poll_ready` readied; the replay copy is made once the
+        // token is on the request.
+        // (Boxed: a cold path, which must not make every future larger.)
+        Waiting {
+            refresh: RefreshFuture,
+            service: Option<S>,
+            request: Option<Box<Request<B>>>,
+            policy: P,
+        },
         // The first attempt is in flight.
-        Sent { #[pin] future: F },
+        Sent { #[pin] future: F, replay: Replay<S, B> },
         // The token was rejected: waiting for a newer one.
-        Refreshing { refresh: RefreshFuture },
-        // A newer token is on the copy: waiting for the service to be ready.
-        ReadyingReplay,
+        Refreshing { refresh: RefreshFuture, replay: Replay<S, B> },
+        // A newer token is on the copy: waiting for the clone to be ready.
+        ReadyingReplay { replay: Replay<S, B> },
         // The one replay is in flight; its response is final.
         Replayed { #[pin] future: F },
         // Out of scope: the inner service's future, untouched.
@@ -60,7 +67,7 @@ pin_project! {
     }
 }
 
-impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>
+impl<S, B, P, C> fmt::Debug for ResponseFuture<S, B, P, C>
 where
     S: Service<Request<B>>,
 {
@@ -69,7 +76,7 @@ where
             State::Waiting { .. } => "waiting for token",
             State::Sent { .. } => "sent",
             State::Refreshing { .. } => "refreshing",
-            State::ReadyingReplay => "readying replay",
+            State::ReadyingReplay { .. } => "readying replay",
             State::Replayed { .. } => "replayed",
             State::PassThrough { .. } => "pass-through",
             State::Failed { .. } => "failed",
@@ -84,45 +91,37 @@ fn broken() -> BoxError {
     "tower-token-refresh: response future polled after completion".into()
 }
 
-impl<S, B, C> ResponseFuture<S, B, C>
+impl<S, B, P, C> ResponseFuture<S, B, P, C>
 where
     S: Service<Request<B>>,
-    C: Clone,
 {
     pub(crate) fn pass_through(future: S::Future) -> Self {
         ResponseFuture {
             state: State::PassThrough { future },
-            ctx: None,
+            auth: None,
         }
     }
 
     pub(crate) fn failed(error: Error) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
-            ctx: None,
+            auth: None,
         }
     }
 
     pub(crate) fn sent(
         future: S::Future,
         generation: u64,
-        replay: Option<(S, Request<B>)>,
-        shared: &Arc<Shared>,
-        classifier: &C,
+        replay: Replay<S, B>,
+        shared: Arc<Shared>,
+        classifier: C,
     ) -> Self {
-        let (service, replay) = match replay {
-            Some((s, r)) => (Some(s), Some(r)),
-            None => (None, None),
-        };
         ResponseFuture {
-            state: State::Sent { future },
-            ctx: Some(Ctx {
-                shared: shared.clone(),
-                classifier: classifier.clone(),
+            state: State::Sent { future, replay },
+            auth: Some(Auth {
+                shared,
+                classifier,
                 generation,
-                service,
-                request: None,
-                replay,
             }),
         }
     }
@@ -131,28 +130,31 @@ where
         refresh: RefreshFuture,
         readied: S,
         request: Request<B>,
-        replay: Option<Request<B>>,
-        shared: &Arc<Shared>,
-        classifier: &C,
+        policy: P,
+        shared: Arc<Shared>,
+        classifier: C,
     ) -> Self {
         ResponseFuture {
-            state: State::Waiting { refresh },
-            ctx: Some(Ctx {
-                shared: shared.clone(),
-                classifier: classifier.clone(),
-                generation: 0,
+            state: State::Waiting {
+                refresh,
                 service: Some(readied),
-                request: Some(request),
-                replay,
+                request: Some(Box::new(request)),
+                policy,
+            },
+            auth: Some(Auth {
+                shared,
+                classifier,
+                generation: 0,
             }),
         }
     }
 }
 
-impl<S, B, R, C> Future for ResponseFuture<S, B, C>
+impl<S, B, R, P, C> Future for ResponseFuture<S, B, P, C>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
+    P: ReplayPolicy<B>,
     C: Classify,
 {
     type Output = Result<Response<R>, BoxError>;
@@ -167,69 +169,75 @@ where
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().map_or_else(broken, Into::into)));
                 }
-                StateProj::Waiting { refresh } => {
-                    let outcome = ready!(Pin::new(refresh).poll(cx));
-                    let auth = match outcome {
-                        Ok(auth) => auth,
-                        Err(e) => return Poll::Ready(Err(e.into())),
+                StateProj::Waiting {
+                    refresh,
+                    service,
+                    request,
+                    policy,
+                } => {
+                    let token = ready!(Pin::new(refresh).poll(cx))?;
+                    let auth = this.auth.as_mut().ok_or_else(broken)?;
+                    let (Some(mut service), Some(request)) = (service.take(), request.take())
+                    else {
+                        return Poll::Ready(Err(broken()));
                     };
-                    let ctx = this.ctx.as_mut().ok_or_else(broken)?;
-                    let (mut service, mut request) = match (ctx.service.take(), ctx.request.take())
-                    {
-                        (Some(s), Some(r)) => (s, r),
-                        _ => return Poll::Ready(Err(broken())),
-                    };
-                    ctx.generation = auth.generation();
+                    let mut request = *request;
+                    let replay = policy
+                        .clone_request(&request)
+                        .map(|copy| (service.clone(), copy));
+                    auth.generation = token.generation();
                     request
                         .headers_mut()
-                        .insert(ctx.shared.header_name.clone(), auth.into_header());
-                    if ctx.replay.is_some() {
-                        ctx.service = Some(service.clone());
-                    }
+                        .insert(auth.shared.header_name.clone(), token.into_header());
                     // `service` is the one `poll_ready` readied before `call`.
                     let future = service.call(request);
-                    this.state.set(State::Sent { future });
+                    this.state.set(State::Sent { future, replay });
                 }
-                StateProj::Sent { future } => {
+                StateProj::Sent { future, replay } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    let ctx = this.ctx.as_mut().ok_or_else(broken)?;
-                    if !ctx.classifier.is_rejected(&response) {
+                    let auth = this.auth.as_ref().ok_or_else(broken)?;
+                    if !auth.classifier.is_rejected(&response) {
                         return Poll::Ready(Ok(response));
                     }
-                    let refresh = ctx.shared.manager.refresh_if(ctx.generation);
-                    if ctx.replay.is_none() || ctx.service.is_none() {
+                    let refresh = auth.shared.manager.refresh_if(auth.generation);
+                    let Some(replay) = replay.take() else {
                         // No copy to replay: the 401 goes back as it is,
                         // and the refresh (spawned) serves later requests.
                         tracing::debug!(
-                            generation = ctx.generation,
+                            generation = auth.generation,
                             "token rejected; no replay copy"
                         );
-                        drop(refresh);
                         return Poll::Ready(Ok(response));
-                    }
+                    };
                     tracing::debug!(
-                        generation = ctx.generation,
+                        generation = auth.generation,
                         "token rejected; replaying after refresh"
                     );
                     drop(response);
-                    this.state.set(State::Refreshing { refresh });
+                    this.state.set(State::Refreshing {
+                        refresh,
+                        replay: Some(replay),
+                    });
                 }
-                StateProj::Refreshing { refresh } => {
-                    let auth = ready!(Pin::new(refresh).poll(cx)).map_err(BoxError::from)?;
-                    let ctx = this.ctx.as_mut().ok_or_else(broken)?;
-                    let replay = ctx.replay.as_mut().ok_or_else(broken)?;
-                    ctx.generation = auth.generation();
-                    replay
+                StateProj::Refreshing { refresh, replay } => {
+                    let token = ready!(Pin::new(refresh).poll(cx))?;
+                    let auth = this.auth.as_mut().ok_or_else(broken)?;
+                    let (service, mut request) = replay.take().ok_or_else(broken)?;
+                    auth.generation = token.generation();
+                    request
                         .headers_mut()
-                        .insert(ctx.shared.header_name.clone(), auth.into_header());
-                    this.state.set(State::ReadyingReplay);
+                        .insert(auth.shared.header_name.clone(), token.into_header());
+                    this.state.set(State::ReadyingReplay {
+                        replay: Some((service, request)),
+                    });
                 }
-                StateProj::ReadyingReplay => {
-                    let ctx = this.ctx.as_mut().ok_or_else(broken)?;
-                    let service = ctx.service.as_mut().ok_or_else(broken)?;
+                StateProj::ReadyingReplay { replay } => {
+                    let (service, _) = replay.as_mut().ok_or_else(broken)?;
                     ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let request = ctx.replay.take().ok_or_else(broken)?;
-                    ctx.shared.manager.record_replay();
+                    let (mut service, request) = replay.take().ok_or_else(broken)?;
+                    if let Some(auth) = this.auth.as_ref() {
+                        auth.shared.manager.record_replay();
+                    }
                     let future = service.call(request);
                     this.state.set(State::Replayed { future });
                 }

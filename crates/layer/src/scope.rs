@@ -1,6 +1,6 @@
 //! Which requests get the token.
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{fmt, str::FromStr};
 
 use http::{Request, Uri};
 
@@ -129,12 +129,40 @@ pub(crate) fn decide<B>(
     Decision::Authorize
 }
 
+/// Whether `host` (as in a URI: IPv6 in brackets) is a loopback host:
+/// `localhost`, `127.0.0.0/8` or `[::1]`. Called per request for `http://`
+/// URIs, so the common forms are checked without a full address parse.
 fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
+    if host.eq_ignore_ascii_case("localhost") || host == "[::1]" {
         return true;
     }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    if let Some(rest) = host.strip_prefix("127.") {
+        return is_three_octets(rest.as_bytes());
+    }
+    // Other spellings of ::1 (e.g. [0:0::1]).
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
+}
+
+/// `a.b.c` with each part a decimal number from 0 to 255.
+fn is_three_octets(bytes: &[u8]) -> bool {
+    let (mut parts, mut value, mut digits) = (0, 0u16, 0);
+    for &b in bytes {
+        match b {
+            b'0'..=b'9' if digits < 3 => {
+                value = value * 10 + u16::from(b - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 && value <= 255 => {
+                parts += 1;
+                (value, digits) = (0, 0);
+            }
+            _ => return false,
+        }
+    }
+    digits > 0 && value <= 255 && parts == 2
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ where
 {
     type Response = Response<R>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B, C>;
+    type Future = ResponseFuture<S, B, P, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -109,22 +109,25 @@ where
                 return ResponseFuture::failed(Error::new(ErrorKind::Policy, why));
             }
         }
-        // The copy is made before the inner service consumes the request.
-        let replay = self.policy.clone_request(&request);
         match shared.manager.lookup() {
-            Lookup::Ready(auth) => {
-                let generation = auth.generation();
+            Lookup::Ready(token) => {
+                // The copy is made before the inner service consumes the
+                // request, and before the header goes on (a replay carries a
+                // newer one); it is sent through a clone, readied before use.
+                let replay = self
+                    .policy
+                    .clone_request(&request)
+                    .map(|copy| (self.inner.clone(), copy));
+                let generation = token.generation();
                 request
                     .headers_mut()
-                    .insert(shared.header_name.clone(), auth.into_header());
-                // The replay goes through a clone; it is readied before use.
-                let replay = replay.map(|r| (self.inner.clone(), r));
+                    .insert(shared.header_name.clone(), token.into_header());
                 ResponseFuture::sent(
                     self.inner.call(request),
                     generation,
                     replay,
-                    shared,
-                    &self.classifier,
+                    shared.clone(),
+                    self.classifier.clone(),
                 )
             }
             Lookup::Pending(refresh) => {
@@ -134,7 +137,14 @@ where
                 // `Service::call`).
                 let clone = self.inner.clone();
                 let readied = mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(refresh, readied, request, replay, shared, &self.classifier)
+                ResponseFuture::waiting(
+                    refresh,
+                    readied,
+                    request,
+                    self.policy.clone(),
+                    shared.clone(),
+                    self.classifier.clone(),
+                )
             }
             Lookup::Failed(error) => ResponseFuture::failed(error),
         }
