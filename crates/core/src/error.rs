@@ -125,6 +125,20 @@ impl Error {
         self
     }
 
+    /// Drops server-written text that quotes one of `secrets` (some servers
+    /// echo the presented refresh token in `error_description`).
+    pub(crate) fn scrub(mut self, secrets: &[&str]) -> Self {
+        let quotes = |text: &str| secrets.iter().any(|s| !s.is_empty() && text.contains(s));
+        if quotes(&self.message) {
+            self.message =
+                "the server's error description was withheld: it quoted a credential".into();
+        }
+        if self.oauth_error.as_deref().is_some_and(quotes) {
+            self.oauth_error = Some("<withheld>".into());
+        }
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind

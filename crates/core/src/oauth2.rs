@@ -248,7 +248,13 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
                 .send(request)
                 .await
                 .map_err(|e| Error::transient("token endpoint unreachable").with_source(e))?;
-            let tokens = parse_token_response(response)?;
+            let client_secret = match &self.auth {
+                ClientAuth::Basic { client_secret, .. }
+                | ClientAuth::Post { client_secret, .. } => client_secret.secret(),
+                ClientAuth::None { .. } => "",
+            };
+            let tokens = parse_token_response(response)
+                .map_err(|e| e.scrub(&[refresh_token.secret(), client_secret]))?;
             Ok(match tokens.refresh_token() {
                 Some(_) => tokens,
                 None => tokens.with_refresh_token_opt(Some(refresh_token.clone())),
@@ -453,6 +459,26 @@ mod tests {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
         let err = parse_token_response(r).unwrap_err();
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[tokio::test]
+    async fn an_error_description_quoting_the_refresh_token_is_withheld() {
+        let grant = RefreshTokenGrant::new(
+            "http://127.0.0.1/token".parse().unwrap(),
+            ClientAuth::basic("id", "sec"),
+            |_req: Request<Bytes>| async {
+                let mut r = Response::new(Bytes::from_static(
+                    br#"{"error":"invalid_grant","error_description":"refresh token rt-secret-1 is revoked"}"#,
+                ));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                Ok::<_, std::io::Error>(r)
+            },
+        );
+        let current = TokenSet::bearer("a").with_refresh_token("rt-secret-1");
+        let err = grant.fetch(Some(&current)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired);
+        assert_eq!(err.oauth_error(), Some("invalid_grant"));
+        assert!(!format!("{err} {err:?}").contains("rt-secret-1"), "{err:?}");
     }
 
     #[test]

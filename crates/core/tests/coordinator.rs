@@ -695,3 +695,28 @@ async fn an_older_set_left_in_the_store_is_never_adopted() {
     assert_eq!(tokens.stats().adopted_from_store, 0);
     assert_eq!(header(&tokens), "Bearer token-3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_flight_holds_on_a_multi_thread_runtime() {
+    let counting = Counting::new(HOUR, Duration::from_millis(5));
+    let tokens = TokenManager::builder(counting.source())
+        .min_refresh_interval(Duration::ZERO)
+        .build();
+    let mut generation = tokens.authorization().await.unwrap().generation();
+    for round in 0..20 {
+        // 1,000 tasks on four threads reject the same generation.
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let tokens = tokens.clone();
+                tokio::spawn(async move { tokens.refresh_if(generation).await })
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for t in tasks {
+            seen.insert(t.await.unwrap().unwrap().generation());
+        }
+        assert_eq!(seen.len(), 1, "every waiter got the same outcome");
+        generation = *seen.iter().next().unwrap();
+        assert_eq!(counting.calls(), round + 2);
+    }
+}

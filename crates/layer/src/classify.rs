@@ -28,8 +28,9 @@ where
 /// A response rejects the token when its status is 401, unless a `Bearer`
 /// challenge in `WWW-Authenticate` names an `error` other than
 /// `invalid_token` (an `invalid_request` or `insufficient_scope` is not
-/// cured by a new token). Every challenge, in one header or several, is
-/// read. A 403 never counts.
+/// cured by a new token), or a `DPoP` challenge asks for a nonce
+/// (`use_dpop_nonce`, RFC 9449). Every challenge, in one header or several,
+/// is read. A 403 never counts.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RejectedToken;
 
@@ -41,14 +42,22 @@ impl Classify for RejectedToken {
 }
 
 fn bearer_error_forbids_refresh(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(parse_challenges)
-        .filter(|c| c.scheme.eq_ignore_ascii_case("bearer"))
-        .filter_map(|c| c.param("error").map(Cow::into_owned))
-        .any(|code| code != "invalid_token")
+    headers.get_all(WWW_AUTHENTICATE).iter().any(|value| {
+        // Quoted strings may carry obs-text (RFC 9110 §5.5), which `to_str`
+        // refuses; the parser only needs the ASCII structure around it.
+        let text = String::from_utf8_lossy(value.as_bytes());
+        parse_challenges(&text).iter().any(|c| {
+            let code = c.param("error");
+            let code = code.as_deref();
+            if c.scheme.eq_ignore_ascii_case("bearer") {
+                // insufficient_scope, invalid_request: a new token cannot help.
+                code.is_some_and(|code| code != "invalid_token")
+            } else {
+                // RFC 9449: the server wants a DPoP nonce, not a new token.
+                c.scheme.eq_ignore_ascii_case("dpop") && code == Some("use_dpop_nonce")
+            }
+        })
+    })
 }
 
 /// One challenge of a `WWW-Authenticate` header (RFC 9110 §11.6.1).
@@ -326,6 +335,32 @@ mod tests {
                 .as_deref(),
             Some("a")
         );
+    }
+
+    #[test]
+    fn non_ascii_text_does_not_hide_the_error() {
+        let mut r = response(401, &[]);
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_bytes(
+                "Bearer realm=\"Z\u{fc}rich\", error=\"insufficient_scope\"".as_bytes(),
+            )
+            .unwrap(),
+        );
+        assert!(!RejectedToken.is_rejected(&r));
+        let mut r = response(401, &[]);
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_bytes(b"Bearer realm=\"Z\xfcrich\", error=\"invalid_token\"")
+                .unwrap(),
+        );
+        assert!(RejectedToken.is_rejected(&r));
+    }
+
+    #[test]
+    fn a_dpop_nonce_request_is_not_a_rejected_token() {
+        assert!(!RejectedToken.is_rejected(&response(401, &[r#"DPoP error="use_dpop_nonce""#])));
+        assert!(RejectedToken.is_rejected(&response(401, &[r#"DPoP error="invalid_token""#])));
     }
 
     #[test]

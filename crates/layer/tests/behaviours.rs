@@ -686,3 +686,43 @@ async fn a_token_over_cleartext_to_a_remote_host_is_refused() {
         .unwrap_err();
     assert_eq!(session_error(&err).unwrap().kind(), ErrorKind::Policy);
 }
+
+/// The same single flight on a multi-thread runtime, round after round:
+/// each round the server revokes the token and 200 requests from worker
+/// threads are all rejected before the one refresh may finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_refresh_per_revocation_on_a_multi_thread_runtime() {
+    const ROUNDS: u64 = 10;
+    const N: usize = 200;
+    let w = world(|b| b.min_refresh_interval(Duration::ZERO)).await;
+    for round in 1..=ROUNDS {
+        let rejected_before = w.api.stats().rejected;
+        w.auth.expire_access_tokens();
+        let gate = Gate::new();
+        w.auth.inject(Fault::Hold(gate.clone()), 1);
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let client = w.client.clone();
+                let url = w.api.url("/api/data");
+                tokio::spawn(async move {
+                    send(&client, Request::get(url).body(Full::default()).unwrap()).await
+                })
+            })
+            .collect();
+        until("every first attempt of the round was rejected", || {
+            w.api.stats().rejected - rejected_before == N as u64
+        })
+        .await;
+        gate.open();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().status(), StatusCode::OK);
+        }
+        assert_eq!(
+            w.auth.stats().refresh_grants,
+            round,
+            "one refresh per round"
+        );
+    }
+    assert_eq!(w.auth.stats().reuse_detected, 0);
+    assert_eq!(w.tokens.stats().replays, ROUNDS * N as u64);
+}
