@@ -121,12 +121,35 @@ pub(crate) fn decide<B>(
     let cleartext = uri
         .scheme_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("http"));
-    if cleartext && !allow_cleartext && !uri.host().is_some_and(is_loopback) {
+    if cleartext
+        && !allow_cleartext
+        && !uri
+            .authority()
+            .is_some_and(|a| is_loopback(host_of(a.as_str())))
+    {
         return Decision::Refuse(
             "refusing to send a token over cleartext HTTP to a non-loopback host",
         );
     }
     Decision::Authorize
+}
+
+/// The host of an authority (`user@host:port`), IPv6 literals keeping
+/// their brackets. `http::uri::Authority::host` does the same with string
+/// searches; this is a byte scan, as it runs per request.
+fn host_of(authority: &str) -> &str {
+    let bytes = authority.as_bytes();
+    let start = bytes.iter().rposition(|&b| b == b'@').map_or(0, |i| i + 1);
+    let rest = &bytes[start..];
+    let end = if rest.first() == Some(&b'[') {
+        rest.iter()
+            .position(|&b| b == b']')
+            .map_or(rest.len(), |i| i + 1)
+    } else {
+        rest.iter().position(|&b| b == b':').unwrap_or(rest.len())
+    };
+    // Both ends sit next to ASCII bytes, so they are char boundaries.
+    authority.get(start..start + end).unwrap_or("")
 }
 
 /// Whether `host` (as in a URI: IPv6 in brackets) is a loopback host:
@@ -228,5 +251,44 @@ mod tests {
             decide(&req("/relative"), &[], false),
             Decision::Authorize
         ));
+    }
+
+    #[test]
+    fn hosts_of_authorities() {
+        assert_eq!(host_of("127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(host_of("user:pw@localhost:1"), "localhost");
+        assert_eq!(host_of("[::1]:443"), "[::1]");
+        assert_eq!(host_of("a@b@[::1]"), "[::1]");
+        assert_eq!(host_of("example.com"), "example.com");
+        assert_eq!(host_of(""), "");
+        assert_eq!(host_of("[::1"), "[::1");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.255.0.9",
+            "[::1]",
+            "[0:0::1]",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "127.0.0.1.evil.com",
+            "127.0.0",
+            "127.0.0.256",
+            "127.a.0.1",
+            "128.0.0.1",
+            "[::2]",
+            "",
+            "127...",
+            "127.0.0.1000",
+            "localhost.evil.com",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
     }
 }
