@@ -43,15 +43,7 @@ async fn rejected_together(n: usize) {
     w.auth.expire_access_tokens();
     let gate = Gate::new();
     w.auth.inject(Fault::Hold(gate.clone()), 1);
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let client = w.client.clone();
-            let url = w.api.url("/api/data");
-            tokio::spawn(async move {
-                send(&client, Request::get(url).body(Full::default()).unwrap()).await
-            })
-        })
-        .collect();
+    let tasks: Vec<_> = (0..n).map(|_| w.spawn_get("/api/data")).collect();
     until("every first attempt was rejected", || {
         w.api.stats().rejected == n as u64
     })
@@ -241,21 +233,13 @@ async fn a_rejection_while_a_refresh_is_in_flight_joins_it() {
     w.auth.expire_access_tokens();
     let gate = Gate::new();
     w.auth.inject(Fault::Hold(gate.clone()), 1);
-    let first = tokio::spawn({
-        let client = w.client.clone();
-        let url = w.api.url("/api/data");
-        async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await }
-    });
+    let first = w.spawn_get("/api/data");
     until("the refresh is at the token endpoint", || {
         w.auth.stats().token_requests == 1
     })
     .await;
     // This request is rejected while that refresh is in flight.
-    let second = tokio::spawn({
-        let client = w.client.clone();
-        let url = w.api.url("/api/data");
-        async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await }
-    });
+    let second = w.spawn_get("/api/data");
     until("the second request was rejected", || {
         w.api.stats().rejected == 2
     })
@@ -300,15 +284,7 @@ async fn invalid_grant_expires_the_session_for_every_waiter() {
     w.auth.inject(Fault::InvalidGrant, 1);
     // The held request is the refresh; the InvalidGrant answers it after
     // the hold (faults queue one per request, so hold, then refuse).
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let client = w.client.clone();
-            let url = w.api.url("/api/data");
-            tokio::spawn(async move {
-                send(&client, Request::get(url).body(Full::default()).unwrap()).await
-            })
-        })
-        .collect();
+    let tasks: Vec<_> = (0..20).map(|_| w.spawn_get("/api/data")).collect();
     until("all 20 were rejected", || w.api.stats().rejected == 20).await;
     gate.open();
     for t in tasks {
@@ -417,11 +393,7 @@ async fn a_dropped_caller_does_not_abandon_a_rotating_refresh() {
     w.auth.expire_access_tokens();
     let gate = Gate::new();
     w.auth.inject(Fault::Hold(gate.clone()), 1);
-    let caller = tokio::spawn({
-        let client = w.client.clone();
-        let url = w.api.url("/api/data");
-        async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await }
-    });
+    let caller = w.spawn_get("/api/data");
     until("the refresh is at the token endpoint", || {
         w.auth.stats().token_requests == 1
     })
@@ -494,11 +466,7 @@ async fn past_expiry_requests_wait_for_the_refresh() {
     let gate = Gate::new();
     w.auth.inject(Fault::Hold(gate.clone()), 1);
     tokio::time::advance(Duration::from_secs(96)).await;
-    let waiting = tokio::spawn({
-        let client = w.client.clone();
-        let url = w.api.url("/api/data");
-        async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await }
-    });
+    let waiting = w.spawn_get("/api/data");
     until("the refresh is at the token endpoint", || {
         w.auth.stats().token_requests == 1
     })
@@ -700,15 +668,7 @@ async fn one_refresh_per_revocation_on_a_multi_thread_runtime() {
         w.auth.expire_access_tokens();
         let gate = Gate::new();
         w.auth.inject(Fault::Hold(gate.clone()), 1);
-        let tasks: Vec<_> = (0..N)
-            .map(|_| {
-                let client = w.client.clone();
-                let url = w.api.url("/api/data");
-                tokio::spawn(async move {
-                    send(&client, Request::get(url).body(Full::default()).unwrap()).await
-                })
-            })
-            .collect();
+        let tasks: Vec<_> = (0..N).map(|_| w.spawn_get("/api/data")).collect();
         until("every first attempt of the round was rejected", || {
             w.api.stats().rejected - rejected_before == N as u64
         })

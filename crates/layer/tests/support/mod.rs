@@ -108,3 +108,17 @@ pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 pub fn session_error(err: &BoxError) -> Option<&tower_token_refresh::Error> {
     err.downcast_ref::<tower_token_refresh::Error>()
 }
+
+impl World {
+    /// Sends a GET through the layered client from a task of its own.
+    pub fn spawn_get(
+        &self,
+        path: &str,
+    ) -> tokio::task::JoinHandle<Result<Response<Bytes>, BoxError>> {
+        let client = self.client.clone();
+        let url = self.api.url(path);
+        tokio::spawn(async move {
+            send(&client, Request::get(url).body(Full::default()).unwrap()).await
+        })
+    }
+}
