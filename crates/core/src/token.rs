@@ -1,11 +1,14 @@
 //! Token sets and the parsing of OAuth2 token responses (RFC 6749 §5.1).
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::{AccessToken, Error, RefreshToken};
+use crate::{AccessToken, Error, ErrorKind, RefreshToken};
 
 /// The longest lifetime we believe from `expires_in`: ten years. Larger
 /// values are clamped so that arithmetic on instants cannot overflow.
@@ -175,6 +178,135 @@ impl TokenSet {
     }
 }
 
+impl TokenSet {
+    /// The set as JSON for a [`TokenStore`](crate::TokenStore) to keep: the
+    /// stored form of file and distributed stores. Expiry becomes wall-clock
+    /// milliseconds since the Unix epoch, so it survives a restart and can be
+    /// shared between processes.
+    ///
+    /// The result holds the secrets in clear: write it only where they may be.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_token_refresh_core::TokenSet;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let tokens = TokenSet::bearer("a").with_refresh_token("r").with_expires_in(Duration::from_secs(60));
+    /// let stored = tokens.to_stored_json();
+    /// let back = TokenSet::from_stored_json(&stored).unwrap();
+    /// assert_eq!(back.access_token(), tokens.access_token());
+    /// assert_eq!(back.refresh_token(), tokens.refresh_token());
+    /// # }
+    /// ```
+    pub fn to_stored_json(&self) -> Vec<u8> {
+        let stored = Stored {
+            version: STORED_VERSION,
+            access_token: self.access_token.secret(),
+            token_type: &self.token_type,
+            expires_at_unix_ms: self.expires_at.map(instant_to_unix_ms),
+            refresh_token: self.refresh_token.as_ref().map(|r| r.secret()),
+            scope: self.scope.as_deref(),
+        };
+        // Serializing strings and integers into a Vec cannot fail.
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    /// Reads what [`to_stored_json`](Self::to_stored_json) wrote.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Store`] when the bytes are not a stored token set (a
+    /// corrupt or foreign file, say); the message never quotes them.
+    pub fn from_stored_json(bytes: &[u8]) -> Result<TokenSet, Error> {
+        let stored: StoredOwned = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Store,
+                format!(
+                    "stored token set is unreadable ({})",
+                    describe_json_error(&e)
+                ),
+            )
+        })?;
+        if stored.version != STORED_VERSION {
+            return Err(Error::new(
+                ErrorKind::Store,
+                format!("stored token set has unknown version {}", stored.version),
+            ));
+        }
+        if stored.access_token.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Store,
+                "stored token set has no access token",
+            ));
+        }
+        Ok(TokenSet {
+            access_token: AccessToken::new(stored.access_token),
+            token_type: normalize_token_type(&stored.token_type),
+            expires_at: stored.expires_at_unix_ms.map(unix_ms_to_instant),
+            refresh_token: stored
+                .refresh_token
+                .filter(|r| !r.is_empty())
+                .map(RefreshToken::new),
+            scope: stored.scope.map(String::into_boxed_str),
+        })
+    }
+}
+
+const STORED_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Stored<'a> {
+    version: u32,
+    access_token: &'a str,
+    token_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at_unix_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+// No Debug derive: it holds secrets.
+#[derive(Deserialize)]
+struct StoredOwned {
+    version: u32,
+    access_token: String,
+    token_type: String,
+    #[serde(default)]
+    expires_at_unix_ms: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// An instant on tokio's clock as wall-clock Unix milliseconds.
+fn instant_to_unix_ms(at: Instant) -> u64 {
+    let now_wall = SystemTime::now();
+    let now = Instant::now();
+    let wall = if at >= now {
+        now_wall.checked_add(at - now)
+    } else {
+        now_wall.checked_sub(now - at)
+    };
+    wall.and_then(|w| w.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Wall-clock Unix milliseconds as an instant on tokio's clock; times in
+/// the past become now (expired), far futures are clamped.
+fn unix_ms_to_instant(ms: u64) -> Instant {
+    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    let now = Instant::now();
+    match at.duration_since(SystemTime::now()) {
+        Ok(ahead) => now + ahead.min(MAX_LIFETIME),
+        Err(_) => now,
+    }
+}
+
 impl fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSet")
@@ -298,6 +430,47 @@ mod tests {
         let t =
             TokenSet::from_response_json(br#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
         assert_eq!(t.expires_at(), None);
+    }
+
+    #[tokio::test]
+    async fn the_stored_form_round_trips_and_rejects_junk() {
+        let tokens = TokenSet::bearer("acc")
+            .with_token_type("DPoP")
+            .with_refresh_token("ref")
+            .with_scope("a b")
+            .with_expires_in(Duration::from_secs(120));
+        let back = TokenSet::from_stored_json(&tokens.to_stored_json()).unwrap();
+        assert_eq!(back.access_token().secret(), "acc");
+        assert_eq!(back.token_type(), "DPoP");
+        assert_eq!(back.refresh_token().unwrap().secret(), "ref");
+        assert_eq!(back.scope(), Some("a b"));
+        let drift = back
+            .expires_at()
+            .unwrap()
+            .saturating_duration_since(tokens.expires_at().unwrap())
+            .max(
+                tokens
+                    .expires_at()
+                    .unwrap()
+                    .saturating_duration_since(back.expires_at().unwrap()),
+            );
+        assert!(drift < Duration::from_millis(50), "{drift:?}");
+        let no_expiry = TokenSet::bearer("x");
+        assert_eq!(
+            TokenSet::from_stored_json(&no_expiry.to_stored_json())
+                .unwrap()
+                .expires_at(),
+            None
+        );
+        for junk in [
+            &b"{}"[..],
+            b"not json",
+            br#"{"version":2,"access_token":"a","token_type":"Bearer"}"#,
+            b"",
+        ] {
+            let err = TokenSet::from_stored_json(junk).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Store);
+        }
     }
 
     #[tokio::test]
