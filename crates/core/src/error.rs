@@ -26,7 +26,10 @@ pub enum ErrorKind {
     /// token already expired on arrival, a token with bytes not allowed in an
     /// HTTP header. Retried like a transient failure.
     InvalidResponse,
-    /// A token store failed to load or save.
+    /// A token store failed to load or save, or holds something unreadable.
+    /// A refresh that cannot read its store fails (retried, then reported)
+    /// rather than risk refreshing with a stale refresh token; the token in
+    /// memory is still served while it is valid.
     Store,
     /// The request is not allowed by policy (for example a token over
     /// cleartext HTTP to a non-loopback host).
@@ -38,7 +41,10 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether a failure of this kind is worth another attempt later.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Transient | ErrorKind::InvalidResponse)
+        matches!(
+            self,
+            ErrorKind::Transient | ErrorKind::InvalidResponse | ErrorKind::Store
+        )
     }
 
     fn describe(self) -> &'static str {

@@ -832,6 +832,51 @@ impl TokenManager {
         cleared
     }
 
+    /// Loads the token set from the store, as at start-up: a stored set
+    /// replaces the one in memory. Returns whether one was found.
+    ///
+    /// # Errors
+    ///
+    /// The store's error ([`Store`](ErrorKind::Store)): an unreadable or
+    /// corrupt store is reported, never taken for an empty one, and nothing
+    /// in it is changed.
+    pub async fn load(&self) -> Result<bool, Error> {
+        let inner = &self.inner;
+        let _commit = inner.commit.lock().await;
+        let Some(tokens) = inner.store_op("load", inner.store.load()).await? else {
+            return Ok(false);
+        };
+        let cred = Credential::build(tokens, &inner.config, Instant::now(), inner.jitter.next())?;
+        inner.replace(Status::Ready(cred));
+        Ok(true)
+    }
+
+    /// Ends the session on purpose (a logout): forgets the set here and in
+    /// the store, runs the `on_session_expired` hook, and fails every
+    /// request with [`SessionExpired`](ErrorKind::SessionExpired) until
+    /// [`set`](Self::set) is called. Revoke the tokens at the server first
+    /// if it supports that (RFC 7009).
+    ///
+    /// # Errors
+    ///
+    /// [`Store`](ErrorKind::Store) if the store could not be cleared; the
+    /// session is over anyway.
+    pub async fn end_session(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        let cleared = {
+            let _commit = inner.commit.lock().await;
+            let cleared = inner.store_op("clear", inner.store.clear()).await;
+            inner.replace(Status::SessionExpired);
+            cleared
+        };
+        inner
+            .counters
+            .sessions_expired
+            .fetch_add(1, Ordering::Relaxed);
+        inner.run_hook();
+        cleared
+    }
+
     /// A copy of the current token set, if there is one.
     pub fn current(&self) -> Option<TokenSet> {
         match &self.inner.state.load().status {
@@ -933,6 +978,16 @@ impl Inner {
         outcome
     }
 
+    fn run_hook(&self) {
+        if let Some(hook) = &self.hook {
+            // The hook is the application's code: a panic there must not
+            // take the coordinator down with it.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
+                tracing::error!("the on_session_expired hook panicked");
+            }
+        }
+    }
+
     /// A store call, bounded by the attempt timeout and counted on failure.
     async fn store_op<T>(
         &self,
@@ -1006,7 +1061,10 @@ impl Inner {
             Status::Ready(cred) => Some(&cred.tokens),
             _ => None,
         };
-        if let Ok(Some(stored)) = self.store_op("load", self.store.load()).await {
+        // A store that cannot be read fails the attempt: refreshing anyway
+        // could present a refresh token another process already rotated,
+        // and a later save would overwrite what the store really holds.
+        if let Some(stored) = self.store_op("load", self.store.load()).await? {
             if is_newer(&stored, current) {
                 let now = Instant::now();
                 if let Ok(cred) = Credential::build(stored, &self.config, now, self.jitter.next()) {
@@ -1147,13 +1205,7 @@ async fn run_flight(
     // Nobody waiting is fine: the state is published already.
     let _ = tx.send(outcome);
     if expired {
-        if let Some(hook) = &inner.hook {
-            // The hook is the application's code: a panic there must not
-            // take the coordinator down with it.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
-                tracing::error!("the on_session_expired hook panicked");
-            }
-        }
+        inner.run_hook();
     }
 }
 

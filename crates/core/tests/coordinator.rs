@@ -585,11 +585,17 @@ async fn a_hung_store_does_not_hang_waiters() {
         .attempt_timeout(Duration::from_secs(2))
         .build();
     let started = Instant::now();
-    let auth = tokens.authorization().await.unwrap();
-    assert_eq!(auth.header().to_str().unwrap(), "Bearer token-1");
-    // One load and one save, each cut off at the attempt timeout.
-    assert_eq!(started.elapsed(), Duration::from_secs(4));
-    assert_eq!(tokens.stats().store_errors, 2);
+    let err = tokens.authorization().await.unwrap_err();
+    // Four loads, each cut off at 2 s, with backoff between: bounded.
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.message().contains("store load timed out"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(tokens.stats().store_errors, 4);
+    assert_eq!(counting.calls(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -719,4 +725,78 @@ async fn single_flight_holds_on_a_multi_thread_runtime() {
         generation = *seen.iter().next().unwrap();
         assert_eq!(counting.calls(), round + 2);
     }
+}
+
+/// A store that cannot be read.
+struct BrokenStore;
+
+impl TokenStore for BrokenStore {
+    fn load(&self) -> tower_token_refresh_core::BoxFuture<'_, Result<Option<TokenSet>, Error>> {
+        Box::pin(async { Err(Error::new(ErrorKind::Store, "corrupt")) })
+    }
+    fn save<'a>(
+        &'a self,
+        _: &'a TokenSet,
+    ) -> tower_token_refresh_core::BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn clear(&self) -> tower_token_refresh_core::BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_store_fails_the_refresh_and_is_reported_by_load() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    let tokens = TokenManager::builder(counting.source())
+        .initial(
+            TokenSet::bearer("token-0")
+                .with_refresh_token("refresh-0")
+                .with_expires_in(HOUR),
+        )
+        .store(BrokenStore)
+        .max_attempts(2)
+        .build();
+    assert_eq!(tokens.load().await.unwrap_err().kind(), ErrorKind::Store);
+    let err = tokens.refresh().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.message().contains("corrupt"), "{err}");
+    assert_eq!(
+        counting.calls(),
+        0,
+        "no refresh with an unknown store state"
+    );
+    // The token in memory is still served.
+    assert_eq!(header(&tokens), "Bearer token-0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_takes_the_stored_set_and_end_session_forgets_it() {
+    let counting = Counting::new(HOUR, Duration::ZERO);
+    let store = Arc::new(MemoryStore::new());
+    store
+        .save(
+            &TokenSet::bearer("saved")
+                .with_expires_in(HOUR)
+                .with_refresh_token("r"),
+        )
+        .await
+        .unwrap();
+    let hook_calls = Arc::new(AtomicUsize::new(0));
+    let tokens = TokenManager::builder(counting.source())
+        .store(store.clone())
+        .on_session_expired({
+            let hook_calls = hook_calls.clone();
+            move || {
+                hook_calls.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build();
+    assert!(tokens.load().await.unwrap());
+    assert_eq!(header(&tokens), "Bearer saved");
+    tokens.end_session().await.unwrap();
+    assert!(store.load().await.unwrap().is_none());
+    assert!(matches!(tokens.lookup(), Lookup::Failed(e) if e.is_session_expired()));
+    assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(counting.calls(), 0);
 }
