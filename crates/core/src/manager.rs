@@ -21,6 +21,7 @@ use crate::{
     Error, ErrorKind, MemoryStore, TokenSet, TokenSource, TokenStore,
     backoff::{Backoff, Jitter},
     stats::{Counters, Stats},
+    store::{RefreshLease, RefreshTurn},
 };
 
 /// Keeps one credential fresh and makes every caller share each refresh.
@@ -1066,19 +1067,73 @@ impl Inner {
         // and a later save would overwrite what the store really holds.
         if let Some(stored) = self.store_op("load", self.store.load()).await? {
             if is_newer(&stored, current) {
-                let now = Instant::now();
-                if let Ok(cred) = Credential::build(stored, &self.config, now, self.jitter.next()) {
-                    if !cred.is_stale(now) {
-                        self.counters.adopted.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(
-                            generation = from + 1,
-                            "adopting a newer token set from the store"
-                        );
-                        return Ok(self.commit(id, from, cred, false).await);
-                    }
+                if let Some(outcome) = self.adopt(id, from, stored).await {
+                    return Ok(outcome);
                 }
             }
         }
+        match self.store_op("lock", self.store.begin_refresh()).await? {
+            RefreshTurn::Uncoordinated => {
+                let cred = self.fetch(current).await?;
+                Ok(self.commit(id, from, cred, Save::Store).await)
+            }
+            RefreshTurn::Leader(lease) => {
+                let outcome = self.lead(id, from, current, &*lease).await;
+                // Released whatever happened; a lock left behind expires.
+                let _ = self.store_op("unlock", lease.release()).await;
+                outcome
+            }
+            RefreshTurn::Follower(wait) => {
+                tracing::debug!(generation = from, "another process is refreshing; waiting");
+                let _ = tokio::time::timeout(self.config.refresh_deadline, wait).await;
+                match self.store_op("load", self.store.load()).await? {
+                    Some(stored) if is_newer(&stored, current) => {
+                        self.adopt(id, from, stored).await
+                    }
+                    _ => None,
+                }
+                .ok_or_else(|| Error::transient("another process's refresh did not finish"))
+            }
+        }
+    }
+
+    /// The leader's part of a shared refresh: look once more, then refresh
+    /// and save through the lease.
+    async fn lead(
+        &self,
+        id: u64,
+        from: u64,
+        current: Option<&TokenSet>,
+        lease: &dyn RefreshLease,
+    ) -> Result<Outcome, Error> {
+        if let Some(stored) = self.store_op("load", self.store.load()).await? {
+            if is_newer(&stored, current) {
+                if let Some(outcome) = self.adopt(id, from, stored).await {
+                    return Ok(outcome);
+                }
+            }
+        }
+        let cred = self.fetch(current).await?;
+        Ok(self.commit(id, from, cred, Save::Lease(lease)).await)
+    }
+
+    /// Takes a newer set another process stored, if it is usable.
+    async fn adopt(&self, id: u64, from: u64, stored: TokenSet) -> Option<Outcome> {
+        let now = Instant::now();
+        let cred = Credential::build(stored, &self.config, now, self.jitter.next()).ok()?;
+        if cred.is_stale(now) {
+            return None;
+        }
+        self.counters.adopted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            generation = from + 1,
+            "adopting a newer token set from the store"
+        );
+        Some(self.commit(id, from, cred, Save::No).await)
+    }
+
+    /// Asks the source for a new set and checks it.
+    async fn fetch(&self, current: Option<&TokenSet>) -> Result<Credential, Error> {
         let fetched = tokio::time::timeout(self.config.attempt_timeout, self.source.fetch(current))
             .await
             .map_err(|_| Error::transient("token source timed out"))??;
@@ -1089,14 +1144,13 @@ impl Inner {
                 "token was already expired on arrival",
             ));
         }
-        let outcome = self.commit(id, from, cred, true).await;
-        tracing::debug!(generation = from + 1, "token refreshed");
-        Ok(outcome)
+        tracing::debug!("token refreshed");
+        Ok(cred)
     }
 
-    /// Saves (if asked) and publishes a new credential as one step, unless
+    /// Saves (as asked) and publishes a new credential as one step, unless
     /// the state moved past `from` meanwhile: then nothing is written.
-    async fn commit(&self, id: u64, from: u64, cred: Credential, save: bool) -> Outcome {
+    async fn commit(&self, id: u64, from: u64, cred: Credential, save: Save<'_>) -> Outcome {
         let _commit = self.commit.lock().await;
         let current = self.state.load();
         if current.generation != from {
@@ -1106,9 +1160,11 @@ impl Inner {
         // Saved before anyone hears of it: a rotated refresh token must
         // survive whatever happens to the callers. A failing store does not
         // throw the new set away (that would lose the rotation for sure).
-        if save {
-            let _ = self.store_op("save", self.store.save(&cred.tokens)).await;
-        }
+        let _ = match save {
+            Save::No => Ok(()),
+            Save::Store => self.store_op("save", self.store.save(&cred.tokens)).await,
+            Save::Lease(lease) => self.store_op("save", lease.commit(&cred.tokens)).await,
+        };
         self.publish(id, from, Status::Ready(cred))
     }
 
@@ -1162,6 +1218,16 @@ impl Inner {
             }
         }
     }
+}
+
+/// Where a new credential is saved before it is published.
+enum Save<'a> {
+    /// Nowhere: it came from the store.
+    No,
+    /// With [`TokenStore::save`].
+    Store,
+    /// Through the shared store's lease.
+    Lease(&'a dyn RefreshLease),
 }
 
 /// Whether `stored` should replace the in-memory set: a different access

@@ -18,6 +18,59 @@ pub trait TokenStore: Send + Sync + 'static {
     fn save<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>>;
     /// Forgets the stored set.
     fn clear(&self) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Asks for this process's turn to refresh, for stores that several
+    /// processes share (one refresh token, one refresh between them).
+    ///
+    /// The coordinator calls it after it loaded the store and found nothing
+    /// newer. The default says [`RefreshTurn::Uncoordinated`]: refresh, then
+    /// [`save`](Self::save). A distributed store answers
+    /// [`Leader`](RefreshTurn::Leader) with a lease when it took its lock, or
+    /// [`Follower`](RefreshTurn::Follower) while another process holds it.
+    fn begin_refresh(&self) -> BoxFuture<'_, Result<RefreshTurn, Error>> {
+        Box::pin(async { Ok(RefreshTurn::Uncoordinated) })
+    }
+}
+
+/// Whose turn it is to refresh; see [`TokenStore::begin_refresh`].
+pub enum RefreshTurn {
+    /// No coordination between processes: refresh and save as usual.
+    Uncoordinated,
+    /// This process holds the refresh lock. The coordinator loads the store
+    /// once more (another process may have finished just before), refreshes,
+    /// saves through the lease, and releases it, whatever happens.
+    Leader(Box<dyn RefreshLease>),
+    /// Another process is refreshing. The future ends when the stored set
+    /// changed or the other process's lock is gone (its holder died, say);
+    /// the coordinator then loads the store and adopts a newer set, or tries
+    /// again for the lock.
+    Follower(BoxFuture<'static, Result<(), Error>>),
+}
+
+impl std::fmt::Debug for RefreshTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefreshTurn::Uncoordinated => "Uncoordinated",
+            RefreshTurn::Leader(_) => "Leader",
+            RefreshTurn::Follower(_) => "Follower",
+        })
+    }
+}
+
+/// A process's hold on a shared store's refresh lock.
+pub trait RefreshLease: Send + Sync {
+    /// Saves `tokens` if this lease still holds the lock, and tells the
+    /// other processes.
+    ///
+    /// # Errors
+    ///
+    /// [`Store`](crate::ErrorKind::Store) if the lock was lost (it expired)
+    /// or the store failed. The coordinator keeps the new set in memory
+    /// anyway: the refresh happened, and dropping its result would lose a
+    /// rotated refresh token for sure.
+    fn commit<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>>;
+    /// Gives the lock up, if it is still this lease's.
+    fn release(&self) -> BoxFuture<'_, Result<(), Error>>;
 }
 
 /// The default store: the set lives in this process only.
@@ -77,5 +130,9 @@ impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
 
     fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
         (**self).clear()
+    }
+
+    fn begin_refresh(&self) -> BoxFuture<'_, Result<RefreshTurn, Error>> {
+        (**self).begin_refresh()
     }
 }
