@@ -76,6 +76,7 @@ mod client;
 pub mod future;
 mod layer;
 pub mod replay;
+pub mod retry;
 mod scope;
 mod service;
 
