@@ -1,0 +1,403 @@
+//! A Redis [`TokenStore`] for [`tower-token-refresh`](https://docs.rs/tower-token-refresh):
+//! several processes share one token set and refresh it once between them.
+//!
+//! When replicas of a service share a refresh token and each refreshes on its
+//! own, refresh token rotation breaks them: the second refresh presents a
+//! token the server has already replaced, the server answers
+//! `invalid_grant` and revokes the whole grant (RFC 9700 §4.14), and every
+//! replica is logged out. [`RedisStore`] makes the refresh a single flight
+//! across processes:
+//!
+//! 1. A replica whose token is stale or rejected first loads the stored set:
+//!    if another replica refreshed already, it takes that set, no refresh.
+//! 2. Otherwise it takes a lock (`SET NX PX` with a value unique to this
+//!    attempt), loads once more, refreshes, and writes the new set only
+//!    while it still holds the lock (a Lua compare-and-set), then releases it.
+//! 3. Replicas that find the lock taken wait for the new set (pub/sub, with
+//!    polling as a fallback), at most the lock's time to live, and take it.
+//!    If the holder died, its lock expires and one of them takes over.
+//!
+//! The hot path never touches Redis: each replica keeps its own copy in
+//! memory and reads it with one atomic load. Redis is used only when that
+//! copy is stale or rejected.
+//!
+//! If Redis is unreachable, a refresh fails with a
+//! [`Store`](tower_token_refresh_core::ErrorKind::Store) error (retried with
+//! backoff, then reported as `Transient`), and the token in memory is still
+//! served while it is valid. Once Redis is back, the connection is made again
+//! and refreshes work.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tower_token_refresh_core::{TokenManager, source, TokenSet};
+//! use tower_token_refresh_redis::RedisStore;
+//!
+//! # async fn run() -> Result<(), tower_token_refresh_core::Error> {
+//! let store = RedisStore::builder("redis://127.0.0.1:6379/")
+//!     .prefix("billing-api")               // one key space per (token endpoint, client, audience)
+//!     .lock_ttl(Duration::from_secs(15))   // longer than a refresh can take
+//!     .connect()
+//!     .await?;
+//! let tokens = TokenManager::builder(source::from_fn(|_| async {
+//!     Ok(TokenSet::bearer("…"))
+//! }))
+//! .store(store)
+//! .build();
+//! tokens.load().await?; // take what the other replicas stored
+//! # Ok(()) }
+//! ```
+//!
+//! TLS: enable the `tls` feature and use a `rediss://` URL. AUTH and ACL
+//! users: put them in the URL, `redis://user:password@host:port/`.
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::{
+    fmt,
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use tokio::time::Instant;
+use tower_token_refresh_core::{
+    BoxFuture, Error, ErrorKind, RefreshLease, RefreshTurn, TokenSet, TokenStore,
+};
+
+/// Builds a [`RedisStore`]; start with [`RedisStore::builder`].
+#[must_use]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    lock_ttl: Duration,
+    poll_interval: Duration,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("lock_ttl", &self.lock_ttl)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The key prefix: the set lives at `{prefix}:tokens`, the lock at
+    /// `{prefix}:lock`, news of a new set on channel `{prefix}:updated`.
+    /// Default `tower-token-refresh`. Use one prefix per
+    /// (token endpoint, client, audience), as one `TokenManager`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long the refresh lock lives unless released: the bound on how
+    /// long a dead holder blocks the others, and on how long a follower
+    /// waits. Make it longer than a refresh can take (the manager's
+    /// `attempt_timeout`). Default 15 s.
+    pub fn lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often a waiting replica checks the lock when no notification
+    /// comes (pub/sub is the fast path). Default 250 ms.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a connection attempt or a command may take. Default 5 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Store`] when the URL is invalid or Redis cannot be
+    /// reached or refuses the credentials.
+    pub async fn connect(self) -> Result<RedisStore, Error> {
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| store_error("invalid Redis URL", e))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| store_error("cannot connect to Redis", e))?;
+        let seed = RandomState::new().hash_one(std::process::id());
+        Ok(RedisStore {
+            shared: Arc::new(Shared {
+                client,
+                conn,
+                tokens_key: format!("{}:tokens", self.prefix),
+                lock_key: format!("{}:lock", self.prefix),
+                channel: format!("{}:updated", self.prefix),
+                prefix: self.prefix,
+                lock_ttl: self.lock_ttl,
+                poll_interval: self.poll_interval,
+                owner: format!("{:016x}", seed),
+                leases: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// A [`TokenStore`] on Redis that coordinates refreshes across processes.
+/// See the [crate docs](crate).
+#[derive(Clone)]
+pub struct RedisStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    tokens_key: String,
+    lock_key: String,
+    channel: String,
+    lock_ttl: Duration,
+    poll_interval: Duration,
+    /// Unique to this store value; with the lease counter it makes every
+    /// lock value unique.
+    owner: String,
+    leases: AtomicU64,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.shared.prefix)
+            .field("lock_ttl", &self.shared.lock_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_error(what: &'static str, e: redis::RedisError) -> Error {
+    Error::new(ErrorKind::Store, what).with_source(e)
+}
+
+/// Writes the set (or deletes it, with an empty value) and tells the
+/// other processes. KEYS: tokens, channel. ARGV: value.
+const WRITE: &str = r"
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[2], '1')
+return 1
+";
+
+/// Writes the set only while the lock holds this lease's value.
+/// KEYS: lock, tokens, channel. ARGV: lease value, new set.
+const COMMIT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('PUBLISH', KEYS[3], '1')
+return 1
+";
+
+/// Deletes the lock if it still holds this lease's value. KEYS: lock, channel.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[2], '0')
+  return 1
+end
+return 0
+";
+
+impl RedisStore {
+    /// Starts a builder for the Redis at `url` (`redis://host:port/db`,
+    /// `redis://user:password@host:port/`, or `rediss://…` with the `tls`
+    /// feature).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: "tower-token-refresh".into(),
+            lock_ttl: Duration::from_secs(15),
+            poll_interval: Duration::from_millis(250),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Connects to `url` with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// See [`RedisStoreBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<RedisStore, Error> {
+        Self::builder(url).connect().await
+    }
+
+    async fn write(&self, value: Vec<u8>) -> Result<(), Error> {
+        let s = &self.shared;
+        let mut conn = s.conn.clone();
+        Script::new(WRITE)
+            .key(&s.tokens_key)
+            .key(&s.channel)
+            .arg(value)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error("Redis write failed", e))
+    }
+}
+
+impl TokenStore for RedisStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, Error>> {
+        Box::pin(async move {
+            let mut conn = self.shared.conn.clone();
+            let raw: Option<Vec<u8>> = conn
+                .get(&self.shared.tokens_key)
+                .await
+                .map_err(|e| store_error("Redis read failed", e))?;
+            raw.map(|bytes| TokenSet::from_stored_json(&bytes))
+                .transpose()
+        })
+    }
+
+    fn save<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.write(tokens.to_stored_json()))
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.write(Vec::new()))
+    }
+
+    fn begin_refresh(&self) -> BoxFuture<'_, Result<RefreshTurn, Error>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let n = s.leases.fetch_add(1, Ordering::Relaxed);
+            let value = format!("{}-{}-{n}", s.owner, std::process::id());
+            let ttl_ms = u64::try_from(s.lock_ttl.as_millis()).unwrap_or(u64::MAX);
+            let mut conn = s.conn.clone();
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&s.lock_key)
+                .arg(&value)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| store_error("Redis lock failed", e))?;
+            if taken.is_some() {
+                tracing::debug!(prefix = %s.prefix, "took the shared refresh lock");
+                Ok(RefreshTurn::Leader(Box::new(Lease {
+                    shared: Arc::clone(s),
+                    value,
+                })))
+            } else {
+                tracing::debug!(prefix = %s.prefix, "another process holds the refresh lock");
+                Ok(RefreshTurn::Follower(Box::pin(follow(Arc::clone(s)))))
+            }
+        })
+    }
+}
+
+/// Waits until the set changes or the lock is gone, at most the lock's TTL.
+async fn follow(s: Arc<Shared>) -> Result<(), Error> {
+    let deadline = Instant::now() + s.lock_ttl;
+    // Subscribe before looking at the lock, so no notification is missed.
+    let mut pubsub = match s.client.get_async_pubsub().await {
+        Ok(mut pubsub) => match pubsub.subscribe(&s.channel).await {
+            Ok(()) => Some(pubsub),
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis subscribe failed; polling");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "Redis pub/sub unavailable; polling");
+            None
+        }
+    };
+    let mut conn = s.conn.clone();
+    loop {
+        let held: bool = conn
+            .exists(&s.lock_key)
+            .await
+            .map_err(|e| store_error("Redis read failed", e))?;
+        let now = Instant::now();
+        if !held || now >= deadline {
+            return Ok(());
+        }
+        let tick = s.poll_interval.min(deadline - now);
+        match &mut pubsub {
+            Some(p) => {
+                if let Ok(Some(_)) = tokio::time::timeout(tick, p.on_message().next()).await {
+                    return Ok(());
+                }
+            }
+            None => tokio::time::sleep(tick).await,
+        }
+    }
+}
+
+struct Lease {
+    shared: Arc<Shared>,
+    value: String,
+}
+
+impl RefreshLease for Lease {
+    fn commit<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let mut conn = s.conn.clone();
+            let written: i64 = Script::new(COMMIT)
+                .key(&s.lock_key)
+                .key(&s.tokens_key)
+                .key(&s.channel)
+                .arg(&self.value)
+                .arg(tokens.to_stored_json())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| store_error("Redis write failed", e))?;
+            if written == 1 {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorKind::Store,
+                    "the shared refresh lock expired before the new set was saved; raise lock_ttl",
+                ))
+            }
+        })
+    }
+
+    fn release(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let mut conn = s.conn.clone();
+            Script::new(RELEASE)
+                .key(&s.lock_key)
+                .key(&s.channel)
+                .arg(&self.value)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| store_error("Redis unlock failed", e))
+        })
+    }
+}
