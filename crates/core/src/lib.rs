@@ -11,9 +11,14 @@
 //!   ([`AccessToken`], [`RefreshToken`], [`ClientSecret`]) redact
 //!   themselves in `Debug` and `Display`.
 //! - [`TokenSource`]: where new tokens come from. Built in:
-//!   [`source::from_fn`] and the OAuth2
-//!   [`RefreshTokenGrant`](oauth2::RefreshTokenGrant).
-//! - [`TokenStore`]: where the set is kept; [`MemoryStore`] by default.
+//!   [`source::from_fn`], the OAuth2
+//!   [`RefreshTokenGrant`](oauth2::RefreshTokenGrant) and
+//!   [`ClientCredentialsGrant`](oauth2::ClientCredentialsGrant), and fallback
+//!   chains ([`source::TokenSourceExt::or_else`]).
+//! - [`TokenStore`]: where the set is kept; [`MemoryStore`] by default,
+//!   [`FileStore`] to survive restarts.
+//! - [`oauth2`] also has introspection (RFC 7662), revocation and logout
+//!   (RFC 7009) and OpenID Connect discovery.
 //! - [`TokenManager`]: the coordinator. One atomic load per request; one
 //!   refresh at a time, spawned so that no caller's cancellation abandons it.
 //!
@@ -41,6 +46,7 @@
 
 mod backoff;
 mod error;
+mod file_store;
 mod manager;
 pub mod oauth2;
 mod secret;
@@ -50,6 +56,7 @@ mod store;
 mod token;
 
 pub use error::{BoxError, Error, ErrorKind};
+pub use file_store::FileStore;
 pub use manager::{
     Authorization, Lookup, RefreshFuture, Scheme, TokenManager, TokenManagerBuilder,
 };
@@ -57,4 +64,4 @@ pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{BoxFuture, TokenSource};
 pub use stats::Stats;
 pub use store::{MemoryStore, TokenStore};
-pub use token::TokenSet;
+pub use token::{TokenSet, jwt_expiry};

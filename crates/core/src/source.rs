@@ -2,7 +2,7 @@
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
-use crate::{Error, TokenSet};
+use crate::{Error, ErrorKind, TokenSet};
 
 /// A boxed, sendable future: what the object-safe traits of this crate return.
 ///
@@ -19,7 +19,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`InvalidResponse`](crate::ErrorKind::InvalidResponse) are retried with
 /// backoff, anything else fails the waiters at once.
 ///
-/// Built in: [`from_fn`] and the OAuth2 [`RefreshTokenGrant`](crate::oauth2::RefreshTokenGrant).
+/// Built in: [`from_fn`], the OAuth2
+/// [`RefreshTokenGrant`](crate::oauth2::RefreshTokenGrant) and
+/// [`ClientCredentialsGrant`](crate::oauth2::ClientCredentialsGrant), and a
+/// fallback chain of sources ([`TokenSourceExt::or_else`]).
 pub trait TokenSource: Send + Sync + 'static {
     /// Fetches a new token set. `current` is the set in use, if any (its
     /// refresh token is what a refresh grant needs).
@@ -92,5 +95,84 @@ where
         current: Option<&'a TokenSet>,
     ) -> BoxFuture<'a, Result<TokenSet, Error>> {
         Box::pin((self.f)(current.cloned()))
+    }
+}
+
+/// Combinators for every [`TokenSource`].
+pub trait TokenSourceExt: TokenSource + Sized {
+    /// A fallback chain: `self` first; when it fails with
+    /// [`SessionExpired`](ErrorKind::SessionExpired) or
+    /// [`Rejected`](ErrorKind::Rejected), `fallback` is asked (with the
+    /// same current set). Typical: the refresh token grant, then
+    /// re-authentication with client credentials or an application's silent
+    /// login (`prompt=none`).
+    ///
+    /// A transient failure of `self` is returned as is (the coordinator
+    /// retries the whole chain), and so is every failure of `fallback` but
+    /// these two kinds: when `fallback` also ends with `SessionExpired` or
+    /// `Rejected`, the chain fails with `SessionExpired`, so the
+    /// `on_session_expired` hook tells the application to log the user in.
+    /// Chains nest: `a.or_else(b).or_else(c)`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_core::{source::{self, TokenSourceExt}, Error, TokenManager, TokenSet};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// let refresh = source::from_fn(|_| async { Err(Error::session_expired("refresh token revoked")) });
+    /// let silent_login = source::from_fn(|_| async { Ok(TokenSet::bearer("from-silent-login")) });
+    /// let tokens = TokenManager::builder(refresh.or_else(silent_login)).build();
+    /// let auth = tokens.authorization().await?;
+    /// assert_eq!(auth.header().to_str().unwrap(), "Bearer from-silent-login");
+    /// # Ok(()) }
+    /// ```
+    fn or_else<B: TokenSource>(self, fallback: B) -> OrElse<Self, B> {
+        OrElse {
+            first: self,
+            fallback,
+        }
+    }
+}
+
+impl<T: TokenSource> TokenSourceExt for T {}
+
+/// The fallback chain returned by [`TokenSourceExt::or_else`].
+#[derive(Clone, Debug)]
+pub struct OrElse<A, B> {
+    first: A,
+    fallback: B,
+}
+
+fn falls_through(err: &Error) -> bool {
+    matches!(err.kind(), ErrorKind::SessionExpired | ErrorKind::Rejected)
+}
+
+impl<A: TokenSource, B: TokenSource> TokenSource for OrElse<A, B> {
+    fn fetch<'a>(
+        &'a self,
+        current: Option<&'a TokenSet>,
+    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
+        Box::pin(async move {
+            let first = match self.first.fetch(current).await {
+                Ok(tokens) => return Ok(tokens),
+                Err(e) if falls_through(&e) => e,
+                Err(e) => return Err(e),
+            };
+            tracing::debug!(error = %first, "token source failed; trying its fallback");
+            match self.fallback.fetch(current).await {
+                Ok(tokens) => Ok(tokens),
+                Err(last) if falls_through(&last) => {
+                    let mut err = Error::session_expired(format!(
+                        "every token source failed (first: {first}; last: {last})"
+                    ));
+                    if let Some(code) = last.oauth_error() {
+                        err = err.with_oauth_error(code);
+                    }
+                    Err(err.with_source(last))
+                }
+                Err(last) => Err(last),
+            }
+        })
     }
 }

@@ -161,14 +161,16 @@ impl TokenSet {
                 "token response has an empty token_type",
             ));
         }
-        let lifetime = match raw.expires_in {
-            None => None,
-            Some(value) => Some(value.into_duration()?),
+        let expires_at = match raw.expires_in {
+            Some(value) => Some(Instant::now() + value.into_duration()?),
+            // RFC 6749 §5.1 only recommends `expires_in`; a JWT access
+            // token still says when it expires.
+            None => jwt_expiry(&raw.access_token).map(system_time_to_instant),
         };
         Ok(TokenSet {
             access_token: AccessToken::new(raw.access_token),
             token_type: normalize_token_type(&raw.token_type),
-            expires_at: lifetime.map(|l| Instant::now() + l),
+            expires_at,
             refresh_token: raw
                 .refresh_token
                 .filter(|r| !r.is_empty())
@@ -299,13 +301,77 @@ fn instant_to_unix_ms(at: Instant) -> u64 {
 /// Wall-clock Unix milliseconds as an instant on tokio's clock; times in
 /// the past become now (expired), far futures are clamped.
 fn unix_ms_to_instant(ms: u64) -> Instant {
-    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    system_time_to_instant(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// A wall-clock time as an instant on tokio's clock; times in the past
+/// become now (expired), far futures are clamped.
+pub(crate) fn system_time_to_instant(at: SystemTime) -> Instant {
     let now = Instant::now();
     match at.duration_since(SystemTime::now()) {
         Ok(ahead) => now + ahead.min(MAX_LIFETIME),
         Err(_) => now,
     }
 }
+
+/// The `exp` claim of a JWT (RFC 7519 §4.1.4) as a wall-clock time, read
+/// without verifying anything: the client is not the token's audience, it
+/// only wants to know when to refresh.
+///
+/// Returns `None` for anything that is not a JWS in compact form (three
+/// base64url segments) whose payload is a JSON object with a numeric `exp`
+/// (an integer or a fraction of seconds since the Unix epoch, at most ten
+/// years ahead of the epoch's far end; negative values are refused).
+/// Encrypted tokens (JWE, five segments) and opaque tokens give `None`.
+/// It never panics, whatever the input.
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use base64::Engine as _;
+/// use tower_token_refresh_core::jwt_expiry;
+///
+/// let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+/// let jwt = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(r#"{"sub":"u","exp":1700000000}"#));
+/// assert_eq!(jwt_expiry(&jwt), Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+/// assert_eq!(jwt_expiry("an-opaque-token"), None);
+/// ```
+pub fn jwt_expiry(token: &str) -> Option<SystemTime> {
+    use base64::Engine as _;
+
+    // A JWT in a response is small; refuse to decode megabytes.
+    const MAX_JWT: usize = 16 * 1024;
+    if token.len() > MAX_JWT {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    // base64url without padding (RFC 7515 §2); tolerate padding anyway.
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let payload = engine.decode(payload).ok()?;
+    #[derive(Deserialize)]
+    struct Claims {
+        exp: Option<serde_json::Number>,
+    }
+    let claims: Claims = serde_json::from_slice(&payload).ok()?;
+    let exp = claims.exp?.as_f64()?;
+    if !(0.0..=MAX_JWT_EXP_SECS).contains(&exp) {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::from_secs_f64(exp))
+}
+
+/// Year 9999: later `exp` values are junk, not lifetimes.
+const MAX_JWT_EXP_SECS: f64 = 253_402_300_799.0;
 
 impl fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -430,6 +496,66 @@ mod tests {
         let t =
             TokenSet::from_response_json(br#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
         assert_eq!(t.expires_at(), None);
+    }
+
+    fn jwt(payload: &str) -> String {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"RS256","typ":"at+jwt"}"#),
+            b64(payload)
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missing_expires_in_falls_back_to_the_jwt_exp() {
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let token = jwt(&format!(r#"{{"sub":"u","exp":{exp}}}"#));
+        let body = format!(r#"{{"access_token":"{token}","token_type":"Bearer"}}"#);
+        let t = TokenSet::from_response_json(body.as_bytes()).unwrap();
+        let left = t.expires_at().unwrap() - Instant::now();
+        assert!(
+            left <= Duration::from_secs(600) && left > Duration::from_secs(595),
+            "{left:?}"
+        );
+        // `expires_in` wins over `exp` when both are there.
+        let body = format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":30}}"#);
+        let t = TokenSet::from_response_json(body.as_bytes()).unwrap();
+        assert_eq!(
+            t.expires_at(),
+            Some(Instant::now() + Duration::from_secs(30))
+        );
+        // An `exp` in the past: expired now (the coordinator refuses it).
+        let past = jwt(r#"{"exp":1000}"#);
+        let body = format!(r#"{{"access_token":"{past}","token_type":"Bearer"}}"#);
+        let t = TokenSet::from_response_json(body.as_bytes()).unwrap();
+        assert_eq!(t.expires_at(), Some(Instant::now()));
+    }
+
+    #[test]
+    fn jwt_expiry_refuses_what_is_not_a_readable_jws() {
+        for token in [
+            "opaque".to_owned(),
+            "a.b".to_owned(),
+            "a.b.c.d.e".to_owned(),
+            jwt(r#"{"exp":"1700000000"}"#),
+            jwt(r#"{"exp":-1}"#),
+            jwt(r#"{"exp":1e300}"#),
+            jwt(r#"{"sub":"no exp"}"#),
+            jwt(r#"[1,2]"#),
+            "e30.!!!.x".to_owned(),
+        ] {
+            assert_eq!(jwt_expiry(&token), None, "{token}");
+        }
+        assert_eq!(
+            jwt_expiry(&jwt(r#"{"exp":1700000000.5}"#)),
+            Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500))
+        );
     }
 
     #[tokio::test]

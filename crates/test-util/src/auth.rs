@@ -15,7 +15,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
 };
 use base64::Engine as _;
 use serde_json::json;
@@ -123,6 +123,18 @@ pub enum Fault {
     /// queued fault, or the normal answer if none is queued: for tests that
     /// need every request to arrive before a refresh ends.
     Hold(Gate),
+    /// This status with `Retry-After` set to the given value (delay seconds
+    /// or an HTTP-date, sent as is) and an OAuth2 error body:
+    /// `temporarily_unavailable` for 503, `slow_down` otherwise. Use 429 or
+    /// 503.
+    RetryAfter(u16, String),
+    /// Serve the grant normally (tokens are issued), but send `expires_in`
+    /// as a JSON string (`"2"`), as some servers do.
+    ExpiresInString,
+    /// Serve the grant normally (tokens are issued), but leave this field
+    /// out of the JSON answer (`"expires_in"`, `"access_token"`,
+    /// `"token_type"`, …).
+    OmitField(&'static str),
 }
 
 /// Holds token requests served [`Fault::Hold`] until [`open`](Gate::open)
@@ -214,6 +226,25 @@ pub struct AuthStats {
     pub faults_served: u64,
     /// Requests refused with `invalid_client`.
     pub invalid_client: u64,
+    /// Every `POST /introspect` (RFC 7662), faults included.
+    pub introspections: u64,
+    /// Every `POST /revoke` (RFC 7009), faults included.
+    pub revocation_requests: u64,
+    /// Revocation requests that revoked a known, still-valid token.
+    pub tokens_revoked: u64,
+}
+
+/// An endpoint of [`AuthServer`] that faults can be queued for with
+/// [`AuthServer::inject_at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `POST /token`.
+    Token,
+    /// `POST /introspect`.
+    Introspection,
+    /// `POST /revoke`.
+    Revocation,
 }
 
 /// An OAuth2 authorization server on 127.0.0.1 with a token endpoint
@@ -269,6 +300,9 @@ impl AuthServer {
         let shared = Arc::new(AuthShared::new(config));
         let router = Router::new()
             .route("/token", post(token_endpoint))
+            .route("/introspect", post(introspection_endpoint))
+            .route("/revoke", post(revocation_endpoint))
+            .route("/.well-known/openid-configuration", get(discovery_endpoint))
             .with_state(shared.clone());
         let server = ServerTask::spawn(router).await?;
         Ok(AuthServer {
@@ -311,8 +345,52 @@ impl AuthServer {
     /// Makes the next `times` requests to the token endpoint get `fault`,
     /// after any faults already queued.
     pub fn inject(&self, fault: Fault, times: usize) {
+        self.inject_at(Endpoint::Token, fault, times);
+    }
+
+    /// Makes the next `times` requests to `endpoint` get `fault`, after any
+    /// faults already queued for it. [`Fault::ExpiresInString`] and
+    /// [`Fault::OmitField`] only mean something at the token endpoint;
+    /// elsewhere they answer normally.
+    pub fn inject_at(&self, endpoint: Endpoint, fault: Fault, times: usize) {
         let mut state = self.shared.lock();
-        state.faults.extend(std::iter::repeat_n(fault, times));
+        let queue = match endpoint {
+            Endpoint::Token => &mut state.faults,
+            Endpoint::Introspection => &mut state.introspection_faults,
+            Endpoint::Revocation => &mut state.revocation_faults,
+        };
+        queue.extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// The issuer identifier, `http://127.0.0.1:PORT`: what OpenID Connect
+    /// discovery starts from.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// The introspection endpoint (RFC 7662), `http://127.0.0.1:PORT/introspect`.
+    pub fn introspection_url(&self) -> String {
+        format!("http://{}/introspect", self.addr())
+    }
+
+    /// The revocation endpoint (RFC 7009), `http://127.0.0.1:PORT/revoke`.
+    pub fn revocation_url(&self) -> String {
+        format!("http://{}/revoke", self.addr())
+    }
+
+    /// Revokes an access token (or, given a refresh token, its whole grant
+    /// family) as an administrator would, without a request.
+    pub fn revoke(&self, token: &str) {
+        self.shared.lock().revoke(token);
+    }
+
+    /// Whether the server would still accept this refresh token in a grant.
+    pub fn is_refresh_token_active(&self, token: &str) -> bool {
+        self.shared
+            .lock()
+            .refresh
+            .get(token)
+            .is_some_and(|e| e.status == RefreshStatus::Active)
     }
 
     /// Makes every access token issued so far invalid now. Refresh tokens stay
@@ -370,6 +448,8 @@ impl AuthShared {
                 access: HashMap::new(),
                 refresh: HashMap::new(),
                 faults: VecDeque::new(),
+                introspection_faults: VecDeque::new(),
+                revocation_faults: VecDeque::new(),
                 stats: AuthStats::default(),
             }),
         }
@@ -379,6 +459,37 @@ impl AuthShared {
         // Nothing holding the lock can leave the state half-updated in a way
         // that matters to a test server.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The RFC 7662 answer for `token`: only `{"active":false}` for an
+    /// unknown, expired, revoked or rotated token.
+    fn introspect(&self, token: &str) -> serde_json::Value {
+        let now = Instant::now();
+        let state = self.lock();
+        if let Some(entry) = state.access.get(token) {
+            if !entry.revoked && now < entry.expires_at {
+                let left = entry.expires_at - now;
+                let exp = (std::time::SystemTime::now() + left)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                return json!({
+                    "active": true,
+                    "client_id": self.client_id,
+                    "token_type": "Bearer",
+                    "exp": exp,
+                });
+            }
+        }
+        if let Some(entry) = state.refresh.get(token) {
+            if entry.status == RefreshStatus::Active {
+                return json!({
+                    "active": true,
+                    "client_id": self.client_id,
+                    "token_type": "refresh_token",
+                });
+            }
+        }
+        json!({ "active": false })
     }
 
     pub(crate) fn is_access_token_valid(&self, token: &str) -> bool {
@@ -399,6 +510,8 @@ struct AuthState {
     access: HashMap<String, AccessEntry>,
     refresh: HashMap<String, RefreshEntry>,
     faults: VecDeque<Fault>,
+    introspection_faults: VecDeque<Fault>,
+    revocation_faults: VecDeque<Fault>,
     stats: AuthStats,
 }
 
@@ -522,6 +635,23 @@ impl AuthState {
         }
     }
 
+    /// RFC 7009 §2.1: revoking a refresh token revokes its grant (access
+    /// tokens included); revoking an access token revokes only it. Returns
+    /// whether a valid token was revoked.
+    fn revoke(&mut self, token: &str) -> bool {
+        if let Some(entry) = self.refresh.get(token) {
+            let (family, active) = (entry.family, entry.status == RefreshStatus::Active);
+            self.revoke_family(family);
+            return active;
+        }
+        if let Some(entry) = self.access.get_mut(token) {
+            let was_valid = !entry.revoked && Instant::now() < entry.expires_at;
+            entry.revoked = true;
+            return was_valid;
+        }
+        false
+    }
+
     fn revoke_family(&mut self, family: u64) {
         for entry in self.refresh.values_mut() {
             if entry.family == family {
@@ -551,20 +681,43 @@ async fn token_endpoint(
     body: Bytes,
 ) -> Response {
     shared.lock().stats.token_requests += 1;
+    let modifier = match serve_faults(&shared, Endpoint::Token, conn).await {
+        Ok(modifier) => modifier,
+        Err(response) => return response,
+    };
+    match token_request(&shared, &headers, &body, modifier) {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Serves the faults queued for `endpoint`: `Err` is the answer to send
+/// instead of the normal one; `Ok` carries a fault that changes the normal
+/// answer ([`Fault::ExpiresInString`], [`Fault::OmitField`]), if any.
+async fn serve_faults(
+    shared: &AuthShared,
+    endpoint: Endpoint,
+    conn: Option<Extension<ConnControl>>,
+) -> Result<Option<Fault>, Response> {
     loop {
         let fault = {
             let mut state = shared.lock();
-            let fault = state.faults.pop_front();
+            let queue = match endpoint {
+                Endpoint::Token => &mut state.faults,
+                Endpoint::Introspection => &mut state.introspection_faults,
+                Endpoint::Revocation => &mut state.revocation_faults,
+            };
+            let fault = queue.pop_front();
             if fault.is_some() {
                 state.stats.faults_served += 1;
             }
             fault
         };
         match fault {
-            None => break,
+            None => return Ok(None),
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;
-                break;
+                return Ok(None);
             }
             // Held requests take the next queued fault once released.
             Some(Fault::Hold(gate)) => gate.wait().await,
@@ -572,24 +725,19 @@ async fn token_endpoint(
                 Some(Extension(conn)) => {
                     conn.drop_connection();
                     // The connection task drops this future with the connection.
-                    return std::future::pending().await;
+                    return Err(std::future::pending().await);
                 }
-                None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                None => return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
             },
-            Some(fault) => return fault_response(fault),
+            Some(fault @ (Fault::ExpiresInString | Fault::OmitField(_))) => return Ok(Some(fault)),
+            Some(fault) => return Err(fault_response(fault)),
         }
-    }
-    match token_request(&shared, &headers, &body) {
-        Ok(response) => response,
-        Err(refusal) => refusal.into_response(),
     }
 }
 
-fn token_request(
-    shared: &AuthShared,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, OAuthError> {
+/// Reads a form body (RFC 6749 §3.1: empty parameters count as omitted;
+/// repeated ones are refused).
+fn read_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -605,7 +753,6 @@ fn token_request(
     }
     let mut params: HashMap<String, String> = HashMap::new();
     for (name, value) in form::parse(body) {
-        // RFC 6749 §3.1: an empty parameter counts as omitted.
         if value.is_empty() {
             continue;
         }
@@ -614,6 +761,93 @@ fn token_request(
         }
         params.insert(name, value);
     }
+    Ok(params)
+}
+
+async fn introspection_endpoint(
+    State(shared): State<Arc<AuthShared>>,
+    conn: Option<Extension<ConnControl>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.lock().stats.introspections += 1;
+    if let Err(response) = serve_faults(&shared, Endpoint::Introspection, conn).await {
+        return response;
+    }
+    let result = (|| -> Result<serde_json::Value, OAuthError> {
+        let params = read_form(&headers, &body)?;
+        authenticate_client(&shared, &headers, &params)?;
+        let token = params
+            .get("token")
+            .ok_or_else(|| invalid_request("token is missing"))?;
+        Ok(shared.introspect(token))
+    })();
+    match result {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn revocation_endpoint(
+    State(shared): State<Arc<AuthShared>>,
+    conn: Option<Extension<ConnControl>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.lock().stats.revocation_requests += 1;
+    if let Err(response) = serve_faults(&shared, Endpoint::Revocation, conn).await {
+        return response;
+    }
+    let result = (|| -> Result<(), OAuthError> {
+        let params = read_form(&headers, &body)?;
+        authenticate_client(&shared, &headers, &params)?;
+        let token = params
+            .get("token")
+            .ok_or_else(|| invalid_request("token is missing"))?;
+        let mut state = shared.lock();
+        if state.revoke(token) {
+            state.stats.tokens_revoked += 1;
+        }
+        Ok(())
+    })();
+    match result {
+        // RFC 7009 §2.2: 200 whether or not the token was known.
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn discovery_endpoint(
+    State(_shared): State<Arc<AuthShared>>,
+    headers: HeaderMap,
+) -> Response {
+    // The server does not know its own port; the Host header has it.
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let issuer = format!("http://{host}");
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{issuer}/token"),
+            "introspection_endpoint": format!("{issuer}/introspect"),
+            "revocation_endpoint": format!("{issuer}/revoke"),
+            "grant_types_supported": ["refresh_token", "client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+        }),
+    )
+}
+
+fn token_request(
+    shared: &AuthShared,
+    headers: &HeaderMap,
+    body: &[u8],
+    modifier: Option<Fault>,
+) -> Result<Response, OAuthError> {
+    let params = read_form(headers, body)?;
 
     authenticate_client(shared, headers, &params)?;
 
@@ -645,6 +879,17 @@ fn token_request(
     });
     if let Some(refresh_token) = grant.refresh_token {
         body["refresh_token"] = refresh_token.into();
+    }
+    match modifier {
+        Some(Fault::ExpiresInString) => {
+            body["expires_in"] = grant.lifetime.as_secs().max(1).to_string().into();
+        }
+        Some(Fault::OmitField(field)) => {
+            if let Some(map) = body.as_object_mut() {
+                map.remove(field);
+            }
+        }
+        _ => {}
     }
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -734,10 +979,28 @@ fn fault_response(fault: Fault) -> Response {
              <body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
         )
             .into_response(),
-        // The endpoint handles these before it gets here.
-        Fault::Delay(_) | Fault::DropConnection | Fault::Hold(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        Fault::RetryAfter(code, after) => {
+            let status = StatusCode::from_u16(code)
+                .ok()
+                .filter(|s| !s.is_informational())
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let error = if status == StatusCode::SERVICE_UNAVAILABLE {
+                "temporarily_unavailable"
+            } else {
+                "slow_down"
+            };
+            let mut response = json_response(status, &json!({ "error": error }));
+            if let Ok(value) = HeaderValue::from_str(&after) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
         }
+        // The endpoint handles these before it gets here.
+        Fault::Delay(_)
+        | Fault::DropConnection
+        | Fault::Hold(_)
+        | Fault::ExpiresInString
+        | Fault::OmitField(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

@@ -3,8 +3,10 @@
 //! 127.0.0.1, in the test's own process and runtime.
 //!
 //! - [`AuthServer`]: a token endpoint with refresh token rotation and reuse
-//!   detection, `client_credentials`, and queued [`Fault`]s (delays, 5xx,
-//!   `invalid_grant`, malformed JSON, HTML error pages, dropped connections).
+//!   detection, `client_credentials`, introspection (RFC 7662), revocation
+//!   (RFC 7009), OpenID Connect discovery, and queued [`Fault`]s (delays,
+//!   5xx, `invalid_grant`, malformed JSON, HTML error pages, dropped
+//!   connections, `Retry-After`, string `expires_in`, missing fields).
 //! - [`ResourceServer`]: an API that accepts the [`AuthServer`]'s access
 //!   tokens and answers with RFC 6750 challenges.
 //! - [`CountingSource`]: a [`TokenSource`](tower_token_refresh_core::TokenSource)
@@ -58,7 +60,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-pub use auth::{AuthConfig, AuthServer, AuthStats, Fault, Gate, IssuedTokens};
+pub use auth::{AuthConfig, AuthServer, AuthStats, Endpoint, Fault, Gate, IssuedTokens};
 pub use resource::{ResourceServer, ResourceStats};
 pub use source::CountingSource;
 

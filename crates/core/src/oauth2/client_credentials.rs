@@ -1,0 +1,121 @@
+//! The `client_credentials` grant (RFC 6749 §4.4).
+
+use std::fmt;
+
+use http::Uri;
+
+use super::{ClientAuth, Form, HttpClient, parse_token_response, token_request};
+use crate::{BoxFuture, Error, TokenSet, TokenSource};
+
+/// The OAuth2 `client_credentials` grant (RFC 6749 §4.4) as a [`TokenSource`]:
+/// a service acting on its own behalf, or the re-authentication step of a
+/// fallback chain ([`TokenSourceExt::or_else`](crate::source::TokenSourceExt::or_else)).
+///
+/// Posts `grant_type=client_credentials` with the configured `scope`,
+/// `audience`, `resource` and extra parameters, authenticating with any
+/// [`ClientAuth`] method. The current token set is not used: every fetch is a
+/// new grant. Responses are parsed and errors mapped as for
+/// [`RefreshTokenGrant`](super::RefreshTokenGrant); an `invalid_client`
+/// is [`Rejected`](crate::ErrorKind::Rejected), never retried.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use tower_token_refresh_core::{oauth2::{ClientAuth, ClientCredentialsGrant}, TokenManager};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = |req: Request<Bytes>| async move {
+///     let form = std::str::from_utf8(req.body()).unwrap().to_owned();
+///     assert!(form.contains("grant_type=client_credentials"));
+///     assert!(form.contains("audience=https%3A%2F%2Fapi.example.com"));
+///     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
+///         br#"{"access_token":"svc","token_type":"Bearer","expires_in":300}"#,
+///     )))
+/// };
+/// let grant = ClientCredentialsGrant::new(
+///     "https://auth.example.com/token".parse()?,
+///     ClientAuth::post("my-service", "my-secret"),
+///     client,
+/// )
+/// .scope("read")
+/// .audience("https://api.example.com");
+/// let tokens = TokenManager::builder(grant).build();
+/// assert_eq!(tokens.authorization().await?.header().to_str()?, "Bearer svc");
+/// # Ok(()) }
+/// ```
+pub struct ClientCredentialsGrant<C> {
+    token_url: Uri,
+    auth: ClientAuth,
+    client: C,
+    params: Vec<(String, String)>,
+}
+
+impl<C> ClientCredentialsGrant<C> {
+    /// A grant posting to `token_url` through `client`.
+    pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
+        ClientCredentialsGrant {
+            token_url,
+            auth,
+            client,
+            params: Vec::new(),
+        }
+    }
+
+    /// Asks for this scope (space-separated, RFC 6749 §3.3).
+    pub fn scope(self, scope: impl Into<String>) -> Self {
+        self.param("scope", scope)
+    }
+
+    /// Names the API the token is for with the `audience` parameter that
+    /// Auth0, Okta and others use.
+    pub fn audience(self, audience: impl Into<String>) -> Self {
+        self.param("audience", audience)
+    }
+
+    /// Names the API the token is for with the `resource` parameter of
+    /// RFC 8707. May be given more than once.
+    pub fn resource(self, resource: impl Into<String>) -> Self {
+        self.param("resource", resource)
+    }
+
+    /// Adds a form parameter to every request.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push((name.into(), value.into()));
+        self
+    }
+}
+
+impl<C> fmt::Debug for ClientCredentialsGrant<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("ClientCredentialsGrant")
+            .field("token_url", &self.token_url)
+            .field("auth", &self.auth)
+            .field("params", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: HttpClient> TokenSource for ClientCredentialsGrant<C> {
+    fn fetch<'a>(
+        &'a self,
+        _current: Option<&'a TokenSet>,
+    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
+        Box::pin(async move {
+            let mut form = Form::default();
+            form.pair("grant_type", "client_credentials");
+            for (name, value) in &self.params {
+                form.pair(name, value);
+            }
+            let request = token_request(&self.token_url, &self.auth, form)?;
+            let response = self
+                .client
+                .send(request)
+                .await
+                .map_err(|e| Error::transient("token endpoint unreachable").with_source(e))?;
+            parse_token_response(response).map_err(|e| e.scrub(&[self.auth.secret()]))
+        })
+    }
+}
