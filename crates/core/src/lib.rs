@@ -63,5 +63,5 @@ pub use manager::{
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{BoxFuture, TokenSource};
 pub use stats::Stats;
-pub use store::{MemoryStore, TokenStore};
+pub use store::{MemoryStore, RefreshLease, RefreshTurn, TokenStore};
 pub use token::{TokenSet, jwt_expiry};
