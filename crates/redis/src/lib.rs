@@ -80,6 +80,8 @@ pub struct RedisStoreBuilder {
     lock_ttl: Duration,
     poll_interval: Duration,
     timeout: Duration,
+    #[cfg(feature = "tls")]
+    root_certificate: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -125,6 +127,14 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Trusts this root certificate (PEM) for `rediss://` instead of the
+    /// platform's store: for a private certificate authority.
+    #[cfg(feature = "tls")]
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
     /// Connects.
     ///
     /// # Errors
@@ -132,8 +142,24 @@ impl RedisStoreBuilder {
     /// [`ErrorKind::Store`] when the URL is invalid or Redis cannot be
     /// reached or refuses the credentials.
     pub async fn connect(self) -> Result<RedisStore, Error> {
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| store_error("invalid Redis URL", e))?;
+        // rustls needs a process-wide crypto provider; keep one the
+        // application installed, else install ring's.
+        #[cfg(feature = "tls")]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        #[cfg(feature = "tls")]
+        let client = match self.root_certificate.clone() {
+            Some(root_cert) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        };
+        #[cfg(not(feature = "tls"))]
+        let client = redis::Client::open(self.url.as_str());
+        let client = client.map_err(|e| store_error("invalid Redis URL", e))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
@@ -240,6 +266,8 @@ impl RedisStore {
             lock_ttl: Duration::from_secs(15),
             poll_interval: Duration::from_millis(250),
             timeout: Duration::from_secs(5),
+            #[cfg(feature = "tls")]
+            root_certificate: None,
         }
     }
 

@@ -14,6 +14,21 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     password: Option<String>,
+    tls: Option<Tls>,
+}
+
+/// The certificates of a TLS server: a throwaway certificate authority
+/// and a certificate for 127.0.0.1 it signed, in a temporary directory.
+#[derive(Debug)]
+struct Tls {
+    dir: std::path::PathBuf,
+    ca_pem: Vec<u8>,
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl RedisServer {
@@ -25,7 +40,24 @@ impl RedisServer {
     /// When `redis-server` is not installed (install the `redis-server`
     /// package) or does not come up within five seconds.
     pub async fn start() -> io::Result<RedisServer> {
-        Self::start_with(None, None).await
+        Self::start_with(None, None, None).await
+    }
+
+    /// Like [`start`](Self::start), serving TLS only (`rediss://`), with a
+    /// certificate for 127.0.0.1 from a throwaway certificate authority
+    /// made with the `openssl` command ([`ca_pem`](Self::ca_pem)).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), or when `openssl` is missing.
+    pub async fn start_tls() -> io::Result<RedisServer> {
+        let tls = make_certificates()?;
+        Self::start_with(None, None, Some(tls)).await
+    }
+
+    /// The certificate authority of a [`start_tls`](Self::start_tls) server (PEM).
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_slice())
     }
 
     /// Like [`start`](Self::start), requiring `password` (AUTH).
@@ -34,7 +66,7 @@ impl RedisServer {
     ///
     /// As [`start`](Self::start).
     pub async fn start_with_password(password: &str) -> io::Result<RedisServer> {
-        Self::start_with(None, Some(password.to_owned())).await
+        Self::start_with(None, Some(password.to_owned()), None).await
     }
 
     /// Starts again on the same port after [`stop`](Self::stop) (as a Redis
@@ -45,18 +77,36 @@ impl RedisServer {
     /// As [`start`](Self::start).
     pub async fn restart(&mut self) -> io::Result<()> {
         self.stop();
-        let again = Self::start_with(Some(self.port), self.password.clone()).await?;
+        let tls = self.tls.take();
+        let again = Self::start_with(Some(self.port), self.password.clone(), tls).await?;
         *self = again;
         Ok(())
     }
 
-    async fn start_with(port: Option<u16>, password: Option<String>) -> io::Result<RedisServer> {
+    async fn start_with(
+        port: Option<u16>,
+        password: Option<String>,
+        tls: Option<Tls>,
+    ) -> io::Result<RedisServer> {
         let port = match port {
             Some(p) => p,
             None => TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
         };
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        match &tls {
+            None => {
+                cmd.args(["--port", &port.to_string()]);
+            }
+            Some(tls) => {
+                let file = |name: &str| tls.dir.join(name).to_string_lossy().into_owned();
+                cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                    .args(["--tls-cert-file", &file("server.crt")])
+                    .args(["--tls-key-file", &file("server.key")])
+                    .args(["--tls-ca-cert-file", &file("ca.crt")])
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        cmd.args(["--bind", "127.0.0.1"])
             .args([
                 "--save",
                 "",
@@ -80,6 +130,7 @@ impl RedisServer {
             child: Some(child),
             port,
             password,
+            tls,
         };
         for _ in 0..500 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -98,9 +149,14 @@ impl RedisServer {
 
     /// The URL to connect to (with the password, if any).
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(pw) => format!("{scheme}://:{pw}@127.0.0.1:{}/", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/", self.port),
         }
     }
 
@@ -122,4 +178,82 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn make_certificates() -> io::Result<Tls> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ttr-redis-tls-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let mut tls = Tls {
+        dir,
+        ca_pem: Vec::new(),
+    };
+    let run = |args: &[&str]| -> io::Result<()> {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(&tls.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "openssl {} failed",
+                args.join(" ")
+            )))
+        }
+    };
+    std::fs::write(tls.dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n")?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])?;
+    tls.ca_pem = std::fs::read(tls.dir.join("ca.crt"))?;
+    Ok(tls)
 }

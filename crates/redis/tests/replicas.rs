@@ -312,3 +312,52 @@ async fn auth_passwords_work_and_wrong_ones_are_a_store_error() {
     assert_eq!(err.kind(), ErrorKind::Store);
     assert!(!format!("{err} {err:?}").contains("s3cret-pw"));
 }
+
+#[tokio::test]
+async fn acl_users_work() {
+    let redis = RedisServer::start().await.unwrap();
+    let admin = RedisStore::connect(redis.url()).await.unwrap();
+    drop(admin);
+    // A user limited to the store's keys and channel.
+    let status = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">app-pw",
+            "~acl:*",
+            "&acl:*",
+            "+@all",
+        ])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let url = format!("redis://app:app-pw@127.0.0.1:{}/", redis.port());
+    let store = RedisStore::builder(url)
+        .prefix("acl")
+        .connect()
+        .await
+        .unwrap();
+    let tokens = tower_token_refresh::TokenSet::bearer("a").with_refresh_token("r");
+    tower_token_refresh::TokenStore::save(&store, &tokens)
+        .await
+        .unwrap();
+    let back = tower_token_refresh::TokenStore::load(&store)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.access_token().secret(), "a");
+    // Outside its keys the user is refused: the ACL is in force.
+    let other = RedisStore::builder(format!("redis://app:app-pw@127.0.0.1:{}/", redis.port()))
+        .prefix("other")
+        .connect()
+        .await
+        .unwrap();
+    let err = tower_token_refresh::TokenStore::load(&other)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store);
+}
