@@ -12,7 +12,9 @@
 //!    if another replica refreshed already, it takes that set, no refresh.
 //! 2. Otherwise it takes a lock (`SET NX PX` with a value unique to this
 //!    attempt), loads once more, refreshes, and writes the new set only
-//!    while it still holds the lock (a Lua compare-and-set), then releases it.
+//!    while it still holds the lock and nobody wrote since it took it (a Lua
+//!    compare-and-set on the lock value and the set's generation), then
+//!    releases it.
 //! 3. Replicas that find the lock taken wait for the new set (pub/sub, with
 //!    polling as a fallback), at most the lock's time to live, and take it.
 //!    If the holder died, its lock expires and one of them takes over.
@@ -96,7 +98,8 @@ impl fmt::Debug for RedisStoreBuilder {
 }
 
 impl RedisStoreBuilder {
-    /// The key prefix: the set lives at `{prefix}:tokens`, the lock at
+    /// The key prefix: the set lives at `{prefix}:tokens`, its generation
+    /// (one more with every write) at `{prefix}:generation`, the lock at
     /// `{prefix}:lock`, news of a new set on channel `{prefix}:updated`.
     /// Default `tower-token-refresh`. Use one prefix per
     /// (token endpoint, client, audience), as one `TokenManager`.
@@ -175,6 +178,7 @@ impl RedisStoreBuilder {
                 client,
                 conn,
                 tokens_key: format!("{}:tokens", self.prefix),
+                generation_key: format!("{}:generation", self.prefix),
                 lock_key: format!("{}:lock", self.prefix),
                 channel: format!("{}:updated", self.prefix),
                 prefix: self.prefix,
@@ -199,6 +203,7 @@ struct Shared {
     conn: ConnectionManager,
     prefix: String,
     tokens_key: String,
+    generation_key: String,
     lock_key: String,
     channel: String,
     lock_ttl: Duration,
@@ -222,27 +227,44 @@ fn store_error(what: &'static str, e: redis::RedisError) -> Error {
     Error::new(ErrorKind::Store, what).with_source(e)
 }
 
-/// Writes the set (or deletes it, with an empty value) and tells the
-/// other processes. KEYS: tokens, channel. ARGV: value.
+/// Writes the set (or deletes it, with an empty value), moves the
+/// generation on and tells the other processes.
+/// KEYS: tokens, generation, channel. ARGV: value.
 const WRITE: &str = r"
 if ARGV[1] == '' then
   redis.call('DEL', KEYS[1])
 else
   redis.call('SET', KEYS[1], ARGV[1])
 end
-redis.call('PUBLISH', KEYS[2], '1')
-return 1
+local g = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', KEYS[3], g)
+return g
 ";
 
-/// Writes the set only while the lock holds this lease's value.
-/// KEYS: lock, tokens, channel. ARGV: lease value, new set.
+/// Takes the lock if it is free and returns the generation it found.
+/// KEYS: lock, generation. ARGV: lease value, TTL in ms.
+const LOCK: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+return -1
+";
+
+/// Writes the set only while the lock holds this lease's value and nobody
+/// wrote since the lease began (a login saved by another process, say).
+/// KEYS: lock, tokens, generation, channel. ARGV: lease value, generation
+/// at lock time, new set.
 const COMMIT: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
+  return -1
 end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('PUBLISH', KEYS[3], '1')
-return 1
+if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[2]) then
+  return -2
+end
+redis.call('SET', KEYS[2], ARGV[3])
+local g = redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', KEYS[4], g)
+return g
 ";
 
 /// Deletes the lock if it still holds this lease's value. KEYS: lock, channel.
@@ -285,6 +307,7 @@ impl RedisStore {
         let mut conn = s.conn.clone();
         Script::new(WRITE)
             .key(&s.tokens_key)
+            .key(&s.generation_key)
             .key(&s.channel)
             .arg(value)
             .invoke_async::<i64>(&mut conn)
@@ -322,20 +345,20 @@ impl TokenStore for RedisStore {
             let value = format!("{}-{}-{n}", s.owner, std::process::id());
             let ttl_ms = u64::try_from(s.lock_ttl.as_millis()).unwrap_or(u64::MAX);
             let mut conn = s.conn.clone();
-            let taken: Option<String> = redis::cmd("SET")
-                .arg(&s.lock_key)
+            let generation: i64 = Script::new(LOCK)
+                .key(&s.lock_key)
+                .key(&s.generation_key)
                 .arg(&value)
-                .arg("NX")
-                .arg("PX")
                 .arg(ttl_ms)
-                .query_async(&mut conn)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(|e| store_error("Redis lock failed", e))?;
-            if taken.is_some() {
+            if generation >= 0 {
                 tracing::debug!(prefix = %s.prefix, "took the shared refresh lock");
                 Ok(RefreshTurn::Leader(Box::new(Lease {
                     shared: Arc::clone(s),
                     value,
+                    generation,
                 })))
             } else {
                 tracing::debug!(prefix = %s.prefix, "another process holds the refresh lock");
@@ -387,6 +410,8 @@ async fn follow(s: Arc<Shared>) -> Result<(), Error> {
 struct Lease {
     shared: Arc<Shared>,
     value: String,
+    /// The store's generation when the lock was taken.
+    generation: i64,
 }
 
 impl RefreshLease for Lease {
@@ -397,19 +422,24 @@ impl RefreshLease for Lease {
             let written: i64 = Script::new(COMMIT)
                 .key(&s.lock_key)
                 .key(&s.tokens_key)
+                .key(&s.generation_key)
                 .key(&s.channel)
                 .arg(&self.value)
+                .arg(self.generation)
                 .arg(tokens.to_stored_json())
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| store_error("Redis write failed", e))?;
-            if written == 1 {
-                Ok(())
-            } else {
-                Err(Error::new(
+            match written {
+                -1 => Err(Error::new(
                     ErrorKind::Store,
                     "the shared refresh lock expired before the new set was saved; raise lock_ttl",
-                ))
+                )),
+                -2 => Err(Error::new(
+                    ErrorKind::Store,
+                    "another process saved a token set during this refresh; kept it",
+                )),
+                _ => Ok(()),
             }
         })
     }

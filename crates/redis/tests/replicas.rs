@@ -361,3 +361,40 @@ async fn acl_users_work() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Store);
 }
+
+#[tokio::test]
+async fn a_lease_does_not_overwrite_a_set_saved_during_it() {
+    use tower_token_refresh_core::{RefreshTurn, TokenSet, TokenStore};
+    let redis = RedisServer::start().await.unwrap();
+    let a = store(&redis, Duration::from_secs(5)).await;
+    let b = store(&redis, Duration::from_secs(5)).await;
+    let RefreshTurn::Leader(lease) = a.begin_refresh().await.unwrap() else {
+        panic!("the lock was free");
+    };
+    assert!(matches!(
+        b.begin_refresh().await.unwrap(),
+        RefreshTurn::Follower(_)
+    ));
+    // A login saved by another process while A refreshes.
+    b.save(&TokenSet::bearer("login")).await.unwrap();
+    let err = lease
+        .commit(&TokenSet::bearer("refreshed"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store);
+    assert_eq!(
+        a.load().await.unwrap().unwrap().access_token().secret(),
+        "login"
+    );
+    lease.release().await.unwrap();
+    // The lock is free again, and a lease with nothing in between commits.
+    let RefreshTurn::Leader(lease) = b.begin_refresh().await.unwrap() else {
+        panic!("released");
+    };
+    lease.commit(&TokenSet::bearer("refreshed")).await.unwrap();
+    lease.release().await.unwrap();
+    assert_eq!(
+        a.load().await.unwrap().unwrap().access_token().secret(),
+        "refreshed"
+    );
+}
