@@ -8,12 +8,12 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use pin_project_lite::pin_project;
 use tower::Service;
 use tower_token_refresh_core::{BoxError, Error, RefreshFuture};
 
-use crate::{Classify, ReplayPolicy, layer::Shared};
+use crate::{Classify, Origin, ReplayPolicy, layer::Shared};
 
 /// What an authorized request needs once it is sent: where to report a
 /// rejection, how to recognize one, and which token generation it carried.
@@ -85,6 +85,32 @@ where
             .field("state", &state)
             .finish()
     }
+}
+
+/// Whether the response came from another origin than the request was
+/// sent to: tower-http's `FollowRedirect`, inside this layer, followed a
+/// redirect and records the last URI on the response. The replay copy holds
+/// the URI the request was sent to; without one, the configured scope
+/// decides (and with no scope, the response counts as ours).
+#[cfg(feature = "follow-redirect")]
+fn answered_elsewhere<R>(
+    response: &Response<R>,
+    sent_to: Option<&Uri>,
+    origins: &[Origin],
+) -> bool {
+    use tower_http::follow_redirect::RequestUri;
+    let Some(RequestUri(last)) = response.extensions().get::<RequestUri>() else {
+        return false;
+    };
+    match sent_to {
+        Some(sent_to) => !crate::scope::same_origin(sent_to, last),
+        None => !origins.is_empty() && !origins.iter().any(|o| o.matches(last)),
+    }
+}
+
+#[cfg(not(feature = "follow-redirect"))]
+fn answered_elsewhere<R>(_: &Response<R>, _: Option<&Uri>, _: &[Origin]) -> bool {
+    false
 }
 
 fn broken() -> BoxError {
@@ -197,6 +223,13 @@ where
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     let auth = this.auth.as_ref().ok_or_else(broken)?;
                     if !auth.classifier.is_rejected(&response) {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let sent_to = replay.as_ref().map(|(_, copy)| copy.uri());
+                    if answered_elsewhere(&response, sent_to, &auth.shared.origins) {
+                        // A redirect led elsewhere (FollowRedirect inside
+                        // this layer): that origin never saw our token.
+                        tracing::debug!("401 from another origin after a redirect; not ours");
                         return Poll::Ready(Ok(response));
                     }
                     let refresh = auth.shared.manager.refresh_if(auth.generation);

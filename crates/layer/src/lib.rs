@@ -68,8 +68,37 @@
 //!
 //! # Where to put the layer
 //!
-//! Inside tower-http's `FollowRedirect` the layer sees each hop: scope it
-//! to your API's origin so a redirect elsewhere goes without the token.
+//! Relative to other middleware, from the outside in:
+//!
+//! ```text
+//! Retry<ServerErrorRetry>          retry::ServerErrorRetry: every retry passes the token layer again
+//!   FollowRedirect?                either here (scope the token layer!) ...
+//!     TokenRefresh                 this crate
+//!   FollowRedirect?                ... or here
+//!       the HTTP client
+//! ```
+//!
+//! - **Retries of server errors go outside.** A retry then passes through
+//!   the token layer again and carries the token current at that moment
+//!   (see [`retry`]). Inside, it would resend the first attempt's header.
+//! - **Redirects, with the layer inside tower-http's `FollowRedirect`:** the
+//!   layer sees every hop as a request of its own and would add the token
+//!   to each, whatever its origin (`FollowRedirect` only strips the
+//!   credentials that were on the first request). So
+//!   [scope](TokenRefreshLayer::scope) the layer to your API's origins: a
+//!   hop to any other origin then goes without the token.
+//! - **Redirects, with the layer outside `FollowRedirect`:** the token goes
+//!   on the first request only, and `FollowRedirect` strips it from a hop
+//!   to another origin. The final response may then come from that other
+//!   origin; with the `follow-redirect` feature (on by default) the layer
+//!   reads the `RequestUri` that tower-http puts on the response, and a 401
+//!   from an origin the request was not sent to is returned as it is, not
+//!   taken for a rejection of our token (no refresh, no replay).
+//!
+//! # Features
+//!
+//! - `follow-redirect` (default): depends on tower-http to read its
+//!   `RequestUri` response extension, as above.
 
 pub mod classify;
 mod client;

@@ -99,6 +99,27 @@ impl Origin {
     }
 }
 
+/// Whether two URIs share an origin: scheme, host (case-insensitive) and
+/// port, the default port filled in. Relative URIs share none.
+#[cfg_attr(not(feature = "follow-redirect"), allow(dead_code))]
+pub(crate) fn same_origin(a: &Uri, b: &Uri) -> bool {
+    fn parts(uri: &Uri) -> Option<(bool, &str, u16)> {
+        let https = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => true,
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
+            _ => return None,
+        };
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Some((https, uri.host()?, port))
+    }
+    match (parts(a), parts(b)) {
+        (Some((a_https, a_host, a_port)), Some((b_https, b_host, b_port))) => {
+            a_https == b_https && a_port == b_port && a_host.eq_ignore_ascii_case(b_host)
+        }
+        _ => false,
+    }
+}
+
 /// The scope decision for one request.
 pub(crate) enum Decision {
     Authorize,
@@ -251,6 +272,17 @@ mod tests {
             decide(&req("/relative"), &[], false),
             Decision::Authorize
         ));
+    }
+
+    #[test]
+    fn same_origins() {
+        let same = |a: &str, b: &str| same_origin(&a.parse().unwrap(), &b.parse().unwrap());
+        assert!(same("http://a.example/x", "HTTP://A.example:80/y?z"));
+        assert!(same("https://a.example:443/", "https://a.example"));
+        assert!(!same("https://a.example/", "http://a.example/"));
+        assert!(!same("http://a.example:8080/", "http://a.example/"));
+        assert!(!same("http://a.example/", "http://b.example/"));
+        assert!(!same("/relative", "/relative"));
     }
 
     #[test]
