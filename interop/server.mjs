@@ -1,0 +1,157 @@
+// A real authorization server for tower-token-refresh's interop test:
+// oidc-provider (https://github.com/panva/node-oidc-provider), configured
+// with refresh token rotation, client_credentials, introspection and
+// revocation, and short access tokens. Listens on 127.0.0.1:$PORT (0 picks a
+// free port) and prints one line `LISTENING <issuer>` once ready.
+//
+// Beside the provider's own endpoints it serves, for the test only:
+// - POST /test/login: mints a grant and a refresh token for a test user,
+//   as the end of an authorization_code flow would (the flow itself needs a
+//   browser). Answers {"refresh_token": "..."}.
+// - GET /test/stats: counters kept from the provider's own events
+//   (grant.success per grant_type, grant.error, revocations...).
+// - GET /api/data: a protected resource that validates the bearer token
+//   with the provider's own token model (RFC 6750 challenges on failure).
+//
+// Usage: PORT=0 ACCESS_TTL=2 node server.mjs
+
+import http from 'node:http';
+
+import Provider from 'oidc-provider';
+
+const port = Number(process.env.PORT ?? 0);
+const accessTtl = Number(process.env.ACCESS_TTL ?? 2);
+const clientId = process.env.CLIENT_ID ?? 'interop-client';
+const clientSecret = process.env.CLIENT_SECRET ?? 'interop-secret';
+
+const stats = {
+  refresh_token_grants: 0,
+  client_credentials_grants: 0,
+  grant_errors: 0,
+  introspections: 0,
+  revocations: 0,
+  api_ok: 0,
+  api_rejected: 0,
+};
+
+async function main() {
+  // Bind first so the issuer carries the real port.
+  const server = http.createServer();
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: clientId,
+        client_secret: clientSecret,
+        grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/callback'],
+        token_endpoint_auth_method: 'client_secret_basic',
+        scope: 'openid offline_access api',
+      },
+    ],
+    scopes: ['openid', 'offline_access', 'api'],
+    features: {
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      devInteractions: { enabled: false },
+    },
+    ttl: {
+      AccessToken: accessTtl,
+      ClientCredentials: accessTtl,
+      RefreshToken: 3600,
+      Grant: 3600,
+      IdToken: 3600,
+      Interaction: 60,
+      Session: 3600,
+    },
+    // Every refresh issues a new refresh token and consumes the old one;
+    // reusing a consumed one revokes the grant (RFC 9700 §4.14.2).
+    rotateRefreshToken: true,
+    findAccount: async (_ctx, sub) => ({
+      accountId: sub,
+      claims: async () => ({ sub }),
+    }),
+    cookies: { keys: ['interop-test-cookie-key'] },
+  });
+
+  provider.on('grant.success', (ctx) => {
+    const type = ctx.oidc.params?.grant_type;
+    if (type === 'refresh_token') stats.refresh_token_grants += 1;
+    if (type === 'client_credentials') stats.client_credentials_grants += 1;
+    console.log(`EVENT grant.success ${type}`);
+  });
+  provider.on('grant.error', (_ctx, err) => {
+    stats.grant_errors += 1;
+    console.log(`EVENT grant.error ${err.error ?? err.message}`);
+  });
+  provider.on('introspection.error', (_ctx, err) => {
+    console.log(`EVENT introspection.error ${err.error ?? err.message}`);
+  });
+  provider.on('revocation.error', (_ctx, err) => {
+    console.log(`EVENT revocation.error ${err.error ?? err.message}`);
+  });
+  provider.on('server_error', (_ctx, err) => {
+    console.log(`EVENT server_error ${err.stack}`);
+  });
+
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/token/introspection' && ctx.method === 'POST') stats.introspections += 1;
+    if (ctx.path === '/token/revocation' && ctx.method === 'POST') stats.revocations += 1;
+
+    if (ctx.path === '/test/login' && ctx.method === 'POST') {
+      const grant = new provider.Grant({ accountId: 'interop-user', clientId });
+      grant.addOIDCScope('openid offline_access api');
+      const grantId = await grant.save();
+      const client = await provider.Client.find(clientId);
+      const refreshToken = new provider.RefreshToken({
+        accountId: 'interop-user',
+        client,
+        grantId,
+        scope: 'openid offline_access api',
+        gty: 'authorization_code',
+      });
+      ctx.body = { refresh_token: await refreshToken.save() };
+      return;
+    }
+    if (ctx.path === '/test/stats' && ctx.method === 'GET') {
+      ctx.body = stats;
+      return;
+    }
+    if (ctx.path === '/api/data' && ctx.method === 'GET') {
+      const auth = ctx.get('authorization');
+      const match = /^Bearer ([^ ]+)$/i.exec(auth);
+      if (!match) {
+        ctx.status = 401;
+        ctx.set('WWW-Authenticate', 'Bearer realm="interop"');
+        return;
+      }
+      const token = await provider.AccessToken.find(match[1])
+        ?? await provider.ClientCredentials.find(match[1]);
+      if (!token || token.isExpired) {
+        stats.api_rejected += 1;
+        ctx.status = 401;
+        ctx.set(
+          'WWW-Authenticate',
+          'Bearer realm="interop", error="invalid_token", error_description="expired or unknown"',
+        );
+        return;
+      }
+      stats.api_ok += 1;
+      ctx.body = { ok: true, sub: token.accountId ?? token.clientId };
+      return;
+    }
+    await next();
+  });
+
+  server.on('request', provider.callback());
+  console.log(`LISTENING ${issuer}`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
