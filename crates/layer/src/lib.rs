@@ -68,26 +68,27 @@
 //!
 //! # Where to put the layer
 //!
-//! Relative to other middleware, from the outside in:
+//! Relative to other middleware, from the outside in (`ServiceBuilder`
+//! order), with tower-http's `FollowRedirect` in one of two places:
 //!
 //! ```text
-//! Retry<ServerErrorRetry>          retry::ServerErrorRetry: every retry passes the token layer again
-//!   FollowRedirect?                either here (scope the token layer!) ...
-//!     TokenRefresh                 this crate
-//!   FollowRedirect?                ... or here
-//!       the HTTP client
+//! Retry(ServerErrorRetry)    outside: each retry passes the token layer again
+//! [FollowRedirect]           A: every hop passes the token layer; scope it!
+//! TokenRefresh               this crate
+//! [FollowRedirect]           B: only the first request passes the token layer
+//! the HTTP client
 //! ```
 //!
 //! - **Retries of server errors go outside.** A retry then passes through
 //!   the token layer again and carries the token current at that moment
 //!   (see [`retry`]). Inside, it would resend the first attempt's header.
-//! - **Redirects, with the layer inside tower-http's `FollowRedirect`:** the
+//! - **A: the layer inside tower-http's `FollowRedirect`:** the
 //!   layer sees every hop as a request of its own and would add the token
 //!   to each, whatever its origin (`FollowRedirect` only strips the
 //!   credentials that were on the first request). So
 //!   [scope](TokenRefreshLayer::scope) the layer to your API's origins: a
 //!   hop to any other origin then goes without the token.
-//! - **Redirects, with the layer outside `FollowRedirect`:** the token goes
+//! - **B: the layer outside `FollowRedirect`:** the token goes
 //!   on the first request only, and `FollowRedirect` strips it from a hop
 //!   to another origin. The final response may then come from that other
 //!   origin; with the `follow-redirect` feature (on by default) the layer
