@@ -91,15 +91,18 @@
 //! - **B: the layer outside `FollowRedirect`:** the token goes
 //!   on the first request only, and `FollowRedirect` strips it from a hop
 //!   to another origin. The final response may then come from that other
-//!   origin; with the `follow-redirect` feature (on by default) the layer
-//!   reads the `RequestUri` that tower-http puts on the response, and a 401
-//!   from an origin the request was not sent to is returned as it is, not
-//!   taken for a rejection of our token (no refresh, no replay).
+//!   origin; with the `follow-redirect` feature the layer reads the
+//!   `RequestUri` that tower-http puts on the response, and a 401 from an
+//!   origin the request was not sent to is returned as it is, not taken for
+//!   a rejection of our token (no refresh, no replay). Without the feature,
+//!   a 401 at the end of a redirect chain is taken for the first origin's:
+//!   prefer A, or enable the feature for B.
 //!
 //! # Features
 //!
-//! - `follow-redirect` (default): depends on tower-http to read its
-//!   `RequestUri` response extension, as above.
+//! - `follow-redirect` (off by default: it brings tower-http, and through
+//!   it `url` and `idna`, into every build): reads tower-http's `RequestUri`
+//!   response extension, as above.
 
 pub mod classify;
 mod client;
