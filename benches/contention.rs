@@ -93,6 +93,24 @@ fn contention(c: &mut Criterion) {
     };
 
     let n = threads();
+    // Paired rounds, alternating the variants: the median of per-round
+    // time ratios, robust to drift on a busy machine.
+    let mut vs_rwlock = Vec::new();
+    let mut vs_mutex = Vec::new();
+    for _ in 0..21 {
+        let o = run(n, &ours).as_secs_f64();
+        let r = run(n, &with_rwlock).as_secs_f64();
+        let m = run(n, &with_mutex).as_secs_f64();
+        vs_rwlock.push(r / o);
+        vs_mutex.push(m / o);
+    }
+    vs_rwlock.sort_by(f64::total_cmp);
+    vs_mutex.sort_by(f64::total_cmp);
+    println!(
+        "contention paired ({n} threads x {READS} reads): ours is {:.2}x the read rate of RwLock, {:.2}x that of Mutex (medians of 21 rounds)",
+        vs_rwlock[10], vs_mutex[10]
+    );
+
     let mut g = c.benchmark_group("contention");
     g.sample_size(20);
     for (name, read) in [

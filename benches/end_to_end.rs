@@ -100,6 +100,25 @@ fn end_to_end(c: &mut Criterion) {
         .as_sensitive(true)
         .layer(hyper_client());
 
+    // Paired rounds, alternating the two variants so that drift on a busy
+    // machine hits both alike: the median of per-round throughput ratios.
+    let mut ratios: Vec<f64> = (0..15)
+        .map(|_| {
+            let t = Instant::now();
+            rt.block_on(batch(&static_header, &url));
+            let base = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            rt.block_on(batch(&ours, &url));
+            base / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "end_to_end paired: ours / static header throughput, median of {} rounds: {:.3}",
+        ratios.len(),
+        ratios[ratios.len() / 2]
+    );
+
     let mut g = c.benchmark_group("end_to_end");
     g.sample_size(20);
     g.throughput(criterion::Throughput::Elements((TASKS * PER_TASK) as u64));
