@@ -120,7 +120,7 @@ pub use replay::{CloneBody, NoReplay, ReplayBody, ReplayPolicy};
 pub use scope::{InvalidOrigin, Origin, SkipAuth};
 pub use service::TokenRefresh;
 pub use tower_token_refresh_core::{
-    AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, Lookup, MemoryStore,
-    RefreshFuture, RefreshToken, Scheme, Stats, TokenManager, TokenManagerBuilder, TokenSet,
-    TokenSource, TokenStore, oauth2, source,
+    AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, Lookup,
+    MemoryStore, RefreshFuture, RefreshLease, RefreshToken, RefreshTurn, Scheme, Stats,
+    TokenManager, TokenManagerBuilder, TokenSet, TokenSource, TokenStore, oauth2, source,
 };
