@@ -270,20 +270,42 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             for (name, value) in &self.extra {
                 form.pair(name, value);
             }
-            let request = token_request(&self.token_url, &self.auth, form)?;
-            let response = self
-                .client
-                .send(request)
-                .await
-                .map_err(|e| Error::transient("token endpoint unreachable").with_source(e))?;
-            let tokens = parse_token_response(response)
-                .map_err(|e| e.scrub(&[refresh_token.secret(), self.auth.secret()]))?;
+            let tokens = exchange(
+                &self.client,
+                &self.token_url,
+                &self.auth,
+                form,
+                &[refresh_token.secret()],
+            )
+            .await?;
             Ok(match tokens.refresh_token() {
                 Some(_) => tokens,
                 None => tokens.with_refresh_token_opt(Some(refresh_token.clone())),
             })
         })
     }
+}
+
+/// Posts a token request and parses the answer: the shared step of every
+/// grant. Server text quoting the client secret or one of `secrets` is
+/// withheld from the error.
+pub(crate) async fn exchange<C: HttpClient>(
+    client: &C,
+    url: &Uri,
+    auth: &ClientAuth,
+    form: Form,
+    secrets: &[&str],
+) -> Result<TokenSet, Error> {
+    let request = token_request(url, auth, form)?;
+    let response = client
+        .send(request)
+        .await
+        .map_err(|e| Error::transient("token endpoint unreachable").with_source(e))?;
+    parse_token_response(response).map_err(|e| {
+        let mut all = secrets.to_vec();
+        all.push(auth.secret());
+        e.scrub(&all)
+    })
 }
 
 pub(crate) fn token_request(

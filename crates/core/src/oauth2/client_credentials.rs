@@ -4,7 +4,7 @@ use std::fmt;
 
 use http::Uri;
 
-use super::{ClientAuth, Form, HttpClient, parse_token_response, token_request};
+use super::{ClientAuth, Form, HttpClient, exchange};
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
 /// The OAuth2 `client_credentials` grant (RFC 6749 §4.4) as a [`TokenSource`]:
@@ -109,13 +109,7 @@ impl<C: HttpClient> TokenSource for ClientCredentialsGrant<C> {
             for (name, value) in &self.params {
                 form.pair(name, value);
             }
-            let request = token_request(&self.token_url, &self.auth, form)?;
-            let response = self
-                .client
-                .send(request)
-                .await
-                .map_err(|e| Error::transient("token endpoint unreachable").with_source(e))?;
-            parse_token_response(response).map_err(|e| e.scrub(&[self.auth.secret()]))
+            exchange(&self.client, &self.token_url, &self.auth, form, &[]).await
         })
     }
 }
