@@ -130,3 +130,115 @@ async fn no_secret_in_debug_or_trace_output_of_full_refresh_cycles() {
 fn hyper_client_for_debug() -> Http {
     tower_token_refresh_test_util::hyper_client()
 }
+
+/// The same search over the other paths that carry secrets: discovery,
+/// introspection that refreshes, client_credentials refused, a retried 503,
+/// logout by revocation with a 503 first.
+#[tokio::test]
+async fn no_secret_in_the_oauth2_and_retry_paths() {
+    use tower_token_refresh::{
+        ServiceClient,
+        oauth2::{ClientCredentialsGrant, ProviderMetadata},
+        retry::ServerErrorRetry,
+    };
+    use tower_token_refresh_test_util::{Endpoint, hyper_client};
+
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let w = world(|b| b.min_refresh_interval(std::time::Duration::from_millis(10))).await;
+    let http = ServiceClient::new(hyper_client());
+    let auth = || ClientAuth::basic(w.auth.client_id(), w.auth.client_secret());
+    let mut secrets = vec![
+        w.login.access_token.clone(),
+        w.login.refresh_token.clone(),
+        w.auth.client_secret().to_owned(),
+    ];
+    let mut debug = Vec::new();
+
+    let meta = ProviderMetadata::discover(&w.auth.issuer(), &http)
+        .await
+        .unwrap();
+    debug.push(format!("{meta:?}"));
+    // Introspection finds the access token revoked and refreshes once.
+    w.auth.revoke(&w.login.access_token);
+    let introspection = meta.introspection_client(auth(), http.clone()).unwrap();
+    debug.push(format!("{introspection:?}"));
+    assert!(!introspection.check(&w.tokens).await.unwrap());
+    let current = w.tokens.current().unwrap();
+    secrets.push(current.access_token().secret().to_owned());
+    secrets.push(current.refresh_token().unwrap().secret().to_owned());
+
+    // client_credentials with a wrong secret: refused, the secret nowhere.
+    let wrong_secret = "not-the-secret-123".to_owned();
+    secrets.push(wrong_secret.clone());
+    let grant = ClientCredentialsGrant::new(
+        w.auth.token_url().parse().unwrap(),
+        ClientAuth::basic(w.auth.client_id(), wrong_secret.as_str()),
+        http.clone(),
+    );
+    debug.push(format!("{grant:?}"));
+    let err = tower_token_refresh::TokenSource::fetch(&grant, None)
+        .await
+        .unwrap_err();
+    debug.push(format!("{err} {err:?}"));
+
+    // A request the server-error policy retries once.
+    let flaky = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let inner = tower::service_fn({
+        let flaky = flaky.clone();
+        move |req: Request<Full<Bytes>>| {
+            let first = flaky.swap(false, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                debug_assert!(req.headers().contains_key(http::header::AUTHORIZATION));
+                let mut response = http::Response::new(Full::<Bytes>::default());
+                if first {
+                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        }
+    });
+    let client = tower::ServiceBuilder::new()
+        .layer(ServerErrorRetry::new().seed(7).into_layer())
+        .layer(TokenRefreshLayer::new(w.tokens.clone()))
+        .service(inner);
+    debug.push(format!("{client:?}"));
+    let response = client
+        .oneshot(
+            Request::get("https://api.example.com/")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Logout: the revocation endpoint answers 503 once, then revokes.
+    w.auth
+        .inject_at(Endpoint::Revocation, Fault::TemporarilyUnavailable, 1);
+    let revocation = meta.revocation_client(auth(), http.clone()).unwrap();
+    debug.push(format!("{revocation:?}"));
+    revocation.logout(&w.tokens).await.unwrap();
+    assert!(w.tokens.is_session_expired());
+
+    let trace = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(trace.contains("token refreshed"), "{trace}");
+    let debug = debug.join("\n");
+    for secret in &secrets {
+        assert!(!secret.is_empty());
+        assert!(
+            !trace.contains(secret.as_str()),
+            "a secret in the trace:\n{trace}"
+        );
+        assert!(
+            !debug.contains(secret.as_str()),
+            "a secret in Debug:\n{debug}"
+        );
+    }
+}
