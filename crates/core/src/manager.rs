@@ -224,13 +224,13 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// How long one call to the token source, or to the store, may take.
+    /// How long one attempt waits for the token source, or for the store.
     /// Default 10 s.
     ///
-    /// A refresh-token request that times out may still have been carried
-    /// out by the server: with rotation, the retry then presents a refresh
-    /// token the server has already replaced. Keep this well above the
-    /// token endpoint's worst latency.
+    /// A token-source call that outlasts it is not abandoned: the server may
+    /// already be carrying it out (rotating the refresh token), so the next
+    /// attempt for the same token set joins that call instead of sending the
+    /// refresh token again.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.config.attempt_timeout = timeout.min(MAX_SETTING);
         self
@@ -328,6 +328,8 @@ struct Flight {
     /// publishing its result, `set` and `clear` all empty this slot in the
     /// same critical section as they change the state.
     running: Option<Running>,
+    /// A source call that timed out but was not abandoned (see `fetch`).
+    pending: Option<PendingFetch>,
     next_id: u64,
     last_started: Option<Instant>,
 }
@@ -335,6 +337,12 @@ struct Flight {
 struct Running {
     id: u64,
     outcome: Shared<oneshot::Receiver<Outcome>>,
+}
+
+/// A token source call that outlasted its attempt, still running.
+struct PendingFetch {
+    from: u64,
+    call: tokio::task::JoinHandle<Result<TokenSet, Error>>,
 }
 
 impl Flight {
@@ -1010,7 +1018,7 @@ impl Inner {
     }
 
     /// Runs one refresh to its end; the flag says whether it ended the session.
-    async fn refresh(&self, id: u64, from: u64) -> (Outcome, bool) {
+    async fn refresh(self: &Arc<Self>, id: u64, from: u64) -> (Outcome, bool) {
         let deadline = Instant::now() + self.config.refresh_deadline;
         let mut attempt = 1;
         loop {
@@ -1053,7 +1061,7 @@ impl Inner {
     }
 
     /// One attempt: adopt a newer stored set, or fetch, validate, save, publish.
-    async fn attempt(&self, id: u64, from: u64) -> Result<Outcome, Error> {
+    async fn attempt(self: &Arc<Self>, id: u64, from: u64) -> Result<Outcome, Error> {
         let state = self.state.load_full();
         if state.generation != from {
             return Ok(state.outcome());
@@ -1074,7 +1082,7 @@ impl Inner {
         }
         match self.store_op("lock", self.store.begin_refresh()).await? {
             RefreshTurn::Uncoordinated => {
-                let cred = self.fetch(current).await?;
+                let cred = self.fetch(from, current).await?;
                 Ok(self.commit(id, from, cred, Save::Store).await)
             }
             RefreshTurn::Leader(lease) => {
@@ -1100,7 +1108,7 @@ impl Inner {
     /// The leader's part of a shared refresh: look once more, then refresh
     /// and save through the lease.
     async fn lead(
-        &self,
+        self: &Arc<Self>,
         id: u64,
         from: u64,
         current: Option<&TokenSet>,
@@ -1113,7 +1121,7 @@ impl Inner {
                 }
             }
         }
-        let cred = self.fetch(current).await?;
+        let cred = self.fetch(from, current).await?;
         Ok(self.commit(id, from, cred, Save::Lease(lease)).await)
     }
 
@@ -1133,10 +1141,39 @@ impl Inner {
     }
 
     /// Asks the source for a new set and checks it.
-    async fn fetch(&self, current: Option<&TokenSet>) -> Result<Credential, Error> {
-        let fetched = tokio::time::timeout(self.config.attempt_timeout, self.source.fetch(current))
-            .await
-            .map_err(|_| Error::transient("token source timed out"))??;
+    ///
+    /// The source call runs in a task of its own. If it outlasts the attempt
+    /// timeout it is not dropped: a refresh-token request the server may
+    /// already have carried out (rotating the token) must not be sent again
+    /// with the old token. The next attempt for the same generation joins it
+    /// instead of calling the source again.
+    async fn fetch(
+        self: &Arc<Self>,
+        from: u64,
+        current: Option<&TokenSet>,
+    ) -> Result<Credential, Error> {
+        let pending = self.lock_flight().pending.take();
+        let mut call = match pending {
+            Some(p) if p.from == from => {
+                tracing::debug!(generation = from, "joining a token request still in flight");
+                p.call
+            }
+            // A call for an older generation is left to finish unheard:
+            // its result belongs to a set that was replaced.
+            _ => {
+                let inner = Arc::clone(self);
+                let current = current.cloned();
+                tokio::spawn(async move { inner.source.fetch(current.as_ref()).await })
+            }
+        };
+        let fetched = match tokio::time::timeout(self.config.attempt_timeout, &mut call).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(Error::transient("token source task failed (panicked)")),
+            Err(_) => {
+                self.lock_flight().pending = Some(PendingFetch { from, call });
+                return Err(Error::transient("token source timed out"));
+            }
+        };
         let now = Instant::now();
         let cred = Credential::build(fetched, &self.config, now, self.jitter.next())?;
         if cred.is_stale(now) {

@@ -347,25 +347,38 @@ async fn set_during_a_refresh_wins_over_its_result() {
     assert_eq!(header(&tokens), "Bearer login");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_panicking_source_fails_its_waiters_and_does_not_wedge() {
-    let calls = Arc::new(AtomicU64::new(0));
-    let tokens = TokenManager::builder(source::from_fn({
-        let calls = calls.clone();
-        move |_| {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n == 0 {
-                    panic!("source bug");
-                }
-                Ok(TokenSet::bearer("ok").with_expires_in(HOUR))
+/// A source whose first `panics` calls panic.
+fn panicking(panics: u64, calls: Arc<AtomicU64>) -> impl TokenSource {
+    source::from_fn(move |_| {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n < panics {
+                panic!("source bug");
             }
+            Ok(TokenSet::bearer("ok").with_expires_in(HOUR))
         }
-    }))
-    .build();
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_source_call_is_a_failed_attempt_and_is_retried() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let tokens = TokenManager::builder(panicking(1, calls.clone())).build();
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer ok");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_keeps_panicking_fails_its_waiters_and_does_not_wedge() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let tokens = TokenManager::builder(panicking(2, calls.clone()))
+        .max_attempts(2)
+        .build();
     let err = tokens.authorization().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
-    // The panicked flight left no running refresh behind.
+    assert!(err.message().contains("panicked"), "{err}");
+    // No running refresh was left behind.
     let auth = tokio::time::timeout(Duration::from_secs(30), tokens.authorization())
         .await
         .expect("not wedged")
@@ -799,4 +812,51 @@ async fn load_takes_the_stored_set_and_end_session_forgets_it() {
     assert!(matches!(tokens.lookup(), Lookup::Failed(e) if e.is_session_expired()));
     assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
     assert_eq!(counting.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_call_past_the_attempt_timeout_is_joined_not_repeated() {
+    // The token endpoint takes 3 s; each attempt waits 1 s. Sending the
+    // refresh token again would be reuse once the server rotated it.
+    let counting = Counting::new(HOUR, Duration::from_secs(3));
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .attempt_timeout(Duration::from_secs(1))
+        .max_attempts(5)
+        .backoff(Duration::from_millis(100), Duration::from_millis(100))
+        .build();
+    let auth = tokens.refresh().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer token-1");
+    assert_eq!(
+        counting.calls(),
+        1,
+        "one call, joined by the later attempts"
+    );
+    assert!(tokens.stats().attempts >= 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_call_for_a_replaced_set_is_not_joined() {
+    let counting = Counting::new(HOUR, Duration::from_secs(3));
+    let tokens = TokenManager::builder(counting.source())
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .attempt_timeout(Duration::from_secs(1))
+        .max_attempts(1)
+        .min_refresh_interval(Duration::ZERO)
+        .build();
+    assert!(tokens.refresh().await.is_err());
+    // A login replaces the set while the old call still runs.
+    tokens
+        .set(TokenSet::bearer("login").with_refresh_token("r-login"))
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(5)).await;
+    let _ = tokens.refresh().await;
+    let seen = counting.seen_refresh_tokens.lock().unwrap().clone();
+    assert_eq!(seen, vec![Some("refresh-0".into()), Some("r-login".into())]);
+    assert_ne!(
+        header(&tokens),
+        "Bearer token-1",
+        "the old session's result is not used"
+    );
 }

@@ -691,3 +691,25 @@ async fn one_refresh_per_revocation_on_a_multi_thread_runtime() {
     assert_eq!(w.auth.stats().reuse_detected, 0);
     assert_eq!(w.tokens.stats().replays, ROUNDS * N as u64);
 }
+
+/// A token request slower than the attempt timeout is joined by the next
+/// attempt, not sent again: with rotation, a second request with the same
+/// refresh token would be reuse, and the server would end the session.
+#[tokio::test(start_paused = true)]
+async fn a_slow_rotating_refresh_is_not_sent_twice() {
+    let w = world(|b| {
+        b.attempt_timeout(Duration::from_secs(1))
+            .max_attempts(5)
+            .backoff(Duration::from_millis(100), Duration::from_millis(200))
+    })
+    .await;
+    w.auth.expire_access_tokens();
+    w.auth.inject(Fault::Delay(Duration::from_secs(3)), 1);
+    let response = w.get("/api/data").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let stats = w.auth.stats();
+    assert_eq!(stats.token_requests, 1, "joined, not repeated");
+    assert_eq!(stats.refresh_grants, 1);
+    assert_eq!(stats.reuse_detected, 0);
+    assert!(w.tokens.stats().attempts >= 3, "{:?}", w.tokens.stats());
+}

@@ -125,18 +125,35 @@ async fn dropped_connections_fail_every_waiter_in_bounded_time_then_recover() {
     assert_eq!(cause, Some(ErrorKind::Transient));
 }
 
-/// Slower than the attempt timeout each time. With rotation a timed-out
-/// request may still be carried out by the server (see `attempt_timeout`'s
-/// docs), so this server does not rotate.
+/// Slower than the attempt timeout: every attempt times out and every
+/// waiter gets a typed error within the bound, but the one token request
+/// is not sent again (with rotation that would be reuse); the next request
+/// joins it and gets its result.
 #[tokio::test(start_paused = true)]
 async fn a_slow_token_endpoint_times_out_every_attempt_in_bounded_time_then_recovers() {
-    let cause = fault_then_recovery(
-        Fault::Delay(Duration::from_secs(30)),
-        AuthConfig::default().rotation(false),
-        worst_case(),
-    )
-    .await;
+    let w = world_with(AuthConfig::default().access_lifetime(HOUR), settings).await;
+    w.auth.expire_access_tokens();
+    w.auth.inject(Fault::Delay(Duration::from_secs(30)), 1);
+    let cause = all_waiters_fail(&w, worst_case()).await;
     assert_eq!(cause, Some(ErrorKind::Transient));
+    assert_eq!(
+        w.auth.stats().token_requests,
+        1,
+        "joined by later attempts, not repeated"
+    );
+    // The slow request completes at 30 s; the next request uses its result.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let response = w.get("/api/data").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let stats = w.auth.stats();
+    assert_eq!(
+        (
+            stats.token_requests,
+            stats.refresh_grants,
+            stats.reuse_detected
+        ),
+        (1, 1, 0)
+    );
 }
 
 /// Nothing listens on the token endpoint's port until the server comes
