@@ -339,10 +339,15 @@ struct Running {
     outcome: Shared<oneshot::Receiver<Outcome>>,
 }
 
-/// A token source call that outlasted its attempt, still running.
+/// A token source call, running in a task of its own.
+type SourceCall = tokio::task::JoinHandle<Result<TokenSet, Error>>;
+
+/// A token source call that outlasted its attempt, still running, with the
+/// shared store's lease it was made under, if any.
 struct PendingFetch {
     from: u64,
-    call: tokio::task::JoinHandle<Result<TokenSet, Error>>,
+    call: SourceCall,
+    lease: Option<Box<dyn RefreshLease>>,
 }
 
 impl Flight {
@@ -1070,6 +1075,19 @@ impl Inner {
             Status::Ready(cred) => Some(&cred.tokens),
             _ => None,
         };
+        // A token request of an earlier attempt still in flight is joined
+        // before anything else: nothing may send its refresh token again.
+        let pending = self.lock_flight().pending.take();
+        match pending {
+            Some(p) if p.from == from => {
+                tracing::debug!(generation = from, "joining a token request still in flight");
+                return self.finish(id, from, p.call, p.lease).await;
+            }
+            // A call for an older generation is left to finish unheard: its
+            // result belongs to a set that was replaced. (Its lease, if any,
+            // expires.)
+            _ => {}
+        }
         // A store that cannot be read fails the attempt: refreshing anyway
         // could present a refresh token another process already rotated,
         // and a later save would overwrite what the store really holds.
@@ -1082,14 +1100,28 @@ impl Inner {
         }
         match self.store_op("lock", self.store.begin_refresh()).await? {
             RefreshTurn::Uncoordinated => {
-                let cred = self.fetch(from, current).await?;
-                Ok(self.commit(id, from, cred, Save::Store).await)
+                let call = self.call_source(current);
+                self.finish(id, from, call, None).await
             }
             RefreshTurn::Leader(lease) => {
-                let outcome = self.lead(id, from, current, &*lease).await;
-                // Released whatever happened; a lock left behind expires.
-                let _ = self.store_op("unlock", lease.release()).await;
-                outcome
+                // Another process may have finished just before we locked.
+                let stored = match self.store_op("load", self.store.load()).await {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        let _ = self.store_op("unlock", lease.release()).await;
+                        return Err(e);
+                    }
+                };
+                if let Some(stored) = stored.filter(|s| is_newer(s, current)) {
+                    let adopted = self.adopt(id, from, stored).await;
+                    let _ = self.store_op("unlock", lease.release()).await;
+                    if let Some(outcome) = adopted {
+                        return Ok(outcome);
+                    }
+                    return Err(Error::transient("the stored token set is not usable"));
+                }
+                let call = self.call_source(current);
+                self.finish(id, from, call, Some(lease)).await
             }
             RefreshTurn::Follower(wait) => {
                 tracing::debug!(generation = from, "another process is refreshing; waiting");
@@ -1105,24 +1137,62 @@ impl Inner {
         }
     }
 
-    /// The leader's part of a shared refresh: look once more, then refresh
-    /// and save through the lease.
-    async fn lead(
-        self: &Arc<Self>,
+    /// Calls the token source in a task of its own, so that the call is not
+    /// dropped when an attempt times out (see [`finish`](Self::finish)).
+    fn call_source(self: &Arc<Self>, current: Option<&TokenSet>) -> SourceCall {
+        let inner = Arc::clone(self);
+        let current = current.cloned();
+        tokio::spawn(async move { inner.source.fetch(current.as_ref()).await })
+    }
+
+    /// Waits (at most the attempt timeout) for a token source call, checks
+    /// what it brought, saves (through the lease, if this process holds the
+    /// shared lock) and publishes it.
+    ///
+    /// A call that outlasts the attempt is not dropped: the server may
+    /// already be carrying it out, rotating the refresh token, and a second
+    /// request with the old one would be reuse. It is kept, with the lease,
+    /// for the next attempt to join; the shared lock stays taken meanwhile
+    /// (until it expires), so no other process sends the same refresh token.
+    async fn finish(
+        &self,
         id: u64,
         from: u64,
-        current: Option<&TokenSet>,
-        lease: &dyn RefreshLease,
+        mut call: SourceCall,
+        lease: Option<Box<dyn RefreshLease>>,
     ) -> Result<Outcome, Error> {
-        if let Some(stored) = self.store_op("load", self.store.load()).await? {
-            if is_newer(&stored, current) {
-                if let Some(outcome) = self.adopt(id, from, stored).await {
-                    return Ok(outcome);
-                }
+        let result = match tokio::time::timeout(self.config.attempt_timeout, &mut call).await {
+            Err(_) => {
+                self.lock_flight().pending = Some(PendingFetch { from, call, lease });
+                return Err(Error::transient("token source timed out"));
             }
+            Ok(Err(_)) => Err(Error::transient("token source task failed (panicked)")),
+            Ok(Ok(result)) => result.and_then(|tokens| {
+                let now = Instant::now();
+                let cred = Credential::build(tokens, &self.config, now, self.jitter.next())?;
+                if cred.is_stale(now) {
+                    return Err(Error::invalid_response(
+                        "token was already expired on arrival",
+                    ));
+                }
+                Ok(cred)
+            }),
+        };
+        let outcome = match result {
+            Ok(cred) => {
+                tracing::debug!("token refreshed");
+                let save = match &lease {
+                    Some(lease) => Save::Lease(&**lease),
+                    None => Save::Store,
+                };
+                Ok(self.commit(id, from, cred, save).await)
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(lease) = lease {
+            let _ = self.store_op("unlock", lease.release()).await;
         }
-        let cred = self.fetch(from, current).await?;
-        Ok(self.commit(id, from, cred, Save::Lease(lease)).await)
+        outcome
     }
 
     /// Takes a newer set another process stored, if it is usable.
@@ -1138,51 +1208,6 @@ impl Inner {
             "adopting a newer token set from the store"
         );
         Some(self.commit(id, from, cred, Save::No).await)
-    }
-
-    /// Asks the source for a new set and checks it.
-    ///
-    /// The source call runs in a task of its own. If it outlasts the attempt
-    /// timeout it is not dropped: a refresh-token request the server may
-    /// already have carried out (rotating the token) must not be sent again
-    /// with the old token. The next attempt for the same generation joins it
-    /// instead of calling the source again.
-    async fn fetch(
-        self: &Arc<Self>,
-        from: u64,
-        current: Option<&TokenSet>,
-    ) -> Result<Credential, Error> {
-        let pending = self.lock_flight().pending.take();
-        let mut call = match pending {
-            Some(p) if p.from == from => {
-                tracing::debug!(generation = from, "joining a token request still in flight");
-                p.call
-            }
-            // A call for an older generation is left to finish unheard:
-            // its result belongs to a set that was replaced.
-            _ => {
-                let inner = Arc::clone(self);
-                let current = current.cloned();
-                tokio::spawn(async move { inner.source.fetch(current.as_ref()).await })
-            }
-        };
-        let fetched = match tokio::time::timeout(self.config.attempt_timeout, &mut call).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(Error::transient("token source task failed (panicked)")),
-            Err(_) => {
-                self.lock_flight().pending = Some(PendingFetch { from, call });
-                return Err(Error::transient("token source timed out"));
-            }
-        };
-        let now = Instant::now();
-        let cred = Credential::build(fetched, &self.config, now, self.jitter.next())?;
-        if cred.is_stale(now) {
-            return Err(Error::invalid_response(
-                "token was already expired on arrival",
-            ));
-        }
-        tracing::debug!("token refreshed");
-        Ok(cred)
     }
 
     /// Saves (as asked) and publishes a new credential as one step, unless

@@ -398,3 +398,66 @@ async fn a_lease_does_not_overwrite_a_set_saved_during_it() {
         "refreshed"
     );
 }
+
+/// The leader's token request outlasts its attempt: the lock stays taken
+/// until it expires, so the other replica does not send the same refresh
+/// token meanwhile; the slow request's result is used, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
+    let redis = RedisServer::start().await.unwrap();
+    let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR))
+        .await
+        .unwrap();
+    let api = ResourceServer::start(&auth).await.unwrap();
+    let slow = |b: tower_token_refresh::TokenManagerBuilder| {
+        b.attempt_timeout(Duration::from_millis(500))
+            .max_attempts(10)
+            .backoff(Duration::from_millis(50), Duration::from_millis(100))
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store = store(&redis, Duration::from_secs(3)).await;
+        let http = hyper_client();
+        let grant = RefreshTokenGrant::new(
+            auth.token_url().parse().unwrap(),
+            ClientAuth::basic(auth.client_id(), auth.client_secret()),
+            ServiceClient::new(http.clone()),
+        );
+        let tokens = slow(
+            TokenManager::builder(grant)
+                .store(store)
+                .min_refresh_interval(Duration::ZERO),
+        )
+        .build();
+        let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
+        replicas.push(Replica { tokens, client });
+    }
+    replicas[0]
+        .tokens
+        .set(auth.login().token_set())
+        .await
+        .unwrap();
+    assert!(replicas[1].tokens.load().await.unwrap());
+    auth.expire_access_tokens();
+    // The first token request takes 2 s, four attempts' worth.
+    auth.inject(Fault::Delay(Duration::from_secs(2)), 1);
+    let a = tokio::spawn({
+        let client = replicas[0].client.clone();
+        let url = api.url("/api/data");
+        async move { get(&client, url).await }
+    });
+    until("A's request is at the token endpoint", || {
+        auth.stats().token_requests == 1
+    })
+    .await;
+    let b = get(&replicas[1].client, api.url("/api/data")).await;
+    assert_eq!(b.unwrap(), StatusCode::OK);
+    assert_eq!(a.await.unwrap().unwrap(), StatusCode::OK);
+    let stats = auth.stats();
+    assert_eq!(stats.reuse_detected, 0, "{stats:?}");
+    assert_eq!(stats.invalid_grant, 0);
+    assert_eq!(
+        stats.token_requests, 1,
+        "the slow request, joined; nobody sent it again"
+    );
+}
