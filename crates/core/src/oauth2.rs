@@ -505,10 +505,12 @@ fn form_encode_into(out: &mut String, input: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn response(status: u16, body: &'static str) -> Response<Bytes> {
+    /// A token-endpoint-like response with this status and body; shared by
+    /// the tests of the oauth2 modules.
+    pub(crate) fn response(status: u16, body: &'static str) -> Response<Bytes> {
         let mut r = Response::new(Bytes::from_static(body.as_bytes()));
         *r.status_mut() = StatusCode::from_u16(status).unwrap();
         r

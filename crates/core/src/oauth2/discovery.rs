@@ -213,13 +213,7 @@ impl ProviderMetadata {
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use http::StatusCode;
-
-    fn response(status: u16, body: &'static str) -> Response<Bytes> {
-        let mut r = Response::new(Bytes::from_static(body.as_bytes()));
-        *r.status_mut() = StatusCode::from_u16(status).unwrap();
-        r
-    }
+    use crate::oauth2::tests::response;
 
     #[test]
     fn malformed_documents_have_exact_kinds() {

@@ -174,13 +174,7 @@ fn string_member(value: &serde_json::Value, name: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use http::StatusCode;
-
-    fn response(status: u16, body: &'static str) -> Response<Bytes> {
-        let mut r = Response::new(Bytes::from_static(body.as_bytes()));
-        *r.status_mut() = StatusCode::from_u16(status).unwrap();
-        r
-    }
+    use crate::oauth2::tests::response;
 
     #[test]
     fn active_and_inactive_answers_parse() {
