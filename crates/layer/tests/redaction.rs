@@ -31,6 +31,33 @@ impl io::Write for Captured {
     }
 }
 
+impl Captured {
+    /// Captures every event at TRACE level on this thread while the guard lives.
+    fn trace() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+}
+
+fn assert_no_secret(secrets: &[String], trace: &str, debug: &str) {
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(
+            !trace.contains(secret.as_str()),
+            "a secret in the trace:\n{trace}"
+        );
+        assert!(
+            !debug.contains(secret.as_str()),
+            "a secret in Debug:\n{debug}"
+        );
+    }
+}
+
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     type Writer = Captured;
 
@@ -41,14 +68,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
 #[tokio::test]
 async fn no_secret_in_debug_or_trace_output_of_full_refresh_cycles() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
     // Current-thread runtime: every task of this test logs on this thread.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::trace();
 
     let w = world(|b| {
         b.max_attempts(2)
@@ -114,17 +135,7 @@ async fn no_secret_in_debug_or_trace_output_of_full_refresh_cycles() {
     assert!(trace.contains("token refresh attempt failed"), "{trace}");
     assert!(trace.contains("session expired"), "{trace}");
     let debug = debug.join("\n");
-    for secret in &secrets {
-        assert!(!secret.is_empty());
-        assert!(
-            !trace.contains(secret.as_str()),
-            "a secret in the trace:\n{trace}"
-        );
-        assert!(
-            !debug.contains(secret.as_str()),
-            "a secret in Debug:\n{debug}"
-        );
-    }
+    assert_no_secret(&secrets, &trace, &debug);
 }
 
 fn hyper_client_for_debug() -> Http {
@@ -143,13 +154,8 @@ async fn no_secret_in_the_oauth2_and_retry_paths() {
     };
     use tower_token_refresh_test_util::{Endpoint, hyper_client};
 
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Current-thread runtime: every task of this test logs on this thread.
+    let (captured, _guard) = Captured::trace();
 
     let w = world(|b| b.min_refresh_interval(std::time::Duration::from_millis(10))).await;
     let http = ServiceClient::new(hyper_client());
@@ -230,15 +236,5 @@ async fn no_secret_in_the_oauth2_and_retry_paths() {
     let trace = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(trace.contains("token refreshed"), "{trace}");
     let debug = debug.join("\n");
-    for secret in &secrets {
-        assert!(!secret.is_empty());
-        assert!(
-            !trace.contains(secret.as_str()),
-            "a secret in the trace:\n{trace}"
-        );
-        assert!(
-            !debug.contains(secret.as_str()),
-            "a secret in Debug:\n{debug}"
-        );
-    }
+    assert_no_secret(&secrets, &trace, &debug);
 }

@@ -122,3 +122,24 @@ impl World {
         })
     }
 }
+
+impl World {
+    /// Revokes every access token at the server and holds the next token
+    /// request until the returned gate opens: every request that follows is
+    /// rejected while the one refresh cannot finish yet.
+    pub fn revoke_and_hold_refresh(&self) -> tower_token_refresh_test_util::Gate {
+        self.auth.expire_access_tokens();
+        let gate = tower_token_refresh_test_util::Gate::new();
+        self.auth
+            .inject(tower_token_refresh_test_util::Fault::Hold(gate.clone()), 1);
+        gate
+    }
+
+    /// Waits until `n` requests have reached the token endpoint.
+    pub async fn until_token_requests(&self, n: u64) {
+        until("the refresh is at the token endpoint", || {
+            self.auth.stats().token_requests == n
+        })
+        .await;
+    }
+}
