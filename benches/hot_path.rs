@@ -184,6 +184,67 @@ where
     );
 }
 
+/// Object-safe sending, so that variants of different types share one loop.
+trait Send1 {
+    fn send1(&mut self, uri: &Uri);
+}
+
+impl<S> Send1 for S
+where
+    S: Service<Request<Body>>,
+    S::Error: std::fmt::Debug,
+{
+    fn send1(&mut self, uri: &Uri) {
+        send(self, request(uri));
+    }
+}
+
+/// Paired rounds: every round times a batch of each variant in turn, and
+/// the ratios are medians of per-round ratios, which drift on a busy
+/// machine does not skew the way it skews separate runs.
+fn paired(variants: &mut [(&str, &mut dyn Send1)], uri: &Uri) {
+    if std::env::args().any(|a| a == "--profile-time") {
+        // Profiling one variant: nothing else should run.
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--test");
+    let (rounds, batch) = if quick { (1, 1_000) } else { (31, 100_000) };
+    let mut times = vec![Vec::with_capacity(rounds); variants.len()];
+    for _ in 0..rounds {
+        for (i, (_, svc)) in variants.iter_mut().enumerate() {
+            let start = std::time::Instant::now();
+            for _ in 0..batch {
+                svc.send1(uri);
+            }
+            times[i].push(start.elapsed().as_secs_f64() / batch as f64);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratio =
+        |a: usize, b: usize| median((0..rounds).map(|r| times[a][r] / times[b][r]).collect());
+    for (i, (name, _)) in variants.iter().enumerate() {
+        println!(
+            "paired  {name:<30} {:7.1} ns (median of {rounds} rounds)",
+            median(times[i].clone()) * 1e9
+        );
+    }
+    println!(
+        "paired  ours_no_copy / add_authorization              {:.3}",
+        ratio(1, 0)
+    );
+    println!(
+        "paired  ours_copy / add_authorization_retry_copy      {:.3}",
+        ratio(3, 2)
+    );
+    println!(
+        "paired  literal_port / ours_no_copy                   {:.3}",
+        ratio(4, 1)
+    );
+}
+
 fn hot_path(c: &mut Criterion) {
     // Inside a runtime, as a real client is: the coordinator's phase timer
     // is armed on the first request.
@@ -232,6 +293,18 @@ fn hot_path(c: &mut Criterion) {
     allocations_per_request(
         "literal port (Mutex<String>, format!, Box)",
         &mut literal,
+        &uri,
+    );
+
+    paired(
+        &mut [
+            ("add_authorization", &mut add_auth),
+            ("ours_no_copy", &mut ours_no_copy),
+            ("add_authorization_retry_copy", &mut add_auth_retry),
+            ("ours_copy", &mut ours_copy),
+            ("literal_port", &mut literal),
+            ("bare", &mut bare),
+        ],
         &uri,
     );
 

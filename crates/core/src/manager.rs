@@ -6,7 +6,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard, Weak,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -285,6 +285,7 @@ impl TokenManagerBuilder {
         };
         TokenManager {
             inner: Arc::new(Inner {
+                id: NEXT_MANAGER_ID.fetch_add(1, Ordering::Relaxed),
                 state: ArcSwap::from_pointee(State {
                     generation: 1,
                     status,
@@ -303,7 +304,12 @@ impl TokenManagerBuilder {
     }
 }
 
+/// Numbers managers, so that a [`LookupCache`] filled by one is never read
+/// for another.
+static NEXT_MANAGER_ID: AtomicU64 = AtomicU64::new(1);
+
 struct Inner {
+    id: u64,
     state: ArcSwap<State>,
     /// Cold path only: starting and finishing refreshes, and every write of
     /// `state`. Never held across an await.
@@ -395,6 +401,10 @@ enum Phase {
     Ahead = 2,
     /// Past expiry minus the leeway: callers wait for a refresh.
     Stale = 3,
+    /// Replaced by a newer state (a refresh, `set`, `clear`): whoever still
+    /// holds this one (a [`LookupCache`]) must look again. Final: every other
+    /// change of the flag is a `fetch_max` or an exchange from a lower value.
+    Retired = 4,
 }
 
 impl Phase {
@@ -403,6 +413,7 @@ impl Phase {
             1 => Phase::Fresh,
             2 => Phase::Ahead,
             3 => Phase::Stale,
+            4 => Phase::Retired,
             _ => Phase::Untimed,
         }
     }
@@ -454,9 +465,14 @@ impl Credential {
     /// The next instant at which the phase changes, if any.
     fn next_change(&self, phase: Phase) -> Option<Instant> {
         match phase {
-            Phase::Untimed | Phase::Fresh => self.refresh_at,
+            // The window may open after the leeway starts (a refresh-ahead
+            // shorter than the leeway): then the next change is to stale.
+            Phase::Untimed | Phase::Fresh => match (self.refresh_at, self.stale_at) {
+                (Some(ahead), Some(stale)) => Some(ahead.min(stale)),
+                (ahead, stale) => ahead.or(stale),
+            },
             Phase::Ahead => self.stale_at,
-            Phase::Stale => None,
+            Phase::Stale | Phase::Retired => None,
         }
     }
 }
@@ -577,6 +593,35 @@ fn header_value(tokens: &TokenSet, scheme: &Scheme) -> Result<HeaderValue, Error
     })?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// What [`TokenManager::lookup_cached`] remembers between lookups: the last
+/// credential it found.
+///
+/// Keep one per client (a tower service holds one in each clone) and pass it
+/// to every lookup. It holds a reference to one token set, so an old set
+/// stays in memory until the next lookup through this cache replaces it, or
+/// the cache is dropped.
+#[derive(Clone, Default)]
+pub struct LookupCache {
+    /// The manager that filled it (`Inner::id`; 0: none).
+    manager: u64,
+    state: Option<Arc<State>>,
+}
+
+impl LookupCache {
+    /// An empty cache: the first lookup fills it.
+    pub fn new() -> Self {
+        LookupCache::default()
+    }
+}
+
+impl fmt::Debug for LookupCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LookupCache")
+            .field("generation", &self.state.as_ref().map(|s| s.generation))
+            .finish()
+    }
 }
 
 /// The credential to send: a ready header value and the generation it
@@ -703,11 +748,44 @@ impl TokenManager {
     /// no clock read (a timer task moves the phase at its deadlines), no
     /// allocation.
     pub fn lookup(&self) -> Lookup {
-        let state = self.inner.state.load();
+        self.lookup_in(&self.inner.state.load())
+    }
+
+    /// [`lookup`](Self::lookup) for a caller that keeps a [`LookupCache`]
+    /// (one per client, say): while the credential it remembers stays fresh,
+    /// the lookup reads one flag of that credential and clones its header,
+    /// without touching the manager's shared state. When the credential is
+    /// replaced, enters its refresh-ahead window or goes stale, the flag
+    /// says so and this looks the state up again.
+    #[inline]
+    pub fn lookup_cached(&self, cache: &mut LookupCache) -> Lookup {
+        if cache.manager == self.inner.id
+            && let Some(state) = &cache.state
+            && let Status::Ready(cred) = &state.status
+            && cred.phase.load(Ordering::Acquire) == Phase::Fresh as u8
+        {
+            return Lookup::Ready(Authorization {
+                header: cred.header.clone(),
+                generation: state.generation,
+            });
+        }
+        self.lookup_and_remember(cache)
+    }
+
+    #[cold]
+    fn lookup_and_remember(&self, cache: &mut LookupCache) -> Lookup {
+        let state = self.inner.state.load_full();
+        let found = self.lookup_in(&state);
+        cache.manager = self.inner.id;
+        cache.state = Some(state);
+        found
+    }
+
+    fn lookup_in(&self, state: &Arc<State>) -> Lookup {
         match &state.status {
             Status::Ready(cred) => {
                 let phase = match Phase::from_u8(cred.phase.load(Ordering::Acquire)) {
-                    Phase::Untimed => arm(&state, cred),
+                    Phase::Untimed => arm(state, cred),
                     phase => phase,
                 };
                 if phase == Phase::Stale {
@@ -720,6 +798,8 @@ impl TokenManager {
                     );
                     drop(self.refresh_if(state.generation));
                 }
+                // Fresh, or ahead; or retired since it was loaded a moment
+                // ago, which is as if it had been loaded a moment earlier.
                 Lookup::Ready(Authorization {
                     header: cred.header.clone(),
                     generation: state.generation,
@@ -955,6 +1035,16 @@ impl State {
 }
 
 impl Inner {
+    /// Makes `state` current and retires the one it replaces, so that
+    /// [`LookupCache`]s holding that one look again. Called with the flight
+    /// lock held.
+    fn swap_state(&self, state: Arc<State>) {
+        let old = self.state.swap(state);
+        if let Status::Ready(cred) = &old.status {
+            cred.phase.fetch_max(Phase::Retired as u8, Ordering::AcqRel);
+        }
+    }
+
     fn lock_flight(&self) -> MutexGuard<'_, Flight> {
         // Nothing panics while holding this lock, and the data stays whole
         // if something ever did.
@@ -966,7 +1056,7 @@ impl Inner {
     fn replace(&self, status: Status) -> u64 {
         let mut flight = self.lock_flight();
         let generation = self.state.load().generation + 1;
-        self.state.store(Arc::new(State { generation, status }));
+        self.swap_state(Arc::new(State { generation, status }));
         flight.detach(None, &self.refreshing);
         generation
     }
@@ -985,7 +1075,7 @@ impl Inner {
             status,
         });
         let outcome = state.outcome();
-        self.state.store(state);
+        self.swap_state(state);
         // In the same critical section: from now on a caller that sees the
         // new generation cannot join this (finished) flight.
         flight.detach(Some(id), &self.refreshing);

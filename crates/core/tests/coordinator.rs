@@ -11,7 +11,8 @@ use std::{
 
 use tokio::time::{Instant, sleep};
 use tower_token_refresh_core::{
-    Error, ErrorKind, Lookup, MemoryStore, TokenManager, TokenSet, TokenSource, TokenStore, source,
+    Error, ErrorKind, Lookup, LookupCache, MemoryStore, TokenManager, TokenSet, TokenSource,
+    TokenStore, source,
 };
 
 /// A source that issues `token-N`/`refresh-N`, counts calls, waits
@@ -859,4 +860,127 @@ async fn a_timed_out_call_for_a_replaced_set_is_not_joined() {
         "Bearer token-1",
         "the old session's result is not used"
     );
+}
+
+fn cached(tokens: &TokenManager, cache: &mut LookupCache) -> String {
+    match tokens.lookup_cached(cache) {
+        Lookup::Ready(auth) => auth.header().to_str().unwrap().to_owned(),
+        other => panic!("expected a ready credential, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_lookup_follows_every_change_of_the_credential() {
+    let counting = Counting::new(Duration::from_secs(100), Duration::from_secs(1));
+    let tokens = TokenManager::builder(counting.source())
+        .refresh_ahead(Duration::from_secs(20))
+        .expiry_leeway(Duration::from_secs(5))
+        .refresh_jitter(0.0)
+        .build();
+    tokens.authorization().await.unwrap();
+    let mut cache = LookupCache::new();
+    assert_eq!(cached(&tokens, &mut cache), "Bearer token-1");
+
+    // A set replaces the remembered credential: the next lookup sees it.
+    tokens
+        .set(TokenSet::bearer("set-by-hand").with_expires_in(Duration::from_secs(100)))
+        .await
+        .unwrap();
+    assert_eq!(cached(&tokens, &mut cache), "Bearer set-by-hand");
+
+    // Its refresh-ahead window starts a background refresh, as lookup does.
+    advance(Duration::from_secs(81)).await;
+    assert_eq!(cached(&tokens, &mut cache), "Bearer set-by-hand");
+    sleep(Duration::from_millis(1100)).await;
+    assert_eq!(counting.calls(), 2);
+    assert_eq!(cached(&tokens, &mut cache), "Bearer token-2");
+
+    // Past expiry minus the leeway, a cached lookup waits like any other.
+    let mut late = cache.clone();
+    advance(Duration::from_secs(96)).await;
+    assert!(matches!(
+        tokens.lookup_cached(&mut late),
+        Lookup::Pending(_)
+    ));
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer token-3");
+    assert_eq!(cached(&tokens, &mut late), "Bearer token-3");
+
+    // A rejected token refreshed by someone else: the cache follows.
+    let generation = tokens.generation();
+    tokens.refresh_if(generation).await.unwrap();
+    assert_eq!(cached(&tokens, &mut cache), "Bearer token-4");
+
+    // The session's end reaches a cached lookup at once.
+    tokens.clear().await.unwrap();
+    assert!(!matches!(
+        tokens.lookup_cached(&mut cache),
+        Lookup::Ready(_)
+    ));
+    assert_eq!(counting.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cache_filled_by_one_manager_is_not_read_for_another() {
+    let a = TokenManager::builder(Counting::new(HOUR, Duration::ZERO).source())
+        .initial(TokenSet::bearer("from-a").with_expires_in(HOUR))
+        .build();
+    let b = TokenManager::builder(Counting::new(HOUR, Duration::ZERO).source())
+        .initial(TokenSet::bearer("from-b").with_expires_in(HOUR))
+        .build();
+    let mut cache = LookupCache::new();
+    assert_eq!(cached(&a, &mut cache), "Bearer from-a");
+    assert_eq!(cached(&a, &mut cache), "Bearer from-a");
+    assert_eq!(cached(&b, &mut cache), "Bearer from-b");
+    assert_eq!(cached(&a, &mut cache), "Bearer from-a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_cached_lookups_make_one_refresh_per_expiry() {
+    let counting = Counting::new(Duration::from_secs(100), Duration::from_millis(500));
+    let tokens = TokenManager::builder(counting.source())
+        .refresh_ahead(Duration::ZERO)
+        .expiry_leeway(Duration::from_secs(5))
+        .build();
+    tokens.authorization().await.unwrap();
+    let mut caches: Vec<LookupCache> = (0..50).map(|_| LookupCache::new()).collect();
+    for cache in &mut caches {
+        assert_eq!(cached(&tokens, cache), "Bearer token-1");
+    }
+    for round in 2..5u64 {
+        advance(Duration::from_secs(96)).await;
+        let waits: Vec<_> = caches
+            .iter_mut()
+            .map(|cache| match tokens.lookup_cached(cache) {
+                Lookup::Pending(wait) => wait,
+                other => panic!("round {round}: expected a wait past expiry, got {other:?}"),
+            })
+            .collect();
+        for wait in waits {
+            let auth = wait.await.unwrap();
+            assert_eq!(
+                auth.header().to_str().unwrap(),
+                format!("Bearer token-{round}")
+            );
+        }
+        for cache in &mut caches {
+            assert_eq!(cached(&tokens, cache), format!("Bearer token-{round}"));
+        }
+        assert_eq!(counting.calls(), round);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_ahead_shorter_than_the_leeway_still_goes_stale_at_the_leeway() {
+    let counting = Counting::new(Duration::from_secs(100), Duration::from_secs(1));
+    let tokens = TokenManager::builder(counting.source())
+        .refresh_ahead(Duration::ZERO)
+        .expiry_leeway(Duration::from_secs(5))
+        .build();
+    tokens.authorization().await.unwrap();
+    // Looked up while fresh, so the phase timer is armed...
+    assert_eq!(header(&tokens), "Bearer token-1");
+    // ...and must wake at the leeway (95 s), not at the window (100 s).
+    advance(Duration::from_secs(97)).await;
+    assert!(matches!(tokens.lookup(), Lookup::Pending(_)));
 }

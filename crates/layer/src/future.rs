@@ -176,6 +176,42 @@ where
     }
 }
 
+/// A response rejected the token: asks for a newer one and returns the state
+/// that waits for it with the replay copy, or gives the response back when
+/// it is final (no copy to replay, or it came from another origin).
+#[cold]
+fn on_rejection<F, S, B, P, C, R>(
+    auth: &Auth<C>,
+    response: Response<R>,
+    replay: &mut Replay<S, B>,
+) -> Result<State<F, S, B, P>, Response<R>> {
+    let sent_to = replay.as_ref().map(|(_, copy)| copy.uri());
+    if answered_elsewhere(&response, sent_to, &auth.shared.origins) {
+        // A redirect led elsewhere (FollowRedirect inside this layer): that
+        // origin never saw our token.
+        tracing::debug!("401 from another origin after a redirect; not ours");
+        return Err(response);
+    }
+    let refresh = auth.shared.manager.refresh_if(auth.generation);
+    let Some(replay) = replay.take() else {
+        // No copy to replay: the 401 goes back as it is, and the refresh
+        // (spawned) serves later requests.
+        tracing::debug!(
+            generation = auth.generation,
+            "token rejected; no replay copy"
+        );
+        return Err(response);
+    };
+    tracing::debug!(
+        generation = auth.generation,
+        "token rejected; replaying after refresh"
+    );
+    Ok(State::Refreshing {
+        refresh,
+        replay: Some(replay),
+    })
+}
+
 impl<S, B, R, P, C> Future for ResponseFuture<S, B, P, C>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
@@ -212,9 +248,7 @@ where
                         .clone_request(&request)
                         .map(|copy| (service.clone(), copy));
                     auth.generation = token.generation();
-                    request
-                        .headers_mut()
-                        .insert(auth.shared.header_name.clone(), token.into_header());
+                    auth.shared.authorize(&mut request, token.into_header());
                     // `service` is the one `poll_ready` readied before `call`.
                     let future = service.call(request);
                     this.state.set(State::Sent { future, replay });
@@ -225,41 +259,17 @@ where
                     if !auth.classifier.is_rejected(&response) {
                         return Poll::Ready(Ok(response));
                     }
-                    let sent_to = replay.as_ref().map(|(_, copy)| copy.uri());
-                    if answered_elsewhere(&response, sent_to, &auth.shared.origins) {
-                        // A redirect led elsewhere (FollowRedirect inside
-                        // this layer): that origin never saw our token.
-                        tracing::debug!("401 from another origin after a redirect; not ours");
-                        return Poll::Ready(Ok(response));
+                    match on_rejection(auth, response, replay) {
+                        Ok(refreshing) => this.state.set(refreshing),
+                        Err(response) => return Poll::Ready(Ok(response)),
                     }
-                    let refresh = auth.shared.manager.refresh_if(auth.generation);
-                    let Some(replay) = replay.take() else {
-                        // No copy to replay: the 401 goes back as it is,
-                        // and the refresh (spawned) serves later requests.
-                        tracing::debug!(
-                            generation = auth.generation,
-                            "token rejected; no replay copy"
-                        );
-                        return Poll::Ready(Ok(response));
-                    };
-                    tracing::debug!(
-                        generation = auth.generation,
-                        "token rejected; replaying after refresh"
-                    );
-                    drop(response);
-                    this.state.set(State::Refreshing {
-                        refresh,
-                        replay: Some(replay),
-                    });
                 }
                 StateProj::Refreshing { refresh, replay } => {
                     let token = ready!(Pin::new(refresh).poll(cx))?;
                     let auth = this.auth.as_mut().ok_or_else(broken)?;
                     let (service, mut request) = replay.take().ok_or_else(broken)?;
                     auth.generation = token.generation();
-                    request
-                        .headers_mut()
-                        .insert(auth.shared.header_name.clone(), token.into_header());
+                    auth.shared.authorize(&mut request, token.into_header());
                     this.state.set(State::ReadyingReplay {
                         replay: Some((service, request)),
                     });

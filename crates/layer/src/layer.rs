@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use http::{HeaderName, header::AUTHORIZATION};
+use http::{HeaderName, HeaderValue, Request, header::AUTHORIZATION};
 use tower::Layer;
 use tower_token_refresh_core::TokenManager;
 
@@ -13,6 +13,21 @@ pub(crate) struct Shared {
     pub(crate) origins: Vec<Origin>,
     pub(crate) header_name: HeaderName,
     pub(crate) allow_cleartext: bool,
+}
+
+impl Shared {
+    /// Puts the credential on `request`, replacing any value the header had.
+    #[inline(always)]
+    pub(crate) fn authorize<B>(&self, request: &mut Request<B>, credential: HeaderValue) {
+        let headers = request.headers_mut();
+        // With the usual header known at compile time, the insert is
+        // cheaper: its hash and comparisons fold away.
+        if self.header_name == AUTHORIZATION {
+            headers.insert(AUTHORIZATION, credential);
+        } else {
+            headers.insert(&self.header_name, credential);
+        }
+    }
 }
 
 /// Wraps services in [`TokenRefresh`].

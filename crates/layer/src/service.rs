@@ -6,7 +6,7 @@ use std::{
 
 use http::{Request, Response};
 use tower::Service;
-use tower_token_refresh_core::{BoxError, Error, ErrorKind, Lookup, TokenManager};
+use tower_token_refresh_core::{BoxError, Error, ErrorKind, Lookup, LookupCache, TokenManager};
 
 use crate::{
     Classify, ReplayPolicy,
@@ -29,6 +29,9 @@ use crate::{
 pub struct TokenRefresh<S, P, C> {
     inner: S,
     shared: Arc<Shared>,
+    /// The credential this clone sent last: while it stays fresh, a request
+    /// reads one flag of it instead of the manager's state.
+    cache: LookupCache,
     policy: P,
     classifier: C,
 }
@@ -38,6 +41,7 @@ impl<S, P, C> TokenRefresh<S, P, C> {
         TokenRefresh {
             inner,
             shared,
+            cache: LookupCache::new(),
             policy,
             classifier,
         }
@@ -69,6 +73,7 @@ impl<S: Clone, P: Clone, C: Clone> Clone for TokenRefresh<S, P, C> {
         TokenRefresh {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            cache: self.cache.clone(),
             policy: self.policy.clone(),
             classifier: self.classifier.clone(),
         }
@@ -109,7 +114,7 @@ where
                 return ResponseFuture::failed(Error::new(ErrorKind::Policy, why));
             }
         }
-        match shared.manager.lookup() {
+        match shared.manager.lookup_cached(&mut self.cache) {
             Lookup::Ready(token) => {
                 // The copy is made before the inner service consumes the
                 // request, and before the header goes on (a replay carries a
@@ -119,9 +124,7 @@ where
                     .clone_request(&request)
                     .map(|copy| (self.inner.clone(), copy));
                 let generation = token.generation();
-                request
-                    .headers_mut()
-                    .insert(shared.header_name.clone(), token.into_header());
+                shared.authorize(&mut request, token.into_header());
                 ResponseFuture::sent(
                     self.inner.call(request),
                     generation,
