@@ -3,6 +3,7 @@
 use std::{
     fmt,
     future::Future,
+    mem,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -32,39 +33,60 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
+        // The request in flight, first or replay. Kept apart from the rest
+        // so that the common poll (the first attempt answers, and not with
+        // a rejection) touches only this and one flag of `step`.
         #[pin]
-        state: State<S::Future, S, B, P>,
-        auth: Option<Auth<C>>,
+        attempt: Attempt<S::Future>,
+        step: Step<S, B, P, C>,
     }
 }
 
 pin_project! {
-    // Each state owns what the next needs, so the future stays about as
-    // small as the inner future plus one request.
-    #[project = StateProj]
-    enum State<F, S, B, P> {
-        // No usable token yet: waiting for the shared refresh. `service` is
-        // the one `poll_ready` readied; the replay copy is made once the
-        // token is on the request.
-        // (Boxed: a cold path, which must not make every future larger.)
-        Waiting {
-            refresh: RefreshFuture,
-            service: Option<S>,
-            request: Option<Box<Request<B>>>,
-            policy: P,
-        },
-        // The first attempt is in flight.
-        Sent { #[pin] future: F, replay: Replay<S, B> },
-        // The token was rejected: waiting for a newer one.
-        Refreshing { refresh: RefreshFuture, replay: Replay<S, B> },
-        // A newer token is on the copy: waiting for the clone to be ready.
-        ReadyingReplay { replay: Replay<S, B> },
-        // The one replay is in flight; its response is final.
-        Replayed { #[pin] future: F },
-        // Out of scope: the inner service's future, untouched.
-        PassThrough { #[pin] future: F },
-        Failed { error: Option<Error> },
+    #[project = AttemptProj]
+    enum Attempt<F> {
+        InFlight { #[pin] future: F },
+        Idle,
     }
+}
+
+/// Where the request is, apart from the attempt in flight.
+enum Step<S, B, P, C> {
+    /// The attempt carries a token: a response that rejects it is replayed
+    /// once (when there is a copy) with a newer one.
+    Check {
+        auth: Auth<C>,
+        replay: Replay<S, B>,
+    },
+    /// The attempt's response is final: out of scope, or the replay.
+    Final,
+    /// No usable token yet: waiting for the shared refresh. `service` is the
+    /// one `poll_ready` readied; the replay copy is made once the token is
+    /// on the request. (The request is boxed: a cold path, which must not
+    /// make every future larger.)
+    Waiting {
+        auth: Auth<C>,
+        refresh: RefreshFuture,
+        service: S,
+        request: Box<Request<B>>,
+        policy: P,
+    },
+    /// The token was rejected: waiting for a newer one.
+    Refreshing {
+        auth: Auth<C>,
+        refresh: RefreshFuture,
+        service: S,
+        request: Request<B>,
+    },
+    /// A newer token is on the copy: waiting for the clone to be ready.
+    ReadyingReplay {
+        auth: Auth<C>,
+        service: S,
+        request: Request<B>,
+    },
+    Failed(Error),
+    /// Finished, or between two steps.
+    Done,
 }
 
 impl<S, B, P, C> fmt::Debug for ResponseFuture<S, B, P, C>
@@ -72,14 +94,14 @@ where
     S: Service<Request<B>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Waiting { .. } => "waiting for token",
-            State::Sent { .. } => "sent",
-            State::Refreshing { .. } => "refreshing",
-            State::ReadyingReplay { .. } => "readying replay",
-            State::Replayed { .. } => "replayed",
-            State::PassThrough { .. } => "pass-through",
-            State::Failed { .. } => "failed",
+        let state = match (&self.attempt, &self.step) {
+            (_, Step::Waiting { .. }) => "waiting for token",
+            (Attempt::InFlight { .. }, Step::Check { .. }) => "sent",
+            (_, Step::Refreshing { .. }) => "refreshing",
+            (_, Step::ReadyingReplay { .. }) => "readying replay",
+            (Attempt::InFlight { .. }, _) => "sent, response final",
+            (_, Step::Failed(_)) => "failed",
+            _ => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -123,15 +145,15 @@ where
 {
     pub(crate) fn pass_through(future: S::Future) -> Self {
         ResponseFuture {
-            state: State::PassThrough { future },
-            auth: None,
+            attempt: Attempt::InFlight { future },
+            step: Step::Final,
         }
     }
 
     pub(crate) fn failed(error: Error) -> Self {
         ResponseFuture {
-            state: State::Failed { error: Some(error) },
-            auth: None,
+            attempt: Attempt::Idle,
+            step: Step::Failed(error),
         }
     }
 
@@ -143,12 +165,15 @@ where
         classifier: C,
     ) -> Self {
         ResponseFuture {
-            state: State::Sent { future, replay },
-            auth: Some(Auth {
-                shared,
-                classifier,
-                generation,
-            }),
+            attempt: Attempt::InFlight { future },
+            step: Step::Check {
+                auth: Auth {
+                    shared,
+                    classifier,
+                    generation,
+                },
+                replay,
+            },
         }
     }
 
@@ -161,30 +186,31 @@ where
         classifier: C,
     ) -> Self {
         ResponseFuture {
-            state: State::Waiting {
+            attempt: Attempt::Idle,
+            step: Step::Waiting {
+                auth: Auth {
+                    shared,
+                    classifier,
+                    generation: 0,
+                },
                 refresh,
-                service: Some(readied),
-                request: Some(Box::new(request)),
+                service: readied,
+                request: Box::new(request),
                 policy,
             },
-            auth: Some(Auth {
-                shared,
-                classifier,
-                generation: 0,
-            }),
         }
     }
 }
 
-/// A response rejected the token: asks for a newer one and returns the state
+/// A response rejected the token: asks for a newer one and returns the step
 /// that waits for it with the replay copy, or gives the response back when
 /// it is final (no copy to replay, or it came from another origin).
 #[cold]
-fn on_rejection<F, S, B, P, C, R>(
-    auth: &Auth<C>,
+fn on_rejection<S, B, P, C, R>(
+    auth: Auth<C>,
     response: Response<R>,
-    replay: &mut Replay<S, B>,
-) -> Result<State<F, S, B, P>, Response<R>> {
+    replay: Replay<S, B>,
+) -> Result<Step<S, B, P, C>, Response<R>> {
     let sent_to = replay.as_ref().map(|(_, copy)| copy.uri());
     if answered_elsewhere(&response, sent_to, &auth.shared.origins) {
         // A redirect led elsewhere (FollowRedirect inside this layer): that
@@ -193,7 +219,7 @@ fn on_rejection<F, S, B, P, C, R>(
         return Err(response);
     }
     let refresh = auth.shared.manager.refresh_if(auth.generation);
-    let Some(replay) = replay.take() else {
+    let Some((service, request)) = replay else {
         // No copy to replay: the 401 goes back as it is, and the refresh
         // (spawned) serves later requests.
         tracing::debug!(
@@ -206,9 +232,11 @@ fn on_rejection<F, S, B, P, C, R>(
         generation = auth.generation,
         "token rejected; replaying after refresh"
     );
-    Ok(State::Refreshing {
+    Ok(Step::Refreshing {
+        auth,
         refresh,
-        replay: Some(replay),
+        service,
+        request,
     })
 }
 
@@ -224,24 +252,48 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::PassThrough { future } | StateProj::Replayed { future } => {
-                    return future.poll(cx).map_err(Into::into);
+            if let AttemptProj::InFlight { future } = this.attempt.as_mut().project() {
+                let result = ready!(future.poll(cx));
+                this.attempt.set(Attempt::Idle);
+                let response = result.map_err(Into::into)?;
+                let rejected = match this.step {
+                    Step::Check { auth, .. } => auth.classifier.is_rejected(&response),
+                    _ => false,
+                };
+                if !rejected {
+                    *this.step = Step::Done;
+                    return Poll::Ready(Ok(response));
                 }
-                StateProj::Failed { error } => {
-                    return Poll::Ready(Err(error.take().map_or_else(broken, Into::into)));
+                let Step::Check { auth, replay } = mem::replace(this.step, Step::Done) else {
+                    return Poll::Ready(Err(broken()));
+                };
+                match on_rejection(auth, response, replay) {
+                    Ok(next) => *this.step = next,
+                    Err(response) => return Poll::Ready(Ok(response)),
                 }
-                StateProj::Waiting {
-                    refresh,
-                    service,
+            }
+            // Every other step is the cold path: a token to wait for, a
+            // replay to ready, an error to return.
+            match mem::replace(this.step, Step::Done) {
+                Step::Waiting {
+                    mut auth,
+                    mut refresh,
+                    mut service,
                     request,
                     policy,
                 } => {
-                    let token = ready!(Pin::new(refresh).poll(cx))?;
-                    let auth = this.auth.as_mut().ok_or_else(broken)?;
-                    let (Some(mut service), Some(request)) = (service.take(), request.take())
-                    else {
-                        return Poll::Ready(Err(broken()));
+                    let token = match Pin::new(&mut refresh).poll(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::Waiting {
+                                auth,
+                                refresh,
+                                service,
+                                request,
+                                policy,
+                            };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(token) => token?,
                     };
                     let mut request = *request;
                     let replay = policy
@@ -250,39 +302,62 @@ where
                     auth.generation = token.generation();
                     auth.shared.authorize(&mut request, token.into_header());
                     // `service` is the one `poll_ready` readied before `call`.
-                    let future = service.call(request);
-                    this.state.set(State::Sent { future, replay });
+                    this.attempt.set(Attempt::InFlight {
+                        future: service.call(request),
+                    });
+                    *this.step = Step::Check { auth, replay };
                 }
-                StateProj::Sent { future, replay } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    let auth = this.auth.as_ref().ok_or_else(broken)?;
-                    if !auth.classifier.is_rejected(&response) {
-                        return Poll::Ready(Ok(response));
-                    }
-                    match on_rejection(auth, response, replay) {
-                        Ok(refreshing) => this.state.set(refreshing),
-                        Err(response) => return Poll::Ready(Ok(response)),
-                    }
-                }
-                StateProj::Refreshing { refresh, replay } => {
-                    let token = ready!(Pin::new(refresh).poll(cx))?;
-                    let auth = this.auth.as_mut().ok_or_else(broken)?;
-                    let (service, mut request) = replay.take().ok_or_else(broken)?;
+                Step::Refreshing {
+                    mut auth,
+                    mut refresh,
+                    service,
+                    mut request,
+                } => {
+                    let token = match Pin::new(&mut refresh).poll(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::Refreshing {
+                                auth,
+                                refresh,
+                                service,
+                                request,
+                            };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(token) => token?,
+                    };
                     auth.generation = token.generation();
                     auth.shared.authorize(&mut request, token.into_header());
-                    this.state.set(State::ReadyingReplay {
-                        replay: Some((service, request)),
-                    });
+                    *this.step = Step::ReadyingReplay {
+                        auth,
+                        service,
+                        request,
+                    };
                 }
-                StateProj::ReadyingReplay { replay } => {
-                    let (service, _) = replay.as_mut().ok_or_else(broken)?;
-                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let (mut service, request) = replay.take().ok_or_else(broken)?;
-                    if let Some(auth) = this.auth.as_ref() {
-                        auth.shared.manager.record_replay();
+                Step::ReadyingReplay {
+                    auth,
+                    mut service,
+                    request,
+                } => {
+                    match service.poll_ready(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::ReadyingReplay {
+                                auth,
+                                service,
+                                request,
+                            };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(ready) => ready.map_err(Into::into)?,
                     }
-                    let future = service.call(request);
-                    this.state.set(State::Replayed { future });
+                    auth.shared.manager.record_replay();
+                    this.attempt.set(Attempt::InFlight {
+                        future: service.call(request),
+                    });
+                    *this.step = Step::Final;
+                }
+                Step::Failed(error) => return Poll::Ready(Err(error.into())),
+                Step::Check { .. } | Step::Final | Step::Done => {
+                    return Poll::Ready(Err(broken()));
                 }
             }
         }
