@@ -6,7 +6,7 @@ use std::{
     mem,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
 };
 
 use http::{Request, Response, Uri};
@@ -240,6 +240,26 @@ fn on_rejection<S, B, P, C, R>(
     })
 }
 
+/// The attempt's response rejected its token: moves `step` on to waiting for
+/// a newer one, or gives the response back when it is final.
+#[cold]
+#[inline(never)]
+fn reject<S, B, P, C, R>(
+    step: &mut Step<S, B, P, C>,
+    response: Response<R>,
+) -> Option<Response<R>> {
+    let Step::Check { auth, replay } = mem::replace(step, Step::Done) else {
+        return Some(response);
+    };
+    match on_rejection(auth, response, replay) {
+        Ok(next) => {
+            *step = next;
+            None
+        }
+        Err(response) => Some(response),
+    }
+}
+
 impl<S, B, R, P, C> Future for ResponseFuture<S, B, P, C>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
@@ -249,31 +269,67 @@ where
 {
     type Output = Result<Response<R>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The common poll, kept small: the first attempt answers, and not
+        // with a rejection. Everything else is out of line.
+        if let Some(output) = self.as_mut().poll_attempt(cx) {
+            return output;
+        }
+        self.poll_steps(cx)
+    }
+}
+
+impl<S, B, R, P, C> ResponseFuture<S, B, P, C>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    P: ReplayPolicy<B>,
+    C: Classify,
+{
+    /// Polls the attempt in flight, if any: `Some` with the future's output,
+    /// or `None` when there is no attempt (or a rejection of it moved on to
+    /// a step that waits for a newer token).
+    #[inline(always)]
+    fn poll_attempt(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Result<Response<R>, BoxError>>> {
         let mut this = self.project();
+        let AttemptProj::InFlight { future } = this.attempt.as_mut().project() else {
+            return None;
+        };
+        let result = match future.poll(cx) {
+            Poll::Pending => return Some(Poll::Pending),
+            Poll::Ready(result) => result,
+        };
+        this.attempt.set(Attempt::Idle);
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => return Some(Poll::Ready(Err(error.into()))),
+        };
+        let rejected = match this.step {
+            Step::Check { auth, .. } => auth.classifier.is_rejected(&response),
+            _ => false,
+        };
+        if !rejected {
+            *this.step = Step::Done;
+            return Some(Poll::Ready(Ok(response)));
+        }
+        reject(this.step, response).map(|response| Poll::Ready(Ok(response)))
+    }
+
+    /// Every step but the common one: a token to wait for, a replay to
+    /// ready and send, an error to return.
+    #[inline(never)]
+    fn poll_steps(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<R>, BoxError>> {
         loop {
-            if let AttemptProj::InFlight { future } = this.attempt.as_mut().project() {
-                let result = ready!(future.poll(cx));
-                this.attempt.set(Attempt::Idle);
-                let response = result.map_err(Into::into)?;
-                let rejected = match this.step {
-                    Step::Check { auth, .. } => auth.classifier.is_rejected(&response),
-                    _ => false,
-                };
-                if !rejected {
-                    *this.step = Step::Done;
-                    return Poll::Ready(Ok(response));
-                }
-                let Step::Check { auth, replay } = mem::replace(this.step, Step::Done) else {
-                    return Poll::Ready(Err(broken()));
-                };
-                match on_rejection(auth, response, replay) {
-                    Ok(next) => *this.step = next,
-                    Err(response) => return Poll::Ready(Ok(response)),
-                }
+            if let Some(output) = self.as_mut().poll_attempt(cx) {
+                return output;
             }
-            // Every other step is the cold path: a token to wait for, a
-            // replay to ready, an error to return.
+            let mut this = self.as_mut().project();
             match mem::replace(this.step, Step::Done) {
                 Step::Waiting {
                     mut auth,
