@@ -312,7 +312,10 @@ where
             _ => false,
         };
         if !rejected {
-            *this.step = Step::Done;
+            // The step stays: a finished attempt with no step to take is
+            // what "done" is (polling again finds no attempt and a `Check`
+            // or `Final` step, and reports the misuse). Dropping it here
+            // would cost a second pass over the step on the common path.
             return Some(Poll::Ready(Ok(response)));
         }
         reject(this.step, response).map(|response| Poll::Ready(Ok(response)))
@@ -417,5 +420,68 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, future::Ready, time::Duration};
+
+    use http::StatusCode;
+    use tower::{Layer, service_fn};
+    use tower_token_refresh_core::{TokenManager, TokenSet, source};
+
+    use super::*;
+    use crate::{NoReplay, TokenRefreshLayer};
+
+    fn manager() -> TokenManager {
+        TokenManager::builder(source::from_fn(|_| async {
+            Ok(TokenSet::bearer("fresh").with_expires_in(Duration::from_secs(3600)))
+        }))
+        .initial(TokenSet::bearer("fresh").with_expires_in(Duration::from_secs(3600)))
+        .build()
+    }
+
+    fn answer(
+        status: StatusCode,
+    ) -> impl Service<
+        Request<()>,
+        Response = Response<()>,
+        Error = Infallible,
+        Future = Ready<Result<Response<()>, Infallible>>,
+    > + Clone {
+        service_fn(move |_: Request<()>| {
+            let mut response = Response::new(());
+            *response.status_mut() = status;
+            std::future::ready(Ok::<_, Infallible>(response))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_future_polled_again_after_its_answer_returns_an_error() {
+        for status in [StatusCode::OK, StatusCode::UNAUTHORIZED] {
+            let mut svc = TokenRefreshLayer::new(manager())
+                .replay(NoReplay)
+                .layer(answer(status));
+            let mut future =
+                std::pin::pin!(svc.call(Request::get("https://api.test/").body(()).unwrap()));
+            let first = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
+            assert_eq!(first.unwrap().status(), status);
+            let again = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
+            let error = again.unwrap_err();
+            assert!(
+                error.to_string().contains("polled after completion"),
+                "{error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn debug_names_the_step() {
+        let mut svc = TokenRefreshLayer::new(manager()).layer(answer(StatusCode::OK));
+        let future = svc.call(Request::get("https://api.test/").body(()).unwrap());
+        assert!(format!("{future:?}").contains("\"sent\""), "{future:?}");
+        let refused = svc.call(Request::get("http://api.test/").body(()).unwrap());
+        assert!(format!("{refused:?}").contains("\"failed\""), "{refused:?}");
     }
 }
