@@ -19,7 +19,8 @@
 //!   [`FileStore`] to survive restarts.
 //! - [`oauth2`] also has introspection (RFC 7662), revocation and logout
 //!   (RFC 7009) and OpenID Connect discovery.
-//! - [`TokenManager`]: the coordinator. One atomic load per request; one
+//! - [`TokenManager`]: the coordinator. One atomic load per lookup (one
+//!   flag load with a [`LookupCache`]); one
 //!   refresh at a time, spawned so that no caller's cancellation abandons it.
 //!
 //! # Example

@@ -31,7 +31,10 @@ use crate::{
 /// needs that credential.
 ///
 /// - Reading the current credential ([`lookup`](Self::lookup)) is one atomic
-///   load: no lock, no await, no allocation.
+///   load: no lock, no await, no allocation. A client that keeps a
+///   [`LookupCache`] ([`lookup_cached`](Self::lookup_cached), as the tower
+///   layer does per service) reads one flag of the credential it used last
+///   and touches no state shared with other clients while that stays fresh.
 /// - At most one refresh runs at a time. It is spawned on the tokio runtime,
 ///   so it finishes even when every caller that waited for it is dropped, and
 ///   the new set is saved to the [`TokenStore`] before any waiter hears of it.

@@ -5,8 +5,9 @@
 //!
 //! 1. leaves requests outside its [scope](TokenRefreshLayer::scope), or
 //!    carrying [`SkipAuth`], untouched;
-//! 2. reads the current credential with one atomic load and attaches the
-//!    prebuilt, sensitive header value. Inside the refresh-ahead window it
+//! 2. reads the current credential (from the service's [`LookupCache`]: one
+//!    flag load while the credential it sent last stays fresh) and attaches
+//!    the prebuilt, sensitive header value. Inside the refresh-ahead window it
 //!    still does so while one background refresh runs; past expiry it waits
 //!    for the refresh that every concurrent caller shares;
 //! 3. copies the request for a replay when the [`ReplayPolicy`] can;
