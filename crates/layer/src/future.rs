@@ -333,27 +333,38 @@ where
                 return output;
             }
             let mut this = self.as_mut().project();
-            match mem::replace(this.step, Step::Done) {
-                Step::Waiting {
-                    mut auth,
-                    mut refresh,
-                    mut service,
-                    request,
-                    policy,
-                } => {
-                    let token = match Pin::new(&mut refresh).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Waiting {
-                                auth,
-                                refresh,
-                                service,
-                                request,
-                                policy,
-                            };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(token) => token?,
-                    };
+            // Each step is polled in place and taken apart only once it is
+            // ready to give way to the next; on an error, or a step that has
+            // none, the future is done.
+            let ready = match &mut *this.step {
+                Step::Waiting { refresh, .. } | Step::Refreshing { refresh, .. } => {
+                    match Pin::new(refresh).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(token) => token.map(Some).map_err(BoxError::from),
+                    }
+                }
+                Step::ReadyingReplay { service, .. } => match service.poll_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(ready) => ready.map(|()| None).map_err(Into::into),
+                },
+                _ => Ok(None),
+            };
+            let step = mem::replace(this.step, Step::Done);
+            let token = match ready {
+                Ok(token) => token,
+                Err(error) => return Poll::Ready(Err(error)),
+            };
+            match (step, token) {
+                (
+                    Step::Waiting {
+                        mut auth,
+                        mut service,
+                        request,
+                        policy,
+                        ..
+                    },
+                    Some(token),
+                ) => {
                     let mut request = *request;
                     let replay = policy
                         .clone_request(&request)
@@ -366,24 +377,15 @@ where
                     });
                     *this.step = Step::Check { auth, replay };
                 }
-                Step::Refreshing {
-                    mut auth,
-                    mut refresh,
-                    service,
-                    mut request,
-                } => {
-                    let token = match Pin::new(&mut refresh).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Refreshing {
-                                auth,
-                                refresh,
-                                service,
-                                request,
-                            };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(token) => token?,
-                    };
+                (
+                    Step::Refreshing {
+                        mut auth,
+                        service,
+                        mut request,
+                        ..
+                    },
+                    Some(token),
+                ) => {
                     auth.generation = token.generation();
                     auth.shared.authorize(&mut request, token.into_header());
                     *this.step = Step::ReadyingReplay {
@@ -392,32 +394,22 @@ where
                         request,
                     };
                 }
-                Step::ReadyingReplay {
-                    auth,
-                    mut service,
-                    request,
-                } => {
-                    match service.poll_ready(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::ReadyingReplay {
-                                auth,
-                                service,
-                                request,
-                            };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(ready) => ready.map_err(Into::into)?,
-                    }
+                (
+                    Step::ReadyingReplay {
+                        auth,
+                        mut service,
+                        request,
+                    },
+                    None,
+                ) => {
                     auth.shared.manager.record_replay();
                     this.attempt.set(Attempt::InFlight {
                         future: service.call(request),
                     });
                     *this.step = Step::Final;
                 }
-                Step::Failed(error) => return Poll::Ready(Err(error.into())),
-                Step::Check { .. } | Step::Final | Step::Done => {
-                    return Poll::Ready(Err(broken()));
-                }
+                (Step::Failed(error), _) => return Poll::Ready(Err(error.into())),
+                _ => return Poll::Ready(Err(broken())),
             }
         }
     }
@@ -474,6 +466,29 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_wait_for_a_token_polled_again_returns_an_error() {
+        let tokens = TokenManager::builder(source::from_fn(|_| async {
+            Err(tower_token_refresh_core::Error::new(
+                tower_token_refresh_core::ErrorKind::Rejected,
+                "no",
+            ))
+        }))
+        .build();
+        let mut svc = TokenRefreshLayer::new(tokens).layer(answer(StatusCode::OK));
+        let mut future =
+            std::pin::pin!(svc.call(Request::get("https://api.test/").body(()).unwrap()));
+        assert!(format!("{future:?}").contains("waiting for token"));
+        let first = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
+        assert!(first.is_err());
+        let again = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
+        let error = again.unwrap_err();
+        assert!(
+            error.to_string().contains("polled after completion"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
