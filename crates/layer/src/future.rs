@@ -455,17 +455,29 @@ mod tests {
             let mut svc = TokenRefreshLayer::new(manager())
                 .replay(NoReplay)
                 .layer(answer(status));
-            let mut future =
-                std::pin::pin!(svc.call(Request::get("https://api.test/").body(()).unwrap()));
-            let first = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
+            let future = svc.call(Request::get("https://api.test/").body(()).unwrap());
+            let first = answer_then_poll_again(future).await;
             assert_eq!(first.unwrap().status(), status);
-            let again = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
-            let error = again.unwrap_err();
-            assert!(
-                error.to_string().contains("polled after completion"),
-                "{error}"
-            );
         }
+    }
+
+    /// Polls `future` to its answer, checks that polling it once more is an
+    /// error rather than a panic, and returns the answer.
+    async fn answer_then_poll_again<F, T>(future: F) -> Result<T, BoxError>
+    where
+        F: Future<Output = Result<T, BoxError>>,
+    {
+        let mut future = std::pin::pin!(future);
+        let first = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
+        let again = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
+        let Err(error) = again else {
+            panic!("polled after its answer, the future answered again");
+        };
+        assert!(
+            error.to_string().contains("polled after completion"),
+            "{error}"
+        );
+        first
     }
 
     #[tokio::test]
@@ -478,17 +490,9 @@ mod tests {
         }))
         .build();
         let mut svc = TokenRefreshLayer::new(tokens).layer(answer(StatusCode::OK));
-        let mut future =
-            std::pin::pin!(svc.call(Request::get("https://api.test/").body(()).unwrap()));
+        let future = svc.call(Request::get("https://api.test/").body(()).unwrap());
         assert!(format!("{future:?}").contains("waiting for token"));
-        let first = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
-        assert!(first.is_err());
-        let again = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
-        let error = again.unwrap_err();
-        assert!(
-            error.to_string().contains("polled after completion"),
-            "{error}"
-        );
+        assert!(answer_then_poll_again(future).await.is_err());
     }
 
     #[tokio::test]
