@@ -263,15 +263,24 @@ async fn refreshes_are_spaced_by_the_minimum_interval() {
     assert!(t0.elapsed() >= Duration::from_secs(6), "{:?}", t0.elapsed());
 }
 
-#[tokio::test(start_paused = true)]
-async fn refresh_ahead_serves_the_old_token_then_blocks_past_expiry() {
-    let counting = Counting::new(Duration::from_secs(100), Duration::from_secs(1));
+/// 100-second tokens from a source that answers after `latency`, with a
+/// 5-second expiry leeway and a refresh-ahead window of `ahead` (no
+/// jitter), and the first set already fetched.
+async fn hundred_second_tokens(ahead: Duration, latency: Duration) -> (Counting, TokenManager) {
+    let counting = Counting::new(Duration::from_secs(100), latency);
     let tokens = TokenManager::builder(counting.source())
-        .refresh_ahead(Duration::from_secs(20))
+        .refresh_ahead(ahead)
         .expiry_leeway(Duration::from_secs(5))
         .refresh_jitter(0.0)
         .build();
     tokens.authorization().await.unwrap();
+    (counting, tokens)
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_ahead_serves_the_old_token_then_blocks_past_expiry() {
+    let (counting, tokens) =
+        hundred_second_tokens(Duration::from_secs(20), Duration::from_secs(1)).await;
     assert_eq!(counting.calls(), 1);
     // Before the window: nothing happens.
     advance(Duration::from_secs(79)).await;
@@ -288,12 +297,7 @@ async fn refresh_ahead_serves_the_old_token_then_blocks_past_expiry() {
     assert_eq!(header(&tokens), "Bearer token-2");
 
     // Past expiry minus leeway (no refresh-ahead this time): callers wait.
-    let counting = Counting::new(Duration::from_secs(100), Duration::from_secs(1));
-    let tokens = TokenManager::builder(counting.source())
-        .refresh_ahead(Duration::ZERO)
-        .expiry_leeway(Duration::from_secs(5))
-        .build();
-    tokens.authorization().await.unwrap();
+    let (counting, tokens) = hundred_second_tokens(Duration::ZERO, Duration::from_secs(1)).await;
     advance(Duration::from_secs(96)).await;
     assert!(matches!(tokens.lookup(), Lookup::Pending(_)));
     let auth = tokens.authorization().await.unwrap();
@@ -871,13 +875,8 @@ fn cached(tokens: &TokenManager, cache: &mut LookupCache) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn a_cached_lookup_follows_every_change_of_the_credential() {
-    let counting = Counting::new(Duration::from_secs(100), Duration::from_secs(1));
-    let tokens = TokenManager::builder(counting.source())
-        .refresh_ahead(Duration::from_secs(20))
-        .expiry_leeway(Duration::from_secs(5))
-        .refresh_jitter(0.0)
-        .build();
-    tokens.authorization().await.unwrap();
+    let (counting, tokens) =
+        hundred_second_tokens(Duration::from_secs(20), Duration::from_secs(1)).await;
     let mut cache = LookupCache::new();
     assert_eq!(cached(&tokens, &mut cache), "Bearer token-1");
 
@@ -937,12 +936,8 @@ async fn a_cache_filled_by_one_manager_is_not_read_for_another() {
 
 #[tokio::test(start_paused = true)]
 async fn many_cached_lookups_make_one_refresh_per_expiry() {
-    let counting = Counting::new(Duration::from_secs(100), Duration::from_millis(500));
-    let tokens = TokenManager::builder(counting.source())
-        .refresh_ahead(Duration::ZERO)
-        .expiry_leeway(Duration::from_secs(5))
-        .build();
-    tokens.authorization().await.unwrap();
+    let (counting, tokens) =
+        hundred_second_tokens(Duration::ZERO, Duration::from_millis(500)).await;
     let mut caches: Vec<LookupCache> = (0..50).map(|_| LookupCache::new()).collect();
     for cache in &mut caches {
         assert_eq!(cached(&tokens, cache), "Bearer token-1");
@@ -972,12 +967,7 @@ async fn many_cached_lookups_make_one_refresh_per_expiry() {
 
 #[tokio::test(start_paused = true)]
 async fn a_refresh_ahead_shorter_than_the_leeway_still_goes_stale_at_the_leeway() {
-    let counting = Counting::new(Duration::from_secs(100), Duration::from_secs(1));
-    let tokens = TokenManager::builder(counting.source())
-        .refresh_ahead(Duration::ZERO)
-        .expiry_leeway(Duration::from_secs(5))
-        .build();
-    tokens.authorization().await.unwrap();
+    let (_, tokens) = hundred_second_tokens(Duration::ZERO, Duration::from_secs(1)).await;
     // Looked up while fresh, so the phase timer is armed...
     assert_eq!(header(&tokens), "Bearer token-1");
     // ...and must wake at the leeway (95 s), not at the window (100 s).
