@@ -83,6 +83,7 @@ pub struct Error {
     message: Cow<'static, str>,
     oauth_error: Option<Box<str>>,
     retry_after: Option<Duration>,
+    outcome_unknown: bool,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
@@ -94,6 +95,7 @@ impl Error {
             message: message.into(),
             oauth_error: None,
             retry_after: None,
+            outcome_unknown: false,
             source: None,
         }
     }
@@ -129,6 +131,28 @@ impl Error {
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
+    }
+
+    /// Marks a failed request whose outcome is unknown: it may have reached
+    /// the server and been carried out, but no answer came back (a timeout
+    /// after the request was sent, a connection lost before the response).
+    ///
+    /// A token source sets it on such failures of a request that presented
+    /// a refresh token: a server that rotates refresh tokens may already
+    /// have spent that one, so the coordinator does not present it again
+    /// blindly (see
+    /// [`TokenManagerBuilder::rotation`](crate::TokenManagerBuilder::rotation)).
+    /// Failures known to happen before the request left (a refused
+    /// connection, say) must not be marked.
+    pub fn with_outcome_unknown(mut self) -> Self {
+        self.outcome_unknown = true;
+        self
+    }
+
+    /// Whether the failed request may have been carried out by the server;
+    /// see [`with_outcome_unknown`](Self::with_outcome_unknown).
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     /// Drops server-written text that quotes one of `secrets` (some servers
@@ -180,6 +204,9 @@ impl fmt::Debug for Error {
         }
         if let Some(after) = &self.retry_after {
             d.field("retry_after", after);
+        }
+        if self.outcome_unknown {
+            d.field("outcome_unknown", &true);
         }
         if let Some(source) = &self.source {
             d.field("source", source);

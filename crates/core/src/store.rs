@@ -71,6 +71,18 @@ pub trait RefreshLease: Send + Sync {
     fn commit<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>>;
     /// Gives the lock up, if it is still this lease's.
     fn release(&self) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Whether the lock is still this lease's, as far as the lease knows.
+    ///
+    /// A lease that keeps its lock alive while the refresh runs (the Redis
+    /// store renews it on a heartbeat) answers `false` once a renewal found
+    /// the lock expired or taken by another process. The coordinator asks
+    /// just before it presents the refresh token: a lease that lost its lock
+    /// gives the refresh up, since another process may be presenting the
+    /// same refresh token. Default: `true`.
+    fn is_held(&self) -> bool {
+        true
+    }
 }
 
 /// The default store: the set lives in this process only.
