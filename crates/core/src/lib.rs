@@ -59,7 +59,8 @@ mod token;
 pub use error::{BoxError, Error, ErrorKind};
 pub use file_store::FileStore;
 pub use manager::{
-    Authorization, Lookup, LookupCache, RefreshFuture, Scheme, TokenManager, TokenManagerBuilder,
+    Authorization, Lookup, LookupCache, RefreshFuture, Rotation, Scheme, TokenManager,
+    TokenManagerBuilder,
 };
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{BoxFuture, TokenSource};

@@ -22,6 +22,9 @@ pub struct Stats {
     pub replays: u64,
     /// Store loads, saves or clears that failed.
     pub store_errors: u64,
+    /// Token requests that presented a refresh token and got no answer
+    /// (timed out, or failed with an unknown outcome).
+    pub unanswered_requests: u64,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +37,7 @@ pub(crate) struct Counters {
     pub(crate) sessions_expired: AtomicU64,
     pub(crate) replays: AtomicU64,
     pub(crate) store_errors: AtomicU64,
+    pub(crate) unanswered: AtomicU64,
 }
 
 impl Counters {
@@ -48,6 +52,7 @@ impl Counters {
             sessions_expired: get(&self.sessions_expired),
             replays: get(&self.replays),
             store_errors: get(&self.store_errors),
+            unanswered_requests: get(&self.unanswered),
         }
     }
 }

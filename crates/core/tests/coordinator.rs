@@ -11,8 +11,8 @@ use std::{
 
 use tokio::time::{Instant, sleep};
 use tower_token_refresh_core::{
-    Error, ErrorKind, Lookup, LookupCache, MemoryStore, TokenManager, TokenSet, TokenSource,
-    TokenStore, source,
+    Error, ErrorKind, Lookup, LookupCache, MemoryStore, Rotation, TokenManager, TokenSet,
+    TokenSource, TokenStore, source,
 };
 
 /// A source that issues `token-N`/`refresh-N`, counts calls, waits
@@ -820,50 +820,74 @@ async fn load_takes_the_stored_set_and_end_session_forgets_it() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_source_call_past_the_attempt_timeout_is_joined_not_repeated() {
+async fn an_unanswered_refresh_ends_the_session_instead_of_presenting_the_token_again() {
     // The token endpoint takes 3 s; each attempt waits 1 s. Sending the
-    // refresh token again would be reuse once the server rotated it.
+    // refresh token again would be reuse if the server rotated it.
     let counting = Counting::new(HOUR, Duration::from_secs(3));
+    let hook_calls = Arc::new(AtomicUsize::new(0));
+    let hook = hook_calls.clone();
     let tokens = TokenManager::builder(counting.source())
         .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
         .attempt_timeout(Duration::from_secs(1))
         .max_attempts(5)
-        .backoff(Duration::from_millis(100), Duration::from_millis(100))
+        .on_session_expired(move || {
+            hook.fetch_add(1, Ordering::SeqCst);
+        })
         .build();
-    let auth = tokens.refresh().await.unwrap();
-    assert_eq!(auth.header().to_str().unwrap(), "Bearer token-1");
-    assert_eq!(
-        counting.calls(),
-        1,
-        "one call, joined by the later attempts"
-    );
-    assert!(tokens.stats().attempts >= 3);
+    let err = tokens.refresh().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    assert!(err.is_outcome_unknown(), "{err}");
+    assert_eq!(counting.calls(), 1, "the refresh token is presented once");
+    assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
+    assert!(tokens.is_session_expired());
+    assert_eq!(tokens.stats().unanswered_requests, 1);
+    let later = tokens.authorization().await.unwrap_err();
+    assert!(later.is_outcome_unknown(), "the state says why: {later}");
+    assert_eq!(counting.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_timed_out_call_for_a_replaced_set_is_not_joined() {
+async fn an_unanswered_refresh_is_retried_when_the_server_does_not_rotate() {
     let counting = Counting::new(HOUR, Duration::from_secs(3));
     let tokens = TokenManager::builder(counting.source())
         .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
         .attempt_timeout(Duration::from_secs(1))
-        .max_attempts(1)
-        .min_refresh_interval(Duration::ZERO)
+        .max_attempts(3)
+        .rotation(Rotation::Never)
         .build();
-    assert!(tokens.refresh().await.is_err());
-    // A login replaces the set while the old call still runs.
-    tokens
-        .set(TokenSet::bearer("login").with_refresh_token("r-login"))
-        .await
-        .unwrap();
-    sleep(Duration::from_secs(5)).await;
-    let _ = tokens.refresh().await;
-    let seen = counting.seen_refresh_tokens.lock().unwrap().clone();
-    assert_eq!(seen, vec![Some("refresh-0".into()), Some("r-login".into())]);
-    assert_ne!(
-        header(&tokens),
-        "Bearer token-1",
-        "the old session's result is not used"
-    );
+    let err = tokens.refresh().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert_eq!(counting.calls(), 3, "each attempt asks again");
+    assert!(!tokens.is_session_expired());
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_server_kept_its_refresh_token_an_unanswered_refresh_is_retried() {
+    // First answer: quick, and the refresh token stays the same. Then the
+    // server hangs once.
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = calls.clone();
+    let source = source::from_fn(move |_| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n == 2 {
+                std::future::pending::<()>().await;
+            }
+            Ok(TokenSet::bearer(format!("token-{n}"))
+                .with_expires_in(HOUR)
+                .with_refresh_token("refresh-0"))
+        }
+    });
+    let tokens = TokenManager::builder(source)
+        .initial(TokenSet::bearer("token-0").with_refresh_token("refresh-0"))
+        .attempt_timeout(Duration::from_secs(1))
+        .min_refresh_interval(Duration::ZERO)
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .build();
+    tokens.refresh().await.unwrap();
+    let auth = tokens.refresh().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer token-3");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
 fn cached(tokens: &TokenManager, cache: &mut LookupCache) -> String {

@@ -1,0 +1,214 @@
+//! Single flight: at most one refresh task per manager, and the futures its
+//! waiters hold.
+//!
+//! Invariants:
+//! - At most one refresh task runs per manager, whatever `set`, `clear` or
+//!   `load` do meanwhile: two tasks could present the same refresh token.
+//!   `running` is filled and emptied only under the `flight` lock, and only
+//!   the task itself (or its guard, however it ends) empties it.
+//! - `wanted` is the newest generation a caller asked to replace while the
+//!   flight runs. The task ends only when the generation it publishes is
+//!   newer than `wanted`, checked under the same lock as the task leaves
+//!   `running`: no caller can join after that check and be handed the
+//!   token it rejected.
+//! - Every waiter gets the one outcome of the flight it joined; a waiter
+//!   dropped early cancels nothing.
+//! - Consecutive flights start at least `min_refresh_interval` apart.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
+};
+
+use futures_util::future::{FutureExt, Shared};
+use tokio::{sync::oneshot, time::Instant};
+
+use super::{Inner, credential::Authorization, driver};
+use crate::Error;
+
+pub(super) type Outcome = Result<Authorization, Error>;
+
+#[derive(Default)]
+pub(crate) struct Flight {
+    running: Option<Running>,
+    next_id: u64,
+    last_started: Option<Instant>,
+    pub(super) wanted: u64,
+}
+
+struct Running {
+    id: u64,
+    outcome: Shared<oneshot::Receiver<Outcome>>,
+}
+
+/// Resolves to the outcome of one refresh, shared by every waiter.
+///
+/// Dropping it does not cancel the refresh.
+#[must_use = "the refresh runs anyway; this only reports its outcome"]
+pub struct RefreshFuture {
+    state: Wait,
+}
+
+enum Wait {
+    Done(Option<Outcome>),
+    Waiting(Shared<oneshot::Receiver<Outcome>>),
+}
+
+impl RefreshFuture {
+    pub(super) fn done(outcome: Outcome) -> Self {
+        RefreshFuture {
+            state: Wait::Done(Some(outcome)),
+        }
+    }
+}
+
+impl fmt::Debug for RefreshFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            Wait::Done(_) => "done",
+            Wait::Waiting(_) => "waiting",
+        };
+        f.debug_struct("RefreshFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Future for RefreshFuture {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            Wait::Done(outcome) => Poll::Ready(outcome.take().unwrap_or_else(|| {
+                Err(Error::transient("refresh future polled after completion"))
+            })),
+            Wait::Waiting(shared) => match shared.poll_unpin(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(outcome)) => Poll::Ready(outcome),
+                // The task was dropped without an outcome (its runtime shut
+                // down). Waiters must not hang.
+                Poll::Ready(Err(_)) => Poll::Ready(Err(Error::transient(
+                    "refresh task ended without an outcome (its runtime shut down)",
+                ))),
+            },
+        }
+    }
+}
+
+impl Inner {
+    /// Joins the refresh in flight, or starts one to replace `generation`.
+    pub(super) fn start_or_join(self: &Arc<Self>, generation: u64) -> RefreshFuture {
+        let mut flight = self.lock_flight();
+        flight.wanted = flight.wanted.max(generation);
+        if let Some(running) = &flight.running {
+            return RefreshFuture {
+                state: Wait::Waiting(running.outcome.clone()),
+            };
+        }
+        // Re-checked under the lock: a refresh may have ended since the
+        // caller's look.
+        let state = self.state.load();
+        if state.generation != generation
+            && let Some(done) = self.settled(&state)
+        {
+            return RefreshFuture::done(done);
+        }
+        let handle = match driver::runtime() {
+            Ok(handle) => handle,
+            Err(e) => return RefreshFuture::done(Err(e)),
+        };
+        let now = Instant::now();
+        let start_at = flight
+            .last_started
+            .map(|last| last + self.config.min_refresh_interval)
+            .filter(|t| *t > now);
+        flight.last_started = Some(start_at.unwrap_or(now));
+        flight.wanted = generation;
+        let (tx, rx) = oneshot::channel();
+        let shared = rx.shared();
+        flight.next_id += 1;
+        let id = flight.next_id;
+        flight.running = Some(Running {
+            id,
+            outcome: shared.clone(),
+        });
+        self.refreshing.store(true, Ordering::Release);
+        let from = state.generation;
+        drop(flight);
+        // Made here, not in the task: a task dropped before its first poll
+        // (its runtime shutting down) runs none of its body.
+        let guard = FlightGuard {
+            inner: Arc::clone(self),
+            id,
+        };
+        handle.spawn(run(guard, from, start_at, tx));
+        RefreshFuture {
+            state: Wait::Waiting(shared),
+        }
+    }
+
+    /// Ends flight `id` if no caller wants `published` replaced; otherwise
+    /// the flight goes on (returns false).
+    pub(super) fn try_land(&self, id: u64, published: u64) -> bool {
+        let mut flight = self.lock_flight();
+        if flight.wanted >= published {
+            return false;
+        }
+        if flight.running.as_ref().is_some_and(|r| r.id == id) {
+            flight.running = None;
+            self.refreshing.store(false, Ordering::Release);
+        }
+        true
+    }
+
+    pub(super) fn wanted(&self) -> u64 {
+        self.lock_flight().wanted
+    }
+}
+
+/// The refresh task. `guard` ends the flight however the task ends.
+async fn run(
+    guard: FlightGuard,
+    from: u64,
+    start_at: Option<Instant>,
+    tx: oneshot::Sender<Outcome>,
+) {
+    let inner = Arc::clone(&guard.inner);
+    if let Some(at) = start_at {
+        tokio::time::sleep_until(at).await;
+    }
+    inner.counters.started.fetch_add(1, Ordering::Relaxed);
+    let (outcome, expired) = inner.refresh(guard.id, from).await;
+    let counter = match &outcome {
+        Ok(_) => &inner.counters.succeeded,
+        Err(_) => {
+            inner.snooze_background(&inner.state.load_full());
+            &inner.counters.failed
+        }
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    drop(guard);
+    // Nobody waiting is fine: the state is published already.
+    let _ = tx.send(outcome);
+    if expired {
+        inner.run_hook();
+    }
+}
+
+struct FlightGuard {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        let mut flight = self.inner.lock_flight();
+        if flight.running.as_ref().is_some_and(|r| r.id == self.id) {
+            flight.running = None;
+            self.inner.refreshing.store(false, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The refresh coordinator: one shared credential, one refresh at a time.
+//!
+//! How the parts fit, each in its own module with its invariants at the top:
+//!
+//! - [`config`]: the settings and the builder.
+//! - [`credential`]: the published state and the phase flag of its
+//!   credential.
+//! - here: the hot path ([`TokenManager::lookup`], [`LookupCache`]) and the
+//!   public methods that change the set.
+//! - [`driver`]: the one task per manager that moves the phase flag.
+//! - [`flight`]: the one refresh task per manager and its waiters.
+//! - [`refresh`]: what that task does: attempts, the store's turn, the
+//!   token request.
+//! - [`commit`]: saving and publishing every change of the set.
+//!
+//! Invariants of the whole:
+//! - The hot path (a fresh credential) takes no lock, reads no clock and
+//!   allocates nothing: it reads the phase flag.
+//! - At most two tasks per manager at any time: its driver and its refresh.
+//! - Without a runtime with timers every method answers
+//!   [`NoRuntime`](ErrorKind::NoRuntime); nothing panics.
+
+mod commit;
+mod config;
+mod credential;
+mod driver;
+mod flight;
+mod refresh;
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
+    },
+};
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use self::{
+    config::Config,
+    credential::{Credential, Phase, State, Status},
+    driver::Driver,
+    flight::{Flight, Outcome},
+    refresh::far,
+};
+pub use self::{
+    config::{Rotation, Scheme, TokenManagerBuilder},
+    credential::Authorization,
+    flight::RefreshFuture,
+};
+use crate::{
+    Error, TokenSet, TokenSource, TokenStore,
+    backoff::Jitter,
+    stats::{Counters, Stats},
+};
+
+/// Keeps one credential fresh and makes every caller share each refresh.
+///
+/// A `TokenManager` is cheap to clone (an [`Arc`] inside): create one per
+/// (token endpoint, client, audience) and hand clones to every client that
+/// needs that credential.
+///
+/// - Reading the current credential ([`lookup`](Self::lookup)) is one atomic
+///   load: no lock, no await, no allocation. A client that keeps a
+///   [`LookupCache`] ([`lookup_cached`](Self::lookup_cached), as the tower
+///   layer does per service) reads one flag of the credential it used last
+///   and touches no state shared with other clients while that stays fresh.
+/// - At most one refresh runs at a time, in a task of its own: it finishes
+///   even when every caller that waited for it is dropped. It fetches,
+///   checks, saves to the [`TokenStore`] and publishes the new set itself,
+///   before any waiter hears of it. A new refresh token is never dropped:
+///   not when the access token beside it is unusable, not when a
+///   [`set`](Self::set) overtook the refresh (see
+///   [`Rotation`] for a request that got no answer at all).
+/// - Every wait is bounded: a token request by the
+///   [`attempt_timeout`](TokenManagerBuilder::attempt_timeout), a refresh
+///   by the [`refresh_deadline`](TokenManagerBuilder::refresh_deadline).
+/// - Inside the refresh-ahead window the old token is still handed out while
+///   one background refresh runs; past expiry minus a leeway callers wait.
+/// - A rejected token of generation *g* is refreshed only if *g* is still
+///   current ([`refresh_if`](Self::refresh_if)); otherwise the newer token is
+///   returned at once.
+/// - A terminal failure (`invalid_grant`, no refresh token, or a refresh
+///   token that may have been spent without an answer) ends the session:
+///   the hook set with
+///   [`on_session_expired`](TokenManagerBuilder::on_session_expired) runs
+///   once and every call fails fast until [`set`](Self::set) is called.
+/// - A transient failure is retried with exponential backoff and full
+///   jitter, within a bounded number of attempts and the deadline; then
+///   every waiter gets a [`Transient`](ErrorKind::Transient) error and the
+///   next call may start a new refresh (no sooner than
+///   [`min_refresh_interval`](TokenManagerBuilder::min_refresh_interval)
+///   after the last one started, so a failing server sees no storm).
+///
+/// # Runtime
+///
+/// Refreshes, store calls and the timer that keeps the phase flag current
+/// run on the tokio runtime of the caller, which must have its time driver
+/// (`enable_time()` or `enable_all()`). Without one, lookups of a fresh
+/// credential still work (they read the clock), and everything that would
+/// need a task or a timer answers [`NoRuntime`](ErrorKind::NoRuntime).
+/// At most two tasks run per manager: one refresh and one timer. Time is
+/// read from tokio's clock, so tests can pause and advance it.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_token_refresh_core::{source, TokenManager, TokenSet};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let source = source::from_fn(|current: Option<TokenSet>| async move {
+///     // Call your token endpoint here.
+///     let n = if current.is_some() { "2" } else { "1" };
+///     Ok(TokenSet::bearer(format!("token-{n}")).with_expires_in(Duration::from_secs(3600)))
+/// });
+/// let tokens = TokenManager::builder(source).build();
+///
+/// let first = tokens.authorization().await?;
+/// assert_eq!(first.header().to_str()?, "Bearer token-1");
+///
+/// // The server said the token is no longer valid: refresh once.
+/// let second = tokens.refresh_if(first.generation()).await?;
+/// assert_eq!(second.header().to_str()?, "Bearer token-2");
+/// // A late rejection of the old generation does not refresh again.
+/// let again = tokens.refresh_if(first.generation()).await?;
+/// assert_eq!(again.generation(), second.generation());
+/// assert_eq!(tokens.stats().refreshes_succeeded, 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TokenManager {
+    inner: Arc<Inner>,
+}
+
+type Hook = Box<dyn Fn() + Send + Sync + 'static>;
+
+/// Numbers managers, so that a [`LookupCache`] filled by one is never read
+/// for another.
+static NEXT_MANAGER_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_manager_id() -> u64 {
+    NEXT_MANAGER_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+struct Inner {
+    id: u64,
+    state: ArcSwap<State>,
+    /// Cold path only: starting and ending refreshes. Never held across an
+    /// await.
+    flight: Mutex<Flight>,
+    /// Serializes every change of the token set with its store write.
+    commit: tokio::sync::Mutex<()>,
+    /// A hint for the refresh-ahead path, so requests in the window skip the lock.
+    refreshing: AtomicBool,
+    driver: Driver,
+    /// What the last refresh answer showed about rotation (`refresh.rs`).
+    rotation_seen: AtomicU8,
+    source: Box<dyn TokenSource>,
+    store: Box<dyn TokenStore>,
+    config: Config,
+    counters: Counters,
+    hook: Option<Hook>,
+    jitter: Jitter,
+}
+
+impl Inner {
+    fn lock_flight(&self) -> MutexGuard<'_, Flight> {
+        // Nothing panics while holding this lock, and the data stays whole
+        // if something ever did.
+        self.flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What a caller gets from `state` without a refresh: a usable
+    /// credential or the session's end. `None`: a refresh is needed.
+    fn settled(&self, state: &State) -> Option<Outcome> {
+        match &state.status {
+            Status::Ready(cred) if cred.is_usable() => Some(state.outcome()),
+            Status::SessionExpired(_) => Some(state.outcome()),
+            _ => None,
+        }
+    }
+}
+
+/// What [`TokenManager::lookup_cached`] remembers between lookups: the last
+/// credential it found.
+///
+/// Keep one per client (a tower service holds one in each clone) and pass it
+/// to every lookup. It holds a reference to one token set, so an old set
+/// stays in memory until the next lookup through this cache replaces it, or
+/// the cache is dropped.
+#[derive(Clone, Default)]
+pub struct LookupCache {
+    /// The manager that filled it (`Inner::id`; 0: none).
+    manager: u64,
+    state: Option<Arc<State>>,
+}
+
+impl LookupCache {
+    /// An empty cache: the first lookup fills it.
+    pub fn new() -> Self {
+        LookupCache::default()
+    }
+}
+
+impl fmt::Debug for LookupCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LookupCache")
+            .field("generation", &self.state.as_ref().map(|s| s.generation))
+            .finish()
+    }
+}
+
+/// What [`TokenManager::lookup`] found, without waiting.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A usable credential (fresh, or inside the refresh-ahead window with a
+    /// background refresh started).
+    Ready(Authorization),
+    /// No usable credential: this future resolves when the refresh that was
+    /// joined or started ends.
+    Pending(RefreshFuture),
+    /// The session is over; see [`ErrorKind::SessionExpired`].
+    Failed(Error),
+}
+
+impl TokenManager {
+    /// Starts a builder with the source of new tokens.
+    pub fn builder(source: impl TokenSource) -> TokenManagerBuilder {
+        TokenManagerBuilder {
+            source: Box::new(source),
+            store: None,
+            initial: None,
+            config: Config::default(),
+            hook: None,
+        }
+    }
+
+    /// The hot path: the credential to send now, without waiting.
+    ///
+    /// Inside the refresh-ahead window it also starts a background refresh
+    /// (when none runs). An atomic load of the state, a load of its phase
+    /// flag, and a reference-count increment for the header value: no lock,
+    /// no clock read (the manager's timer task moves the phase at its
+    /// deadlines), no allocation.
+    pub fn lookup(&self) -> Lookup {
+        self.lookup_in(&self.inner.state.load())
+    }
+
+    /// [`lookup`](Self::lookup) for a caller that keeps a [`LookupCache`]
+    /// (one per client, say): while the credential it remembers stays fresh,
+    /// the lookup reads one flag of that credential and clones its header,
+    /// without touching the manager's shared state. When the credential is
+    /// replaced, enters its refresh-ahead window or goes stale, the flag
+    /// says so and this looks the state up again.
+    #[inline]
+    pub fn lookup_cached(&self, cache: &mut LookupCache) -> Lookup {
+        if cache.manager == self.inner.id
+            && let Some(state) = &cache.state
+            && let Status::Ready(cred) = &state.status
+            && cred.phase.load(Ordering::Acquire) == Phase::Fresh as u8
+        {
+            return Lookup::Ready(Authorization {
+                header: cred.header.clone(),
+                generation: state.generation,
+            });
+        }
+        self.lookup_and_remember(cache)
+    }
+
+    #[cold]
+    fn lookup_and_remember(&self, cache: &mut LookupCache) -> Lookup {
+        let state = self.inner.state.load_full();
+        let found = self.lookup_in(&state);
+        cache.manager = self.inner.id;
+        cache.state = Some(state);
+        found
+    }
+
+    fn lookup_in(&self, state: &State) -> Lookup {
+        match &state.status {
+            Status::Ready(cred) => {
+                let phase = match cred.phase() {
+                    Phase::Untimed => driver::arm(&self.inner, cred),
+                    phase => phase,
+                };
+                if phase == Phase::Stale {
+                    return Lookup::Pending(self.inner.start_or_join(state.generation));
+                }
+                if phase == Phase::Ahead && !self.inner.refreshing.load(Ordering::Acquire) {
+                    tracing::debug!(
+                        generation = state.generation,
+                        "token expiring soon; refreshing in background"
+                    );
+                    drop(self.inner.start_or_join(state.generation));
+                }
+                // Fresh, or ahead; or retired since it was loaded a moment
+                // ago, which is as if it had been loaded a moment earlier.
+                Lookup::Ready(Authorization {
+                    header: cred.header.clone(),
+                    generation: state.generation,
+                })
+            }
+            Status::Empty => Lookup::Pending(self.inner.start_or_join(state.generation)),
+            Status::SessionExpired(e) => Lookup::Failed(e.clone()),
+        }
+    }
+
+    /// The credential to send, waiting for a refresh when there is none usable.
+    ///
+    /// # Errors
+    ///
+    /// The refresh's error, [`SessionExpired`](ErrorKind::SessionExpired),
+    /// or [`NoRuntime`](ErrorKind::NoRuntime).
+    pub async fn authorization(&self) -> Result<Authorization, Error> {
+        match self.lookup() {
+            Lookup::Ready(auth) => Ok(auth),
+            Lookup::Pending(fut) => fut.await,
+            Lookup::Failed(e) => Err(e),
+        }
+    }
+
+    /// Refreshes because a credential of `generation` was rejected, unless a
+    /// newer, usable generation is already current, in which case that one
+    /// is returned at once. Joins a refresh already in flight.
+    pub fn refresh_if(&self, generation: u64) -> RefreshFuture {
+        let state = self.inner.state.load();
+        if let Status::SessionExpired(e) = &state.status {
+            return RefreshFuture::done(Err(e.clone()));
+        }
+        if state.generation != generation
+            && let Some(done) = self.inner.settled(&state)
+        {
+            return RefreshFuture::done(done);
+        }
+        let current = state.generation;
+        drop(state);
+        self.inner.start_or_join(current.max(generation))
+    }
+
+    /// Refreshes now (joining a refresh in flight), whatever the expiry says.
+    pub fn refresh(&self) -> RefreshFuture {
+        self.refresh_if(self.generation())
+    }
+
+    /// Replaces the token set (after a login, say), saves it to the store,
+    /// and ends a "session expired" state. A refresh in flight finishes, but
+    /// its result does not replace this set (if this set still holds the
+    /// refresh token that refresh spent, it gets the new one).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidResponse`](ErrorKind::InvalidResponse) if the access token
+    /// cannot be a header value; [`Store`](ErrorKind::Store) if saving failed
+    /// (the set is in use anyway); [`NoRuntime`](ErrorKind::NoRuntime).
+    pub async fn set(&self, tokens: TokenSet) -> Result<(), Error> {
+        driver::runtime()?;
+        let inner = &self.inner;
+        let cred = Credential::build(tokens, &inner.config, Instant::now(), inner.jitter.next())?;
+        let _commit = inner.commit.lock().await;
+        let saved = inner
+            .store_op("save", inner.store.save(&cred.tokens), self.far())
+            .await;
+        inner.replace(Status::Ready(cred));
+        saved
+    }
+
+    /// Forgets the token set here and in the store. The next request waits
+    /// for the source to produce a new set.
+    ///
+    /// # Errors
+    ///
+    /// [`Store`](ErrorKind::Store) if the store could not be cleared;
+    /// [`NoRuntime`](ErrorKind::NoRuntime).
+    pub async fn clear(&self) -> Result<(), Error> {
+        driver::runtime()?;
+        let inner = &self.inner;
+        let _commit = inner.commit.lock().await;
+        let cleared = inner
+            .store_op("clear", inner.store.clear(), self.far())
+            .await;
+        inner.replace(Status::Empty);
+        cleared
+    }
+
+    /// Loads the token set from the store, as at start-up: a stored set
+    /// replaces the one in memory. Returns whether one was found.
+    ///
+    /// # Errors
+    ///
+    /// The store's error ([`Store`](ErrorKind::Store)): an unreadable or
+    /// corrupt store is reported, never taken for an empty one, and nothing
+    /// in it is changed. [`NoRuntime`](ErrorKind::NoRuntime).
+    pub async fn load(&self) -> Result<bool, Error> {
+        driver::runtime()?;
+        let inner = &self.inner;
+        let _commit = inner.commit.lock().await;
+        let Some(tokens) = inner
+            .store_op("load", inner.store.load(), self.far())
+            .await?
+        else {
+            return Ok(false);
+        };
+        let cred = Credential::build(tokens, &inner.config, Instant::now(), inner.jitter.next())?;
+        inner.replace(Status::Ready(cred));
+        Ok(true)
+    }
+
+    /// Ends the session on purpose (a logout): forgets the set here and in
+    /// the store, runs the `on_session_expired` hook, and fails every
+    /// request with [`SessionExpired`](ErrorKind::SessionExpired) until
+    /// [`set`](Self::set) is called. Revoke the tokens at the server first
+    /// if it supports that (RFC 7009).
+    ///
+    /// # Errors
+    ///
+    /// [`Store`](ErrorKind::Store) if the store could not be cleared (the
+    /// session is over anyway); [`NoRuntime`](ErrorKind::NoRuntime).
+    pub async fn end_session(&self) -> Result<(), Error> {
+        driver::runtime()?;
+        let inner = &self.inner;
+        let cleared = {
+            let _commit = inner.commit.lock().await;
+            let cleared = inner
+                .store_op("clear", inner.store.clear(), self.far())
+                .await;
+            inner.replace(Status::SessionExpired(session_ended()));
+            cleared
+        };
+        inner
+            .counters
+            .sessions_expired
+            .fetch_add(1, Ordering::Relaxed);
+        inner.run_hook();
+        cleared
+    }
+
+    fn far(&self) -> Instant {
+        far(self.inner.config.attempt_timeout)
+    }
+
+    /// A copy of the current token set, if there is one.
+    pub fn current(&self) -> Option<TokenSet> {
+        self.inner.state.load().tokens().cloned()
+    }
+
+    /// The current generation; it grows by one with every new access token.
+    pub fn generation(&self) -> u64 {
+        self.inner.state.load().generation
+    }
+
+    /// Whether the session has expired (see [`ErrorKind::SessionExpired`]).
+    pub fn is_session_expired(&self) -> bool {
+        matches!(self.inner.state.load().status, Status::SessionExpired(_))
+    }
+
+    /// Counters since this manager was built.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Counts one replay of a rejected request; middleware built on the
+    /// manager calls it so that [`Stats::replays`] covers every client.
+    pub fn record_replay(&self) {
+        self.inner.counters.replays.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.load();
+        let status = match state.status {
+            Status::Empty => "empty",
+            Status::Ready(_) => "ready",
+            Status::SessionExpired(_) => "session expired",
+        };
+        f.debug_struct("TokenManager")
+            .field("generation", &state.generation)
+            .field("status", &status)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn session_ended() -> Error {
+    Error::session_expired("the session was ended; log in again")
+}
