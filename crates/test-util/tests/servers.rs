@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tower_token_refresh_core::{ErrorKind, TokenSet, TokenSource};
 use tower_token_refresh_test_util::{
-    AuthConfig, AuthServer, AuthStats, CountingSource, Fault, ResourceServer, ResourceStats,
+    AuthConfig, AuthServer, AuthStats, CountingSource, Fault, Gate, ResourceServer, ResourceStats,
     hyper_client,
 };
 
@@ -460,6 +460,40 @@ async fn drop_connection_fault_gives_the_client_a_connection_error() -> TestResu
             stats.refresh_grants
         ),
         (4, 2, 1)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn hold_with_a_gate_never_opened_never_answers_until_the_server_is_dropped() -> TestResult {
+    let auth = AuthServer::start(AuthConfig::default()).await?;
+    let login = auth.login();
+    auth.inject(Fault::Hold(Gate::new()), 1);
+    let form = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        login.refresh_token
+    );
+    let pending = tokio::spawn(hyper_client().request(token_request(&auth, &form)));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while auth.stats().faults_served == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+    // Held, not answered: the grant was not served.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pending.is_finished());
+    assert_eq!(auth.stats().refresh_grants, 0);
+    assert!(auth.is_refresh_token_active(&login.refresh_token));
+
+    // Dropping the server closes the connection without an answer.
+    drop(auth);
+    let result = tokio::time::timeout(Duration::from_secs(5), pending).await??;
+    let err = result.err().ok_or("the held request got an answer")?;
+    let hyper_err = std::error::Error::source(&err).and_then(|e| e.downcast_ref::<hyper::Error>());
+    assert!(
+        hyper_err.is_some_and(hyper::Error::is_incomplete_message),
+        "{err:?}"
     );
     Ok(())
 }

@@ -48,6 +48,22 @@ pub enum Fault {
     /// Hold the request until the [`Gate`] opens, then serve it the next
     /// queued fault, or the normal answer if none is queued: for tests that
     /// need every request to arrive before a refresh ends.
+    ///
+    /// A gate never opened is a token endpoint that never answers: the
+    /// request is held (counted in `token_requests` and `faults_served`,
+    /// its grant not served) until the last
+    /// [`AuthServer`](super::AuthServer) handle is dropped, which closes the
+    /// connection without a response.
+    ///
+    /// ```
+    /// use tower_token_refresh_test_util::{AuthConfig, AuthServer, Fault, Gate};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// let auth = AuthServer::start(AuthConfig::default()).await?;
+    /// // The next token request hangs.
+    /// auth.inject(Fault::Hold(Gate::new()), 1);
+    /// # Ok(()) }
+    /// ```
     Hold(Gate),
     /// This status with `Retry-After` set to the given value (delay seconds
     /// or an HTTP-date, sent as is) and an OAuth2 error body:
