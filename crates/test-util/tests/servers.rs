@@ -320,6 +320,38 @@ async fn delay_fault_answers_normally_after_the_delay_on_tokio_time() -> TestRes
     Ok(())
 }
 
+#[tokio::test(start_paused = true)]
+async fn refresh_answered_after_a_delay_fault_still_rotates() -> TestResult {
+    let auth = AuthServer::start(AuthConfig::default()).await?;
+    let client = hyper_client();
+    let login = auth.login();
+    auth.inject(Fault::Delay(Duration::from_secs(30)), 1);
+    let reply = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let rotated = reply.json()["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!rotated.is_empty() && rotated != login.refresh_token);
+    assert!(auth.is_refresh_token_active(&rotated));
+    assert!(!auth.is_refresh_token_active(&login.refresh_token));
+
+    // The retired token is reuse, as after an undelayed grant.
+    let reply = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reply.json()["error"], "invalid_grant");
+    assert!(!auth.is_refresh_token_active(&rotated));
+    let stats = auth.stats();
+    assert_eq!(
+        (
+            stats.refresh_grants,
+            stats.reuse_detected,
+            stats.faults_served
+        ),
+        (1, 1, 1)
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn status_fault_answers_that_status_in_plain_text() -> TestResult {
     let auth = AuthServer::start(AuthConfig::default()).await?;
