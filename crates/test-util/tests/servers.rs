@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tower_token_refresh_core::{ErrorKind, TokenSet, TokenSource};
 use tower_token_refresh_test_util::{
-    AuthConfig, AuthServer, AuthStats, CountingSource, Fault, ResourceServer, ResourceStats,
+    AuthConfig, AuthServer, AuthStats, CountingSource, Fault, Gate, ResourceServer, ResourceStats,
     hyper_client,
 };
 
@@ -320,6 +320,38 @@ async fn delay_fault_answers_normally_after_the_delay_on_tokio_time() -> TestRes
     Ok(())
 }
 
+#[tokio::test(start_paused = true)]
+async fn refresh_answered_after_a_delay_fault_still_rotates() -> TestResult {
+    let auth = AuthServer::start(AuthConfig::default()).await?;
+    let client = hyper_client();
+    let login = auth.login();
+    auth.inject(Fault::Delay(Duration::from_secs(30)), 1);
+    let reply = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let rotated = reply.json()["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!rotated.is_empty() && rotated != login.refresh_token);
+    assert!(auth.is_refresh_token_active(&rotated));
+    assert!(!auth.is_refresh_token_active(&login.refresh_token));
+
+    // The retired token is reuse, as after an undelayed grant.
+    let reply = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reply.json()["error"], "invalid_grant");
+    assert!(!auth.is_refresh_token_active(&rotated));
+    let stats = auth.stats();
+    assert_eq!(
+        (
+            stats.refresh_grants,
+            stats.reuse_detected,
+            stats.faults_served
+        ),
+        (1, 1, 1)
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn status_fault_answers_that_status_in_plain_text() -> TestResult {
     let auth = AuthServer::start(AuthConfig::default()).await?;
@@ -460,6 +492,40 @@ async fn drop_connection_fault_gives_the_client_a_connection_error() -> TestResu
             stats.refresh_grants
         ),
         (4, 2, 1)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn hold_with_a_gate_never_opened_never_answers_until_the_server_is_dropped() -> TestResult {
+    let auth = AuthServer::start(AuthConfig::default()).await?;
+    let login = auth.login();
+    auth.inject(Fault::Hold(Gate::new()), 1);
+    let form = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        login.refresh_token
+    );
+    let pending = tokio::spawn(hyper_client().request(token_request(&auth, &form)));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while auth.stats().faults_served == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+    // Held, not answered: the grant was not served.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pending.is_finished());
+    assert_eq!(auth.stats().refresh_grants, 0);
+    assert!(auth.is_refresh_token_active(&login.refresh_token));
+
+    // Dropping the server closes the connection without an answer.
+    drop(auth);
+    let result = tokio::time::timeout(Duration::from_secs(5), pending).await??;
+    let err = result.err().ok_or("the held request got an answer")?;
+    let hyper_err = std::error::Error::source(&err).and_then(|e| e.downcast_ref::<hyper::Error>());
+    assert!(
+        hyper_err.is_some_and(hyper::Error::is_incomplete_message),
+        "{err:?}"
     );
     Ok(())
 }

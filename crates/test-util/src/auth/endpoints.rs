@@ -1,0 +1,211 @@
+//! The axum router and its handlers: the token endpoint (RFC 6749), token
+//! introspection (RFC 7662), revocation (RFC 7009) and OpenID Connect
+//! discovery. Each handler counts its request, serves the faults queued for
+//! it, then answers from the shared state.
+
+use std::sync::Arc;
+
+use axum::{
+    Extension, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{
+    faults::{Endpoint, Fault, serve_faults},
+    oauth::{OAuthError, authenticate_client, invalid_request, json_response, read_form},
+    state::AuthShared,
+};
+use crate::serve::ConnControl;
+
+/// The server's routes, on `shared`.
+pub(super) fn router(shared: Arc<AuthShared>) -> Router {
+    Router::new()
+        .route("/token", post(token_endpoint))
+        .route("/introspect", post(introspection_endpoint))
+        .route("/revoke", post(revocation_endpoint))
+        .route("/.well-known/openid-configuration", get(discovery_endpoint))
+        .with_state(shared)
+}
+
+async fn token_endpoint(
+    State(shared): State<Arc<AuthShared>>,
+    conn: Option<Extension<ConnControl>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.lock().stats.token_requests += 1;
+    let modifier = match serve_faults(&shared, Endpoint::Token, conn).await {
+        Ok(modifier) => modifier,
+        Err(response) => return response,
+    };
+    match token_request(&shared, &headers, &body, modifier) {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+fn token_request(
+    shared: &AuthShared,
+    headers: &HeaderMap,
+    body: &[u8],
+    modifier: Option<Fault>,
+) -> Result<Response, OAuthError> {
+    let params = read_form(headers, body)?;
+
+    authenticate_client(shared, headers, &params)?;
+
+    let grant = match params.get("grant_type").map(String::as_str) {
+        None => return Err(invalid_request("grant_type is missing")),
+        Some("refresh_token") => {
+            let presented = params
+                .get("refresh_token")
+                .ok_or_else(|| invalid_request("refresh_token is missing"))?;
+            shared.lock().refresh_grant(presented).map_err(|refusal| {
+                OAuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    refusal.description(),
+                )
+            })?
+        }
+        Some("client_credentials") => shared.lock().client_credentials_grant(),
+        Some(_) => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only refresh_token and client_credentials are supported",
+            ));
+        }
+    };
+
+    let mut body = json!({
+        "access_token": grant.access_token,
+        "token_type": "Bearer",
+        "expires_in": grant.lifetime.as_secs().max(1),
+    });
+    if let Some(refresh_token) = grant.refresh_token {
+        body["refresh_token"] = refresh_token.into();
+    }
+    match modifier {
+        Some(Fault::ExpiresInString) => {
+            body["expires_in"] = grant.lifetime.as_secs().max(1).to_string().into();
+        }
+        Some(Fault::OmitField(field)) => {
+            if let Some(map) = body.as_object_mut() {
+                map.remove(field);
+            }
+        }
+        _ => {}
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn introspection_endpoint(
+    State(shared): State<Arc<AuthShared>>,
+    conn: Option<Extension<ConnControl>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.lock().stats.introspections += 1;
+    if let Err(response) = serve_faults(&shared, Endpoint::Introspection, conn).await {
+        return response;
+    }
+    let result = (|| -> Result<serde_json::Value, OAuthError> {
+        let params = read_form(&headers, &body)?;
+        authenticate_client(&shared, &headers, &params)?;
+        let token = params
+            .get("token")
+            .ok_or_else(|| invalid_request("token is missing"))?;
+        Ok(introspect(&shared, token))
+    })();
+    match result {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The RFC 7662 answer for `token`: only `{"active":false}` for an
+/// unknown, expired, revoked or rotated token.
+fn introspect(shared: &AuthShared, token: &str) -> serde_json::Value {
+    let now = Instant::now();
+    let state = shared.lock();
+    if let Some(expires_at) = state.tokens.access_expiry(token, now) {
+        let left = expires_at - now;
+        let exp = (std::time::SystemTime::now() + left)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        return json!({
+            "active": true,
+            "client_id": shared.client_id,
+            "token_type": "Bearer",
+            "exp": exp,
+        });
+    }
+    if state.tokens.is_refresh_active(token) {
+        return json!({
+            "active": true,
+            "client_id": shared.client_id,
+            "token_type": "refresh_token",
+        });
+    }
+    json!({ "active": false })
+}
+
+async fn revocation_endpoint(
+    State(shared): State<Arc<AuthShared>>,
+    conn: Option<Extension<ConnControl>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.lock().stats.revocation_requests += 1;
+    if let Err(response) = serve_faults(&shared, Endpoint::Revocation, conn).await {
+        return response;
+    }
+    let result = (|| -> Result<(), OAuthError> {
+        let params = read_form(&headers, &body)?;
+        authenticate_client(&shared, &headers, &params)?;
+        let token = params
+            .get("token")
+            .ok_or_else(|| invalid_request("token is missing"))?;
+        let mut state = shared.lock();
+        if state.tokens.revoke(token) {
+            state.stats.tokens_revoked += 1;
+        }
+        Ok(())
+    })();
+    match result {
+        // RFC 7009 §2.2: 200 whether or not the token was known.
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn discovery_endpoint(
+    State(_shared): State<Arc<AuthShared>>,
+    headers: HeaderMap,
+) -> Response {
+    // The server does not know its own port; the Host header has it.
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let issuer = format!("http://{host}");
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{issuer}/token"),
+            "introspection_endpoint": format!("{issuer}/introspect"),
+            "revocation_endpoint": format!("{issuer}/revoke"),
+            "grant_types_supported": ["refresh_token", "client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+        }),
+    )
+}

@@ -1,0 +1,261 @@
+//! Fault injection: the [`Fault`]s a test can queue for an [`Endpoint`], the
+//! [`Gate`] that holds requests, the per-endpoint queues, and how a handler
+//! serves what is queued before (or instead of) its normal answer.
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use axum::{
+    Extension,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::{oauth::json_response, state::AuthShared};
+use crate::serve::ConnControl;
+
+// The queues keep these rules:
+//
+//  1. Each queued fault is taken by exactly one request to its endpoint, in
+//     the order injected; endpoints do not share faults.
+//  2. A request takes faults until one decides its answer: `Hold` passes it
+//     on to the next queued fault once its gate opens, `Delay` ends in the
+//     normal answer (later faults wait for later requests).
+//  3. A `Gate` only ever goes from closed to open.
+
+/// A fault the token endpoint serves instead of (or before) its normal answer.
+/// Queue them with [`AuthServer::inject`](super::AuthServer::inject).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Wait this long (tokio's clock), then answer normally.
+    Delay(Duration),
+    /// Answer with this status and a plain-text body. A number that is not a
+    /// valid final status code (1xx, or outside 100–999) answers 500.
+    Status(u16),
+    /// 503 with `{"error":"temporarily_unavailable"}`.
+    TemporarilyUnavailable,
+    /// 400 with `{"error":"invalid_grant"}`, leaving the presented refresh
+    /// token as it was (still usable).
+    InvalidGrant,
+    /// 200 with a truncated JSON body: `{"access_token": `.
+    MalformedJson,
+    /// 502 with an HTML page, as a proxy in front of a dead server sends.
+    Html502,
+    /// Close the TCP connection after reading the request, without any
+    /// response. A hyper client sees an error (an incomplete message).
+    DropConnection,
+    /// Hold the request until the [`Gate`] opens, then serve it the next
+    /// queued fault, or the normal answer if none is queued: for tests that
+    /// need every request to arrive before a refresh ends.
+    ///
+    /// A gate never opened is a token endpoint that never answers: the
+    /// request is held (counted in `token_requests` and `faults_served`,
+    /// its grant not served) until the last
+    /// [`AuthServer`](super::AuthServer) handle is dropped, which closes the
+    /// connection without a response.
+    ///
+    /// ```
+    /// use tower_token_refresh_test_util::{AuthConfig, AuthServer, Fault, Gate};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// let auth = AuthServer::start(AuthConfig::default()).await?;
+    /// // The next token request hangs.
+    /// auth.inject(Fault::Hold(Gate::new()), 1);
+    /// # Ok(()) }
+    /// ```
+    Hold(Gate),
+    /// This status with `Retry-After` set to the given value (delay seconds
+    /// or an HTTP-date, sent as is) and an OAuth2 error body:
+    /// `temporarily_unavailable` for 503, `slow_down` otherwise. Use 429 or
+    /// 503.
+    RetryAfter(u16, String),
+    /// Serve the grant normally (tokens are issued), but send `expires_in`
+    /// as a JSON string (`"2"`), as some servers do.
+    ExpiresInString,
+    /// Serve the grant normally (tokens are issued), but leave this field
+    /// out of the JSON answer (`"expires_in"`, `"access_token"`,
+    /// `"token_type"`, …).
+    OmitField(&'static str),
+}
+
+/// Holds token requests served [`Fault::Hold`] until [`open`](Gate::open)
+/// is called. Clones share the gate.
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    /// Lets every held request, and any later one, through.
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    async fn wait(&self) {
+        // Resolves with an error once the semaphore is closed: that is the
+        // signal, there are never permits.
+        let _ = self.0.acquire().await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Gate {}
+
+/// An endpoint of [`AuthServer`](super::AuthServer) that faults can be queued
+/// for with [`AuthServer::inject_at`](super::AuthServer::inject_at).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `POST /token`.
+    Token,
+    /// `POST /introspect`.
+    Introspection,
+    /// `POST /revoke`.
+    Revocation,
+}
+
+/// The faults waiting for each endpoint.
+#[derive(Default)]
+pub(super) struct FaultQueues {
+    token: VecDeque<Fault>,
+    introspection: VecDeque<Fault>,
+    revocation: VecDeque<Fault>,
+}
+
+impl FaultQueues {
+    fn queue(&mut self, endpoint: Endpoint) -> &mut VecDeque<Fault> {
+        match endpoint {
+            Endpoint::Token => &mut self.token,
+            Endpoint::Introspection => &mut self.introspection,
+            Endpoint::Revocation => &mut self.revocation,
+        }
+    }
+
+    /// Queues `fault` `times` times for `endpoint`, after those already queued.
+    pub(super) fn push(&mut self, endpoint: Endpoint, fault: Fault, times: usize) {
+        self.queue(endpoint)
+            .extend(std::iter::repeat_n(fault, times));
+    }
+
+    fn pop(&mut self, endpoint: Endpoint) -> Option<Fault> {
+        self.queue(endpoint).pop_front()
+    }
+}
+
+/// Serves the faults queued for `endpoint`: `Err` is the answer to send
+/// instead of the normal one; `Ok` carries a fault that changes the normal
+/// answer ([`Fault::ExpiresInString`], [`Fault::OmitField`]), if any.
+pub(super) async fn serve_faults(
+    shared: &AuthShared,
+    endpoint: Endpoint,
+    conn: Option<Extension<ConnControl>>,
+) -> Result<Option<Fault>, Response> {
+    loop {
+        let fault = {
+            let mut state = shared.lock();
+            let fault = state.faults.pop(endpoint);
+            if fault.is_some() {
+                state.stats.faults_served += 1;
+            }
+            fault
+        };
+        match fault {
+            None => return Ok(None),
+            Some(Fault::Delay(delay)) => {
+                tokio::time::sleep(delay).await;
+                return Ok(None);
+            }
+            // Held requests take the next queued fault once released.
+            Some(Fault::Hold(gate)) => gate.wait().await,
+            Some(Fault::DropConnection) => match conn {
+                Some(Extension(conn)) => {
+                    conn.drop_connection();
+                    // The connection task drops this future with the connection.
+                    return Err(std::future::pending().await);
+                }
+                None => return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+            },
+            Some(fault @ (Fault::ExpiresInString | Fault::OmitField(_))) => return Ok(Some(fault)),
+            Some(fault) => return Err(fault_response(fault)),
+        }
+    }
+}
+
+/// The answer a fault that replaces the normal one sends.
+fn fault_response(fault: Fault) -> Response {
+    match fault {
+        Fault::Status(code) => {
+            // A 1xx is not a final response; hyper would not send it as one.
+            let status = StatusCode::from_u16(code)
+                .ok()
+                .filter(|s| !s.is_informational())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("injected fault: status {}", status.as_u16()),
+            )
+                .into_response()
+        }
+        Fault::TemporarilyUnavailable => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "temporarily_unavailable"}),
+        ),
+        Fault::InvalidGrant => {
+            json_response(StatusCode::BAD_REQUEST, &json!({"error": "invalid_grant"}))
+        }
+        Fault::MalformedJson => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            r#"{"access_token": "#,
+        )
+            .into_response(),
+        Fault::Html502 => (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n\
+             <body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
+        )
+            .into_response(),
+        Fault::RetryAfter(code, after) => {
+            let status = StatusCode::from_u16(code)
+                .ok()
+                .filter(|s| !s.is_informational())
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let error = if status == StatusCode::SERVICE_UNAVAILABLE {
+                "temporarily_unavailable"
+            } else {
+                "slow_down"
+            };
+            let mut response = json_response(status, &json!({ "error": error }));
+            if let Ok(value) = HeaderValue::from_str(&after) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        // `serve_faults` handles these before it gets here.
+        Fault::Delay(_)
+        | Fault::DropConnection
+        | Fault::Hold(_)
+        | Fault::ExpiresInString
+        | Fault::OmitField(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}

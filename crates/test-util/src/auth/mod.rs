@@ -1,0 +1,281 @@
+//! The in-process OAuth2 authorization server: [`AuthServer`], its
+//! [`AuthConfig`], and the handle API tests drive it with.
+//!
+//! The rest is split by concern:
+//!
+//! - `endpoints`: the axum router and handlers (token, introspection,
+//!   revocation, discovery).
+//! - `oauth`: what the handlers share: form bodies, client authentication,
+//!   OAuth2 error and JSON responses.
+//! - `faults`: [`Fault`], [`Gate`], the per-[`Endpoint`] queues, and serving
+//!   them.
+//! - `state`: what the server task and its handles share behind one lock,
+//!   and the [`AuthStats`] counters.
+//! - `tokens`: the token ledger: grant families, refresh token rotation,
+//!   reuse detection and revocation, and [`IssuedTokens`].
+
+mod endpoints;
+mod faults;
+mod oauth;
+mod state;
+mod tokens;
+
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::serve::ServerTask;
+
+pub use faults::{Endpoint, Fault, Gate};
+pub(crate) use state::AuthShared;
+pub use state::AuthStats;
+pub use tokens::IssuedTokens;
+
+/// How an [`AuthServer`] behaves.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_token_refresh_test_util::AuthConfig;
+///
+/// let config = AuthConfig::default()
+///     .access_lifetime(Duration::from_secs(60))
+///     .rotation(false)
+///     .client("my-client", "my-secret");
+/// assert!(!format!("{config:?}").contains("my-secret"));
+/// ```
+#[derive(Clone)]
+pub struct AuthConfig {
+    access_lifetime: Duration,
+    rotation: bool,
+    client_id: String,
+    client_secret: String,
+}
+
+impl Default for AuthConfig {
+    /// Access tokens live 2 s, refresh tokens rotate, the client is
+    /// `test-client` / `test-secret`.
+    fn default() -> Self {
+        AuthConfig {
+            access_lifetime: Duration::from_secs(2),
+            rotation: true,
+            client_id: "test-client".to_owned(),
+            client_secret: "test-secret".to_owned(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// How long issued access tokens stay valid. The token response's
+    /// `expires_in` is this in whole seconds, at least 1.
+    pub fn access_lifetime(mut self, lifetime: Duration) -> Self {
+        self.access_lifetime = lifetime;
+        self
+    }
+
+    /// Whether a refresh grant issues a new refresh token and retires the one
+    /// presented (RFC 9700 §4.14.2). With rotation off the refresh token stays
+    /// valid and responses carry none.
+    pub fn rotation(mut self, rotation: bool) -> Self {
+        self.rotation = rotation;
+        self
+    }
+
+    /// The one client the server accepts.
+    pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self.client_secret = secret.into();
+        self
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("access_lifetime", &self.access_lifetime)
+            .field("rotation", &self.rotation)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An OAuth2 authorization server on 127.0.0.1 with a token endpoint
+/// (`POST /token`) and fault injection.
+///
+/// The token endpoint takes `application/x-www-form-urlencoded` bodies and
+/// authenticates the client by HTTP Basic (id and secret form-urlencoded
+/// first, RFC 6749 §2.3.1) or `client_id`/`client_secret` in the body; a
+/// wrong client gets 401 `invalid_client`. It serves:
+///
+/// - `grant_type=refresh_token`: the token must be active. With rotation on,
+///   the answer carries a new refresh token and the old one is retired;
+///   presenting a retired one again revokes the whole grant family, access
+///   tokens included (RFC 9700 §4.14.2).
+/// - `grant_type=client_credentials`: an access token, no refresh token.
+///
+/// Other grant types get `unsupported_grant_type`, missing or repeated
+/// parameters `invalid_request`. Access tokens are opaque random strings,
+/// valid until they expire (tokio's clock), are expired by
+/// [`expire_access_tokens`](Self::expire_access_tokens) or their family is
+/// revoked.
+///
+/// The server runs in a task spawned on the runtime that started it, so a
+/// paused test clock applies to it. Clones share the server; it stops when
+/// the last clone is dropped.
+///
+/// # Example
+///
+/// ```
+/// use tower_token_refresh_test_util::{AuthConfig, AuthServer, Fault};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+/// let auth = AuthServer::start(AuthConfig::default()).await?;
+/// let tokens = auth.login();
+/// assert!(auth.is_access_token_valid(&tokens.access_token));
+/// auth.inject(Fault::TemporarilyUnavailable, 2);
+/// assert!(auth.token_url().ends_with("/token"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AuthServer {
+    shared: Arc<AuthShared>,
+    server: Arc<ServerTask>,
+}
+
+impl AuthServer {
+    /// Starts the server on 127.0.0.1 on a free port.
+    ///
+    /// # Errors
+    ///
+    /// When the listening socket cannot be bound.
+    pub async fn start(config: AuthConfig) -> std::io::Result<AuthServer> {
+        let shared = Arc::new(AuthShared::new(config));
+        let server = ServerTask::spawn(endpoints::router(shared.clone())).await?;
+        Ok(AuthServer {
+            shared,
+            server: Arc::new(server),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The token endpoint, `http://127.0.0.1:PORT/token`.
+    pub fn token_url(&self) -> String {
+        format!("http://{}/token", self.addr())
+    }
+
+    /// The client id the server accepts.
+    pub fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    /// The client secret the server accepts.
+    pub fn client_secret(&self) -> &str {
+        &self.shared.client_secret
+    }
+
+    /// Mints tokens of a new grant family, as a user login would: an access
+    /// token and a refresh token. Not counted in [`stats`](Self::stats).
+    pub fn login(&self) -> IssuedTokens {
+        self.shared.lock().tokens.login()
+    }
+
+    /// What the token endpoint has seen so far.
+    pub fn stats(&self) -> AuthStats {
+        self.shared.lock().stats
+    }
+
+    /// Makes the next `times` requests to the token endpoint get `fault`,
+    /// after any faults already queued.
+    pub fn inject(&self, fault: Fault, times: usize) {
+        self.inject_at(Endpoint::Token, fault, times);
+    }
+
+    /// Makes the next `times` requests to `endpoint` get `fault`, after any
+    /// faults already queued for it. [`Fault::ExpiresInString`] and
+    /// [`Fault::OmitField`] only mean something at the token endpoint;
+    /// elsewhere they answer normally.
+    pub fn inject_at(&self, endpoint: Endpoint, fault: Fault, times: usize) {
+        self.shared.lock().faults.push(endpoint, fault, times);
+    }
+
+    /// The issuer identifier, `http://127.0.0.1:PORT`: what OpenID Connect
+    /// discovery starts from.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// The introspection endpoint (RFC 7662), `http://127.0.0.1:PORT/introspect`.
+    pub fn introspection_url(&self) -> String {
+        format!("http://{}/introspect", self.addr())
+    }
+
+    /// The revocation endpoint (RFC 7009), `http://127.0.0.1:PORT/revoke`.
+    pub fn revocation_url(&self) -> String {
+        format!("http://{}/revoke", self.addr())
+    }
+
+    /// Revokes an access token (or, given a refresh token, its whole grant
+    /// family) as an administrator would, without a request.
+    pub fn revoke(&self, token: &str) {
+        self.shared.lock().tokens.revoke(token);
+    }
+
+    /// Whether the server would still accept this refresh token in a grant.
+    pub fn is_refresh_token_active(&self, token: &str) -> bool {
+        self.shared.lock().tokens.is_refresh_active(token)
+    }
+
+    /// Makes every access token issued so far invalid now. Refresh tokens stay
+    /// valid, and tokens issued later live as usual.
+    pub fn expire_access_tokens(&self) {
+        let now = Instant::now();
+        self.shared.lock().tokens.expire_access_tokens(now);
+    }
+
+    /// Sets the lifetime of access tokens issued from now on.
+    pub fn set_access_lifetime(&self, lifetime: Duration) {
+        self.shared.lock().tokens.set_access_lifetime(lifetime);
+    }
+
+    /// Whether a resource server would accept this access token now.
+    pub fn is_access_token_valid(&self, token: &str) -> bool {
+        self.shared.is_access_token_valid(token)
+    }
+
+    pub(crate) fn shared(&self) -> Arc<AuthShared> {
+        self.shared.clone()
+    }
+}
+
+impl fmt::Debug for AuthServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthServer")
+            .field("addr", &self.addr())
+            .field("client_id", &self.client_id())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let shared = AuthShared::new(AuthConfig::default().client("id", "hunter2"));
+        let tokens = shared.lock().tokens.login();
+        let shown = format!(
+            "{tokens:?} {:?}",
+            AuthConfig::default().client("id", "hunter2")
+        );
+        assert!(!shown.contains(&tokens.access_token), "{shown}");
+        assert!(!shown.contains(&tokens.refresh_token), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
