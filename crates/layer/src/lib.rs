@@ -122,6 +122,7 @@ pub use scope::{InvalidOrigin, Origin, SkipAuth};
 pub use service::TokenRefresh;
 pub use tower_token_refresh_core::{
     AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, Lookup,
-    LookupCache, MemoryStore, RefreshFuture, RefreshLease, RefreshToken, RefreshTurn, Scheme,
-    Stats, TokenManager, TokenManagerBuilder, TokenSet, TokenSource, TokenStore, oauth2, source,
+    LookupCache, MemoryStore, RefreshFuture, RefreshLease, RefreshToken, RefreshTurn, Rotation,
+    Scheme, Stats, TokenManager, TokenManagerBuilder, TokenSet, TokenSource, TokenStore, oauth2,
+    source,
 };

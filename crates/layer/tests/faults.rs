@@ -26,7 +26,7 @@ use http_body_util::Full;
 use support::*;
 use tower::Layer;
 use tower_token_refresh::{
-    ErrorKind, ServiceClient, TokenManager, TokenManagerBuilder, TokenRefreshLayer,
+    ErrorKind, Rotation, ServiceClient, TokenManager, TokenManagerBuilder, TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
 use tower_token_refresh_test_util::{AuthConfig, Fault, hyper_client};
@@ -125,35 +125,48 @@ async fn dropped_connections_fail_every_waiter_in_bounded_time_then_recover() {
     assert_eq!(cause, Some(ErrorKind::Transient));
 }
 
-/// Slower than the attempt timeout: every attempt times out and every
-/// waiter gets a typed error within the bound, but the one token request
-/// is not sent again (with rotation that would be reuse); the next request
-/// joins it and gets its result.
+/// A token endpoint slower than the attempt timeout, on a server that does
+/// not rotate refresh tokens: every attempt times out and asks again (safe:
+/// nothing is spent), every waiter fails in bounded time, then it recovers.
 #[tokio::test(start_paused = true)]
 async fn a_slow_token_endpoint_times_out_every_attempt_in_bounded_time_then_recovers() {
+    let config = AuthConfig::default().access_lifetime(HOUR).rotation(false);
+    let w = world_with(config, |b| settings(b).rotation(Rotation::Never)).await;
+    w.auth.expire_access_tokens();
+    w.auth
+        .inject(Fault::Delay(Duration::from_secs(30)), ATTEMPTS as usize);
+    let cause = all_waiters_fail(&w, worst_case()).await;
+    assert_eq!(cause, Some(ErrorKind::Transient));
+    assert_eq!(w.auth.stats().token_requests, u64::from(ATTEMPTS));
+    let response = w.get("/api/data").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(w.auth.stats().reuse_detected, 0);
+}
+
+/// The same slow endpoint on a rotating server: the first unanswered
+/// request may have spent the refresh token, so the session ends at once,
+/// typed, for every waiter, and the token is never presented again.
+#[tokio::test(start_paused = true)]
+async fn a_slow_rotating_token_endpoint_ends_the_session_once_for_every_waiter() {
     let w = world_with(AuthConfig::default().access_lifetime(HOUR), settings).await;
     w.auth.expire_access_tokens();
     w.auth.inject(Fault::Delay(Duration::from_secs(30)), 1);
-    let cause = all_waiters_fail(&w, worst_case()).await;
-    assert_eq!(cause, Some(ErrorKind::Transient));
-    assert_eq!(
-        w.auth.stats().token_requests,
-        1,
-        "joined by later attempts, not repeated"
-    );
-    // The slow request completes at 30 s; the next request uses its result.
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    let response = w.get("/api/data").await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let started = tokio::time::Instant::now();
+    let calls = (0..WAITERS).map(|_| w.spawn_get("/api/data"));
+    for outcome in join_all(calls).await {
+        let err = outcome.unwrap().unwrap_err();
+        let err = session_error(&err).expect("a typed error");
+        assert!(
+            err.is_session_expired() && err.is_outcome_unknown(),
+            "{err}"
+        );
+    }
+    assert!(started.elapsed() <= ATTEMPT_TIMEOUT + BASE);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(w.get("/api/data").await.is_err());
     let stats = w.auth.stats();
-    assert_eq!(
-        (
-            stats.token_requests,
-            stats.refresh_grants,
-            stats.reuse_detected
-        ),
-        (1, 1, 0)
-    );
+    assert_eq!((stats.token_requests, stats.reuse_detected), (1, 0));
+    assert_eq!(w.tokens.stats().sessions_expired, 1);
 }
 
 /// Nothing listens on the token endpoint's port until the server comes

@@ -133,6 +133,7 @@ impl Inner {
                         generation: *from,
                         status: Status::Ready(cred),
                     });
+                    tracing::debug!(generation = *from, "token refreshed");
                     return Ok(());
                 }
                 Ok(_) => Error::invalid_response("token was already expired on arrival"),

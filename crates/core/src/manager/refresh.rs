@@ -206,7 +206,6 @@ impl Inner {
             Err(err) => return Err(err),
         };
         self.observe_rotation(spent.as_ref(), &fetched);
-        tracing::debug!("token set fetched");
         self.commit(from, fetched, spent.as_ref(), lease).await
     }
 
