@@ -3,8 +3,15 @@
 //! Core does not depend on tower: a grant calls its token endpoint through
 //! [`HttpClient`], which any async closure implements. The `tower-token-refresh`
 //! crate adapts any `tower::Service` (hyper-util's client, say) to it.
+//!
+//! An `HttpClient` error is a request that may or may not have reached the
+//! server. Where it is known that it never left (the connection was
+//! refused), the client says so with [`NotSent`]; otherwise the
+//! [`RefreshTokenGrant`] reports its failure as
+//! [outcome unknown](crate::Error::is_outcome_unknown), since a server that
+//! rotates refresh tokens may already have spent the one presented.
 
-use std::{future::Future, sync::Arc};
+use std::{error::Error as StdError, fmt, future::Future, io, sync::Arc};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -58,11 +65,186 @@ impl<T: HttpClient + ?Sized> HttpClient for Arc<T> {
     }
 }
 
+/// An [`HttpClient`] error for a request that never left: no byte of it
+/// reached the server, so the server cannot have carried it out.
+///
+/// [`HttpClient::send`] errors are taken to have an unknown outcome (the
+/// request may have been received and carried out, its answer lost), and a
+/// [`RefreshTokenGrant`] marks its error
+/// [`with_outcome_unknown`](crate::Error::with_outcome_unknown): the refresh
+/// token it presented may be spent. An implementation that knows better
+/// returns `NotSent` (alone, or anywhere in the error's
+/// [`source`](StdError::source) chain) for failures that come before the
+/// request is written: a refused connection, a failed DNS lookup, a proxy
+/// that could not be reached. Errors after that point (a timeout, a reset
+/// or closed connection, a body that could not be read) must not be wrapped.
+///
+/// Without `NotSent`, [`was_not_sent`] still recognises the I/O errors that
+/// only a connection attempt gives.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use tower_token_refresh_core::oauth2::{HttpClient, NotSent, was_not_sent};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // A client that knows its proxy is down before it writes anything.
+/// let client = |_req: Request<Bytes>| async {
+///     Err::<Response<Bytes>, _>(NotSent::new("proxy unavailable"))
+/// };
+/// let err = client.send(Request::new(Bytes::new())).await.unwrap_err();
+/// assert!(err.is::<NotSent>());
+/// assert!(was_not_sent(&*err));
+/// # }
+/// ```
+pub struct NotSent {
+    cause: BoxError,
+}
+
+impl NotSent {
+    /// Wraps the failure that kept the request from being sent.
+    pub fn new(cause: impl Into<BoxError>) -> Self {
+        NotSent {
+            cause: cause.into(),
+        }
+    }
+
+    /// The failure that kept the request from being sent.
+    pub fn into_cause(self) -> BoxError {
+        self.cause
+    }
+}
+
+impl fmt::Debug for NotSent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("NotSent").field(&self.cause).finish()
+    }
+}
+
+impl fmt::Display for NotSent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The cause is the source, not repeated here.
+        f.write_str("request not sent")
+    }
+}
+
+impl StdError for NotSent {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
+/// Whether `error` shows that a request never left: a [`NotSent`] anywhere
+/// in its [`source`](StdError::source) chain, or an [`io::Error`] of a kind
+/// only a connection attempt gives (`ConnectionRefused`,
+/// `HostUnreachable`, `NetworkUnreachable`, `AddrNotAvailable`).
+///
+/// Best effort, and wrong only in the safe direction: an error it does not
+/// recognise (a DNS failure, a connect timeout) counts as a request that may
+/// have been carried out. The I/O kinds are what `connect(2)` reports; on an
+/// established connection an OS reports an unreachable host, if at all,
+/// only once its retransmissions have timed out (minutes), long after any
+/// request timeout.
+///
+/// # Example
+///
+/// ```
+/// use std::io;
+/// use tower_token_refresh_core::oauth2::was_not_sent;
+///
+/// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+/// assert!(was_not_sent(&refused));
+/// let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+/// assert!(!was_not_sent(&reset));
+/// ```
+pub fn was_not_sent(error: &(dyn StdError + 'static)) -> bool {
+    // Chains are short; the bound only guards against a pathological one.
+    let mut next = Some(error);
+    for _ in 0..32 {
+        let Some(error) = next else { break };
+        if error.is::<NotSent>() {
+            return true;
+        }
+        next = error.source();
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::AddrNotAvailable
+            ) {
+                return true;
+            }
+            // An io::Error's `source` skips the error it wraps.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+            }
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use http::StatusCode;
 
     use super::*;
+
+    #[test]
+    fn a_refused_connection_deep_in_the_chain_was_not_sent() {
+        #[derive(Debug)]
+        struct Wrapper(io::Error);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl StdError for Wrapper {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::HostUnreachable,
+            io::ErrorKind::NetworkUnreachable,
+            io::ErrorKind::AddrNotAvailable,
+        ] {
+            assert!(was_not_sent(&Wrapper(io::Error::from(kind))), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn not_sent_is_found_inside_an_io_error() {
+        let wrapped = io::Error::other(NotSent::new("no route to proxy"));
+        assert!(was_not_sent(&wrapped));
+        let err: BoxError = Box::new(NotSent::new("refused"));
+        assert!(was_not_sent(&*err));
+        assert_eq!(err.to_string(), "request not sent");
+        assert_eq!(
+            err.source().map(ToString::to_string).as_deref(),
+            Some("refused")
+        );
+    }
+
+    #[test]
+    fn failures_after_the_request_left_are_not_not_sent() {
+        for kind in [
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::BrokenPipe,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::Other,
+        ] {
+            assert!(!was_not_sent(&io::Error::from(kind)), "{kind:?}");
+        }
+        let text: BoxError = "connection refused".into();
+        assert!(!was_not_sent(&*text), "text is not parsed");
+    }
 
     /// A token-endpoint-like response with this status and body; shared by
     /// the tests of the oauth2 modules.

@@ -10,35 +10,53 @@
 //!   §5.2 rules, a 2xx body that is no token response to
 //!   [`InvalidResponse`](ErrorKind::InvalidResponse). Nothing a server sends
 //!   panics, and nothing but a 2xx token response is success.
+//! - A transport failure of a request that presented a refresh token is
+//!   [outcome unknown](Error::is_outcome_unknown) unless the error shows the
+//!   request never left ([`was_not_sent`]). An HTTP answer, of any status,
+//!   is an answer: never outcome unknown.
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 
-use super::{ClientAuth, HttpClient, retry_after::parse_retry_after};
+use super::{ClientAuth, HttpClient, retry_after::parse_retry_after, was_not_sent};
 use crate::{Error, ErrorKind, TokenSet, token::OAuthErrorBody};
 
 /// Posts a token request and parses the answer: the shared step of every
-/// grant. Server text quoting the client secret or one of `secrets` is
-/// withheld from the error.
+/// grant.
+///
+/// `refresh_token` is the one the form presents, if any: server text
+/// quoting it or the client secret is withheld from the error, and a
+/// request lost in flight leaves it in doubt (outcome unknown).
 pub(crate) async fn exchange<C: HttpClient>(
     client: &C,
     url: &Uri,
     auth: &ClientAuth,
     form: Form,
-    secrets: &[&str],
+    refresh_token: Option<&str>,
 ) -> Result<TokenSet, Error> {
     let request = token_request(url, auth, form)?;
     let response = client
         .send(request)
         .await
-        .map_err(|e| Error::transient("token endpoint unreachable").with_source(e))?;
-    parse_token_response(response).map_err(|e| {
-        let mut all = secrets.to_vec();
-        all.push(auth.secret());
-        e.scrub(&all)
-    })
+        .map_err(|e| transport_error(e, refresh_token.is_some()))?;
+    parse_token_response(response)
+        .map_err(|e| e.scrub(&[refresh_token.unwrap_or(""), auth.secret()]))
+}
+
+/// The error for an [`HttpClient`] failure: no answer came. Outcome unknown
+/// when the request presented a refresh token and may have left.
+fn transport_error(cause: crate::BoxError, presented_refresh_token: bool) -> Error {
+    if was_not_sent(&*cause) {
+        return Error::transient("token endpoint unreachable").with_source(cause);
+    }
+    let err = Error::transient("no answer from the token endpoint").with_source(cause);
+    if presented_refresh_token {
+        err.with_outcome_unknown()
+    } else {
+        err
+    }
 }
 
 pub(crate) fn token_request(

@@ -3,6 +3,8 @@
 //! Invariants:
 //!
 //! - The refresh token presented is never quoted in an error.
+//! - A failure without an answer is outcome unknown unless it is known that
+//!   the request never left: the refresh token may have been spent.
 //! - A response without a refresh token keeps the presented one; a response
 //!   with one replaces it (rotation): the set returned always holds the
 //!   refresh token to present next.
@@ -26,6 +28,12 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 /// `temporarily_unavailable` are [`Transient`](crate::ErrorKind::Transient) (with
 /// `Retry-After` when given); an unparsable answer is
 /// [`InvalidResponse`](crate::ErrorKind::InvalidResponse).
+///
+/// A request that got no answer is [`Transient`](crate::ErrorKind::Transient) and,
+/// unless the [`HttpClient`] error shows it never left (a refused
+/// connection; see [`NotSent`](super::NotSent)), marked
+/// [outcome unknown](Error::is_outcome_unknown): the server may have carried
+/// out the refresh and rotated the refresh token presented.
 ///
 /// # Example
 ///
@@ -122,7 +130,7 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
                 &self.token_url,
                 &self.auth,
                 form,
-                &[refresh_token.secret()],
+                Some(refresh_token.secret()),
             )
             .await?;
             Ok(match tokens.refresh_token() {
@@ -159,5 +167,65 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::SessionExpired);
         assert_eq!(err.oauth_error(), Some("invalid_grant"));
         assert!(!format!("{err} {err:?}").contains("rt-secret-1"), "{err:?}");
+    }
+
+    /// What the grant returns when its client fails with `error`.
+    async fn failure(error: impl Fn() -> crate::BoxError + Send + Sync + 'static) -> Error {
+        let grant = RefreshTokenGrant::new(
+            "http://127.0.0.1/token".parse().unwrap(),
+            ClientAuth::basic("id", "sec"),
+            move |_req: Request<Bytes>| {
+                let err = error();
+                async move { Err::<Response<Bytes>, _>(err) }
+            },
+        );
+        let current = TokenSet::bearer("a").with_refresh_token("rt-1");
+        grant.fetch(Some(&current)).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_in_flight_is_outcome_unknown() {
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            let err = failure(move || std::io::Error::from(kind).into()).await;
+            assert_eq!(err.kind(), ErrorKind::Transient);
+            assert!(err.is_outcome_unknown(), "{kind:?}: {err:?}");
+        }
+        // An error the client describes only in words may have been sent too.
+        let err = failure(|| "something broke".into()).await;
+        assert!(err.is_outcome_unknown(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_left_is_not_outcome_unknown() {
+        let refused =
+            failure(|| std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into()).await;
+        assert_eq!(refused.kind(), ErrorKind::Transient);
+        assert!(!refused.is_outcome_unknown(), "{refused:?}");
+        let not_sent = failure(|| Box::new(super::super::NotSent::new("proxy down"))).await;
+        assert!(!not_sent.is_outcome_unknown(), "{not_sent:?}");
+    }
+
+    #[tokio::test]
+    async fn an_http_error_answer_is_not_outcome_unknown() {
+        for (status, body) in [
+            (503, r#"{"error":"temporarily_unavailable"}"#),
+            (502, "<html>bad gateway</html>"),
+            (400, r#"{"error":"invalid_grant"}"#),
+        ] {
+            let grant = RefreshTokenGrant::new(
+                "http://127.0.0.1/token".parse().unwrap(),
+                ClientAuth::basic("id", "sec"),
+                move |_req: Request<Bytes>| async move {
+                    Ok::<_, std::io::Error>(crate::oauth2::tests::response(status, body))
+                },
+            );
+            let current = TokenSet::bearer("a").with_refresh_token("rt-1");
+            let err = grant.fetch(Some(&current)).await.unwrap_err();
+            assert!(!err.is_outcome_unknown(), "{status}: {err:?}");
+        }
     }
 }
