@@ -3,31 +3,37 @@
 //! Core does not depend on tower: a grant calls its token endpoint through
 //! [`HttpClient`], which any async closure implements. The `tower-token-refresh`
 //! crate adapts any `tower::Service` (hyper-util's client, say) to it.
+//!
+//! An `HttpClient` error is a request that may or may not have reached the
+//! server. Where it is known that it never left (the connection was
+//! refused), the client says so with [`NotSent`]; otherwise the
+//! [`RefreshTokenGrant`] reports its failure as
+//! [outcome unknown](crate::Error::is_outcome_unknown), since a server that
+//! rotates refresh tokens may already have spent the one presented.
 
-use std::{
-    fmt,
-    future::Future,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{error::Error as StdError, fmt, future::Future, io, sync::Arc};
 
-use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{Request, Response};
 
-use crate::{
-    BoxError, BoxFuture, ClientSecret, Error, ErrorKind, TokenSet, TokenSource,
-    token::OAuthErrorBody,
-};
+use crate::{BoxError, BoxFuture};
 
+mod client_auth;
 mod client_credentials;
 mod discovery;
+mod exchange;
 mod introspection;
+mod refresh_token;
+mod retry_after;
 mod revocation;
 
+pub use client_auth::ClientAuth;
 pub use client_credentials::ClientCredentialsGrant;
 pub use discovery::ProviderMetadata;
+pub use exchange::parse_token_response;
+pub(crate) use exchange::{Form, error_response, exchange, token_request};
 pub use introspection::{Introspection, IntrospectionClient};
+pub use refresh_token::RefreshTokenGrant;
 pub use revocation::{RevocationClient, TokenTypeHint};
 
 /// Sends one request to a token endpoint and returns the whole response.
@@ -59,454 +65,186 @@ impl<T: HttpClient + ?Sized> HttpClient for Arc<T> {
     }
 }
 
-/// How the client authenticates to the token endpoint (RFC 6749 §2.3).
-#[derive(Clone)]
-#[non_exhaustive]
-pub enum ClientAuth {
-    /// `client_secret_basic`: HTTP Basic with the id and secret, each
-    /// form-urlencoded first (§2.3.1).
-    Basic {
-        /// The client id.
-        client_id: String,
-        /// The client secret.
-        client_secret: ClientSecret,
-    },
-    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
-    Post {
-        /// The client id.
-        client_id: String,
-        /// The client secret.
-        client_secret: ClientSecret,
-    },
-    /// A public client: only `client_id` in the form body.
-    None {
-        /// The client id.
-        client_id: String,
-    },
-}
-
-impl ClientAuth {
-    /// `client_secret_basic`.
-    pub fn basic(client_id: impl Into<String>, client_secret: impl Into<ClientSecret>) -> Self {
-        ClientAuth::Basic {
-            client_id: client_id.into(),
-            client_secret: client_secret.into(),
-        }
-    }
-
-    /// `client_secret_post`.
-    pub fn post(client_id: impl Into<String>, client_secret: impl Into<ClientSecret>) -> Self {
-        ClientAuth::Post {
-            client_id: client_id.into(),
-            client_secret: client_secret.into(),
-        }
-    }
-
-    /// A public client (no secret).
-    pub fn none(client_id: impl Into<String>) -> Self {
-        ClientAuth::None {
-            client_id: client_id.into(),
-        }
-    }
-
-    fn apply(&self, form: &mut Form, headers: &mut http::HeaderMap) -> Result<(), Error> {
-        match self {
-            ClientAuth::Basic {
-                client_id,
-                client_secret,
-            } => {
-                let mut pair = String::new();
-                form_encode_into(&mut pair, client_id);
-                pair.push(':');
-                form_encode_into(&mut pair, client_secret.secret());
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                let mut value =
-                    HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| {
-                        Error::new(
-                            ErrorKind::Rejected,
-                            "client credentials do not fit a header",
-                        )
-                    })?;
-                value.set_sensitive(true);
-                headers.insert(header::AUTHORIZATION, value);
-            }
-            ClientAuth::Post {
-                client_id,
-                client_secret,
-            } => {
-                form.pair("client_id", client_id);
-                form.pair("client_secret", client_secret.secret());
-            }
-            ClientAuth::None { client_id } => form.pair("client_id", client_id),
-        }
-        Ok(())
-    }
-}
-
-impl ClientAuth {
-    /// The client secret, or `""` for a public client: what error texts
-    /// must not quote.
-    pub(crate) fn secret(&self) -> &str {
-        match self {
-            ClientAuth::Basic { client_secret, .. } | ClientAuth::Post { client_secret, .. } => {
-                client_secret.secret()
-            }
-            ClientAuth::None { .. } => "",
-        }
-    }
-}
-
-impl fmt::Debug for ClientAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (method, id) = match self {
-            ClientAuth::Basic { client_id, .. } => ("client_secret_basic", client_id),
-            ClientAuth::Post { client_id, .. } => ("client_secret_post", client_id),
-            ClientAuth::None { client_id } => ("none", client_id),
-        };
-        f.debug_struct("ClientAuth")
-            .field("method", &method)
-            .field("client_id", id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The OAuth2 `refresh_token` grant (RFC 6749 §6) as a [`TokenSource`].
+/// An [`HttpClient`] error for a request that never left: no byte of it
+/// reached the server, so the server cannot have carried it out.
 ///
-/// Posts `grant_type=refresh_token` with the current refresh token. A
-/// response without a refresh token keeps the old one; one with a new refresh
-/// token replaces it (rotation). `invalid_grant` ends the session; other
-/// §5.2 errors are [`Rejected`](ErrorKind::Rejected); 5xx, 429 and
-/// `temporarily_unavailable` are [`Transient`](ErrorKind::Transient) (with
-/// `Retry-After` when given); an unparsable answer is
-/// [`InvalidResponse`](ErrorKind::InvalidResponse).
+/// [`HttpClient::send`] errors are taken to have an unknown outcome (the
+/// request may have been received and carried out, its answer lost), and a
+/// [`RefreshTokenGrant`] marks its error
+/// [`with_outcome_unknown`](crate::Error::with_outcome_unknown): the refresh
+/// token it presented may be spent. An implementation that knows better
+/// returns `NotSent` (alone, or anywhere in the error's
+/// [`source`](StdError::source) chain) for failures that come before the
+/// request is written: a refused connection, a failed DNS lookup, a proxy
+/// that could not be reached. Errors after that point (a timeout, a reset
+/// or closed connection, a body that could not be read) must not be wrapped.
+///
+/// Without `NotSent`, [`was_not_sent`] still recognises the I/O errors that
+/// only a connection attempt gives.
 ///
 /// # Example
 ///
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::{oauth2::{ClientAuth, RefreshTokenGrant}, TokenManager, TokenSet};
+/// use tower_token_refresh_core::oauth2::{HttpClient, NotSent, was_not_sent};
 ///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// // Any async closure is an HttpClient; this one plays the token endpoint.
-/// let client = |req: Request<Bytes>| async move {
-///     assert!(std::str::from_utf8(req.body()).unwrap().contains("grant_type=refresh_token"));
-///     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
-///         br#"{"access_token":"new","token_type":"Bearer","expires_in":3600}"#,
-///     )))
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // A client that knows its proxy is down before it writes anything.
+/// let client = |_req: Request<Bytes>| async {
+///     Err::<Response<Bytes>, _>(NotSent::new("proxy unavailable"))
 /// };
-/// let grant = RefreshTokenGrant::new(
-///     "https://auth.example.com/token".parse()?,
-///     ClientAuth::basic("my-client", "my-secret"),
-///     client,
-/// );
-/// let tokens = TokenManager::builder(grant)
-///     .initial(TokenSet::bearer("old").with_refresh_token("r1"))
-///     .build();
-/// let auth = tokens.refresh().await?;
-/// assert_eq!(auth.header().to_str()?, "Bearer new");
-/// // No refresh token in the response: the old one is kept.
-/// assert_eq!(tokens.current().unwrap().refresh_token().unwrap().secret(), "r1");
-/// # Ok(()) }
+/// let err = client.send(Request::new(Bytes::new())).await.unwrap_err();
+/// assert!(err.is::<NotSent>());
+/// assert!(was_not_sent(&*err));
+/// # }
 /// ```
-pub struct RefreshTokenGrant<C> {
-    token_url: Uri,
-    auth: ClientAuth,
-    client: C,
-    scope: Option<String>,
-    extra: Vec<(String, String)>,
+pub struct NotSent {
+    cause: BoxError,
 }
 
-impl<C> RefreshTokenGrant<C> {
-    /// A grant posting to `token_url` through `client`.
-    pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
-        RefreshTokenGrant {
-            token_url,
-            auth,
-            client,
-            scope: None,
-            extra: Vec::new(),
+impl NotSent {
+    /// Wraps the failure that kept the request from being sent.
+    pub fn new(cause: impl Into<BoxError>) -> Self {
+        NotSent {
+            cause: cause.into(),
         }
     }
 
-    /// Asks for this scope (no wider than the original grant's, §6).
-    pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.scope = Some(scope.into());
-        self
-    }
-
-    /// Adds a form parameter to every request (`resource`, `audience`, …).
-    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.extra.push((name.into(), value.into()));
-        self
+    /// The failure that kept the request from being sent.
+    pub fn into_cause(self) -> BoxError {
+        self.cause
     }
 }
 
-impl<C> fmt::Debug for RefreshTokenGrant<C> {
+impl fmt::Debug for NotSent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshTokenGrant")
-            .field("token_url", &self.token_url)
-            .field("auth", &self.auth)
-            .field("scope", &self.scope)
-            .finish_non_exhaustive()
+        f.debug_tuple("NotSent").field(&self.cause).finish()
     }
 }
 
-impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
-    fn fetch<'a>(
-        &'a self,
-        current: Option<&'a TokenSet>,
-    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
-        Box::pin(async move {
-            let refresh_token = current
-                .and_then(TokenSet::refresh_token)
-                .ok_or_else(|| Error::session_expired("no refresh token"))?;
-            let mut form = Form::default();
-            form.pair("grant_type", "refresh_token");
-            form.pair("refresh_token", refresh_token.secret());
-            if let Some(scope) = &self.scope {
-                form.pair("scope", scope);
-            }
-            for (name, value) in &self.extra {
-                form.pair(name, value);
-            }
-            let tokens = exchange(
-                &self.client,
-                &self.token_url,
-                &self.auth,
-                form,
-                &[refresh_token.secret()],
-            )
-            .await?;
-            Ok(match tokens.refresh_token() {
-                Some(_) => tokens,
-                None => tokens.with_refresh_token_opt(Some(refresh_token.clone())),
-            })
-        })
+impl fmt::Display for NotSent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The cause is the source, not repeated here.
+        f.write_str("request not sent")
     }
 }
 
-/// Posts a token request and parses the answer: the shared step of every
-/// grant. Server text quoting the client secret or one of `secrets` is
-/// withheld from the error.
-pub(crate) async fn exchange<C: HttpClient>(
-    client: &C,
-    url: &Uri,
-    auth: &ClientAuth,
-    form: Form,
-    secrets: &[&str],
-) -> Result<TokenSet, Error> {
-    let request = token_request(url, auth, form)?;
-    let response = client
-        .send(request)
-        .await
-        .map_err(|e| Error::transient("token endpoint unreachable").with_source(e))?;
-    parse_token_response(response).map_err(|e| {
-        let mut all = secrets.to_vec();
-        all.push(auth.secret());
-        e.scrub(&all)
-    })
+impl StdError for NotSent {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.cause)
+    }
 }
 
-pub(crate) fn token_request(
-    url: &Uri,
-    auth: &ClientAuth,
-    mut form: Form,
-) -> Result<Request<Bytes>, Error> {
-    let mut headers = http::HeaderMap::new();
-    auth.apply(&mut form, &mut headers)?;
-    let mut request = Request::new(Bytes::from(form.0));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = url.clone();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-www-form-urlencoded"),
-    );
-    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-    *request.headers_mut() = headers;
-    Ok(request)
-}
-
-/// Maps a token endpoint's response to a token set or a typed error
-/// (RFC 6749 §5.1, §5.2).
+/// Whether `error` shows that a request never left: a [`NotSent`] anywhere
+/// in its [`source`](StdError::source) chain, or an [`io::Error`] of a kind
+/// only a connection attempt gives (`ConnectionRefused`,
+/// `HostUnreachable`, `NetworkUnreachable`, `AddrNotAvailable`).
 ///
-/// # Errors
+/// Best effort, and wrong only in the safe direction: an error it does not
+/// recognise (a DNS failure, a connect timeout) counts as a request that may
+/// have been carried out. The I/O kinds are what `connect(2)` reports; on an
+/// established connection an OS reports an unreachable host, if at all,
+/// only once its retransmissions have timed out (minutes), long after any
+/// request timeout.
 ///
-/// See [`RefreshTokenGrant`] for the mapping.
-pub fn parse_token_response(response: Response<Bytes>) -> Result<TokenSet, Error> {
-    let status = response.status();
-    if status.is_success() {
-        return TokenSet::from_response_json(response.body());
-    }
-    Err(error_response(&response, "token endpoint"))
-}
-
-/// The typed error for a non-2xx answer of a token, introspection or
-/// revocation endpoint (RFC 6749 §5.2 mapping, `Retry-After` kept).
-pub(crate) fn error_response(response: &Response<Bytes>, endpoint: &str) -> Error {
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let body: Option<OAuthErrorBody> = serde_json::from_slice(response.body()).ok();
-    let mut err = match &body {
-        Some(b) => {
-            let description = b
-                .error_description
-                .as_deref()
-                .map(|d| truncate(d, 200))
-                .unwrap_or("no description");
-            let kind = match b.error.as_str() {
-                "invalid_grant" => ErrorKind::SessionExpired,
-                "temporarily_unavailable" | "slow_down" => ErrorKind::Transient,
-                _ if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
-                    ErrorKind::Transient
-                }
-                _ => ErrorKind::Rejected,
-            };
-            Error::new(kind, format!("HTTP {}: {description}", status.as_u16()))
-                .with_oauth_error(truncate(&b.error, 64))
+/// # Example
+///
+/// ```
+/// use std::io;
+/// use tower_token_refresh_core::oauth2::was_not_sent;
+///
+/// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+/// assert!(was_not_sent(&refused));
+/// let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+/// assert!(!was_not_sent(&reset));
+/// ```
+pub fn was_not_sent(error: &(dyn StdError + 'static)) -> bool {
+    // Chains are short; the bound only guards against a pathological one.
+    let mut next = Some(error);
+    for _ in 0..32 {
+        let Some(error) = next else { break };
+        if error.is::<NotSent>() {
+            return true;
         }
-        None if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
-            Error::transient(format!("{endpoint} answered HTTP {}", status.as_u16()))
-        }
-        None => Error::invalid_response(format!(
-            "{endpoint} answered HTTP {} without an OAuth2 error body",
-            status.as_u16()
-        )),
-    };
-    if let Some(after) = retry_after {
-        err = err.with_retry_after(after);
-    }
-    err
-}
-
-/// The longest `Retry-After` believed: an hour.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// A `Retry-After` value (RFC 9110 §10.2.3): delay seconds, or an HTTP-date
-/// in IMF-fixdate form, turned into a wait from `now` (a date in the past is
-/// no wait). At most an hour.
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
-    }
-    let at = parse_imf_fixdate(value)?;
-    Some(
-        at.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_RETRY_AFTER),
-    )
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 §5.6.7), strictly.
-fn parse_imf_fixdate(s: &str) -> Option<SystemTime> {
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let b = s.as_bytes();
-    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
-        return None;
-    }
-    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<u64> {
-        let digits = b.get(range)?;
-        digits.iter().try_fold(0u64, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-        })
-    };
-    let weekday = DAYS.iter().position(|d| d.as_bytes() == &b[..3])?;
-    let day = num(5..7)?;
-    let month = MONTHS.iter().position(|m| m.as_bytes() == &b[8..11])? as u64 + 1;
-    let year = num(12..16)?;
-    let (hour, minute, second) = (num(17..19)?, num(20..22)?, num(23..25)?);
-    if year < 1970 || hour > 23 || minute > 59 || second > 60 || day == 0 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day)?;
-    // 1970-01-01 was a Thursday (index 3 with Monday as 0).
-    if (days + 3) % 7 != weekday as u64 {
-        return None;
-    }
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59);
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`), for years from 1970; `None` for a day the month lacks.
-fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_len = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    if day > month_len {
-        return None;
-    }
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).checked_sub(719_468)
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// An `application/x-www-form-urlencoded` body under construction.
-#[derive(Default)]
-pub(crate) struct Form(String);
-
-impl Form {
-    pub(crate) fn pair(&mut self, name: &str, value: &str) {
-        if !self.0.is_empty() {
-            self.0.push('&');
-        }
-        form_encode_into(&mut self.0, name);
-        self.0.push('=');
-        form_encode_into(&mut self.0, value);
-    }
-}
-
-/// The WHATWG `application/x-www-form-urlencoded` byte serializer.
-fn form_encode_into(out: &mut String, input: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in input.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
-                out.push(b as char)
+        next = error.source();
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::AddrNotAvailable
+            ) {
+                return true;
             }
-            b' ' => out.push('+'),
-            _ => {
-                out.push('%');
-                out.push(HEX[usize::from(b >> 4)] as char);
-                out.push(HEX[usize::from(b & 0xf)] as char);
+            // An io::Error's `source` skips the error it wraps.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
             }
         }
     }
+    false
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use http::StatusCode;
+
     use super::*;
+
+    #[test]
+    fn a_refused_connection_deep_in_the_chain_was_not_sent() {
+        #[derive(Debug)]
+        struct Wrapper(io::Error);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl StdError for Wrapper {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::HostUnreachable,
+            io::ErrorKind::NetworkUnreachable,
+            io::ErrorKind::AddrNotAvailable,
+        ] {
+            assert!(was_not_sent(&Wrapper(io::Error::from(kind))), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn not_sent_is_found_inside_an_io_error() {
+        let wrapped = io::Error::other(NotSent::new("no route to proxy"));
+        assert!(was_not_sent(&wrapped));
+        let err: BoxError = Box::new(NotSent::new("refused"));
+        assert!(was_not_sent(&*err));
+        assert_eq!(err.to_string(), "request not sent");
+        assert_eq!(
+            err.source().map(ToString::to_string).as_deref(),
+            Some("refused")
+        );
+    }
+
+    #[test]
+    fn failures_after_the_request_left_are_not_not_sent() {
+        for kind in [
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::BrokenPipe,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::Other,
+        ] {
+            assert!(!was_not_sent(&io::Error::from(kind)), "{kind:?}");
+        }
+        let text: BoxError = "connection refused".into();
+        assert!(!was_not_sent(&*text), "text is not parsed");
+    }
 
     /// A token-endpoint-like response with this status and body; shared by
     /// the tests of the oauth2 modules.
@@ -514,214 +252,5 @@ pub(crate) mod tests {
         let mut r = Response::new(Bytes::from_static(body.as_bytes()));
         *r.status_mut() = StatusCode::from_u16(status).unwrap();
         r
-    }
-
-    #[test]
-    fn form_encoding_follows_whatwg() {
-        let mut out = String::new();
-        form_encode_into(&mut out, "a b&c=d/é~*-._");
-        assert_eq!(out, "a+b%26c%3Dd%2F%C3%A9%7E*-._");
-    }
-
-    #[test]
-    fn basic_auth_form_encodes_before_base64() {
-        let mut form = Form::default();
-        let mut headers = http::HeaderMap::new();
-        ClientAuth::basic("id:1", "s&cr t")
-            .apply(&mut form, &mut headers)
-            .unwrap();
-        let value = headers[header::AUTHORIZATION].to_str().unwrap();
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value.strip_prefix("Basic ").unwrap())
-            .unwrap();
-        assert_eq!(decoded, b"id%3A1:s%26cr+t");
-        assert!(headers[header::AUTHORIZATION].is_sensitive());
-        assert!(form.0.is_empty());
-    }
-
-    #[test]
-    fn post_and_none_auth_go_in_the_body() {
-        let mut form = Form::default();
-        let mut headers = http::HeaderMap::new();
-        ClientAuth::post("id", "sec")
-            .apply(&mut form, &mut headers)
-            .unwrap();
-        assert_eq!(form.0, "client_id=id&client_secret=sec");
-        let mut form = Form::default();
-        ClientAuth::none("pub")
-            .apply(&mut form, &mut headers)
-            .unwrap();
-        assert_eq!(form.0, "client_id=pub");
-        assert!(headers.is_empty());
-    }
-
-    #[test]
-    fn error_responses_map_to_kinds() {
-        let cases = [
-            (
-                400,
-                r#"{"error":"invalid_grant"}"#,
-                ErrorKind::SessionExpired,
-            ),
-            (401, r#"{"error":"invalid_client"}"#, ErrorKind::Rejected),
-            (400, r#"{"error":"invalid_scope"}"#, ErrorKind::Rejected),
-            (
-                400,
-                r#"{"error":"unsupported_grant_type"}"#,
-                ErrorKind::Rejected,
-            ),
-            (
-                503,
-                r#"{"error":"temporarily_unavailable"}"#,
-                ErrorKind::Transient,
-            ),
-            (500, "<html>oops</html>", ErrorKind::Transient),
-            (429, "", ErrorKind::Transient),
-            (404, "not found", ErrorKind::InvalidResponse),
-            (200, "{not json", ErrorKind::InvalidResponse),
-        ];
-        for (status, body, kind) in cases {
-            let err = parse_token_response(response(status, body)).unwrap_err();
-            assert_eq!(err.kind(), kind, "{status} {body}: {err}");
-        }
-    }
-
-    #[test]
-    fn retry_after_seconds_are_kept() {
-        let mut r = response(429, "");
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
-        let err = parse_token_response(r).unwrap_err();
-        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
-    }
-
-    #[test]
-    fn retry_after_http_date_is_a_wait_from_now() {
-        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        // In the past: no wait. Far ahead: an hour at most.
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
-            Some(MAX_RETRY_AFTER)
-        );
-        assert_eq!(
-            parse_retry_after(" 120 ", now),
-            Some(Duration::from_secs(120))
-        );
-        for junk in [
-            "Mon, 06 Nov 1994 08:49:37 GMT", // wrong weekday
-            "Sun, 31 Nov 1994 08:49:37 GMT", // no such day
-            "Sun, 06 Nov 1994 24:49:37 GMT",
-            "Sunday, 06-Nov-94 08:49:37 GMT",
-            "Sun Nov  6 08:49:37 1994",
-            "Sun, 06 Nov 1994 08:49:37 UTC",
-            "-5",
-            "soon",
-            "",
-        ] {
-            assert_eq!(parse_retry_after(junk, now), None, "{junk}");
-        }
-    }
-
-    #[test]
-    fn imf_fixdate_matches_known_dates() {
-        let at = |s| {
-            parse_imf_fixdate(s)
-                .unwrap()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-        };
-        assert_eq!(at("Thu, 01 Jan 1970 00:00:00 GMT"), 0);
-        assert_eq!(at("Tue, 29 Feb 2000 12:00:00 GMT"), 951_825_600);
-        assert_eq!(at("Tue, 14 Nov 2023 22:13:20 GMT"), 1_700_000_000);
-        assert!(parse_imf_fixdate("Thu, 29 Feb 2100 00:00:00 GMT").is_none());
-    }
-
-    #[test]
-    fn retry_after_date_on_a_429_reaches_the_error() {
-        let mut r = response(429, r#"{"error":"slow_down"}"#);
-        let soon = httpdate_in(Duration::from_secs(90));
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_str(&soon).unwrap());
-        let err = parse_token_response(r).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Transient);
-        let wait = err.retry_after().unwrap();
-        assert!(
-            wait <= Duration::from_secs(90) && wait >= Duration::from_secs(85),
-            "{wait:?}"
-        );
-    }
-
-    /// An IMF-fixdate `ahead` from now, written by hand like the parser.
-    fn httpdate_in(ahead: Duration) -> String {
-        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
-        let secs = (SystemTime::now() + ahead)
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let days = secs / 86_400;
-        let (mut year, mut rest) = (1970, days);
-        loop {
-            let len = if days_from_civil(year + 1, 1, 1).unwrap()
-                - days_from_civil(year, 1, 1).unwrap()
-                > rest
-            {
-                break;
-            } else {
-                days_from_civil(year + 1, 1, 1).unwrap() - days_from_civil(year, 1, 1).unwrap()
-            };
-            rest -= len;
-            year += 1;
-        }
-        let mut month = 1;
-        while month < 12 && days_from_civil(year, month + 1, 1).unwrap() <= days {
-            month += 1;
-        }
-        let day = days - days_from_civil(year, month, 1).unwrap() + 1;
-        format!(
-            "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-            DAYS[(days % 7) as usize],
-            MONTHS[(month - 1) as usize],
-            secs % 86_400 / 3600,
-            secs % 3600 / 60,
-            secs % 60
-        )
-    }
-
-    #[tokio::test]
-    async fn an_error_description_quoting_the_refresh_token_is_withheld() {
-        let grant = RefreshTokenGrant::new(
-            "http://127.0.0.1/token".parse().unwrap(),
-            ClientAuth::basic("id", "sec"),
-            |_req: Request<Bytes>| async {
-                let mut r = Response::new(Bytes::from_static(
-                    br#"{"error":"invalid_grant","error_description":"refresh token rt-secret-1 is revoked"}"#,
-                ));
-                *r.status_mut() = StatusCode::BAD_REQUEST;
-                Ok::<_, std::io::Error>(r)
-            },
-        );
-        let current = TokenSet::bearer("a").with_refresh_token("rt-secret-1");
-        let err = grant.fetch(Some(&current)).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::SessionExpired);
-        assert_eq!(err.oauth_error(), Some("invalid_grant"));
-        assert!(!format!("{err} {err:?}").contains("rt-secret-1"), "{err:?}");
-    }
-
-    #[test]
-    fn client_auth_debug_hides_the_secret() {
-        let shown = format!("{:?}", ClientAuth::basic("id", "hunter2"));
-        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

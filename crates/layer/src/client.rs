@@ -1,18 +1,92 @@
 //! Calling the token endpoint through a `tower::Service`.
+//!
+//! Invariants:
+//!
+//! - Every exchange ends within the timeout: readiness, sending and reading
+//!   the whole body are bounded by one deadline.
+//! - An error is [`NotSent`] only when the request cannot have left (the
+//!   service never took it, or the connection was refused). Anything after
+//!   the service took it, a [`TimedOut`] included, is left for the grant to
+//!   treat as a request that may have been carried out.
 
-use std::{fmt, marker::PhantomData};
+use std::{error::Error as StdError, fmt, marker::PhantomData, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
+use tokio::time::Instant;
 use tower::{Service, ServiceExt};
-use tower_token_refresh_core::{BoxError, BoxFuture, oauth2::HttpClient};
+use tower_token_refresh_core::{
+    BoxError, BoxFuture,
+    oauth2::{HttpClient, NotSent, was_not_sent},
+};
 
 use crate::SkipAuth;
 
 /// The largest token endpoint response body [`ServiceClient`] reads by default.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// How long [`ServiceClient`] waits for a whole exchange by default: 10 s.
+///
+/// The same as the coordinator's default
+/// [attempt timeout](crate::TokenManagerBuilder::attempt_timeout). A token
+/// request that outlasts its attempt is not abandoned by the coordinator
+/// (the server may be rotating the refresh token): the next attempt joins
+/// it. This timeout is what ends such a request when the endpoint never
+/// answers, so that the joined attempt gets an error at most about one
+/// attempt later instead of waiting for ever (hyper-util's client has no
+/// timeout of its own). A healthy token endpoint answers in well under a
+/// second; 10 s leaves room for a slow one without holding a refresh long.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The error [`ServiceClient`] returns when an exchange outlasts its
+/// [timeout](ServiceClient::timeout).
+///
+/// Once the service has taken the request, it may have reached the server
+/// and been carried out, so a
+/// [`RefreshTokenGrant`](crate::oauth2::RefreshTokenGrant) reports the
+/// timeout as [outcome unknown](crate::Error::is_outcome_unknown); it is the
+/// [`source`](StdError::source) of the grant's [`Error`](crate::Error). A
+/// timeout while the service was still not ready comes wrapped in
+/// [`NotSent`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_token_refresh::{ServiceClient, TimedOut, oauth2::HttpClient};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// // A token endpoint that never answers.
+/// let silent = tower::service_fn(|_req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+///     std::future::pending::<Result<http::Response<http_body_util::Empty<bytes::Bytes>>, std::io::Error>>()
+/// });
+/// let client = ServiceClient::new(silent).timeout(Duration::from_secs(2));
+/// let err = client.send(http::Request::new(bytes::Bytes::new())).await.unwrap_err();
+/// let timed_out = err.downcast_ref::<TimedOut>().unwrap();
+/// assert_eq!(timed_out.after(), Duration::from_secs(2));
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TimedOut {
+    after: Duration,
+}
+
+impl TimedOut {
+    /// The timeout that elapsed.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no answer from the server within {:?}", self.after)
+    }
+}
+
+impl StdError for TimedOut {}
 
 /// Adapts any `tower::Service` (hyper-util's client, say) into the
 /// [`HttpClient`] that OAuth2 grants call their token endpoint with.
@@ -20,7 +94,22 @@ pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 /// Each request carries [`SkipAuth`], so the same client may be layered with
 /// [`TokenRefreshLayer`](crate::TokenRefreshLayer): the token endpoint call
 /// is never intercepted (no deadlock, no loop). Response bodies are read up
-/// to a limit ([`DEFAULT_MAX_BODY`] unless set).
+/// to a limit ([`DEFAULT_MAX_BODY`] unless set), and the whole exchange
+/// (waiting for the service to be ready, sending, reading the body) is
+/// bounded by a [timeout](Self::timeout) ([`DEFAULT_TIMEOUT`] unless set).
+///
+/// # Errors
+///
+/// The service's error, or the body's; [`TimedOut`] when the timeout
+/// elapses. An error that shows the request never left (the service failed
+/// before taking it, or the connection was refused) comes wrapped in
+/// [`NotSent`], so that a refresh grant knows the refresh token was not
+/// spent; every other error may mean the server carried the request out.
+///
+/// # Panics
+///
+/// `send` panics outside a tokio runtime with the time driver enabled, as
+/// the [`TokenManager`](crate::TokenManager) that calls it needs anyway.
 ///
 /// # Example
 ///
@@ -42,6 +131,7 @@ pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 pub struct ServiceClient<S, B = http_body_util::Full<Bytes>> {
     service: S,
     max_body: usize,
+    timeout: Duration,
     _body: PhantomData<fn(B)>,
 }
 
@@ -50,6 +140,7 @@ impl<S: Clone, B> Clone for ServiceClient<S, B> {
         ServiceClient {
             service: self.service.clone(),
             max_body: self.max_body,
+            timeout: self.timeout,
             _body: PhantomData,
         }
     }
@@ -59,6 +150,7 @@ impl<S, B> fmt::Debug for ServiceClient<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServiceClient")
             .field("max_body", &self.max_body)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +170,7 @@ impl<S, B> ServiceClient<S, B> {
         ServiceClient {
             service,
             max_body: DEFAULT_MAX_BODY,
+            timeout: DEFAULT_TIMEOUT,
             _body: PhantomData,
         }
     }
@@ -85,6 +178,27 @@ impl<S, B> ServiceClient<S, B> {
     /// Sets the largest response body read, in bytes.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// Sets how long one exchange may take, from waiting for the service to
+    /// be ready to the last byte of the body; past it the exchange fails
+    /// with [`TimedOut`]. Default [`DEFAULT_TIMEOUT`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+    /// use tower_token_refresh::ServiceClient;
+    ///
+    /// let http = Client::builder(TokioExecutor::new())
+    ///     .build_http::<http_body_util::Full<bytes::Bytes>>();
+    /// let client = ServiceClient::new(http).timeout(Duration::from_secs(5));
+    /// # let _ = client;
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 }
@@ -100,15 +214,103 @@ where
     R::Error: Into<BoxError>,
 {
     fn send(&self, request: Request<Bytes>) -> BoxFuture<'_, Result<Response<Bytes>, BoxError>> {
-        let service = self.service.clone();
-        let max = self.max_body;
+        let mut service = self.service.clone();
+        let (max, timeout) = (self.max_body, self.timeout);
         Box::pin(async move {
+            let deadline = Instant::now().checked_add(timeout);
             let mut request = request.map(B::from);
             request.extensions_mut().insert(SkipAuth);
-            let response = service.oneshot(request).await.map_err(Into::into)?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, max).collect().await?.to_bytes();
-            Ok(Response::from_parts(parts, body))
+            // Until the service takes the request, nothing can have been sent.
+            let ready = match within(deadline, timeout, service.ready()).await {
+                Ok(Ok(ready)) => ready,
+                Ok(Err(e)) => return Err(not_sent(e.into())),
+                Err(elapsed) => return Err(not_sent(elapsed.into())),
+            };
+            let exchange = async move {
+                let response = ready.call(request).await.map_err(|e| {
+                    let e = e.into();
+                    if was_not_sent(&*e) { not_sent(e) } else { e }
+                })?;
+                let (parts, body) = response.into_parts();
+                let body = Limited::new(body, max).collect().await?.to_bytes();
+                Ok(Response::from_parts(parts, body))
+            };
+            within(deadline, timeout, exchange).await?
         })
+    }
+}
+
+/// Runs `fut` until `deadline` (`None`: too far ahead to reach).
+async fn within<F: Future>(
+    deadline: Option<Instant>,
+    timeout: Duration,
+    fut: F,
+) -> Result<F::Output, TimedOut> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, fut)
+            .await
+            .map_err(|_| TimedOut { after: timeout }),
+        None => Ok(fut.await),
+    }
+}
+
+fn not_sent(e: BoxError) -> BoxError {
+    if e.is::<NotSent>() {
+        e
+    } else {
+        Box::new(NotSent::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::{
+        future::Ready,
+        task::{Context, Poll},
+    };
+
+    use http_body_util::Full;
+
+    use super::*;
+
+    /// A service that is never ready (`None`) or fails to become ready.
+    #[derive(Clone)]
+    struct NotReady(Option<&'static str>);
+
+    impl Service<Request<Full<Bytes>>> for NotReady {
+        type Response = Response<Full<Bytes>>;
+        type Error = BoxError;
+        type Future = Ready<Result<Self::Response, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            match self.0 {
+                None => Poll::Pending,
+                Some(why) => Poll::Ready(Err(why.into())),
+            }
+        }
+
+        fn call(&mut self, _: Request<Full<Bytes>>) -> Self::Future {
+            std::future::ready(Err("called without being ready".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_that_fails_to_get_ready_has_not_sent_the_request() {
+        let client = ServiceClient::new(NotReady(Some("pool closed")));
+        let err = client.send(Request::new(Bytes::new())).await.unwrap_err();
+        let not_sent = err.downcast_ref::<NotSent>().unwrap();
+        assert_eq!(not_sent.source().unwrap().to_string(), "pool closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_before_the_service_is_ready_has_not_sent_the_request() {
+        let client = ServiceClient::new(NotReady(None)).timeout(Duration::from_secs(1));
+        let started = Instant::now();
+        let err = client.send(Request::new(Bytes::new())).await.unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        let not_sent = err.downcast_ref::<NotSent>().unwrap();
+        assert!(not_sent.source().unwrap().is::<TimedOut>());
     }
 }

@@ -115,7 +115,7 @@ mod scope;
 mod service;
 
 pub use classify::{Classify, RejectedToken};
-pub use client::{DEFAULT_MAX_BODY, ServiceClient};
+pub use client::{DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, ServiceClient, TimedOut};
 pub use layer::TokenRefreshLayer;
 pub use replay::{CloneBody, NoReplay, ReplayBody, ReplayPolicy};
 pub use scope::{InvalidOrigin, Origin, SkipAuth};

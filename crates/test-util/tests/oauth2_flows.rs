@@ -290,3 +290,62 @@ async fn discovery_finds_every_endpoint_and_its_grants_work() {
     let introspection = metadata.introspection_client(basic(&auth), http()).unwrap();
     assert!(introspection.check(&tokens).await.unwrap());
 }
+
+/// The refresh grant's error when its token endpoint is at `url`.
+async fn refresh_error(url: &str, auth: &AuthServer) -> tower_token_refresh::Error {
+    use tower_token_refresh::TokenSource;
+    let grant = RefreshTokenGrant::new(url.parse().unwrap(), basic(auth), http());
+    grant
+        .fetch(Some(&auth.login().token_set()))
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_not_an_unknown_outcome() {
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    // A port that was just free: nothing listens there now.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = refresh_error(&format!("http://{closed}/token"), &auth).await;
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(!err.is_outcome_unknown(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_connection_dropped_after_the_request_is_an_unknown_outcome() {
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    auth.inject(Fault::DropConnection, 1);
+    let err = refresh_error(&auth.token_url(), &auth).await;
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(err.is_outcome_unknown(), "{err:?}");
+    // The request did arrive: the server could have carried it out.
+    assert_eq!(auth.stats().token_requests, 1);
+    assert_eq!(auth.stats().faults_served, 1);
+}
+
+#[tokio::test]
+async fn a_503_answer_is_not_an_unknown_outcome() {
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    auth.inject(Fault::Status(503), 1);
+    let err = refresh_error(&auth.token_url(), &auth).await;
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(!err.is_outcome_unknown(), "{err:?}");
+    assert_eq!(auth.stats().faults_served, 1);
+}
+
+#[tokio::test]
+async fn a_dropped_client_credentials_request_is_not_an_unknown_outcome() {
+    use tower_token_refresh::TokenSource;
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    auth.inject(Fault::DropConnection, 1);
+    let grant =
+        ClientCredentialsGrant::new(auth.token_url().parse().unwrap(), basic(&auth), http());
+    let err = grant.fetch(None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    // No refresh token at stake: asking again costs nothing.
+    assert!(!err.is_outcome_unknown(), "{err:?}");
+    assert_eq!(auth.stats().faults_served, 1);
+}

@@ -109,7 +109,31 @@ impl<C: HttpClient> TokenSource for ClientCredentialsGrant<C> {
             for (name, value) in &self.params {
                 form.pair(name, value);
             }
-            exchange(&self.client, &self.token_url, &self.auth, form, &[]).await
+            // No refresh token at stake: a lost answer costs only a new grant.
+            exchange(&self.client, &self.token_url, &self.auth, form, None).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{Request, Response};
+
+    use super::*;
+    use crate::{ErrorKind, oauth2::ClientAuth};
+
+    #[tokio::test]
+    async fn a_lost_answer_is_not_outcome_unknown_without_a_refresh_token() {
+        let grant = ClientCredentialsGrant::new(
+            "http://127.0.0.1/token".parse().unwrap(),
+            ClientAuth::basic("id", "sec"),
+            |_req: Request<Bytes>| async {
+                Err::<Response<Bytes>, _>(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+            },
+        );
+        let err = grant.fetch(None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert!(!err.is_outcome_unknown(), "{err:?}");
     }
 }

@@ -1,0 +1,231 @@
+//! The `refresh_token` grant (RFC 6749 §6).
+//!
+//! Invariants:
+//!
+//! - The refresh token presented is never quoted in an error.
+//! - A failure without an answer is outcome unknown unless it is known that
+//!   the request never left: the refresh token may have been spent.
+//! - A response without a refresh token keeps the presented one; a response
+//!   with one replaces it (rotation): the set returned always holds the
+//!   refresh token to present next.
+
+use std::fmt;
+
+use http::Uri;
+
+use super::{
+    ClientAuth, HttpClient,
+    exchange::{Form, exchange},
+};
+use crate::{BoxFuture, Error, TokenSet, TokenSource};
+
+/// The OAuth2 `refresh_token` grant (RFC 6749 §6) as a [`TokenSource`].
+///
+/// Posts `grant_type=refresh_token` with the current refresh token. A
+/// response without a refresh token keeps the old one; one with a new refresh
+/// token replaces it (rotation). `invalid_grant` ends the session; other
+/// §5.2 errors are [`Rejected`](crate::ErrorKind::Rejected); 5xx, 429 and
+/// `temporarily_unavailable` are [`Transient`](crate::ErrorKind::Transient) (with
+/// `Retry-After` when given); an unparsable answer is
+/// [`InvalidResponse`](crate::ErrorKind::InvalidResponse).
+///
+/// A request that got no answer is [`Transient`](crate::ErrorKind::Transient) and,
+/// unless the [`HttpClient`] error shows it never left (a refused
+/// connection; see [`NotSent`](super::NotSent)), marked
+/// [outcome unknown](Error::is_outcome_unknown): the server may have carried
+/// out the refresh and rotated the refresh token presented.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use tower_token_refresh_core::{oauth2::{ClientAuth, RefreshTokenGrant}, TokenManager, TokenSet};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Any async closure is an HttpClient; this one plays the token endpoint.
+/// let client = |req: Request<Bytes>| async move {
+///     assert!(std::str::from_utf8(req.body()).unwrap().contains("grant_type=refresh_token"));
+///     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
+///         br#"{"access_token":"new","token_type":"Bearer","expires_in":3600}"#,
+///     )))
+/// };
+/// let grant = RefreshTokenGrant::new(
+///     "https://auth.example.com/token".parse()?,
+///     ClientAuth::basic("my-client", "my-secret"),
+///     client,
+/// );
+/// let tokens = TokenManager::builder(grant)
+///     .initial(TokenSet::bearer("old").with_refresh_token("r1"))
+///     .build();
+/// let auth = tokens.refresh().await?;
+/// assert_eq!(auth.header().to_str()?, "Bearer new");
+/// // No refresh token in the response: the old one is kept.
+/// assert_eq!(tokens.current().unwrap().refresh_token().unwrap().secret(), "r1");
+/// # Ok(()) }
+/// ```
+pub struct RefreshTokenGrant<C> {
+    token_url: Uri,
+    auth: ClientAuth,
+    client: C,
+    scope: Option<String>,
+    extra: Vec<(String, String)>,
+}
+
+impl<C> RefreshTokenGrant<C> {
+    /// A grant posting to `token_url` through `client`.
+    pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
+        RefreshTokenGrant {
+            token_url,
+            auth,
+            client,
+            scope: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Asks for this scope (no wider than the original grant's, §6).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Adds a form parameter to every request (`resource`, `audience`, …).
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.push((name.into(), value.into()));
+        self
+    }
+}
+
+impl<C> fmt::Debug for RefreshTokenGrant<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshTokenGrant")
+            .field("token_url", &self.token_url)
+            .field("auth", &self.auth)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
+    fn fetch<'a>(
+        &'a self,
+        current: Option<&'a TokenSet>,
+    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
+        Box::pin(async move {
+            let refresh_token = current
+                .and_then(TokenSet::refresh_token)
+                .ok_or_else(|| Error::session_expired("no refresh token"))?;
+            let mut form = Form::default();
+            form.pair("grant_type", "refresh_token");
+            form.pair("refresh_token", refresh_token.secret());
+            if let Some(scope) = &self.scope {
+                form.pair("scope", scope);
+            }
+            for (name, value) in &self.extra {
+                form.pair(name, value);
+            }
+            let tokens = exchange(
+                &self.client,
+                &self.token_url,
+                &self.auth,
+                form,
+                Some(refresh_token.secret()),
+            )
+            .await?;
+            Ok(match tokens.refresh_token() {
+                Some(_) => tokens,
+                None => tokens.with_refresh_token_opt(Some(refresh_token.clone())),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+
+    use super::*;
+    use crate::ErrorKind;
+
+    #[tokio::test]
+    async fn an_error_description_quoting_the_refresh_token_is_withheld() {
+        let grant = RefreshTokenGrant::new(
+            "http://127.0.0.1/token".parse().unwrap(),
+            ClientAuth::basic("id", "sec"),
+            |_req: Request<Bytes>| async {
+                let mut r = Response::new(Bytes::from_static(
+                    br#"{"error":"invalid_grant","error_description":"refresh token rt-secret-1 is revoked"}"#,
+                ));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                Ok::<_, std::io::Error>(r)
+            },
+        );
+        let current = TokenSet::bearer("a").with_refresh_token("rt-secret-1");
+        let err = grant.fetch(Some(&current)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SessionExpired);
+        assert_eq!(err.oauth_error(), Some("invalid_grant"));
+        assert!(!format!("{err} {err:?}").contains("rt-secret-1"), "{err:?}");
+    }
+
+    /// What the grant returns when its client fails with `error`.
+    async fn failure(error: impl Fn() -> crate::BoxError + Send + Sync + 'static) -> Error {
+        let grant = RefreshTokenGrant::new(
+            "http://127.0.0.1/token".parse().unwrap(),
+            ClientAuth::basic("id", "sec"),
+            move |_req: Request<Bytes>| {
+                let err = error();
+                async move { Err::<Response<Bytes>, _>(err) }
+            },
+        );
+        let current = TokenSet::bearer("a").with_refresh_token("rt-1");
+        grant.fetch(Some(&current)).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_in_flight_is_outcome_unknown() {
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            let err = failure(move || std::io::Error::from(kind).into()).await;
+            assert_eq!(err.kind(), ErrorKind::Transient);
+            assert!(err.is_outcome_unknown(), "{kind:?}: {err:?}");
+        }
+        // An error the client describes only in words may have been sent too.
+        let err = failure(|| "something broke".into()).await;
+        assert!(err.is_outcome_unknown(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_left_is_not_outcome_unknown() {
+        let refused =
+            failure(|| std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into()).await;
+        assert_eq!(refused.kind(), ErrorKind::Transient);
+        assert!(!refused.is_outcome_unknown(), "{refused:?}");
+        let not_sent = failure(|| Box::new(super::super::NotSent::new("proxy down"))).await;
+        assert!(!not_sent.is_outcome_unknown(), "{not_sent:?}");
+    }
+
+    #[tokio::test]
+    async fn an_http_error_answer_is_not_outcome_unknown() {
+        for (status, body) in [
+            (503, r#"{"error":"temporarily_unavailable"}"#),
+            (502, "<html>bad gateway</html>"),
+            (400, r#"{"error":"invalid_grant"}"#),
+        ] {
+            let grant = RefreshTokenGrant::new(
+                "http://127.0.0.1/token".parse().unwrap(),
+                ClientAuth::basic("id", "sec"),
+                move |_req: Request<Bytes>| async move {
+                    Ok::<_, std::io::Error>(crate::oauth2::tests::response(status, body))
+                },
+            );
+            let current = TokenSet::bearer("a").with_refresh_token("rt-1");
+            let err = grant.fetch(Some(&current)).await.unwrap_err();
+            assert!(!err.is_outcome_unknown(), "{status}: {err:?}");
+        }
+    }
+}

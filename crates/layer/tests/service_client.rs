@@ -1,0 +1,150 @@
+//! `ServiceClient` against real servers on 127.0.0.1 through hyper-util's
+//! client: a token endpoint that never answers is cut off by the timeout (an
+//! outcome-unknown refresh), a refused connection is `NotSent`. Time is
+//! paused, so the timeouts are exact and nothing sleeps for real.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, body::Body, routing::post};
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use http::Request;
+use tokio::time::Instant;
+use tower_token_refresh::{
+    BoxError, DEFAULT_TIMEOUT, ErrorKind, ServiceClient, TimedOut, TokenSet, TokenSource,
+    oauth2::{ClientAuth, HttpClient, NotSent, RefreshTokenGrant},
+};
+use tower_token_refresh_test_util::hyper_client;
+
+/// How a test server treats `POST /token`.
+#[derive(Clone, Copy)]
+enum Silence {
+    /// Reads the request and never answers.
+    NoAnswer,
+    /// Answers 200 and one byte of body, then never sends the rest.
+    StalledBody,
+}
+
+/// A server on 127.0.0.1 and the number of token requests it received.
+async fn silent_server(silence: Silence) -> (SocketAddr, Arc<AtomicUsize>) {
+    let received = Arc::new(AtomicUsize::new(0));
+    let seen = received.clone();
+    let router = Router::new().route(
+        "/token",
+        post(move |_body: Bytes| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match silence {
+                    Silence::NoAnswer => std::future::pending::<Body>().await,
+                    Silence::StalledBody => Body::from_stream(
+                        stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"{")) })
+                            .chain(stream::pending()),
+                    ),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (addr, received)
+}
+
+fn token_request(addr: SocketAddr) -> Request<Bytes> {
+    Request::post(format!("http://{addr}/token"))
+        .body(Bytes::from_static(b"grant_type=client_credentials"))
+        .unwrap()
+}
+
+/// Sends through `client`, failing the test (instead of hanging) if no
+/// answer comes within a minute of paused time.
+async fn send_bounded(
+    client: &impl HttpClient,
+    request: Request<Bytes>,
+) -> (Result<http::Response<Bytes>, BoxError>, Duration) {
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(60), client.send(request))
+        .await
+        .expect("ServiceClient gave up by itself");
+    (result, started.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_token_endpoint_times_out_after_the_default_timeout() {
+    let (addr, received) = silent_server(Silence::NoAnswer).await;
+    let client = ServiceClient::new(hyper_client());
+    let (result, took) = send_bounded(&client, token_request(addr)).await;
+    let err = result.unwrap_err();
+    let timed_out = err.downcast_ref::<TimedOut>().expect("a TimedOut error");
+    assert_eq!(timed_out.after(), DEFAULT_TIMEOUT);
+    assert_eq!(DEFAULT_TIMEOUT, Duration::from_secs(10));
+    assert!(
+        took >= DEFAULT_TIMEOUT && took < DEFAULT_TIMEOUT + Duration::from_millis(10),
+        "{took:?}"
+    );
+    // The request had left: this is not a "not sent" failure.
+    assert_eq!(received.load(Ordering::SeqCst), 1);
+    assert!(!err.is::<NotSent>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_coming_is_cut_off_by_the_same_timeout() {
+    let (addr, received) = silent_server(Silence::StalledBody).await;
+    let timeout = Duration::from_secs(3);
+    let client = ServiceClient::new(hyper_client()).timeout(timeout);
+    let (result, took) = send_bounded(&client, token_request(addr)).await;
+    let err = result.unwrap_err();
+    assert!(err.is::<TimedOut>(), "{err:?}");
+    assert!(took >= timeout && took < timeout + Duration::from_millis(10));
+    assert_eq!(received.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_refresh_is_an_unknown_outcome() {
+    let (addr, received) = silent_server(Silence::NoAnswer).await;
+    let grant = RefreshTokenGrant::new(
+        format!("http://{addr}/token").parse().unwrap(),
+        ClientAuth::basic("id", "secret"),
+        ServiceClient::new(hyper_client()).timeout(Duration::from_secs(2)),
+    );
+    let current = TokenSet::bearer("old").with_refresh_token("rt-1");
+    let err = tokio::time::timeout(Duration::from_secs(60), grant.fetch(Some(&current)))
+        .await
+        .expect("the grant gave up by itself")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(err.is_outcome_unknown(), "{err:?}");
+    let cause = std::error::Error::source(&err).expect("the transport error");
+    assert!(cause.is::<TimedOut>(), "{cause:?}");
+    assert_eq!(received.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_not_sent() {
+    // A port that was just free: nothing listens there now.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = ServiceClient::new(hyper_client());
+    let err = client.send(token_request(closed)).await.unwrap_err();
+    assert!(err.is::<NotSent>(), "{err:?}");
+
+    let grant = RefreshTokenGrant::new(
+        format!("http://{closed}/token").parse().unwrap(),
+        ClientAuth::basic("id", "secret"),
+        client,
+    );
+    let current = TokenSet::bearer("old").with_refresh_token("rt-1");
+    let err = grant.fetch(Some(&current)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(!err.is_outcome_unknown(), "{err:?}");
+}
