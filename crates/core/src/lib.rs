@@ -60,7 +60,7 @@ pub use error::{BoxError, Error, ErrorKind};
 pub use file_store::FileStore;
 pub use manager::{
     Authorization, Lookup, LookupCache, RefreshFuture, Rotation, Scheme, TokenManager,
-    TokenManagerBuilder,
+    TokenManagerBuilder, check_runtime,
 };
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{BoxFuture, TokenSource};

@@ -106,10 +106,12 @@ impl StdError for TimedOut {}
 /// [`NotSent`], so that a refresh grant knows the refresh token was not
 /// spent; every other error may mean the server carried the request out.
 ///
-/// # Panics
+/// # Errors
 ///
-/// `send` panics outside a tokio runtime with the time driver enabled, as
-/// the [`TokenManager`](crate::TokenManager) that calls it needs anyway.
+/// Outside a tokio runtime with its time driver (which the timeout needs,
+/// as does the [`TokenManager`](crate::TokenManager) that calls it), `send`
+/// fails with a [`NoRuntime`](crate::ErrorKind::NoRuntime) error, wrapped in
+/// [`NotSent`](crate::oauth2::NotSent): nothing was sent.
 ///
 /// # Example
 ///
@@ -217,6 +219,7 @@ where
         let mut service = self.service.clone();
         let (max, timeout) = (self.max_body, self.timeout);
         Box::pin(async move {
+            tower_token_refresh_core::check_runtime().map_err(|e| not_sent(e.into()))?;
             let deadline = Instant::now().checked_add(timeout);
             let mut request = request.map(B::from);
             request.extensions_mut().insert(SkipAuth);
