@@ -399,24 +399,29 @@ async fn a_lease_does_not_overwrite_a_set_saved_during_it() {
     );
 }
 
-/// The leader's token request outlasts its attempt: the lock stays taken
-/// until it expires, so the other replica does not send the same refresh
-/// token meanwhile; the slow request's result is used, once.
+/// The leader's token request outlasts its attempt and five times the lock's
+/// TTL: the heartbeat keeps the lock taken while the request is in flight,
+/// so the other replica does not send the same refresh token meanwhile; the
+/// slow request's result is used, once. (With a TTL this short only the
+/// renewals keep the lock: without them it expires after 500 ms.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
+    const LOCK_TTL: Duration = Duration::from_millis(500);
     let redis = RedisServer::start().await.unwrap();
     let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR))
         .await
         .unwrap();
     let api = ResourceServer::start(&auth).await.unwrap();
+    // A follower waits at most one lock TTL, then asks again: with a TTL
+    // shorter than the refresh it needs more attempts than the default.
     let slow = |b: tower_token_refresh::TokenManagerBuilder| {
         b.attempt_timeout(Duration::from_millis(500))
-            .max_attempts(10)
+            .max_attempts(20)
             .backoff(Duration::from_millis(50), Duration::from_millis(100))
     };
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let store = store(&redis, Duration::from_secs(3)).await;
+        let store = store(&redis, LOCK_TTL).await;
         let http = hyper_client();
         let grant = RefreshTokenGrant::new(
             auth.token_url().parse().unwrap(),
@@ -439,8 +444,8 @@ async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
         .unwrap();
     assert!(replicas[1].tokens.load().await.unwrap());
     auth.expire_access_tokens();
-    // The first token request takes 2 s, four attempts' worth.
-    auth.inject(Fault::Delay(Duration::from_secs(2)), 1);
+    // The first token request takes 2.5 s: five lock TTLs, five attempts.
+    auth.inject(Fault::Delay(LOCK_TTL * 5), 1);
     let a = tokio::spawn({
         let client = replicas[0].client.clone();
         let url = api.url("/api/data");
@@ -460,4 +465,22 @@ async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
         stats.token_requests, 1,
         "the slow request, joined; nobody sent it again"
     );
+    assert_same_new_tokens(&replicas, &auth);
+}
+
+/// Both replicas hold the same set, and it is not the login's.
+fn assert_same_new_tokens(replicas: &[Replica], auth: &AuthServer) {
+    let sets: Vec<_> = replicas
+        .iter()
+        .map(|r| r.tokens.current().expect("a token set"))
+        .collect();
+    for (r, set) in replicas.iter().zip(&sets) {
+        assert_eq!(r.tokens.stats().sessions_expired, 0);
+        assert!(auth.is_access_token_valid(set.access_token().secret()));
+        assert_eq!(set.access_token().secret(), sets[0].access_token().secret());
+        assert_eq!(
+            set.refresh_token().map(|t| t.secret()),
+            sets[0].refresh_token().map(|t| t.secret())
+        );
+    }
 }
