@@ -484,3 +484,77 @@ fn assert_same_new_tokens(replicas: &[Replica], auth: &AuthServer) {
         );
     }
 }
+
+/// The bug this crate had: a token request slower than the lock's TTL lost
+/// the lock while in flight, the other replica took it and presented the
+/// same refresh token, and the rotating server logged both out. Now with
+/// every setting at its default (the Redis store's and the coordinator's):
+/// the token endpoint answers after 16 s, longer than the old 15 s TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_leader_with_the_default_settings_refreshes_once_for_both_replicas() {
+    let redis = RedisServer::start().await.unwrap();
+    let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR))
+        .await
+        .unwrap();
+    let api = ResourceServer::start(&auth).await.unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::builder(redis.url())
+            .prefix("defaults")
+            .connect()
+            .await
+            .unwrap();
+        let http = hyper_client();
+        let grant = RefreshTokenGrant::new(
+            auth.token_url().parse().unwrap(),
+            ClientAuth::basic(auth.client_id(), auth.client_secret()),
+            ServiceClient::new(http.clone()),
+        );
+        let tokens = TokenManager::builder(grant).store(store).build();
+        let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
+        replicas.push(Replica { tokens, client });
+    }
+    replicas[0]
+        .tokens
+        .set(auth.login().token_set())
+        .await
+        .unwrap();
+    assert!(replicas[1].tokens.load().await.unwrap());
+    auth.expire_access_tokens();
+    auth.inject(Fault::Delay(Duration::from_secs(16)), 1);
+    // Both need a refresh at once.
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let client = r.client.clone();
+            let url = api.url("/api/data");
+            tokio::spawn(async move { get(&client, url).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(40), t)
+                .await
+                .expect("within the refresh deadline")
+                .unwrap()
+                .unwrap(),
+            StatusCode::OK
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_secs(16), "the slow one");
+    let stats = auth.stats();
+    assert_eq!(stats.token_requests, 1, "{stats:?}");
+    assert_eq!(stats.refresh_grants, 1, "{stats:?}");
+    assert_eq!(stats.reuse_detected, 0, "{stats:?}");
+    assert_eq!(stats.invalid_grant, 0, "{stats:?}");
+    assert_same_new_tokens(&replicas, &auth);
+    assert_eq!(
+        replicas
+            .iter()
+            .map(|r| r.tokens.stats().adopted_from_store)
+            .sum::<u64>(),
+        1,
+        "the follower took the leader's set"
+    );
+}
