@@ -622,6 +622,12 @@ fn assert_same_new_tokens(replicas: &[Replica], auth: &AuthServer) {
 /// same refresh token, and the rotating server logged both out. Now with
 /// every setting at its default (the Redis store's and the coordinator's):
 /// the token endpoint answers after 16 s, longer than the old 15 s TTL.
+///
+/// The coordinator's defaults (10 s attempt timeout, 20 s refresh deadline)
+/// let the leader's request run on: its first attempt times out at 10 s and
+/// leaves the request in flight, with its lease, and the second attempt
+/// joins it. The lease's heartbeat (and the 30 s TTL) keeps the lock all the
+/// while; the follower is woken by the commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_leader_with_the_default_settings_refreshes_once_for_both_replicas() {
     let redis = RedisServer::start().await.unwrap();
