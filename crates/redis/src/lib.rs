@@ -14,10 +14,18 @@
 //!    attempt), loads once more, refreshes, and writes the new set only
 //!    while it still holds the lock and nobody wrote since it took it (a Lua
 //!    compare-and-set on the lock value and the set's generation), then
-//!    releases it.
-//! 3. Replicas that find the lock taken wait for the new set (pub/sub, with
-//!    polling as a fallback), at most the lock's time to live, and take it.
-//!    If the holder died, its lock expires and one of them takes over.
+//!    releases it. While it refreshes, a heartbeat renews the lock every
+//!    third of its time to live (a Lua compare-and-`PEXPIRE` on the lock
+//!    value), so a token request slower than the TTL keeps the lock for as
+//!    long as its holder lives: no other replica presents the same refresh
+//!    token meanwhile. A lease whose renewal finds the lock gone or taken
+//!    says so ([`RefreshLease::is_held`] turns `false`), and its commit is
+//!    refused.
+//! 3. Replicas that find the lock taken wait for the new set: they are woken
+//!    by pub/sub when the holder commits or releases, and poll the lock as a
+//!    fallback, at most the lock's time to live per wait. If the holder
+//!    died, its heartbeat died with it: its lock expires at most one TTL
+//!    after its last renewal and one of them takes over.
 //!
 //! The hot path never touches Redis: each replica keeps its own copy in
 //! memory and reads it with one atomic load. Redis is used only when that
@@ -39,7 +47,7 @@
 //! # async fn run() -> Result<(), tower_token_refresh_core::Error> {
 //! let store = RedisStore::builder("redis://127.0.0.1:6379/")
 //!     .prefix("billing-api")               // one key space per (token endpoint, client, audience)
-//!     .lock_ttl(Duration::from_secs(15))   // longer than a refresh can take
+//!     .lock_ttl(Duration::from_secs(30))   // how long a killed holder blocks the others
 //!     .connect()
 //!     .await?;
 //! let tokens = TokenManager::builder(source::from_fn(|_| async {
@@ -61,18 +69,25 @@ use std::{
     fmt,
     hash::{BuildHasher, RandomState},
     sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use futures_util::StreamExt;
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
-use tokio::time::Instant;
+use tokio::{task::JoinHandle, time::Instant};
 use tower_token_refresh_core::{
     BoxFuture, Error, ErrorKind, RefreshLease, RefreshTurn, TokenSet, TokenStore,
 };
+
+/// The default [`RedisStoreBuilder::lock_ttl`].
+const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(30);
+
+/// The longest accepted duration setting (so that `Instant + setting`
+/// cannot overflow).
+const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
 
 /// Builds a [`RedisStore`]; start with [`RedisStore::builder`].
 #[must_use]
@@ -108,19 +123,40 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long the refresh lock lives unless released: the bound on how
-    /// long a dead holder blocks the others, and on how long a follower
-    /// waits. Make it longer than a refresh can take (the manager's
-    /// `attempt_timeout`). Default 15 s.
+    /// How long the refresh lock lives unless renewed or released. Default
+    /// 30 s.
+    ///
+    /// The holder's heartbeat renews the lock every `lock_ttl / 3` for as
+    /// long as the holder lives, so the TTL does not bound how long a
+    /// refresh may take; it bounds how long a killed holder blocks the
+    /// others (at most one TTL after its last renewal). If Redis cannot be
+    /// reached for a renewal, the heartbeat keeps trying until the TTL would
+    /// have run out, then the lease counts as lost
+    /// ([`RefreshLease::is_held`] is `false`).
+    ///
+    /// It is also the longest a follower waits for the holder in one go
+    /// before its coordinator looks at the store again (pub/sub wakes it
+    /// as soon as the holder commits or releases).
+    ///
+    /// The default is longer than the coordinator's default refresh
+    /// deadline (20 s:
+    /// [`TokenManagerBuilder::refresh_deadline`](tower_token_refresh_core::TokenManagerBuilder::refresh_deadline)),
+    /// so a lock outlives a whole refresh even if every renewal is missed,
+    /// and a follower's single wait covers the leader's whole refresh. Keep
+    /// that relation when you change either.
+    ///
+    /// Taken as at least 3 ms (so a renewal period is at least 1 ms) and at
+    /// most a day.
     pub fn lock_ttl(mut self, ttl: Duration) -> Self {
-        self.lock_ttl = ttl.max(Duration::from_millis(1));
+        self.lock_ttl = ttl.clamp(Duration::from_millis(3), MAX_SETTING);
         self
     }
 
     /// How often a waiting replica checks the lock when no notification
-    /// comes (pub/sub is the fast path). Default 250 ms.
+    /// comes (pub/sub is the fast path). Default 250 ms; at least 1 ms and
+    /// at most a day.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(1));
+        self.poll_interval = interval.clamp(Duration::from_millis(1), MAX_SETTING);
         self
     }
 
@@ -277,6 +313,15 @@ end
 return 0
 ";
 
+/// Sets the lock's TTL again if it still holds this lease's value.
+/// KEYS: lock. ARGV: lease value, TTL in ms. Returns 1 if renewed, else 0.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
 impl RedisStore {
     /// Starts a builder for the Redis at `url` (`redis://host:port/db`,
     /// `redis://user:password@host:port/`, or `rediss://…` with the `tls`
@@ -285,7 +330,7 @@ impl RedisStore {
         RedisStoreBuilder {
             url: url.into(),
             prefix: "tower-token-refresh".into(),
-            lock_ttl: Duration::from_secs(15),
+            lock_ttl: DEFAULT_LOCK_TTL,
             poll_interval: Duration::from_millis(250),
             timeout: Duration::from_secs(5),
             #[cfg(feature = "tls")]
@@ -343,23 +388,27 @@ impl TokenStore for RedisStore {
             let s = &self.shared;
             let n = s.leases.fetch_add(1, Ordering::Relaxed);
             let value = format!("{}-{}-{n}", s.owner, std::process::id());
-            let ttl_ms = u64::try_from(s.lock_ttl.as_millis()).unwrap_or(u64::MAX);
             let mut conn = s.conn.clone();
+            // Taken before the command is sent: the lock's TTL starts later,
+            // at Redis, so this lease never believes its lock lives longer
+            // than it does.
+            let start = Instant::now();
             let generation: i64 = Script::new(LOCK)
                 .key(&s.lock_key)
                 .key(&s.generation_key)
                 .arg(&value)
-                .arg(ttl_ms)
+                .arg(ttl_millis(s.lock_ttl))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| store_error("Redis lock failed", e))?;
             if generation >= 0 {
                 tracing::debug!(prefix = %s.prefix, "took the shared refresh lock");
-                Ok(RefreshTurn::Leader(Box::new(Lease {
-                    shared: Arc::clone(s),
+                Ok(RefreshTurn::Leader(Box::new(Lease::start(
+                    Arc::clone(s),
                     value,
                     generation,
-                })))
+                    start,
+                ))))
             } else {
                 tracing::debug!(prefix = %s.prefix, "another process holds the refresh lock");
                 Ok(RefreshTurn::Follower(Box::pin(follow(Arc::clone(s)))))
@@ -368,7 +417,22 @@ impl TokenStore for RedisStore {
     }
 }
 
-/// Waits until the set changes or the lock is gone, at most the lock's TTL.
+fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Waits until the set changes or the lock is gone (pub/sub tells of both
+/// when the holder commits or releases; polling sees an expiry), at most
+/// the lock's TTL.
+///
+/// The bound: by the documented relation the TTL is longer than a whole
+/// refresh of the holder (its coordinator's refresh deadline), so a live
+/// holder commits or releases, and wakes this wait, before it runs out; a
+/// killed holder's lock expires at most one TTL after its last renewal.
+/// Running out with the lock still held (a holder renewing past its own
+/// deadline, or a TTL set shorter than a refresh) only sends the
+/// coordinator to look at the store again and ask for the lock again: it
+/// never presents the refresh token while the lock is someone else's.
 async fn follow(s: Arc<Shared>) -> Result<(), Error> {
     let deadline = Instant::now() + s.lock_ttl;
     // Subscribe before looking at the lock, so no notification is missed.
@@ -407,11 +471,173 @@ async fn follow(s: Arc<Shared>) -> Result<(), Error> {
     }
 }
 
+/// A hold on the refresh lock, from `begin_refresh` until it is released,
+/// committed or dropped; its heartbeat renews the lock meanwhile.
 struct Lease {
     shared: Arc<Shared>,
     value: String,
     /// The store's generation when the lock was taken.
     generation: i64,
+    hold: Arc<Hold>,
+    /// The heartbeat task, if a runtime was there to run it. Stopped when
+    /// the lease is released, committed or dropped.
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What a lease knows of its lock, shared with its heartbeat.
+struct Hold {
+    /// Just before the lock command was sent.
+    start: Instant,
+    /// When the lock runs out unless renewed again, in ms after `start`: an
+    /// early estimate, from just before the command that set the TTL.
+    expires_ms: AtomicU64,
+    /// A renewal found the lock gone or another lease's, the TTL ran out
+    /// without a renewal getting through, or the lease was released.
+    lost: AtomicBool,
+}
+
+impl Hold {
+    fn is_held(&self) -> bool {
+        !self.lost.load(Ordering::Acquire) && Instant::now() < self.expires()
+    }
+
+    fn expires(&self) -> Instant {
+        self.start + Duration::from_millis(self.expires_ms.load(Ordering::Acquire))
+    }
+
+    /// The lock lives until at least `until` (a renewal went through).
+    fn renewed(&self, until: Instant) {
+        let ms = ttl_millis(until.saturating_duration_since(self.start));
+        self.expires_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+    }
+}
+
+impl Lease {
+    fn start(shared: Arc<Shared>, value: String, generation: i64, start: Instant) -> Lease {
+        let hold = Arc::new(Hold {
+            start,
+            expires_ms: AtomicU64::new(ttl_millis(shared.lock_ttl)),
+            lost: AtomicBool::new(false),
+        });
+        let heartbeat = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Some(runtime.spawn(heartbeat(
+                Arc::clone(&shared),
+                value.clone(),
+                Arc::clone(&hold),
+            ))),
+            Err(_) => {
+                tracing::warn!(
+                    prefix = %shared.prefix,
+                    "no tokio runtime for the lock's heartbeat; the lock lives one TTL"
+                );
+                None
+            }
+        };
+        Lease {
+            shared,
+            value,
+            generation,
+            hold,
+            heartbeat: Mutex::new(heartbeat),
+        }
+    }
+
+    /// Stops the heartbeat and waits until its task is gone.
+    async fn stop_heartbeat(&self) {
+        let task = self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            // Aborted: it ends at its next poll (an error saying so).
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let task = self
+            .heartbeat
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+}
+
+/// Renews the lease's lock every third of its TTL while the lock holds the
+/// lease's value. Ends (and marks the lease lost) when a renewal finds the
+/// lock gone or another's, or when no renewal got through before the TTL
+/// would have run out; otherwise it runs until the lease stops it.
+async fn heartbeat(s: Arc<Shared>, value: String, hold: Arc<Hold>) {
+    let period = (s.lock_ttl / 3).max(Duration::from_millis(1));
+    // After a failed renewal (Redis unreachable, say): try again soon,
+    // several times before the TTL runs out.
+    let retry = (period / 4).max(Duration::from_millis(1));
+    let ttl_ms = ttl_millis(s.lock_ttl);
+    let renew = Script::new(RENEW);
+    let mut conn = s.conn.clone();
+    let mut next = hold.start + period;
+    let mut failures = 0u32;
+    // Not a bounded loop: it lasts as long as the lease. Every turn sleeps
+    // at least a millisecond, and it ends when the lock is lost.
+    loop {
+        tokio::time::sleep_until(next).await;
+        let sent = Instant::now();
+        let expires = hold.expires();
+        if sent >= expires {
+            hold.lose();
+            tracing::warn!(
+                prefix = %s.prefix,
+                failures,
+                "could not renew the shared refresh lock before its TTL ran out; treating it as lost"
+            );
+            return;
+        }
+        let mut invocation = renew.key(&s.lock_key);
+        invocation.arg(&value).arg(ttl_ms);
+        let call = invocation.invoke_async::<i64>(&mut conn);
+        match tokio::time::timeout_at(expires, call).await {
+            Ok(Ok(1)) => {
+                hold.renewed(sent + s.lock_ttl);
+                if failures > 0 {
+                    tracing::debug!(prefix = %s.prefix, failures, "renewed the shared refresh lock again");
+                }
+                failures = 0;
+                next = sent + period;
+            }
+            Ok(Ok(_)) => {
+                hold.lose();
+                tracing::warn!(
+                    prefix = %s.prefix,
+                    "the shared refresh lock expired or another process took it; this lease lost it"
+                );
+                return;
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                tracing::debug!(
+                    prefix = %s.prefix,
+                    error = %e,
+                    failures,
+                    "renewing the shared refresh lock failed; trying again until its TTL runs out"
+                );
+                next = (Instant::now() + retry).min(expires);
+            }
+            // The TTL ran out while the renewal was on its way: the next
+            // turn finds it so.
+            Err(_) => next = expires,
+        }
+    }
 }
 
 impl RefreshLease for Lease {
@@ -419,7 +645,9 @@ impl RefreshLease for Lease {
         Box::pin(async move {
             let s = &self.shared;
             let mut conn = s.conn.clone();
-            let written: i64 = Script::new(COMMIT)
+            // The heartbeat keeps the lock meanwhile; the script checks it
+            // is still this lease's.
+            let written = Script::new(COMMIT)
                 .key(&s.lock_key)
                 .key(&s.tokens_key)
                 .key(&s.generation_key)
@@ -427,14 +655,17 @@ impl RefreshLease for Lease {
                 .arg(&self.value)
                 .arg(self.generation)
                 .arg(tokens.to_stored_json())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| store_error("Redis write failed", e))?;
-            match written {
-                -1 => Err(Error::new(
-                    ErrorKind::Store,
-                    "the shared refresh lock expired before the new set was saved; raise lock_ttl",
-                )),
+                .invoke_async::<i64>(&mut conn)
+                .await;
+            self.stop_heartbeat().await;
+            match written.map_err(|e| store_error("Redis write failed", e))? {
+                -1 => {
+                    self.hold.lose();
+                    Err(Error::new(
+                        ErrorKind::Store,
+                        "the shared refresh lock was lost (it expired or another process took it) before the new set was saved",
+                    ))
+                }
                 -2 => Err(Error::new(
                     ErrorKind::Store,
                     "another process saved a token set during this refresh; kept it",
@@ -446,6 +677,8 @@ impl RefreshLease for Lease {
 
     fn release(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
+            self.stop_heartbeat().await;
+            self.hold.lose();
             let s = &self.shared;
             let mut conn = s.conn.clone();
             Script::new(RELEASE)
@@ -457,5 +690,9 @@ impl RefreshLease for Lease {
                 .map(|_| ())
                 .map_err(|e| store_error("Redis unlock failed", e))
         })
+    }
+
+    fn is_held(&self) -> bool {
+        self.hold.is_held()
     }
 }

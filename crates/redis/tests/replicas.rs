@@ -146,79 +146,211 @@ async fn eight_replicas_refresh_once_per_expiry() {
     );
 }
 
+/// What the child process of the kill test reads from its environment.
+const CHILD_ENV: &str = "TTR_REDIS_TEST_LOCK_HOLDER";
+/// The line the child prints once its refresh started (it holds the lock).
+const CHILD_REFRESHING: &str = "ttr-child: refreshing";
+/// The lock TTL of the kill test: a renewal every 500 ms.
+const KILL_TTL: Duration = Duration::from_millis(1500);
+
+/// Not a test of its own: the lock holder that
+/// `a_killed_lock_holder_is_taken_over_after_the_lock_ttl` starts as a child
+/// process (this test binary run again) and kills with SIGKILL. Run without
+/// the environment it needs, it does nothing.
+#[tokio::test]
+#[ignore = "a child process of a_killed_lock_holder_is_taken_over_after_the_lock_ttl"]
+async fn lock_holder_child_process() {
+    let Ok(args) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let [redis_url, token_url, client_id, secret, api_url] =
+        <[&str; 5]>::try_from(args.split(' ').collect::<Vec<_>>()).unwrap();
+    let store = RedisStore::builder(redis_url)
+        .prefix("test")
+        .lock_ttl(KILL_TTL)
+        .connect()
+        .await
+        .unwrap();
+    let http = hyper_client();
+    let grant = RefreshTokenGrant::new(
+        token_url.parse().unwrap(),
+        ClientAuth::basic(client_id, secret),
+        ServiceClient::new(http.clone()),
+    );
+    let tokens = TokenManager::builder(grant).store(store).build();
+    assert!(tokens.load().await.unwrap());
+    let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
+    let url = api_url.to_owned();
+    tokio::spawn(async move { get(&client, url).await });
+    until("the refresh started", || {
+        tokens.stats().refreshes_started > 0
+    })
+    .await;
+    println!("{CHILD_REFRESHING}");
+    // The parent kills this process long before; a bound in case it died.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+/// A child process, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A leader process is killed (SIGKILL) while it holds the lock, in the
+/// middle of its token request (held at the server, so never answered and
+/// the refresh token never rotated by it). Its heartbeat kept the lock for
+/// twice the TTL while it lived; it dies with the process, the lock expires
+/// one TTL after the last renewal (not sooner), and the other replica takes
+/// over then (not much later) and refreshes exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_lock_holder_is_taken_over_after_the_lock_ttl() {
+    use std::io::BufRead;
     let redis = RedisServer::start().await.unwrap();
     let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR))
         .await
         .unwrap();
     let api = ResourceServer::start(&auth).await.unwrap();
-    let login = auth.login().token_set();
-    let b = replica(&redis, &auth, &api, Duration::from_secs(1)).await;
-    b.tokens.set(login).await.unwrap();
+    let b = replica(&redis, &auth, &api, KILL_TTL).await;
+    b.tokens.set(auth.login().token_set()).await.unwrap();
     auth.expire_access_tokens();
-    // The token endpoint holds the first refresh: replica A's.
+    // The token endpoint holds the first refresh, the child's, for good.
     auth.inject(Fault::Hold(Gate::new()), 1);
 
-    // Replica A lives on a runtime of its own, on another thread, so it can
-    // die as a process would: every task and connection of it dropped.
-    let (redis_url, token_url) = (redis.url(), auth.token_url());
-    let (client_id, secret) = (auth.client_id().to_owned(), auth.client_secret().to_owned());
-    let url = api.url("/api/data");
-    let (took_lock_tx, took_lock_rx) = std::sync::mpsc::channel::<()>();
-    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
-    let a = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let store = RedisStore::builder(redis_url)
-                .prefix("test")
-                .lock_ttl(Duration::from_secs(1))
-                .connect()
-                .await
-                .unwrap();
-            let http = hyper_client();
-            let grant = RefreshTokenGrant::new(
-                token_url.parse().unwrap(),
-                ClientAuth::basic(client_id, secret),
-                ServiceClient::new(http.clone()),
-            );
-            let tokens = TokenManager::builder(grant).store(store).build();
-            assert!(tokens.load().await.unwrap());
-            let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
-            tokio::spawn(async move { get(&client, url).await });
-            while tokens.stats().refreshes_started == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut child = Child(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["lock_holder_child_process", "--exact", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(
+                CHILD_ENV,
+                [
+                    redis.url(),
+                    auth.token_url(),
+                    auth.client_id().to_owned(),
+                    auth.client_secret().to_owned(),
+                    api.url("/api/data"),
+                ]
+                .join(" "),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Read on a thread of its own, not on the runtime's (whose servers the
+    // child talks to).
+    let stdout = child.0.stdout.take().unwrap();
+    let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line_tx.send(line).is_err() {
+                break;
             }
-            took_lock_tx.send(()).unwrap();
-            // Parked until killed.
-            tokio::task::spawn_blocking(move || kill_rx.recv())
-                .await
-                .ok();
-        });
-        drop(rt);
+        }
     });
-    took_lock_rx.recv().unwrap();
-    until("A's refresh is at the token endpoint", || {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let mut lines = line_rx;
+        while let Some(line) = lines.recv().await {
+            // The harness may have started the line ("test … ... ").
+            if line.ends_with(CHILD_REFRESHING) {
+                return;
+            }
+        }
+        panic!("the child ended before its refresh started");
+    })
+    .await
+    .expect("the child started its refresh");
+    until("the child's refresh is at the token endpoint", || {
         auth.stats().token_requests == 1
     })
     .await;
-    kill_tx.send(()).unwrap();
-    a.join().unwrap();
 
-    // B needs a refresh too: it waits for A's lock to expire, then refreshes.
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(30),
-        get(&b.client, api.url("/api/data")),
-    )
-    .await
-    .expect("no request hangs past the bound");
-    assert_eq!(outcome.unwrap(), StatusCode::OK);
+    // While the child lives, its heartbeat keeps the lock: for two TTLs and
+    // then half a renewal period, so the kill falls between two renewals.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let lock = async |conn: &mut redis::aio::MultiplexedConnection| {
+        let (value, pttl): (Option<String>, i64) = redis::pipe()
+            .cmd("GET")
+            .arg("test:lock")
+            .cmd("PTTL")
+            .arg("test:lock")
+            .query_async(conn)
+            .await
+            .unwrap();
+        (value, pttl)
+    };
+    let held = lock(&mut conn).await.0.expect("the child holds the lock");
+    let lived = std::time::Instant::now();
+    while lived.elapsed() < KILL_TTL * 2 + KILL_TTL / 6 {
+        assert_eq!(
+            lock(&mut conn).await.0.as_ref(),
+            Some(&held),
+            "the living child's lock, {:?} after its refresh began",
+            lived.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = std::time::Instant::now();
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    // Nobody renews it now: it lives exactly what is left of it.
+    let read_at = std::time::Instant::now();
+    let (value, pttl) = lock(&mut conn).await;
+    assert_eq!(value.as_ref(), Some(&held), "the dead child's lock is left");
+    let left = Duration::from_millis(u64::try_from(pttl).unwrap());
+    // Granularity of PTTL (1 ms) and of the polls.
+    let slack = Duration::from_millis(10);
+    assert!(
+        left + slack >= KILL_TTL * 2 / 3 && left <= KILL_TTL,
+        "renewed at most a third of the TTL before the kill: {left:?} left"
+    );
+
+    // B needs a refresh too: it waits for the dead child's lock to expire,
+    // then refreshes.
+    let request = tokio::spawn({
+        let client = b.client.clone();
+        let url = api.url("/api/data");
+        async move { get(&client, url).await }
+    });
+    until("B's refresh is at the token endpoint", || {
+        auth.stats().token_requests == 2
+    })
+    .await;
+    let took_over = std::time::Instant::now();
+    println!(
+        "took over {:?} after the kill; the lock had {left:?} left",
+        took_over - killed
+    );
+    assert!(
+        took_over + slack >= read_at + left,
+        "not before the dead child's lock expired: {:?} early",
+        (read_at + left) - took_over
+    );
+    assert!(
+        took_over - killed <= left + Duration::from_secs(1),
+        "soon after it expired (at most one TTL after the kill): took over {:?} after the kill",
+        took_over - killed
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(30), request)
+        .await
+        .expect("no request hangs past the bound");
+    assert_eq!(outcome.unwrap().unwrap(), StatusCode::OK);
     let stats = auth.stats();
     assert_eq!(stats.refresh_grants, 1, "B's refresh; A's never finished");
     assert_eq!(stats.reuse_detected, 0);
+    assert_eq!(stats.invalid_grant, 0);
+    assert_eq!(b.tokens.stats().sessions_expired, 0);
 }
 
 #[tokio::test]
@@ -399,24 +531,29 @@ async fn a_lease_does_not_overwrite_a_set_saved_during_it() {
     );
 }
 
-/// The leader's token request outlasts its attempt: the lock stays taken
-/// until it expires, so the other replica does not send the same refresh
-/// token meanwhile; the slow request's result is used, once.
+/// The leader's token request outlasts its attempt and five times the lock's
+/// TTL: the heartbeat keeps the lock taken while the request is in flight,
+/// so the other replica does not send the same refresh token meanwhile; the
+/// slow request's result is used, once. (With a TTL this short only the
+/// renewals keep the lock: without them it expires after 500 ms.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
+    const LOCK_TTL: Duration = Duration::from_millis(500);
     let redis = RedisServer::start().await.unwrap();
     let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR))
         .await
         .unwrap();
     let api = ResourceServer::start(&auth).await.unwrap();
+    // A follower waits at most one lock TTL, then asks again: with a TTL
+    // shorter than the refresh it needs more attempts than the default.
     let slow = |b: tower_token_refresh::TokenManagerBuilder| {
         b.attempt_timeout(Duration::from_millis(500))
-            .max_attempts(10)
+            .max_attempts(20)
             .backoff(Duration::from_millis(50), Duration::from_millis(100))
     };
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let store = store(&redis, Duration::from_secs(3)).await;
+        let store = store(&redis, LOCK_TTL).await;
         let http = hyper_client();
         let grant = RefreshTokenGrant::new(
             auth.token_url().parse().unwrap(),
@@ -439,8 +576,8 @@ async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
         .unwrap();
     assert!(replicas[1].tokens.load().await.unwrap());
     auth.expire_access_tokens();
-    // The first token request takes 2 s, four attempts' worth.
-    auth.inject(Fault::Delay(Duration::from_secs(2)), 1);
+    // The first token request takes 2.5 s: five lock TTLs, five attempts.
+    auth.inject(Fault::Delay(LOCK_TTL * 5), 1);
     let a = tokio::spawn({
         let client = replicas[0].client.clone();
         let url = api.url("/api/data");
@@ -459,5 +596,103 @@ async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
     assert_eq!(
         stats.token_requests, 1,
         "the slow request, joined; nobody sent it again"
+    );
+    assert_same_new_tokens(&replicas, &auth);
+}
+
+/// Both replicas hold the same set, and it is not the login's.
+fn assert_same_new_tokens(replicas: &[Replica], auth: &AuthServer) {
+    let sets: Vec<_> = replicas
+        .iter()
+        .map(|r| r.tokens.current().expect("a token set"))
+        .collect();
+    for (r, set) in replicas.iter().zip(&sets) {
+        assert_eq!(r.tokens.stats().sessions_expired, 0);
+        assert!(auth.is_access_token_valid(set.access_token().secret()));
+        assert_eq!(set.access_token().secret(), sets[0].access_token().secret());
+        assert_eq!(
+            set.refresh_token().map(|t| t.secret()),
+            sets[0].refresh_token().map(|t| t.secret())
+        );
+    }
+}
+
+/// The bug this crate had: a token request slower than the lock's TTL lost
+/// the lock while in flight, the other replica took it and presented the
+/// same refresh token, and the rotating server logged both out. Now with
+/// every setting at its default (the Redis store's and the coordinator's):
+/// the token endpoint answers after 16 s, longer than the old 15 s TTL.
+///
+/// The coordinator's defaults (10 s attempt timeout, 20 s refresh deadline)
+/// let the leader's request run on: its first attempt times out at 10 s and
+/// leaves the request in flight, with its lease, and the second attempt
+/// joins it. The lease's heartbeat (and the 30 s TTL) keeps the lock all the
+/// while; the follower is woken by the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_leader_with_the_default_settings_refreshes_once_for_both_replicas() {
+    let redis = RedisServer::start().await.unwrap();
+    let auth = AuthServer::start(AuthConfig::default().access_lifetime(HOUR))
+        .await
+        .unwrap();
+    let api = ResourceServer::start(&auth).await.unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::builder(redis.url())
+            .prefix("defaults")
+            .connect()
+            .await
+            .unwrap();
+        let http = hyper_client();
+        let grant = RefreshTokenGrant::new(
+            auth.token_url().parse().unwrap(),
+            ClientAuth::basic(auth.client_id(), auth.client_secret()),
+            ServiceClient::new(http.clone()),
+        );
+        let tokens = TokenManager::builder(grant).store(store).build();
+        let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
+        replicas.push(Replica { tokens, client });
+    }
+    replicas[0]
+        .tokens
+        .set(auth.login().token_set())
+        .await
+        .unwrap();
+    assert!(replicas[1].tokens.load().await.unwrap());
+    auth.expire_access_tokens();
+    auth.inject(Fault::Delay(Duration::from_secs(16)), 1);
+    // Both need a refresh at once.
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let client = r.client.clone();
+            let url = api.url("/api/data");
+            tokio::spawn(async move { get(&client, url).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(40), t)
+                .await
+                .expect("within the refresh deadline")
+                .unwrap()
+                .unwrap(),
+            StatusCode::OK
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_secs(16), "the slow one");
+    let stats = auth.stats();
+    assert_eq!(stats.token_requests, 1, "{stats:?}");
+    assert_eq!(stats.refresh_grants, 1, "{stats:?}");
+    assert_eq!(stats.reuse_detected, 0, "{stats:?}");
+    assert_eq!(stats.invalid_grant, 0, "{stats:?}");
+    assert_same_new_tokens(&replicas, &auth);
+    assert_eq!(
+        replicas
+            .iter()
+            .map(|r| r.tokens.stats().adopted_from_store)
+            .sum::<u64>(),
+        1,
+        "the follower took the leader's set"
     );
 }
