@@ -27,18 +27,17 @@ use crate::SkipAuth;
 /// The largest token endpoint response body [`ServiceClient`] reads by default.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
-/// How long [`ServiceClient`] waits for a whole exchange by default: 10 s.
+/// How long [`ServiceClient`] waits for a whole exchange by default: 30 s.
 ///
 /// The same as the coordinator's default
-/// [attempt timeout](crate::TokenManagerBuilder::attempt_timeout). A token
-/// request that outlasts its attempt is not abandoned by the coordinator
-/// (the server may be rotating the refresh token): the next attempt joins
-/// it. This timeout is what ends such a request when the endpoint never
-/// answers, so that the joined attempt gets an error at most about one
-/// attempt later instead of waiting for ever (hyper-util's client has no
-/// timeout of its own). A healthy token endpoint answers in well under a
-/// second; 10 s leaves room for a slow one without holding a refresh long.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// [attempt timeout](crate::TokenManagerBuilder::attempt_timeout), which
+/// bounds every token request the coordinator makes anyway; this bounds the
+/// calls nothing else bounds (introspection, revocation, discovery), since
+/// hyper-util's client has no timeout of its own. A token request that
+/// times out may have been carried out ([`TimedOut`] is an outcome-unknown
+/// failure for the refresh grant), so the default waits for a slow endpoint
+/// rather than give up early; a healthy one answers in well under a second.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The error [`ServiceClient`] returns when an exchange outlasts its
 /// [timeout](ServiceClient::timeout).

@@ -47,7 +47,7 @@
 //! # async fn run() -> Result<(), tower_token_refresh_core::Error> {
 //! let store = RedisStore::builder("redis://127.0.0.1:6379/")
 //!     .prefix("billing-api")               // one key space per (token endpoint, client, audience)
-//!     .lock_ttl(Duration::from_secs(30))   // how long a killed holder blocks the others
+//!     .lock_ttl(Duration::from_secs(45))   // how long a killed holder blocks the others
 //!     .connect()
 //!     .await?;
 //! let tokens = TokenManager::builder(source::from_fn(|_| async {
@@ -83,7 +83,7 @@ use tower_token_refresh_core::{
 };
 
 /// The default [`RedisStoreBuilder::lock_ttl`].
-const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(30);
+const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(45);
 
 /// The longest accepted duration setting (so that `Instant + setting`
 /// cannot overflow).
@@ -124,7 +124,7 @@ impl RedisStoreBuilder {
     }
 
     /// How long the refresh lock lives unless renewed or released. Default
-    /// 30 s.
+    /// 45 s.
     ///
     /// The holder's heartbeat renews the lock every `lock_ttl / 3` for as
     /// long as the holder lives, so the TTL does not bound how long a
@@ -138,12 +138,13 @@ impl RedisStoreBuilder {
     /// before its coordinator looks at the store again (pub/sub wakes it
     /// as soon as the holder commits or releases).
     ///
-    /// The default is longer than the coordinator's default refresh
-    /// deadline (20 s:
-    /// [`TokenManagerBuilder::refresh_deadline`](tower_token_refresh_core::TokenManagerBuilder::refresh_deadline)),
-    /// so a lock outlives a whole refresh even if every renewal is missed,
-    /// and a follower's single wait covers the leader's whole refresh. Keep
-    /// that relation when you change either.
+    /// The default, 45 s, is longer than the coordinator's default attempt
+    /// timeout (30 s:
+    /// [`TokenManagerBuilder::attempt_timeout`](tower_token_refresh_core::TokenManagerBuilder::attempt_timeout)),
+    /// which bounds the token request a lease is held for: the lock
+    /// outlives that request even if every renewal is missed, and a
+    /// follower's single wait covers it. Keep that relation when you change
+    /// either.
     ///
     /// Taken as at least 3 ms (so a renewal period is at least 1 ms) and at
     /// most a day.
@@ -425,8 +426,8 @@ fn ttl_millis(ttl: Duration) -> u64 {
 /// when the holder commits or releases; polling sees an expiry), at most
 /// the lock's TTL.
 ///
-/// The bound: by the documented relation the TTL is longer than a whole
-/// refresh of the holder (its coordinator's refresh deadline), so a live
+/// The bound: by the documented relation the TTL is longer than the token
+/// request a lease is held for (its coordinator's attempt timeout), so a live
 /// holder commits or releases, and wakes this wait, before it runs out; a
 /// killed holder's lock expires at most one TTL after its last renewal.
 /// Running out with the lock still held (a holder renewing past its own

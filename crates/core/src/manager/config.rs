@@ -89,8 +89,8 @@ impl Default for Config {
             refresh_jitter: 0.2,
             min_refresh_interval: Duration::from_secs(1),
             background_retry: Duration::from_secs(30),
-            attempt_timeout: Duration::from_secs(10),
-            refresh_deadline: Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(30),
+            refresh_deadline: Duration::from_secs(60),
             backoff: Backoff::default(),
             scheme: Scheme::FromTokenType,
             rotation: Rotation::Detect,
@@ -191,8 +191,12 @@ impl TokenManagerBuilder {
     }
 
     /// How long one token request, or one store call, may take. Default
-    /// 10 s. A token request that outlasts it is abandoned; if it presented
-    /// a refresh token, what follows depends on [`rotation`](Self::rotation).
+    /// 30 s, the usual HTTP client timeout. A token request that outlasts it
+    /// is abandoned, and if it presented a refresh token, the server may
+    /// have spent it (see [`rotation`](Self::rotation)): that makes a
+    /// timeout costly, so the default waits for a slow endpoint rather than
+    /// give up on it. A healthy token endpoint answers in well under a
+    /// second.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.config.attempt_timeout = timeout.min(MAX_SETTING);
         self.config.refresh_deadline = self.config.refresh_deadline.max(timeout);
@@ -200,7 +204,10 @@ impl TokenManagerBuilder {
     }
 
     /// How long one refresh may take, retries included, before its waiters
-    /// get an error. Default 20 s; never less than the attempt timeout.
+    /// get an error. Default 60 s (two attempt timeouts); never less than
+    /// the attempt timeout. Callers wait only when the token is past expiry
+    /// minus the leeway: inside the refresh-ahead window the old token is
+    /// still served while the refresh runs.
     /// Every wait inside a refresh ends by then (the last store write of a
     /// new set may add one attempt timeout).
     pub fn refresh_deadline(mut self, deadline: Duration) -> Self {
