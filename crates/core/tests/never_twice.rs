@@ -145,7 +145,7 @@ async fn a_token_request_that_never_answers_does_not_wedge_the_manager() {
         let err = tokens.refresh().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Transient, "round {round}: {err}");
         assert!(
-            started.elapsed() <= Duration::from_secs(20),
+            started.elapsed() <= Duration::from_secs(60),
             "round {round} waited {:?}, past the refresh deadline",
             started.elapsed()
         );
@@ -173,13 +173,13 @@ async fn a_hung_request_without_a_refresh_token_is_simply_asked_again() {
 
 #[tokio::test(start_paused = true)]
 async fn an_answer_later_than_the_attempt_is_not_followed_by_the_old_refresh_token() {
-    // The answer would come at 25 s, after the attempt (10 s) and the
-    // refresh deadline (20 s). The server may rotate: r0 is never sent again.
+    // The answer would come at 45 s, after the attempt (30 s). The server
+    // may rotate: r0 is never sent again.
     let script = Script::new(vec![Answer::Tokens {
         access: "a1",
         refresh: "r1",
         expired: false,
-        delay: Duration::from_secs(25),
+        delay: Duration::from_secs(45),
     }]);
     let tokens = TokenManager::builder(script.source())
         .initial(login())

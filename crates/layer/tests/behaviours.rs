@@ -309,7 +309,7 @@ async fn transient_refresh_failures_back_off_then_fail_then_recover() {
     w.auth.expire_access_tokens();
     w.auth.inject(Fault::TemporarilyUnavailable, 1);
     w.auth.inject(Fault::Status(503), 1);
-    w.auth.inject(Fault::DropConnection, 1);
+    w.auth.inject(Fault::Html502, 1);
     let started = tokio::time::Instant::now();
     let err = w.get("/api/data").await.unwrap_err();
     let err = session_error(&err).expect("a typed refresh error");

@@ -27,8 +27,8 @@ fn defaults(b: TokenManagerBuilder) -> TokenManagerBuilder {
 #[tokio::test(start_paused = true)]
 async fn a_token_answer_slower_than_the_attempt_ends_the_session_without_reuse() {
     let w = world(defaults).await;
-    // Answers after 25 s: past the attempt (10 s) and the deadline (20 s).
-    w.auth.inject(Fault::Delay(Duration::from_secs(25)), 1);
+    // Answers after 45 s: past the attempt (30 s).
+    w.auth.inject(Fault::Delay(Duration::from_secs(45)), 1);
     let err = w.tokens.refresh().await.unwrap_err();
     assert!(
         err.is_session_expired() && err.is_outcome_unknown(),

@@ -85,7 +85,7 @@ async fn a_silent_token_endpoint_times_out_after_the_default_timeout() {
     let err = result.unwrap_err();
     let timed_out = err.downcast_ref::<TimedOut>().expect("a TimedOut error");
     assert_eq!(timed_out.after(), DEFAULT_TIMEOUT);
-    assert_eq!(DEFAULT_TIMEOUT, Duration::from_secs(10));
+    assert_eq!(DEFAULT_TIMEOUT, Duration::from_secs(30));
     assert!(
         took >= DEFAULT_TIMEOUT && took < DEFAULT_TIMEOUT + Duration::from_millis(10),
         "{took:?}"
