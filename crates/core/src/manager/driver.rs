@@ -93,13 +93,38 @@ fn timers_enabled() -> bool {
     }
 }
 
-/// The phase of an untimed credential by the clock; makes sure a driver
-/// runs so that later lookups read the flag.
+/// The phase of an untimed credential by the clock. Makes sure a driver
+/// runs and, once one does, writes the phase into the flag on its behalf, so
+/// that the next lookup takes the fast path even before the driver's task
+/// is first polled (publication woke it: it watches this credential from
+/// its next tick).
 #[cold]
 pub(super) fn arm(inner: &Arc<Inner>, cred: &Credential) -> Phase {
     let phase = cred.phase_at(Instant::now());
-    if !inner.driver.running.load(Ordering::Acquire) {
+    let running = &inner.driver.running;
+    if !running.load(Ordering::SeqCst) {
         start(inner);
+    }
+    if running.load(Ordering::SeqCst)
+        && cred
+            .phase
+            .compare_exchange(
+                Phase::Untimed as u8,
+                phase as u8,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        && !running.load(Ordering::SeqCst)
+    {
+        // The driver stopped meanwhile. Its stop either saw this write and
+        // undid it, or happened before it and cannot: undo it here.
+        let _ = cred.phase.compare_exchange(
+            phase as u8,
+            Phase::Untimed as u8,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
     phase
 }
@@ -108,7 +133,7 @@ fn start(inner: &Arc<Inner>) {
     let driver = &inner.driver;
     if driver
         .running
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
         .is_err()
     {
         return;
@@ -122,7 +147,7 @@ fn start(inner: &Arc<Inner>) {
         }
         // No runtime that could time the phase: lookups keep reading the
         // clock, which is correct, only slower.
-        Err(_) => driver.running.store(false, Ordering::Release),
+        Err(_) => driver.running.store(false, Ordering::SeqCst),
     }
 }
 
@@ -153,14 +178,16 @@ impl Drop for Stop {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        inner.driver.running.store(false, Ordering::Release);
+        // SeqCst with `arm`: a lookup that writes the flag after this reset
+        // sees `running` false and undoes its write.
+        inner.driver.running.store(false, Ordering::SeqCst);
         if let Status::Ready(cred) = &inner.state.load().status {
             for phase in [Phase::Fresh, Phase::Ahead] {
                 let _ = cred.phase.compare_exchange(
                     phase as u8,
                     Phase::Untimed as u8,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
                 );
             }
         }
