@@ -64,6 +64,35 @@ impl Driver {
     }
 }
 
+/// Whether the current context can run what a [`TokenManager`](crate::TokenManager) spawns and
+/// times: a tokio runtime with its time driver.
+///
+/// Every method of the manager that needs one checks it and answers with
+/// this error instead of panicking; call it at start-up to fail early.
+///
+/// # Errors
+///
+/// [`NoRuntime`](crate::ErrorKind::NoRuntime) outside a tokio runtime, or
+/// in one built without `enable_time()` (or `enable_all()`). Without timers
+/// the check makes tokio panic once, caught, which the panic hook reports.
+///
+/// # Example
+///
+/// ```
+/// use tower_token_refresh_core::check_runtime;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// assert!(check_runtime().is_err(), "no runtime here");
+/// let runtime = tokio::runtime::Builder::new_current_thread()
+///     .enable_time()
+///     .build()?;
+/// runtime.block_on(async { assert!(check_runtime().is_ok()) });
+/// # Ok(()) }
+/// ```
+pub fn check_runtime() -> Result<(), Error> {
+    runtime().map(drop)
+}
+
 /// The current runtime, if it can run the coordinator's tasks (it must have
 /// the time driver: every wait of a refresh is bounded by a timer).
 pub(super) fn runtime() -> Result<Handle, Error> {

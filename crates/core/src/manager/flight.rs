@@ -163,10 +163,6 @@ impl Inner {
         }
         true
     }
-
-    pub(super) fn wanted(&self) -> u64 {
-        self.lock_flight().wanted
-    }
 }
 
 /// The refresh task. `guard` ends the flight however the task ends.

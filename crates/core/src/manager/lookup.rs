@@ -164,9 +164,11 @@ impl TokenManager {
         {
             return RefreshFuture::done(done);
         }
+        // Whatever generation was rejected, what is refreshed is the set
+        // current now (a bogus future generation cannot keep it going).
         let current = state.generation;
         drop(state);
-        self.inner.start_or_join(current.max(generation))
+        self.inner.start_or_join(current)
     }
 
     /// Refreshes now (joining a refresh in flight), whatever the expiry says.

@@ -18,7 +18,7 @@
 //!   allocates nothing: it reads the phase flag.
 //! - At most two tasks per manager at any time: its driver and its refresh.
 //! - Without a runtime with timers every method answers
-//!   [`NoRuntime`](ErrorKind::NoRuntime); nothing panics.
+//!   [`NoRuntime`](crate::ErrorKind::NoRuntime); nothing panics.
 
 mod commit;
 mod config;
@@ -49,6 +49,7 @@ use self::{
 pub use self::{
     config::{Rotation, Scheme, TokenManagerBuilder},
     credential::Authorization,
+    driver::check_runtime,
     flight::RefreshFuture,
     lookup::{Lookup, LookupCache},
 };
@@ -57,35 +58,6 @@ use crate::{
     backoff::Jitter,
     stats::{Counters, Stats},
 };
-
-/// Whether the current context can run what a [`TokenManager`] spawns and
-/// times: a tokio runtime with its time driver.
-///
-/// Every method of the manager that needs one checks it and answers with
-/// this error instead of panicking; call it at start-up to fail early.
-///
-/// # Errors
-///
-/// [`NoRuntime`](crate::ErrorKind::NoRuntime) outside a tokio runtime, or
-/// in one built without `enable_time()` (or `enable_all()`). Without timers
-/// the check makes tokio panic once, caught, which the panic hook reports.
-///
-/// # Example
-///
-/// ```
-/// use tower_token_refresh_core::check_runtime;
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// assert!(check_runtime().is_err(), "no runtime here");
-/// let runtime = tokio::runtime::Builder::new_current_thread()
-///     .enable_time()
-///     .build()?;
-/// runtime.block_on(async { assert!(check_runtime().is_ok()) });
-/// # Ok(()) }
-/// ```
-pub fn check_runtime() -> Result<(), Error> {
-    driver::runtime().map(drop)
-}
 
 /// Keeps one credential fresh and makes every caller share each refresh.
 ///
@@ -120,7 +92,7 @@ pub fn check_runtime() -> Result<(), Error> {
 ///   once and every call fails fast until [`set`](Self::set) is called.
 /// - A transient failure is retried with exponential backoff and full
 ///   jitter, within a bounded number of attempts and the deadline; then
-///   every waiter gets a [`Transient`](ErrorKind::Transient) error and the
+///   every waiter gets a [`Transient`](crate::ErrorKind::Transient) error and the
 ///   next call may start a new refresh (no sooner than
 ///   [`min_refresh_interval`](TokenManagerBuilder::min_refresh_interval)
 ///   after the last one started, so a failing server sees no storm).
@@ -131,7 +103,7 @@ pub fn check_runtime() -> Result<(), Error> {
 /// run on the tokio runtime of the caller, which must have its time driver
 /// (`enable_time()` or `enable_all()`). Without one, lookups of a fresh
 /// credential still work (they read the clock), and everything that would
-/// need a task or a timer answers [`NoRuntime`](ErrorKind::NoRuntime).
+/// need a task or a timer answers [`NoRuntime`](crate::ErrorKind::NoRuntime).
 /// At most two tasks run per manager: one refresh and one timer. Time is
 /// read from tokio's clock, so tests can pause and advance it.
 ///
@@ -234,9 +206,9 @@ impl TokenManager {
     ///
     /// # Errors
     ///
-    /// [`InvalidResponse`](ErrorKind::InvalidResponse) if the access token
-    /// cannot be a header value; [`Store`](ErrorKind::Store) if saving failed
-    /// (the set is in use anyway); [`NoRuntime`](ErrorKind::NoRuntime).
+    /// [`InvalidResponse`](crate::ErrorKind::InvalidResponse) if the access token
+    /// cannot be a header value; [`Store`](crate::ErrorKind::Store) if saving failed
+    /// (the set is in use anyway); [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn set(&self, tokens: TokenSet) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
@@ -254,8 +226,8 @@ impl TokenManager {
     ///
     /// # Errors
     ///
-    /// [`Store`](ErrorKind::Store) if the store could not be cleared;
-    /// [`NoRuntime`](ErrorKind::NoRuntime).
+    /// [`Store`](crate::ErrorKind::Store) if the store could not be cleared;
+    /// [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn clear(&self) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
@@ -272,9 +244,9 @@ impl TokenManager {
     ///
     /// # Errors
     ///
-    /// The store's error ([`Store`](ErrorKind::Store)): an unreadable or
+    /// The store's error ([`Store`](crate::ErrorKind::Store)): an unreadable or
     /// corrupt store is reported, never taken for an empty one, and nothing
-    /// in it is changed. [`NoRuntime`](ErrorKind::NoRuntime).
+    /// in it is changed. [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn load(&self) -> Result<bool, Error> {
         driver::runtime()?;
         let inner = &self.inner;
@@ -292,14 +264,14 @@ impl TokenManager {
 
     /// Ends the session on purpose (a logout): forgets the set here and in
     /// the store, runs the `on_session_expired` hook, and fails every
-    /// request with [`SessionExpired`](ErrorKind::SessionExpired) until
+    /// request with [`SessionExpired`](crate::ErrorKind::SessionExpired) until
     /// [`set`](Self::set) is called. Revoke the tokens at the server first
     /// if it supports that (RFC 7009).
     ///
     /// # Errors
     ///
-    /// [`Store`](ErrorKind::Store) if the store could not be cleared (the
-    /// session is over anyway); [`NoRuntime`](ErrorKind::NoRuntime).
+    /// [`Store`](crate::ErrorKind::Store) if the store could not be cleared (the
+    /// session is over anyway); [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn end_session(&self) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
@@ -333,7 +305,7 @@ impl TokenManager {
         self.inner.state.load().generation
     }
 
-    /// Whether the session has expired (see [`ErrorKind::SessionExpired`]).
+    /// Whether the session has expired (see [`ErrorKind::SessionExpired`](crate::ErrorKind::SessionExpired)).
     pub fn is_session_expired(&self) -> bool {
         matches!(self.inner.state.load().status, Status::SessionExpired(_))
     }

@@ -42,14 +42,16 @@ impl Inner {
         loop {
             let state = self.state.load_full();
             if state.generation != from {
-                // Replaced by someone else (`set`, `load`, `clear`, …).
-                if let Some(done) = self.settled(&state)
-                    && (done.is_err() || self.wanted() < state.generation)
-                    && self.try_land(id, state.generation)
-                {
-                    return (done, false);
+                // Replaced by someone else (`set`, `load`, `clear`, …): an
+                // ended session ends the flight; a usable set does too,
+                // unless a caller already rejected it.
+                match self.settled(&state) {
+                    Some(Err(e)) => return (Err(e), false),
+                    Some(Ok(auth)) if self.try_land(id, state.generation) => {
+                        return (Ok(auth), false);
+                    }
+                    _ => from = state.generation,
                 }
-                from = state.generation;
             }
             self.counters.attempts.fetch_add(1, Ordering::Relaxed);
             let err = match self.attempt(&mut from, deadline).await {
