@@ -34,10 +34,24 @@ enum Answer {
 }
 
 fn tokens(access: &'static str, refresh: &'static str) -> Answer {
+    slow(access, refresh, Duration::ZERO)
+}
+
+fn slow(access: &'static str, refresh: &'static str, delay: Duration) -> Answer {
     Answer::Tokens {
         access,
         refresh,
         expired: false,
+        delay,
+    }
+}
+
+/// Tokens whose access token is already expired when they arrive.
+fn expired(access: &'static str, refresh: &'static str) -> Answer {
+    Answer::Tokens {
+        access,
+        refresh,
+        expired: true,
         delay: Duration::ZERO,
     }
 }
@@ -175,12 +189,7 @@ async fn a_hung_request_without_a_refresh_token_is_simply_asked_again() {
 async fn an_answer_later_than_the_attempt_is_not_followed_by_the_old_refresh_token() {
     // The answer would come at 45 s, after the attempt (30 s). The server
     // may rotate: r0 is never sent again.
-    let script = Script::new(vec![Answer::Tokens {
-        access: "a1",
-        refresh: "r1",
-        expired: false,
-        delay: Duration::from_secs(45),
-    }]);
+    let script = Script::new(vec![slow("a1", "r1", Duration::from_secs(45))]);
     let tokens = TokenManager::builder(script.source())
         .initial(login())
         .build();
@@ -206,12 +215,7 @@ async fn an_answer_later_than_the_attempt_is_not_followed_by_the_old_refresh_tok
 #[tokio::test(start_paused = true)]
 async fn a_set_of_the_current_tokens_during_a_refresh_keeps_the_rotated_refresh_token() {
     let script = Script::new(vec![
-        Answer::Tokens {
-            access: "a1",
-            refresh: "r1",
-            expired: false,
-            delay: Duration::from_secs(1),
-        },
+        slow("a1", "r1", Duration::from_secs(1)),
         tokens("a2", "r2"),
     ]);
     let store = Arc::new(MemoryStore::new());
@@ -239,12 +243,7 @@ async fn a_set_of_the_current_tokens_during_a_refresh_keeps_the_rotated_refresh_
 #[tokio::test(start_paused = true)]
 async fn a_rejection_of_the_set_that_overtook_a_refresh_is_refreshed_with_the_new_token() {
     let script = Script::new(vec![
-        Answer::Tokens {
-            access: "a1",
-            refresh: "r1",
-            expired: false,
-            delay: Duration::from_secs(1),
-        },
+        slow("a1", "r1", Duration::from_secs(1)),
         tokens("a2", "r2"),
     ]);
     let tokens = TokenManager::builder(script.source())
@@ -262,15 +261,7 @@ async fn a_rejection_of_the_set_that_overtook_a_refresh_is_refreshed_with_the_ne
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_access_token_beside_a_new_refresh_token_keeps_the_refresh_token() {
-    let script = Script::new(vec![
-        Answer::Tokens {
-            access: "a1",
-            refresh: "r1",
-            expired: true,
-            delay: Duration::ZERO,
-        },
-        tokens("a2", "r2"),
-    ]);
+    let script = Script::new(vec![expired("a1", "r1"), tokens("a2", "r2")]);
     let tokens = TokenManager::builder(script.source())
         .initial(login())
         .backoff(Duration::ZERO, Duration::ZERO)
@@ -283,19 +274,9 @@ async fn an_expired_access_token_beside_a_new_refresh_token_keeps_the_refresh_to
 #[tokio::test(start_paused = true)]
 async fn a_refresh_that_only_got_unusable_access_tokens_leaves_the_newest_refresh_token() {
     let script = Script::new(vec![
-        Answer::Tokens {
-            access: "a1",
-            refresh: "r1",
-            expired: true,
-            delay: Duration::ZERO,
-        },
+        expired("a1", "r1"),
         // Not a header value at all.
-        Answer::Tokens {
-            access: "a\n2",
-            refresh: "r2",
-            expired: false,
-            delay: Duration::ZERO,
-        },
+        tokens("a\n2", "r2"),
         tokens("a3", "r3"),
     ]);
     let store = Arc::new(MemoryStore::new());

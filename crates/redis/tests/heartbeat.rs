@@ -213,14 +213,7 @@ async fn a_lease_whose_lock_was_taken_over_knows_it_and_cannot_commit() {
         !lease.is_held()
     })
     .await;
-    assert_eq!(
-        lease
-            .commit(&TokenSet::bearer("refreshed"))
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Store
-    );
+    assert_commit_refused(&*lease, "refreshed").await;
     assert_eq!(lock_value(&mut conn).await, None, "not recreated");
 }
 
@@ -310,12 +303,14 @@ async fn with_redis_unreachable_a_lease_is_lost_once_its_ttl_has_run_out() {
         async || !lease.is_held(),
     )
     .await;
-    assert_eq!(
-        lease
-            .commit(&TokenSet::bearer("late"))
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::Store
-    );
+    assert_commit_refused(&*lease, "late").await;
+}
+
+/// A lease that lost its lock must not write: its commit is a Store error.
+async fn assert_commit_refused(lease: &dyn RefreshLease, access_token: &str) {
+    let err = lease
+        .commit(&TokenSet::bearer(access_token.to_owned()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store, "{err}");
 }

@@ -553,30 +553,11 @@ async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
             .max_attempts(20)
             .backoff(Duration::from_millis(50), Duration::from_millis(100))
     };
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let store = store(&redis, LOCK_TTL).await;
-        let http = hyper_client();
-        let grant = RefreshTokenGrant::new(
-            auth.token_url().parse().unwrap(),
-            ClientAuth::basic(auth.client_id(), auth.client_secret()),
-            ServiceClient::new(http.clone()),
-        );
-        let tokens = slow(
-            TokenManager::builder(grant)
-                .store(store)
-                .min_refresh_interval(Duration::ZERO),
-        )
-        .build();
-        let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
-        replicas.push(Replica { tokens, client });
-    }
-    replicas[0]
-        .tokens
-        .set(auth.login().token_set())
-        .await
-        .unwrap();
-    assert!(replicas[1].tokens.load().await.unwrap());
+    let stores = [store(&redis, LOCK_TTL).await, store(&redis, LOCK_TTL).await];
+    let replicas = seeded_pair(&auth, stores, |b| {
+        slow(b.min_refresh_interval(Duration::ZERO))
+    })
+    .await;
     auth.expire_access_tokens();
     // The first token request takes 2.5 s: five lock TTLs, five attempts.
     auth.inject(Fault::Delay(LOCK_TTL * 5), 1);
@@ -602,6 +583,34 @@ async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
     assert_same_new_tokens(&replicas, &auth);
 }
 
+/// Two replicas on `stores`, unscoped (the resource is on loopback), the
+/// second one loaded with the login the first one saved.
+async fn seeded_pair(
+    auth: &AuthServer,
+    stores: [RedisStore; 2],
+    tweak: impl Fn(tower_token_refresh::TokenManagerBuilder) -> tower_token_refresh::TokenManagerBuilder,
+) -> Vec<Replica> {
+    let mut replicas = Vec::new();
+    for store in stores {
+        let http = hyper_client();
+        let grant = RefreshTokenGrant::new(
+            auth.token_url().parse().unwrap(),
+            ClientAuth::basic(auth.client_id(), auth.client_secret()),
+            ServiceClient::new(http.clone()),
+        );
+        let tokens = tweak(TokenManager::builder(grant).store(store)).build();
+        let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
+        replicas.push(Replica { tokens, client });
+    }
+    replicas[0]
+        .tokens
+        .set(auth.login().token_set())
+        .await
+        .unwrap();
+    assert!(replicas[1].tokens.load().await.unwrap());
+    replicas
+}
+
 /// Both replicas hold the same set, and it is not the login's.
 fn assert_same_new_tokens(replicas: &[Replica], auth: &AuthServer) {
     let sets: Vec<_> = replicas
@@ -625,10 +634,8 @@ fn assert_same_new_tokens(replicas: &[Replica], auth: &AuthServer) {
 /// every setting at its default (the Redis store's and the coordinator's):
 /// the token endpoint answers after 16 s, longer than the old 15 s TTL.
 ///
-/// The coordinator's defaults (10 s attempt timeout, 20 s refresh deadline)
-/// let the leader's request run on: its first attempt times out at 10 s and
-/// leaves the request in flight, with its lease, and the second attempt
-/// joins it. The lease's heartbeat (and the 30 s TTL) keeps the lock all the
+/// The coordinator's default attempt timeout (30 s) waits for the 16 s
+/// answer; the lease's heartbeat (and the 45 s TTL) keeps the lock all the
 /// while; the follower is woken by the commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_leader_with_the_default_settings_refreshes_once_for_both_replicas() {
@@ -637,29 +644,13 @@ async fn a_slow_leader_with_the_default_settings_refreshes_once_for_both_replica
         .await
         .unwrap();
     let api = ResourceServer::start(&auth).await.unwrap();
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let store = RedisStore::builder(redis.url())
+    let connect = || {
+        RedisStore::builder(redis.url())
             .prefix("defaults")
             .connect()
-            .await
-            .unwrap();
-        let http = hyper_client();
-        let grant = RefreshTokenGrant::new(
-            auth.token_url().parse().unwrap(),
-            ClientAuth::basic(auth.client_id(), auth.client_secret()),
-            ServiceClient::new(http.clone()),
-        );
-        let tokens = TokenManager::builder(grant).store(store).build();
-        let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
-        replicas.push(Replica { tokens, client });
-    }
-    replicas[0]
-        .tokens
-        .set(auth.login().token_set())
-        .await
-        .unwrap();
-    assert!(replicas[1].tokens.load().await.unwrap());
+    };
+    let stores = [connect().await.unwrap(), connect().await.unwrap()];
+    let replicas = seeded_pair(&auth, stores, |b| b).await;
     auth.expire_access_tokens();
     auth.inject(Fault::Delay(Duration::from_secs(16)), 1);
     // Both need a refresh at once.
