@@ -64,8 +64,12 @@ impl ErrorKind {
 ///
 /// It is cheap to clone (every waiter of one refresh gets the same error),
 /// matchable through [`kind`](Error::kind), and never contains a token or a
-/// secret: messages are written by this crate or by the authorization server
-/// (`error_description`), and causes are transport errors.
+/// secret: messages are written by this crate, and causes are transport
+/// errors. The only server text copied is the OAuth2 `error` code and
+/// `error_description` of a JSON error body, each withheld whole if it
+/// quotes, in any encoding this crate sent it (raw, form- or
+/// percent-encoded, in a Basic header's base64) or by a fragment of 8 or
+/// more characters, a secret the request carried.
 ///
 /// # Example
 ///
@@ -153,20 +157,6 @@ impl Error {
     /// see [`with_outcome_unknown`](Self::with_outcome_unknown).
     pub fn is_outcome_unknown(&self) -> bool {
         self.outcome_unknown
-    }
-
-    /// Drops server-written text that quotes one of `secrets` (some servers
-    /// echo the presented refresh token in `error_description`).
-    pub(crate) fn scrub(mut self, secrets: &[&str]) -> Self {
-        let quotes = |text: &str| secrets.iter().any(|s| !s.is_empty() && text.contains(s));
-        if quotes(&self.message) {
-            self.message =
-                "the server's error description was withheld: it quoted a credential".into();
-        }
-        if self.oauth_error.as_deref().is_some_and(quotes) {
-            self.oauth_error = Some("<withheld>".into());
-        }
-        self
     }
 
     /// What went wrong.

@@ -108,7 +108,7 @@ proptest! {
             response = response.header(http::header::RETRY_AFTER, after);
         }
         let response = response.body(Bytes::from(body)).unwrap();
-        let _ = parse_token_response(response);
+        let _ = parse_token_response(&http::Request::new(Bytes::new()), response);
     }
 
     #[test]

@@ -200,7 +200,9 @@ async fn malformed_token_responses_have_exact_kinds() {
     for (status, body, expected) in cases {
         let mut r = Response::new(Bytes::from_static(body.as_bytes()));
         *r.status_mut() = StatusCode::from_u16(status).unwrap();
-        let got = parse_token_response(r).map(|_| ()).map_err(|e| e.kind());
+        let got = parse_token_response(&http::Request::new(Bytes::new()), r)
+            .map(|_| ())
+            .map_err(|e| e.kind());
         match expected {
             None => assert_eq!(got, Ok(()), "{status} {body}"),
             Some(kind) => assert_eq!(got, Err(kind), "{status} {body}"),
@@ -366,7 +368,7 @@ proptest! {
         let _guard = rt.enter();
         let mut r = Response::new(Bytes::from(body));
         *r.status_mut() = StatusCode::from_u16(status).unwrap();
-        let _ = parse_token_response(r);
+        let _ = parse_token_response(&http::Request::new(Bytes::new()), r);
     }
 
     #[test]
@@ -376,7 +378,7 @@ proptest! {
         for status in [200u16, 400, 503] {
             let mut r = Response::new(Bytes::from(value.to_string()));
             *r.status_mut() = StatusCode::from_u16(status).unwrap();
-            let _ = parse_token_response(r);
+            let _ = parse_token_response(&http::Request::new(Bytes::new()), r);
         }
     }
 }

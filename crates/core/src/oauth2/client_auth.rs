@@ -104,19 +104,6 @@ impl ClientAuth {
     }
 }
 
-impl ClientAuth {
-    /// The client secret, or `""` for a public client: what error texts
-    /// must not quote.
-    pub(crate) fn secret(&self) -> &str {
-        match self {
-            ClientAuth::Basic { client_secret, .. } | ClientAuth::Post { client_secret, .. } => {
-                client_secret.secret()
-            }
-            ClientAuth::None { .. } => "",
-        }
-    }
-}
-
 impl fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (method, id) = match self {

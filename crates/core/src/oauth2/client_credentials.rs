@@ -4,7 +4,7 @@ use std::fmt;
 
 use http::Uri;
 
-use super::{ClientAuth, Form, HttpClient, exchange};
+use super::{ClientAuth, Endpoint, Form, HttpClient, exchange};
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
 /// The OAuth2 `client_credentials` grant (RFC 6749 §4.4) as a [`TokenSource`]:
@@ -46,7 +46,7 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 /// # Ok(()) }
 /// ```
 pub struct ClientCredentialsGrant<C> {
-    token_url: Uri,
+    token_url: Endpoint,
     auth: ClientAuth,
     client: C,
     params: Vec<(String, String)>,
@@ -56,7 +56,7 @@ impl<C> ClientCredentialsGrant<C> {
     /// A grant posting to `token_url` through `client`.
     pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
         ClientCredentialsGrant {
-            token_url,
+            token_url: Endpoint::new(token_url, "token endpoint"),
             auth,
             client,
             params: Vec::new(),
@@ -85,13 +85,23 @@ impl<C> ClientCredentialsGrant<C> {
         self.params.push((name.into(), value.into()));
         self
     }
+
+    /// Allows the client secret to go over cleartext `http://` to a host
+    /// that is not loopback: for a development server only. Off by
+    /// default, as for
+    /// [`RefreshTokenGrant::allow_cleartext`](super::RefreshTokenGrant::allow_cleartext).
+    pub fn allow_cleartext(mut self, allow: bool) -> Self {
+        self.token_url.set_allow_cleartext(allow);
+        self
+    }
 }
 
 impl<C> fmt::Debug for ClientCredentialsGrant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("ClientCredentialsGrant")
-            .field("token_url", &self.token_url)
+            .field("token_url", self.token_url.uri())
+            .field("allow_cleartext", &self.token_url.allows_cleartext())
             .field("auth", &self.auth)
             .field("params", &names)
             .finish_non_exhaustive()
@@ -110,7 +120,7 @@ impl<C: HttpClient> TokenSource for ClientCredentialsGrant<C> {
                 form.pair(name, value);
             }
             // No refresh token at stake: a lost answer costs only a new grant.
-            exchange(&self.client, &self.token_url, &self.auth, form, None).await
+            exchange(&self.client, &self.token_url, &self.auth, form, false).await
         })
     }
 }

@@ -4,8 +4,13 @@
 //!
 //! Invariants:
 //!
-//! - A secret the library sent (the client secret, a refresh token) is
-//!   never copied into an error: server text quoting one is withheld.
+//! - No request carrying a secret is built for an endpoint the cleartext
+//!   rule refuses ([`Endpoint::check`]).
+//! - A secret the request carried is never copied into an error, in any
+//!   encoding: of the answer only the JSON `error` and `error_description`
+//!   are kept, each withheld whole if it quotes what was sent
+//!   ([`Redactor`]), and checked before it is cut to length. Other bodies
+//!   (HTML, plain text) are never copied.
 //! - Every answer maps to a value or a typed error: a non-2xx status by the
 //!   §5.2 rules, a 2xx body that is no token response to
 //!   [`InvalidResponse`](ErrorKind::InvalidResponse). Nothing a server sends
@@ -15,34 +20,35 @@
 //!   request never left ([`was_not_sent`]). An HTTP answer, of any status,
 //!   is an answer: never outcome unknown.
 
-use std::time::SystemTime;
+use std::{borrow::Cow, time::SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
-use super::{ClientAuth, HttpClient, retry_after::parse_retry_after, was_not_sent};
+use super::{
+    ClientAuth, HttpClient, endpoint::Endpoint, redact::Redactor, retry_after::parse_retry_after,
+    was_not_sent,
+};
 use crate::{Error, ErrorKind, TokenSet, token::OAuthErrorBody};
 
 /// Posts a token request and parses the answer: the shared step of every
 /// grant.
 ///
-/// `refresh_token` is the one the form presents, if any: server text
-/// quoting it or the client secret is withheld from the error, and a
-/// request lost in flight leaves it in doubt (outcome unknown).
+/// `presents_refresh_token`: the form presents a refresh token, which a
+/// request lost in flight leaves in doubt (outcome unknown).
 pub(crate) async fn exchange<C: HttpClient>(
     client: &C,
-    url: &Uri,
+    endpoint: &Endpoint,
     auth: &ClientAuth,
     form: Form,
-    refresh_token: Option<&str>,
+    presents_refresh_token: bool,
 ) -> Result<TokenSet, Error> {
-    let request = token_request(url, auth, form)?;
+    let (request, redactor) = token_request(endpoint, auth, form)?;
     let response = client
         .send(request)
         .await
-        .map_err(|e| transport_error(e, refresh_token.is_some()))?;
-    parse_token_response(response)
-        .map_err(|e| e.scrub(&[refresh_token.unwrap_or(""), auth.secret()]))
+        .map_err(|e| transport_error(e, presents_refresh_token))?;
+    token_answer(response, &redactor)
 }
 
 /// The error for an [`HttpClient`] failure: no answer came. Outcome unknown
@@ -59,42 +65,85 @@ fn transport_error(cause: crate::BoxError, presented_refresh_token: bool) -> Err
     }
 }
 
+/// The POST of `form` to `endpoint`, authenticated with `auth`, and the
+/// [`Redactor`] for its answer. Refused (a [`Policy`](ErrorKind::Policy)
+/// error) before it is built if the cleartext rule forbids the endpoint.
 pub(crate) fn token_request(
-    url: &Uri,
+    endpoint: &Endpoint,
     auth: &ClientAuth,
     mut form: Form,
-) -> Result<Request<Bytes>, Error> {
+) -> Result<(Request<Bytes>, Redactor), Error> {
+    endpoint.check()?;
     let mut headers = http::HeaderMap::new();
     auth.apply(&mut form, &mut headers)?;
     let mut request = Request::new(Bytes::from(form.0));
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = url.clone();
+    *request.uri_mut() = endpoint.uri().clone();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-www-form-urlencoded"),
     );
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     *request.headers_mut() = headers;
-    Ok(request)
+    let redactor = Redactor::of(&request);
+    Ok((request, redactor))
 }
 
-/// Maps a token endpoint's response to a token set or a typed error
-/// (RFC 6749 §5.1, §5.2).
+fn token_answer(response: Response<Bytes>, redactor: &Redactor) -> Result<TokenSet, Error> {
+    if response.status().is_success() {
+        return TokenSet::from_response_json(response.body());
+    }
+    Err(error_response(&response, "token endpoint", redactor))
+}
+
+/// Maps a token endpoint's response to `request` to a token set or a
+/// typed error (RFC 6749 §5.1, §5.2), for a grant this crate does not
+/// have.
+///
+/// `request` is what was sent: no secret it carried (its `Authorization`
+/// credentials, its form values but `grant_type`, `scope`, `client_id` and
+/// the like), in any encoding, is copied from the answer into the error.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use tower_token_refresh_core::{ErrorKind, oauth2::parse_token_response};
+///
+/// let request = Request::post("https://auth.example.com/token")
+///     .body(Bytes::from_static(b"grant_type=password&username=ann&password=hunter2%21"))
+///     .unwrap();
+/// let mut response = Response::new(Bytes::from_static(
+///     br#"{"error":"invalid_grant","error_description":"bad password hunter2!"}"#,
+/// ));
+/// *response.status_mut() = StatusCode::BAD_REQUEST;
+/// let err = parse_token_response(&request, response).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::SessionExpired);
+/// assert_eq!(err.oauth_error(), Some("invalid_grant"));
+/// assert!(!err.to_string().contains("hunter2"));
+/// ```
 ///
 /// # Errors
 ///
 /// See [`RefreshTokenGrant`](super::RefreshTokenGrant) for the mapping.
-pub fn parse_token_response(response: Response<Bytes>) -> Result<TokenSet, Error> {
-    let status = response.status();
-    if status.is_success() {
-        return TokenSet::from_response_json(response.body());
-    }
-    Err(error_response(&response, "token endpoint"))
+pub fn parse_token_response(
+    request: &Request<Bytes>,
+    response: Response<Bytes>,
+) -> Result<TokenSet, Error> {
+    token_answer(response, &Redactor::of(request))
 }
 
-/// The typed error for a non-2xx answer of a token, introspection or
-/// revocation endpoint (RFC 6749 §5.2 mapping, `Retry-After` kept).
-pub(crate) fn error_response(response: &Response<Bytes>, endpoint: &str) -> Error {
+/// The typed error for a non-2xx answer of a token, introspection,
+/// revocation or discovery endpoint (RFC 6749 §5.2 mapping, `Retry-After`
+/// kept). Of the body only a JSON `error` and `error_description` are
+/// copied, each withheld whole if `redactor` finds a secret in it, then
+/// cut to length.
+pub(crate) fn error_response(
+    response: &Response<Bytes>,
+    endpoint: &str,
+    redactor: &Redactor,
+) -> Error {
     let status = response.status();
     let retry_after = response
         .headers()
@@ -104,11 +153,13 @@ pub(crate) fn error_response(response: &Response<Bytes>, endpoint: &str) -> Erro
     let body: Option<OAuthErrorBody> = serde_json::from_slice(response.body()).ok();
     let mut err = match &body {
         Some(b) => {
-            let description = b
-                .error_description
-                .as_deref()
-                .map(|d| truncate(d, 200))
-                .unwrap_or("no description");
+            let description = match b.error_description.as_deref() {
+                None => Cow::Borrowed("no description"),
+                Some(d) if redactor.quotes(d) => Cow::Borrowed(
+                    "the server's error description was withheld: it quoted a credential",
+                ),
+                Some(d) => printable(truncate(d, 200)),
+            };
             let kind = match b.error.as_str() {
                 "invalid_grant" => ErrorKind::SessionExpired,
                 "temporarily_unavailable" | "slow_down" => ErrorKind::Transient,
@@ -117,8 +168,13 @@ pub(crate) fn error_response(response: &Response<Bytes>, endpoint: &str) -> Erro
                 }
                 _ => ErrorKind::Rejected,
             };
+            let code = if redactor.quotes(&b.error) {
+                Cow::Borrowed("<withheld>")
+            } else {
+                printable(truncate(&b.error, 64))
+            };
             Error::new(kind, format!("HTTP {}: {description}", status.as_u16()))
-                .with_oauth_error(truncate(&b.error, 64))
+                .with_oauth_error(code)
         }
         None if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
             Error::transient(format!("{endpoint} answered HTTP {}", status.as_u16()))
@@ -143,6 +199,20 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// `s` with control characters replaced, so that server text cannot forge
+/// log lines or terminal output.
+fn printable(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// An `application/x-www-form-urlencoded` body under construction.
@@ -223,9 +293,43 @@ mod tests {
             (200, "{not json", ErrorKind::InvalidResponse),
         ];
         for (status, body, kind) in cases {
-            let err = parse_token_response(response(status, body)).unwrap_err();
+            let err = token_answer(response(status, body), &Redactor::none()).unwrap_err();
             assert_eq!(err.kind(), kind, "{status} {body}: {err}");
         }
+    }
+
+    #[test]
+    fn control_characters_in_server_text_are_replaced() {
+        let err = token_answer(
+            response(
+                400,
+                r#"{"error":"invalid_request\n","error_description":"bad\r\nINFO forged line\u001b[31m"}"#,
+            ),
+            &Redactor::none(),
+        )
+        .unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(err.oauth_error(), Some("invalid_request\u{FFFD}"));
+    }
+
+    #[test]
+    fn a_description_is_checked_whole_before_it_is_cut() {
+        // The secret starts at byte 195: the cut at 200 leaves 5 bytes of
+        // it, too few to match; checked first, the whole is withheld.
+        let secret = "rt-0123456789abcdef";
+        let description = format!("{}{secret} is revoked", "x".repeat(195));
+        let body = serde_json::json!({"error": "invalid_grant", "error_description": description});
+        let r = Response::builder()
+            .status(400)
+            .body(Bytes::from(body.to_string()))
+            .unwrap();
+        let sent = Request::new(Bytes::from(format!(
+            "grant_type=refresh_token&refresh_token={secret}"
+        )));
+        let err = parse_token_response(&sent, r).unwrap_err();
+        assert!(err.message().contains("withheld"), "{err}");
+        assert!(!err.to_string().contains("rt-01"), "{err}");
     }
 
     #[test]
@@ -233,7 +337,7 @@ mod tests {
         let mut r = response(429, "");
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
-        let err = parse_token_response(r).unwrap_err();
+        let err = token_answer(r, &Redactor::none()).unwrap_err();
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
     }
 }

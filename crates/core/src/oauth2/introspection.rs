@@ -8,7 +8,9 @@ use std::{
 use bytes::Bytes;
 use http::{Response, Uri};
 
-use super::{ClientAuth, Form, HttpClient, TokenTypeHint, error_response, token_request};
+use super::{
+    ClientAuth, Endpoint, Form, HttpClient, Redactor, TokenTypeHint, error_response, token_request,
+};
 use crate::{Error, TokenManager};
 
 /// Asks an authorization server whether a token is still active
@@ -40,7 +42,7 @@ use crate::{Error, TokenManager};
 /// # Ok(()) }
 /// ```
 pub struct IntrospectionClient<C> {
-    url: Uri,
+    url: Endpoint,
     auth: ClientAuth,
     client: C,
 }
@@ -48,14 +50,28 @@ pub struct IntrospectionClient<C> {
 impl<C> IntrospectionClient<C> {
     /// A client of the introspection endpoint at `url`.
     pub fn new(url: Uri, auth: ClientAuth, client: C) -> Self {
-        IntrospectionClient { url, auth, client }
+        IntrospectionClient {
+            url: Endpoint::new(url, "introspection endpoint"),
+            auth,
+            client,
+        }
+    }
+
+    /// Allows the token and client secret to go over cleartext `http://`
+    /// to a host that is not loopback: for a development server only. Off
+    /// by default, as for
+    /// [`RefreshTokenGrant::allow_cleartext`](super::RefreshTokenGrant::allow_cleartext).
+    pub fn allow_cleartext(mut self, allow: bool) -> Self {
+        self.url.set_allow_cleartext(allow);
+        self
     }
 }
 
 impl<C> fmt::Debug for IntrospectionClient<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntrospectionClient")
-            .field("url", &self.url)
+            .field("url", self.url.uri())
+            .field("allow_cleartext", &self.url.allows_cleartext())
             .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
@@ -70,7 +86,10 @@ impl<C: HttpClient> IntrospectionClient<C> {
     /// unreachable or answers 5xx/429; the §5.2 mapping for OAuth2 error
     /// bodies (`invalid_client` is [`Rejected`](crate::ErrorKind::Rejected));
     /// [`InvalidResponse`](crate::ErrorKind::InvalidResponse) for a body
-    /// without a boolean `active`. No error quotes the token.
+    /// without a boolean `active`; [`Policy`](crate::ErrorKind::Policy),
+    /// before anything is sent, for a cleartext URL to a host that is not
+    /// loopback (see [`allow_cleartext`](Self::allow_cleartext)). No error
+    /// quotes the token or the client secret, in any encoding.
     pub async fn introspect(
         &self,
         token: &str,
@@ -81,12 +100,12 @@ impl<C: HttpClient> IntrospectionClient<C> {
         if let Some(hint) = hint {
             form.pair("token_type_hint", hint.as_str());
         }
-        let request = token_request(&self.url, &self.auth, form)?;
+        let (request, redactor) = token_request(&self.url, &self.auth, form)?;
         let response =
             self.client.send(request).await.map_err(|e| {
                 Error::transient("introspection endpoint unreachable").with_source(e)
             })?;
-        parse_introspection(&response).map_err(|e| e.scrub(&[token, self.auth.secret()]))
+        parse_introspection(&response, &redactor)
     }
 
     /// Introspects the manager's current access token. An inactive one (or
@@ -140,9 +159,12 @@ pub struct Introspection {
     pub token_type: Option<String>,
 }
 
-fn parse_introspection(response: &Response<Bytes>) -> Result<Introspection, Error> {
+fn parse_introspection(
+    response: &Response<Bytes>,
+    redactor: &Redactor,
+) -> Result<Introspection, Error> {
     if !response.status().is_success() {
-        return Err(error_response(response, "introspection endpoint"));
+        return Err(error_response(response, "introspection endpoint", redactor));
     }
     // Unknown or mistyped optional members are dropped; only `active` counts.
     let value: serde_json::Value = serde_json::from_slice(response.body())
@@ -178,15 +200,19 @@ mod tests {
 
     #[test]
     fn active_and_inactive_answers_parse() {
-        let i = parse_introspection(&response(
-            200,
-            r#"{"active":true,"scope":"a b","client_id":"c","exp":1700000000,"extra":[1]}"#,
-        ))
+        let i = parse_introspection(
+            &response(
+                200,
+                r#"{"active":true,"scope":"a b","client_id":"c","exp":1700000000,"extra":[1]}"#,
+            ),
+            &Redactor::none(),
+        )
         .unwrap();
         assert!(i.active);
         assert_eq!(i.scope.as_deref(), Some("a b"));
         assert_eq!(i.exp, Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
-        let i = parse_introspection(&response(200, r#"{"active":false}"#)).unwrap();
+        let i =
+            parse_introspection(&response(200, r#"{"active":false}"#), &Redactor::none()).unwrap();
         assert!(!i.active);
     }
 
@@ -202,17 +228,17 @@ mod tests {
             (404, "nope", ErrorKind::InvalidResponse),
         ];
         for (status, body, kind) in cases {
-            let err = parse_introspection(&response(status, body)).unwrap_err();
+            let err = parse_introspection(&response(status, body), &Redactor::none()).unwrap_err();
             assert_eq!(err.kind(), kind, "{status} {body}: {err}");
         }
     }
 
     #[test]
     fn mistyped_optional_members_are_dropped() {
-        let i = parse_introspection(&response(
-            200,
-            r#"{"active":true,"scope":5,"exp":"soon","sub":null}"#,
-        ))
+        let i = parse_introspection(
+            &response(200, r#"{"active":true,"scope":5,"exp":"soon","sub":null}"#),
+            &Redactor::none(),
+        )
         .unwrap();
         assert_eq!((i.scope, i.exp, i.sub), (None, None, None));
     }

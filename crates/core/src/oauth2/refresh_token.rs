@@ -14,7 +14,7 @@ use std::fmt;
 use http::Uri;
 
 use super::{
-    ClientAuth, HttpClient,
+    ClientAuth, Endpoint, HttpClient,
     exchange::{Form, exchange},
 };
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
@@ -65,7 +65,7 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 /// # Ok(()) }
 /// ```
 pub struct RefreshTokenGrant<C> {
-    token_url: Uri,
+    token_url: Endpoint,
     auth: ClientAuth,
     client: C,
     scope: Option<String>,
@@ -76,7 +76,7 @@ impl<C> RefreshTokenGrant<C> {
     /// A grant posting to `token_url` through `client`.
     pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
         RefreshTokenGrant {
-            token_url,
+            token_url: Endpoint::new(token_url, "token endpoint"),
             auth,
             client,
             scope: None,
@@ -95,12 +95,49 @@ impl<C> RefreshTokenGrant<C> {
         self.extra.push((name.into(), value.into()));
         self
     }
+
+    /// Allows the refresh token and client secret to go over cleartext
+    /// `http://` to a host that is not loopback: for a development server
+    /// only. Off by default, when such a grant fails with a
+    /// [`Policy`](crate::ErrorKind::Policy) error before anything is sent;
+    /// `http://` to `localhost`, `127.0.0.0/8` or `[::1]` is always allowed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use tower_token_refresh_core::{ErrorKind, TokenSet, TokenSource, oauth2::{ClientAuth, RefreshTokenGrant}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = |_req: Request<Bytes>| async {
+    ///     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
+    ///         br#"{"access_token":"new","token_type":"Bearer"}"#,
+    ///     )))
+    /// };
+    /// let url: http::Uri = "http://keycloak:8080/token".parse()?;
+    /// let current = TokenSet::bearer("old").with_refresh_token("r1");
+    ///
+    /// let grant = RefreshTokenGrant::new(url.clone(), ClientAuth::basic("app", "secret"), client);
+    /// let err = grant.fetch(Some(&current)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Policy);
+    ///
+    /// let grant = RefreshTokenGrant::new(url, ClientAuth::basic("app", "secret"), client)
+    ///     .allow_cleartext(true);
+    /// assert!(grant.fetch(Some(&current)).await.is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub fn allow_cleartext(mut self, allow: bool) -> Self {
+        self.token_url.set_allow_cleartext(allow);
+        self
+    }
 }
 
 impl<C> fmt::Debug for RefreshTokenGrant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshTokenGrant")
-            .field("token_url", &self.token_url)
+            .field("token_url", self.token_url.uri())
+            .field("allow_cleartext", &self.token_url.allows_cleartext())
             .field("auth", &self.auth)
             .field("scope", &self.scope)
             .finish_non_exhaustive()
@@ -125,14 +162,7 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             for (name, value) in &self.extra {
                 form.pair(name, value);
             }
-            let tokens = exchange(
-                &self.client,
-                &self.token_url,
-                &self.auth,
-                form,
-                Some(refresh_token.secret()),
-            )
-            .await?;
+            let tokens = exchange(&self.client, &self.token_url, &self.auth, form, true).await?;
             Ok(match tokens.refresh_token() {
                 Some(_) => tokens,
                 None => tokens.with_refresh_token_opt(Some(refresh_token.clone())),

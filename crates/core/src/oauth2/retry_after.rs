@@ -150,7 +150,7 @@ mod tests {
         let soon = httpdate_in(Duration::from_secs(90));
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_str(&soon).unwrap());
-        let err = parse_token_response(r).unwrap_err();
+        let err = parse_token_response(&http::Request::new(bytes::Bytes::new()), r).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Transient);
         let wait = err.retry_after().unwrap();
         assert!(

@@ -4,7 +4,7 @@ use std::{fmt, time::Duration};
 
 use http::{StatusCode, Uri};
 
-use super::{ClientAuth, Form, HttpClient, error_response, token_request};
+use super::{ClientAuth, Endpoint, Form, HttpClient, error_response, token_request};
 use crate::{Error, ErrorKind, TokenManager};
 
 /// Which kind of token is presented (`token_type_hint`, RFC 7009 §2.1,
@@ -59,7 +59,7 @@ impl TokenTypeHint {
 /// # Ok(()) }
 /// ```
 pub struct RevocationClient<C> {
-    url: Uri,
+    url: Endpoint,
     auth: ClientAuth,
     client: C,
     attempts: u32,
@@ -70,7 +70,7 @@ impl<C> RevocationClient<C> {
     /// A client of the revocation endpoint at `url`.
     pub fn new(url: Uri, auth: ClientAuth, client: C) -> Self {
         RevocationClient {
-            url,
+            url: Endpoint::new(url, "revocation endpoint"),
             auth,
             client,
             attempts: 4,
@@ -85,12 +85,22 @@ impl<C> RevocationClient<C> {
         self.backoff = first_backoff;
         self
     }
+
+    /// Allows tokens and the client secret to go over cleartext `http://`
+    /// to a host that is not loopback: for a development server only. Off
+    /// by default, as for
+    /// [`RefreshTokenGrant::allow_cleartext`](super::RefreshTokenGrant::allow_cleartext).
+    pub fn allow_cleartext(mut self, allow: bool) -> Self {
+        self.url.set_allow_cleartext(allow);
+        self
+    }
 }
 
 impl<C> fmt::Debug for RevocationClient<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RevocationClient")
-            .field("url", &self.url)
+            .field("url", self.url.uri())
+            .field("allow_cleartext", &self.url.allows_cleartext())
             .field("auth", &self.auth)
             .field("attempts", &self.attempts)
             .field("backoff", &self.backoff)
@@ -108,8 +118,11 @@ impl<C: HttpClient> RevocationClient<C> {
     ///
     /// [`Transient`](ErrorKind::Transient) when the retries ran out; the
     /// §5.2 mapping for an OAuth2 error body (`unsupported_token_type`,
-    /// `invalid_client`: [`Rejected`](ErrorKind::Rejected)). No error quotes
-    /// the token.
+    /// `invalid_client`: [`Rejected`](ErrorKind::Rejected));
+    /// [`Policy`](ErrorKind::Policy), before anything is sent, for a
+    /// cleartext URL to a host that is not loopback (see
+    /// [`allow_cleartext`](Self::allow_cleartext)). No error quotes the
+    /// token or the client secret, in any encoding.
     pub async fn revoke(&self, token: &str, hint: Option<TokenTypeHint>) -> Result<(), Error> {
         let mut wait = self.backoff;
         let mut attempt = 1;
@@ -119,15 +132,14 @@ impl<C: HttpClient> RevocationClient<C> {
             if let Some(hint) = hint {
                 form.pair("token_type_hint", hint.as_str());
             }
-            let request = token_request(&self.url, &self.auth, form)?;
+            let (request, redactor) = token_request(&self.url, &self.auth, form)?;
             let err = match self.client.send(request).await {
                 Ok(response) if response.status() == StatusCode::OK => return Ok(()),
                 // Some servers answer 204; RFC 7009 says 200, nobody minds.
                 Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) => error_response(&response, "revocation endpoint"),
+                Ok(response) => error_response(&response, "revocation endpoint", &redactor),
                 Err(e) => Error::transient("revocation endpoint unreachable").with_source(e),
-            }
-            .scrub(&[token, self.auth.secret()]);
+            };
             if err.kind() != ErrorKind::Transient || attempt >= self.attempts {
                 return Err(err);
             }

@@ -40,7 +40,7 @@ async fn token_endpoint(
     body: Bytes,
 ) -> Response {
     shared.lock().stats.token_requests += 1;
-    let modifier = match serve_faults(&shared, Endpoint::Token, conn).await {
+    let modifier = match serve_faults(&shared, Endpoint::Token, conn, (&headers, &body)).await {
         Ok(modifier) => modifier,
         Err(response) => return response,
     };
@@ -113,7 +113,9 @@ async fn introspection_endpoint(
     body: Bytes,
 ) -> Response {
     shared.lock().stats.introspections += 1;
-    if let Err(response) = serve_faults(&shared, Endpoint::Introspection, conn).await {
+    if let Err(response) =
+        serve_faults(&shared, Endpoint::Introspection, conn, (&headers, &body)).await
+    {
         return response;
     }
     let result = (|| -> Result<serde_json::Value, OAuthError> {
@@ -164,7 +166,9 @@ async fn revocation_endpoint(
     body: Bytes,
 ) -> Response {
     shared.lock().stats.revocation_requests += 1;
-    if let Err(response) = serve_faults(&shared, Endpoint::Revocation, conn).await {
+    if let Err(response) =
+        serve_faults(&shared, Endpoint::Revocation, conn, (&headers, &body)).await
+    {
         return response;
     }
     let result = (|| -> Result<(), OAuthError> {

@@ -6,12 +6,12 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use axum::{
     Extension,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 
-use super::{oauth::json_response, state::AuthShared};
+use super::{echo::Echo, oauth::json_response, state::AuthShared};
 use crate::serve::ConnControl;
 
 // The queues keep these rules:
@@ -77,6 +77,10 @@ pub enum Fault {
     /// out of the JSON answer (`"expires_in"`, `"access_token"`,
     /// `"token_type"`, …).
     OmitField(&'static str),
+    /// Answer with the request quoted back (body, `Authorization` header,
+    /// or both; as sent, decoded or re-encoded; in `error_description` or
+    /// a plain-text body), as servers that echo what they received do.
+    Echo(Echo),
 }
 
 /// Holds token requests served [`Fault::Hold`] until [`open`](Gate::open)
@@ -157,13 +161,15 @@ impl FaultQueues {
     }
 }
 
-/// Serves the faults queued for `endpoint`: `Err` is the answer to send
-/// instead of the normal one; `Ok` carries a fault that changes the normal
-/// answer ([`Fault::ExpiresInString`], [`Fault::OmitField`]), if any.
+/// Serves the faults queued for `endpoint` to the request with `headers`
+/// and `body`: `Err` is the answer to send instead of the normal one; `Ok`
+/// carries a fault that changes the normal answer
+/// ([`Fault::ExpiresInString`], [`Fault::OmitField`]), if any.
 pub(super) async fn serve_faults(
     shared: &AuthShared,
     endpoint: Endpoint,
     conn: Option<Extension<ConnControl>>,
+    (headers, body): (&HeaderMap, &[u8]),
 ) -> Result<Option<Fault>, Response> {
     loop {
         let fault = {
@@ -191,6 +197,7 @@ pub(super) async fn serve_faults(
                 None => return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
             },
             Some(fault @ (Fault::ExpiresInString | Fault::OmitField(_))) => return Ok(Some(fault)),
+            Some(Fault::Echo(echo)) => return Err(echo.respond(headers, body)),
             Some(fault) => return Err(fault_response(fault)),
         }
     }
@@ -256,6 +263,7 @@ fn fault_response(fault: Fault) -> Response {
         | Fault::DropConnection
         | Fault::Hold(_)
         | Fault::ExpiresInString
-        | Fault::OmitField(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        | Fault::OmitField(_)
+        | Fault::Echo(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

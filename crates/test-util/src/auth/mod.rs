@@ -14,6 +14,7 @@
 //! - `tokens`: the token ledger: grant families, refresh token rotation,
 //!   reuse detection and revocation, and [`IssuedTokens`].
 
+mod echo;
 mod endpoints;
 mod faults;
 mod oauth;
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::serve::ServerTask;
 
+pub use echo::Echo;
 pub use faults::{Endpoint, Fault, Gate};
 pub(crate) use state::AuthShared;
 pub use state::AuthStats;
