@@ -391,3 +391,18 @@ fn outside_any_runtime_every_method_answers_no_runtime() {
     now(Box::pin(tokens.clear()));
     now(Box::pin(tokens.end_session()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_ran_out_of_attempts_keeps_the_servers_error_code() {
+    let source = source::from_fn(|_| async {
+        Err::<TokenSet, _>(Error::transient("HTTP 503").with_oauth_error("temporarily_unavailable"))
+    });
+    let tokens = TokenManager::builder(source)
+        .initial(login())
+        .max_attempts(2)
+        .build();
+    let err = tokens.refresh().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(err.message().contains("2 attempts"), "{err}");
+    assert_eq!(err.oauth_error(), Some("temporarily_unavailable"));
+}

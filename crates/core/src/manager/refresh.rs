@@ -93,8 +93,12 @@ impl Inner {
             if !retry {
                 let err = if err.kind().is_retryable() {
                     let attempts = if attempt == 1 { "attempt" } else { "attempts" };
-                    Error::transient(format!("{attempt} {attempts} failed; last: {err}"))
-                        .with_source(err)
+                    let mut summary =
+                        Error::transient(format!("{attempt} {attempts} failed; last: {err}"));
+                    if let Some(code) = err.oauth_error() {
+                        summary = summary.with_oauth_error(code);
+                    }
+                    summary.with_source(err)
                 } else {
                     err
                 };
