@@ -50,6 +50,7 @@ mod error;
 mod file_store;
 mod manager;
 pub mod oauth2;
+mod seal;
 mod secret;
 pub mod source;
 mod stats;
@@ -62,6 +63,9 @@ pub use manager::{
     Authorization, Lookup, LookupCache, RefreshFuture, Rotation, Scheme, TokenManager,
     TokenManagerBuilder, check_runtime,
 };
+pub use seal::Sealer;
+#[cfg(feature = "xchacha20poly1305")]
+pub use seal::XChaCha20Poly1305Sealer;
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{BoxFuture, TokenSource};
 pub use stats::Stats;
