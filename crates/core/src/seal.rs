@@ -13,7 +13,7 @@ use crate::{BoxFuture, Error, ErrorKind, TokenSet};
 /// token in clear.
 ///
 /// Implement it with your key management: a local key
-/// ([`XChaCha20Poly1305Sealer`], feature `xchacha20poly1305`), or a KMS
+/// (`XChaCha20Poly1305Sealer`, feature `xchacha20poly1305`), or a KMS
 /// (`Encrypt`/`Decrypt`, or a data key it unwraps once). Both methods
 /// return a future, so a sealer may call a service; they run only when the
 /// store loads or saves (on a refresh, a login, a restart), never on a
@@ -28,7 +28,7 @@ use crate::{BoxFuture, Error, ErrorKind, TokenSet};
 ///   a Redis key), so a sealed set cannot be moved from one store to
 ///   another unnoticed.
 /// - `seal` output must be self-describing enough for `open` after a key
-///   rotation: put the key id in it (as [`XChaCha20Poly1305Sealer`] does),
+///   rotation: put the key id in it (as `XChaCha20Poly1305Sealer` does),
 ///   and keep opening with old keys until every store was saved again.
 /// - `open` must fail, not return garbage, on a wrong key, a wrong context
 ///   or altered bytes. Errors should be [`ErrorKind::Store`]; stores wrap
@@ -323,7 +323,7 @@ mod xchacha {
             header[0] = VERSION;
             header[1..].copy_from_slice(&self.key_id.to_be_bytes());
             let mut nonce = [0u8; NONCE];
-            getrandom::fill(&mut nonce).map_err(|e| {
+            getrandom::getrandom(&mut nonce).map_err(|e| {
                 Error::new(
                     ErrorKind::Store,
                     format!("no random nonce from the operating system ({e})"),

@@ -60,7 +60,7 @@
 //! ```
 //!
 //! Encryption at rest: [`RedisStoreBuilder::sealer`] seals the stored set
-//! with a [`Sealer`](tower_token_refresh_core::Sealer) (your KMS, or core's
+//! with a [`Sealer`] (your KMS, or core's
 //! `XChaCha20Poly1305Sealer`, feature `xchacha20poly1305`), so Redis holds
 //! no token in clear.
 //!
