@@ -17,6 +17,9 @@
 //!   chains ([`source::TokenSourceExt::or_else`]).
 //! - [`TokenStore`]: where the set is kept; [`MemoryStore`] by default,
 //!   [`FileStore`] to survive restarts.
+//! - [`Sealer`]: encryption at rest for stored sets ([`FileStore::with_sealer`],
+//!   the Redis store's `sealer`); feature `xchacha20poly1305` brings one
+//!   with a key you supply.
 //! - [`oauth2`] also has introspection (RFC 7662), revocation and logout
 //!   (RFC 7009) and OpenID Connect discovery.
 //! - [`TokenManager`]: the coordinator. One atomic load per lookup (one
