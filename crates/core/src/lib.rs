@@ -17,6 +17,9 @@
 //!   chains ([`source::TokenSourceExt::or_else`]).
 //! - [`TokenStore`]: where the set is kept; [`MemoryStore`] by default,
 //!   [`FileStore`] to survive restarts.
+//! - [`Sealer`]: encryption at rest for stored sets ([`FileStore::with_sealer`],
+//!   the Redis store's `sealer`); feature `xchacha20poly1305` brings one
+//!   with a key you supply.
 //! - [`oauth2`] also has introspection (RFC 7662), revocation and logout
 //!   (RFC 7009) and OpenID Connect discovery.
 //! - [`TokenManager`]: the coordinator. One atomic load per lookup (one
@@ -50,6 +53,7 @@ mod error;
 mod file_store;
 mod manager;
 pub mod oauth2;
+mod seal;
 mod secret;
 pub mod source;
 mod stats;
@@ -62,6 +66,9 @@ pub use manager::{
     Authorization, Lookup, LookupCache, RefreshFuture, Rotation, Scheme, TokenManager,
     TokenManagerBuilder, check_runtime,
 };
+pub use seal::Sealer;
+#[cfg(feature = "xchacha20poly1305")]
+pub use seal::XChaCha20Poly1305Sealer;
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{BoxFuture, TokenSource};
 pub use stats::Stats;

@@ -222,6 +222,12 @@ impl TokenSet {
     /// [`ErrorKind::Store`] when the bytes are not a stored token set (a
     /// corrupt or foreign file, say); the message never quotes them.
     pub fn from_stored_json(bytes: &[u8]) -> Result<TokenSet, Error> {
+        if bytes.starts_with(crate::seal::SEALED_MAGIC) {
+            return Err(Error::new(
+                ErrorKind::Store,
+                "the stored token set is sealed: give the store the Sealer that sealed it",
+            ));
+        }
         let stored: StoredOwned = serde_json::from_slice(bytes).map_err(|e| {
             Error::new(
                 ErrorKind::Store,

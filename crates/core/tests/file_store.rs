@@ -15,7 +15,8 @@ impl TempDir {
     fn new(name: &str) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        // Under target/: a real disk, where fsync takes real time.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "ttr-file-store-{name}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
@@ -26,6 +27,14 @@ impl TempDir {
 
     fn path(&self, file: &str) -> PathBuf {
         self.0.join(file)
+    }
+
+    /// The temporary files of `tokens.json`.
+    fn temp_files(&self) -> Vec<String> {
+        self.entries()
+            .into_iter()
+            .filter(|name| name.starts_with(".tokens.json.tmp."))
+            .collect()
     }
 
     fn entries(&self) -> Vec<String> {
@@ -189,4 +198,253 @@ async fn a_manager_reports_a_corrupt_file_instead_of_starting_empty() {
 
 fn path_exists(path: &Path) -> bool {
     std::fs::metadata(path).is_ok()
+}
+
+// --- Writers killed mid-save -------------------------------------------
+
+/// Set for the writer child process: the path of its file.
+const WRITER_ENV: &str = "TTR_FILE_STORE_TEST_WRITER";
+/// The line the writer prints once its first save is done.
+const WRITER_SAVING: &str = "ttr-writer: saving";
+
+/// Set `n`: access and refresh token carry the same number, so a set made
+/// of two saves' halves would show.
+fn numbered(n: u64) -> TokenSet {
+    TokenSet::bearer(format!("acc-{n}"))
+        .with_refresh_token(format!("ref-{n}"))
+        .with_scope(format!("scope-{n}"))
+        .with_expires_in(Duration::from_secs(300))
+}
+
+/// The number of a [`numbered`] set, checking that all of it has it.
+fn number_of(tokens: &TokenSet) -> u64 {
+    let n: u64 = tokens
+        .access_token()
+        .secret()
+        .strip_prefix("acc-")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(tokens.refresh_token().unwrap().secret(), format!("ref-{n}"));
+    assert_eq!(tokens.scope(), Some(format!("scope-{n}").as_str()));
+    n
+}
+
+/// Not a test of its own: the writer that the kill and stop tests start as
+/// a child process (this test binary run again). It saves numbered sets in
+/// a loop, each one more than the file held, until it is killed. Run
+/// without the environment it needs, it does nothing.
+#[tokio::test]
+#[ignore = "a child process of the killed- and stopped-writer tests"]
+async fn writer_child_process() {
+    let Ok(path) = std::env::var(WRITER_ENV) else {
+        return;
+    };
+    let store = FileStore::new(&path);
+    let mut n = store.load().await.unwrap().map_or(0, |t| number_of(&t) + 1);
+    // The parent kills it long before; a bound in case it died.
+    for i in 0..20_000 {
+        if let Err(e) = store.save(&numbered(n)).await {
+            // The stopped-writer test watches for this exit.
+            eprintln!("save failed: {e}");
+            std::process::exit(3);
+        }
+        if i == 0 {
+            println!("{WRITER_SAVING}");
+        }
+        n += 1;
+    }
+}
+
+/// A writer child process, killed when dropped.
+struct Writer(std::process::Child);
+
+impl Writer {
+    /// Starts a writer on `path` and waits until it has saved once.
+    fn start(path: &Path) -> Writer {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["writer_child_process", "--exact", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(WRITER_ENV, path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let saving = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            // libtest's "test writer_child_process ... " comes first.
+            .any(|line| line.ends_with(WRITER_SAVING));
+        assert!(saving, "the writer ended before it saved");
+        Writer(child)
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+
+    /// SIGKILL, and reaped.
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A moment in the writer's loop that differs from round to round.
+fn pause(round: u32) {
+    std::thread::sleep(Duration::from_micros(u64::from(round % 7) * 700));
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
+
+/// A writer is killed with SIGKILL mid-save, 50 times. Each time the next
+/// load finds a whole set, the last one saved or a later one, and no
+/// temporary file is left afterwards (on a store without the clean-up,
+/// almost every kill leaves one: the writer spends most of a save in
+/// `fsync` of its temporary file).
+#[cfg(unix)]
+#[test]
+fn a_writer_killed_mid_save_leaves_a_whole_set_and_no_temp_file() {
+    let dir = TempDir::new("killed");
+    let path = dir.path("tokens.json");
+    let rt = runtime();
+    let store = FileStore::new(&path);
+    let mut last = 0;
+    let mut left_behind = 0;
+    for round in 0..50 {
+        let writer = Writer::start(&path);
+        pause(round);
+        writer.kill();
+        if !dir.temp_files().is_empty() {
+            left_behind += 1;
+        }
+        let loaded = rt.block_on(store.load()).unwrap().expect("a set was saved");
+        let n = number_of(&loaded);
+        assert!(n >= last, "round {round}: set {n} after set {last}");
+        last = n;
+        assert_eq!(dir.entries(), ["tokens.json"], "round {round}");
+    }
+    // Otherwise no kill landed mid-save and the test proved nothing.
+    assert!(left_behind > 0, "no kill left a temporary file");
+    // A save cleans up as well as a load.
+    let mut saved_over = 0;
+    for round in 0..20 {
+        let writer = Writer::start(&path);
+        pause(round);
+        writer.kill();
+        if dir.temp_files().is_empty() {
+            continue;
+        }
+        rt.block_on(store.save(&numbered(last + 1000))).unwrap();
+        assert_eq!(dir.entries(), ["tokens.json"], "save round {round}");
+        last = number_of(&rt.block_on(store.load()).unwrap().unwrap());
+        saved_over += 1;
+    }
+    assert!(saved_over > 0, "no kill left a temporary file for a save");
+    eprintln!(
+        "kills that left a temporary file: {left_behind}/50 before a load, {saved_over}/20 before a save"
+    );
+}
+
+/// A writer stopped (SIGSTOP) mid-save is alive: a load by another process
+/// must leave its temporary file alone, and when it goes on (SIGCONT) its
+/// save completes. Checked 20 times; at least one stop must land mid-save.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_live_writer_keeps_its_temp_file() {
+    let dir = TempDir::new("stopped");
+    let path = dir.path("tokens.json");
+    let rt = runtime();
+    let store = FileStore::new(&path);
+    let signal = |sig: &str, writer: &Writer| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &writer.pid()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let mut caught = 0;
+    for round in 0..20 {
+        let mut writer = Writer::start(&path);
+        pause(round);
+        signal("-STOP", &writer);
+        // A signal is delivered a moment later: wait until it is stopped.
+        let stopped = (0..2000).any(|_| {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", writer.pid())).unwrap();
+            let state = stat.rsplit_once(')').unwrap().1.trim_start().chars().next();
+            state == Some('T') || {
+                std::thread::sleep(Duration::from_millis(1));
+                false
+            }
+        });
+        assert!(stopped, "round {round}: the writer did not stop");
+        let before = dir.temp_files();
+        let loaded = rt.block_on(store.load()).unwrap().expect("a set was saved");
+        number_of(&loaded);
+        assert_eq!(
+            dir.temp_files(),
+            before,
+            "round {round}: a live writer's file went"
+        );
+        if !before.is_empty() {
+            caught += 1;
+        }
+        signal("-CONT", &writer);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            writer.0.try_wait().unwrap().is_none(),
+            "round {round}: the writer's save failed after the load"
+        );
+        writer.kill();
+    }
+    assert!(caught > 0, "no stop landed mid-save");
+}
+
+/// Temporary files of writers this process cannot judge (another host or
+/// PID namespace: another `space` in the name) go only once they are an
+/// hour old; files that are not a store's temporary files never go.
+#[tokio::test]
+async fn foreign_temp_files_go_when_an_hour_old_and_other_files_never() {
+    let dir = TempDir::new("foreign");
+    let make = |name: &str, age: Duration| {
+        let file = std::fs::File::create(dir.path(name)).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    };
+    let hour = Duration::from_secs(3600);
+    make(
+        ".tokens.json.tmp.00000000000000aa.1.0",
+        hour + Duration::from_secs(5),
+    );
+    make(
+        ".tokens.json.tmp.00000000000000bb.1.0",
+        hour - Duration::from_secs(60),
+    );
+    make(".tokens.json.tmp.not-ours", hour * 2);
+    make(".other.json.tmp.00000000000000aa.1.0", hour * 2);
+    make("notes.txt", hour * 2);
+    let store = FileStore::new(dir.path("tokens.json"));
+    assert!(store.load().await.unwrap().is_none());
+    assert_eq!(
+        dir.entries(),
+        [
+            ".other.json.tmp.00000000000000aa.1.0",
+            ".tokens.json.tmp.00000000000000bb.1.0",
+            ".tokens.json.tmp.not-ours",
+            "notes.txt"
+        ]
+    );
 }

@@ -59,6 +59,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Encryption at rest: [`RedisStoreBuilder::sealer`] seals the stored set
+//! with a [`Sealer`] (your KMS, or core's
+//! `XChaCha20Poly1305Sealer`, feature `xchacha20poly1305`), so Redis holds
+//! no token in clear.
+//!
 //! TLS: enable the `tls` feature and use a `rediss://` URL. AUTH and ACL
 //! users: put them in the URL, `redis://user:password@host:port/`.
 
@@ -79,7 +84,7 @@ use futures_util::StreamExt;
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
 use tokio::{task::JoinHandle, time::Instant};
 use tower_token_refresh_core::{
-    BoxFuture, Error, ErrorKind, RefreshLease, RefreshTurn, TokenSet, TokenStore,
+    BoxFuture, Error, ErrorKind, RefreshLease, RefreshTurn, Sealer, TokenSet, TokenStore,
 };
 
 /// The default [`RedisStoreBuilder::lock_ttl`].
@@ -97,6 +102,7 @@ pub struct RedisStoreBuilder {
     lock_ttl: Duration,
     poll_interval: Duration,
     timeout: Duration,
+    sealer: Option<Arc<dyn Sealer>>,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
 }
@@ -108,6 +114,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("prefix", &self.prefix)
             .field("lock_ttl", &self.lock_ttl)
             .field("poll_interval", &self.poll_interval)
+            .field("sealed", &self.sealer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +174,40 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Seals the stored set with `sealer`, so that Redis (its memory, its
+    /// RDB/AOF files, its replicas, anyone who can `GET`) holds no token in
+    /// clear. The value at `{prefix}:tokens` is
+    /// [`TokenSet::to_sealed`] with the context `redis:{prefix}:tokens`: a
+    /// value copied from another prefix does not open. Every replica needs
+    /// the same sealer (the same keys).
+    ///
+    /// A value that is not sealed, or that `sealer` cannot open (a wrong or
+    /// unknown key, altered bytes), is an [`ErrorKind::Store`] error on
+    /// load, never taken for an empty store. To seal an existing plain
+    /// set, load it with a plain store and save it with the sealed one.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "xchacha20poly1305")] {
+    /// use tower_token_refresh_core::XChaCha20Poly1305Sealer;
+    /// use tower_token_refresh_redis::RedisStore;
+    ///
+    /// # async fn run(key: [u8; 32]) -> Result<(), tower_token_refresh_core::Error> {
+    /// // The key comes from your secret manager; 3 names it in every envelope.
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379/")
+    ///     .prefix("billing-api")
+    ///     .sealer(XChaCha20Poly1305Sealer::new(3, &key))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// # }
+    /// ```
+    pub fn sealer(mut self, sealer: impl Sealer) -> Self {
+        self.sealer = Some(Arc::new(sealer));
+        self
+    }
+
     /// Trusts this root certificate (PEM) for `rediss://` instead of the
     /// platform's store: for a private certificate authority.
     #[cfg(feature = "tls")]
@@ -214,6 +255,8 @@ impl RedisStoreBuilder {
             shared: Arc::new(Shared {
                 client,
                 conn,
+                context: format!("redis:{}:tokens", self.prefix).into_bytes(),
+                sealer: self.sealer,
                 tokens_key: format!("{}:tokens", self.prefix),
                 generation_key: format!("{}:generation", self.prefix),
                 lock_key: format!("{}:lock", self.prefix),
@@ -245,6 +288,9 @@ struct Shared {
     channel: String,
     lock_ttl: Duration,
     poll_interval: Duration,
+    sealer: Option<Arc<dyn Sealer>>,
+    /// What a sealed set is bound to: `redis:{prefix}:tokens`.
+    context: Vec<u8>,
     /// Unique to this store value; with the lease counter it makes every
     /// lock value unique.
     owner: String,
@@ -256,7 +302,25 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.shared.prefix)
             .field("lock_ttl", &self.shared.lock_ttl)
+            .field("sealed", &self.shared.sealer.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The stored form of `tokens`: sealed if a sealer was given.
+    async fn encode(&self, tokens: &TokenSet) -> Result<Vec<u8>, Error> {
+        match &self.sealer {
+            Some(sealer) => tokens.to_sealed(sealer, &self.context).await,
+            None => Ok(tokens.to_stored_json()),
+        }
+    }
+
+    async fn decode(&self, bytes: &[u8]) -> Result<TokenSet, Error> {
+        match &self.sealer {
+            Some(sealer) => TokenSet::from_sealed(bytes, sealer, &self.context).await,
+            None => TokenSet::from_stored_json(bytes),
+        }
     }
 }
 
@@ -334,6 +398,7 @@ impl RedisStore {
             lock_ttl: DEFAULT_LOCK_TTL,
             poll_interval: Duration::from_millis(250),
             timeout: Duration::from_secs(5),
+            sealer: None,
             #[cfg(feature = "tls")]
             root_certificate: None,
         }
@@ -371,13 +436,15 @@ impl TokenStore for RedisStore {
                 .get(&self.shared.tokens_key)
                 .await
                 .map_err(|e| store_error("Redis read failed", e))?;
-            raw.map(|bytes| TokenSet::from_stored_json(&bytes))
-                .transpose()
+            match raw {
+                Some(bytes) => self.shared.decode(&bytes).await.map(Some),
+                None => Ok(None),
+            }
         })
     }
 
     fn save<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.write(tokens.to_stored_json()))
+        Box::pin(async move { self.write(self.shared.encode(tokens).await?).await })
     }
 
     fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
@@ -645,6 +712,13 @@ impl RefreshLease for Lease {
     fn commit<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let s = &self.shared;
+            let value = match s.encode(tokens).await {
+                Ok(value) => value,
+                Err(e) => {
+                    self.stop_heartbeat().await;
+                    return Err(e);
+                }
+            };
             let mut conn = s.conn.clone();
             // The heartbeat keeps the lock meanwhile; the script checks it
             // is still this lease's.
@@ -655,7 +729,7 @@ impl RefreshLease for Lease {
                 .key(&s.channel)
                 .arg(&self.value)
                 .arg(self.generation)
-                .arg(tokens.to_stored_json())
+                .arg(value)
                 .invoke_async::<i64>(&mut conn)
                 .await;
             self.stop_heartbeat().await;
