@@ -46,7 +46,7 @@
 //!     .on_session_expired(|| eprintln!("session over: log in again"))
 //!     .build();
 //! let client = ServiceBuilder::new()
-//!     .layer(TokenRefreshLayer::new(tokens.clone()).scope("https://api.example.com".parse()?))
+//!     .layer(TokenRefreshLayer::new(tokens.clone()).allow_origin("https://api.example.com".parse()?))
 //!     .service(http);
 //!
 //! let request = http::Request::get("https://api.example.com/products").body(Full::default())?;
@@ -109,16 +109,18 @@ pub mod classify;
 mod client;
 pub mod future;
 mod layer;
+pub mod origin;
+#[cfg(feature = "follow-redirect")]
+pub mod redirect;
 pub mod replay;
 pub mod retry;
-mod scope;
 mod service;
 
 pub use classify::{Classify, RejectedToken};
 pub use client::{DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, ServiceClient, TimedOut};
 pub use layer::TokenRefreshLayer;
+pub use origin::{InvalidOrigin, Origin, SkipAuth};
 pub use replay::{CloneBody, NoReplay, ReplayBody, ReplayPolicy};
-pub use scope::{InvalidOrigin, Origin, SkipAuth};
 pub use service::TokenRefresh;
 pub use tower_token_refresh_core::{
     AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, Lookup,
