@@ -109,19 +109,9 @@ impl FromStr for Origin {
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(InvalidOrigin("an origin has no path or query"));
         }
-        let host = authority.host();
-        if host.is_empty() {
-            return Err(InvalidOrigin("no host"));
-        }
-        let port = match authority.port() {
-            Some(port) => port.as_u16(),
-            // `host:` (an empty port) is the default port; anything else
-            // after the colon that is not a port is an error.
-            None if authority.as_str().len() > host.len() + 1 => {
-                return Err(InvalidOrigin("invalid port"));
-            }
-            None => default_port(https),
-        };
+        let (host, port) =
+            split_host_port(authority.as_str()).ok_or(InvalidOrigin("invalid host or port"))?;
+        let port = port.unwrap_or(default_port(https));
         Ok(Origin::new(https, &host.to_ascii_lowercase(), port))
     }
 }
@@ -189,19 +179,25 @@ struct Target<'a> {
 
 impl<'a> Target<'a> {
     /// The origin of an absolute `http`/`https` URI.
+    /// The origin of an absolute `http`/`https` URI whose authority is
+    /// well formed (`[userinfo@]host[:port]`, nothing else: `http` accepts
+    /// `[::1].` or `host:99999`, and would read them as `[::1]` and the
+    /// default port).
     fn of(uri: &'a Uri) -> Option<Self> {
         let https = match uri.scheme_str()? {
             s if s.eq_ignore_ascii_case("https") => true,
             s if s.eq_ignore_ascii_case("http") => false,
             _ => return None,
         };
-        let authority = uri.authority()?;
+        let authority = uri.authority()?.as_str();
+        let host_port = authority
+            .rfind('@')
+            .map_or(authority, |i| &authority[i + 1..]);
+        let (host, port) = split_host_port(host_port)?;
         Some(Target {
             https,
-            host: authority.host(),
-            // What hyper-util's connector uses too: a port that does not
-            // parse counts as absent.
-            port: authority.port_u16().unwrap_or(default_port(https)),
+            host,
+            port: port.unwrap_or(default_port(https)),
         })
     }
 
@@ -214,24 +210,13 @@ impl<'a> Target<'a> {
     /// Whether `authority` (`host[:port]`, no userinfo: a `Host` header or
     /// an authority-form URI) names this target's host and port.
     fn is_named_by(&self, authority: &str) -> bool {
-        if authority.contains('@') {
-            return false;
+        match split_host_port(authority) {
+            Some((host, port)) => {
+                port.unwrap_or(default_port(self.https)) == self.port
+                    && host.eq_ignore_ascii_case(self.host)
+            }
+            None => false,
         }
-        let host = host_of(authority);
-        let port = match authority.strip_prefix(host) {
-            Some("" | ":") => default_port(self.https),
-            Some(rest) => match rest.strip_prefix(':') {
-                Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => {
-                    match digits.parse::<u16>() {
-                        Ok(port) => port,
-                        Err(_) => return false,
-                    }
-                }
-                _ => return false,
-            },
-            None => return false,
-        };
-        port == self.port && host.eq_ignore_ascii_case(self.host)
     }
 
     fn describe(&self) -> String {
@@ -328,7 +313,11 @@ impl OriginPolicy {
         let target = match (uri.scheme(), &self.connection) {
             (Some(_), connection) => {
                 let Some(target) = Target::of(uri) else {
-                    return self.not_allowed(|| format!("a URI of scheme {:?}", uri.scheme_str()));
+                    let scheme = uri.scheme_str().unwrap_or_default();
+                    if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
+                        return Decision::Refuse("a URI whose authority is malformed".into());
+                    }
+                    return self.not_allowed(|| format!("a URI of scheme {scheme:?}"));
                 };
                 if let Some(c) = connection {
                     if !c.is(&target) {
@@ -402,6 +391,28 @@ pub(crate) fn same_origin(a: &Uri, b: &Uri) -> bool {
     match (Target::of(a), Target::of(b)) {
         (Some(a), Some(b)) => a.same(&b),
         _ => false,
+    }
+}
+
+/// `host[:port]` split, or `None` if that is not all there is: no
+/// userinfo, a bracketed host closed by its bracket, a port of decimal
+/// digits that fits in 16 bits (empty: none).
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let host = host_of(s);
+    let valid_host =
+        !host.is_empty() && !host.contains('@') && (!host.starts_with('[') || host.ends_with(']'));
+    if !valid_host {
+        return None;
+    }
+    match s.strip_prefix(host)? {
+        "" | ":" => Some((host, None)),
+        rest => {
+            let digits = rest.strip_prefix(':')?;
+            if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some((host, Some(digits.parse().ok()?)))
+        }
     }
 }
 
@@ -510,6 +521,8 @@ mod tests {
             "a.example",
             "/",
             "https://a.example:99999",
+            "http://[::1].",
+            "http://a.example:8x",
         ] {
             assert!(bad.parse::<Origin>().is_err(), "{bad}");
         }
