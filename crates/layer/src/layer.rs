@@ -201,8 +201,8 @@ impl<P, C> TokenRefreshLayer<P, C> {
     ///
     /// tower-http's `FollowRedirect` strips only `Authorization`, `Cookie`
     /// and `Proxy-Authorization` on a cross-origin redirect: with the layer
-    /// outside it, give it [`redirect_policy`](Self::redirect_policy)
-    /// (feature `follow-redirect`), which strips this header too.
+    /// outside it, give it this layer's `redirect_policy()` (feature
+    /// `follow-redirect`), which strips this header too.
     pub fn header_name(mut self, name: HeaderName) -> Self {
         self.shared_mut().header_name = name;
         self
