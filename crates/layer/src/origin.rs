@@ -287,17 +287,20 @@ impl OriginPolicy {
         self.any || self.allowed.iter().any(|o| o.matches(uri))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn decide<B>(&self, request: &Request<B>) -> Decision {
         // The common case, a few comparisons: TLS to the first allowed
         // origin, written the usual way, nothing that could be `SkipAuth`
         // and no `Host` header to check.
         if let Some(fast) = &self.fast {
             let uri = request.uri();
+            let headers = request.headers();
             if uri.scheme_str() == Some("https")
-                && uri.authority().is_some_and(|a| a.as_str() == &**fast)
+                && uri
+                    .authority()
+                    .is_some_and(|a| same_bytes(a.as_str().as_bytes(), fast.as_bytes()))
                 && request.extensions().is_empty()
-                && !request.headers().contains_key(HOST)
+                && (headers.is_empty() || !headers.contains_key(HOST))
             {
                 return Decision::Authorize;
             }
@@ -305,6 +308,9 @@ impl OriginPolicy {
         self.decide_in_full(request)
     }
 
+    // Kept out of line, so that the fast path above inlines into `call`
+    // without this function's frame.
+    #[inline(never)]
     fn decide_in_full<B>(&self, request: &Request<B>) -> Decision {
         if request.extensions().get::<SkipAuth>().is_some() {
             return Decision::PassThrough;
@@ -378,6 +384,29 @@ impl OriginPolicy {
         }
         Decision::Refuse(format!("{} is not an allowed origin", target()).into())
     }
+}
+
+/// `a == b`, in a few word compares for the lengths hosts have: the call
+/// to `memcmp` that `==` makes costs more than the comparison
+/// (`benches/instructions.sh`).
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (Some(a_last), Some(b_last)) = (a.last_chunk::<8>(), b.last_chunk::<8>()) else {
+        return a == b;
+    };
+    // 8-byte words from the start, then the last word (overlapping the
+    // one before it unless the length is a multiple of 8).
+    let mut i = 0;
+    while i + 8 < a.len() {
+        if a[i..i + 8] != b[i..i + 8] {
+            return false;
+        }
+        i += 8;
+    }
+    a_last == b_last
 }
 
 fn names(host: &HeaderValue, target: &Target<'_>) -> bool {
@@ -626,6 +655,30 @@ mod tests {
         two.headers_mut()
             .append(HOST, HeaderValue::from_static("api.example.com"));
         assert!(refused(&p, &two));
+    }
+
+    #[test]
+    fn same_bytes_is_equality() {
+        let words = [
+            "",
+            "a",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "api.example.com",
+            "a.b.c.d.e.f.g.h.i.j.k",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(same_bytes(a.as_bytes(), b.as_bytes()), a == b, "{a} {b}");
+            }
+            let mut changed = a.as_bytes().to_vec();
+            for i in 0..changed.len() {
+                changed[i] ^= 1;
+                assert!(!same_bytes(a.as_bytes(), &changed), "{a} at {i}");
+                changed[i] ^= 1;
+            }
+        }
     }
 
     #[test]
