@@ -94,7 +94,13 @@ fn end_to_end(c: &mut Criterion) {
     let url = api.url("/api/data");
     let ours = {
         let _in_runtime = rt.enter();
-        TokenRefreshLayer::new(tokens).layer(hyper_client())
+        TokenRefreshLayer::new(tokens)
+            .allow_origin(
+                format!("http://{}", api.addr())
+                    .parse()
+                    .expect("a server's address is an origin"),
+            )
+            .layer(hyper_client())
     };
     let static_header = AddAuthorizationLayer::bearer(&login.access_token)
         .as_sensitive(true)

@@ -347,7 +347,17 @@ fn hot_path(c: &mut Criterion) {
     // AddAuthorization with a response future that checks each status for
     // a 401, as any layer that sees rejections must: the floor for ours.
     let mut check_status = CheckStatus(AddAuthorization::bearer(Ok200, TOKEN).as_sensitive(true));
-    let layer = TokenRefreshLayer::new(manager());
+    let layer = TokenRefreshLayer::new(manager())
+        .allow_origin(
+            "https://api.example.com"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        )
+        .allow_origin(
+            "http://127.0.0.1:8080"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
     let mut ours_no_copy = tower::Layer::layer(&layer.clone().replay(NoReplay), Ok200);
     let mut ours_copy = tower::Layer::layer(&layer, Ok200);
     let mut add_auth_retry = Retry::new(

@@ -90,7 +90,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             tokens.set(login.token_set()).await?;
             let api = ResourceServer::start(&auth).await?;
             let client = ServiceBuilder::new()
-                .layer(TokenRefreshLayer::new(tokens.clone()))
+                .layer(
+                    TokenRefreshLayer::new(tokens.clone())
+                        .allow_origin(format!("http://{}", api.addr()).parse()?),
+                )
                 .service(http);
             let response = client
                 .oneshot(Request::get(api.url("/api/data")).body(Full::<Bytes>::default())?)

@@ -60,7 +60,8 @@ async fn main() -> Result<ExitCode, BoxError> {
         .build();
     let client = ServiceBuilder::new()
         .layer(
-            TokenRefreshLayer::new(tokens.clone()).scope(format!("http://{}", api.addr()).parse()?),
+            TokenRefreshLayer::new(tokens.clone())
+                .allow_origin(format!("http://{}", api.addr()).parse()?),
         )
         .service(http);
 

@@ -71,7 +71,7 @@ async fn main() -> Result<ExitCode, BoxError> {
         let client = ServiceBuilder::new()
             .layer(
                 TokenRefreshLayer::new(tokens.clone())
-                    .scope(format!("http://{}", api.addr()).parse()?),
+                    .allow_origin(format!("http://{}", api.addr()).parse()?),
             )
             .service(http);
         managers.push(tokens);

@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use tower_token_refresh_core::{BoxError, Error, RefreshFuture};
 
-use crate::{Classify, Origin, ReplayPolicy, layer::Shared};
+use crate::{Classify, ReplayPolicy, layer::Shared, origin::OriginPolicy};
 
 /// What an authorized request needs once it is sent: where to report a
 /// rejection, how to recognize one, and which token generation it carried.
@@ -112,26 +112,26 @@ where
 /// Whether the response came from another origin than the request was
 /// sent to: tower-http's `FollowRedirect`, inside this layer, followed a
 /// redirect and records the last URI on the response. The replay copy holds
-/// the URI the request was sent to; without one, the configured scope
-/// decides (and with no scope, the response counts as ours).
+/// the URI the request was sent to; without one, the allowed origins
+/// decide (and with any origin allowed, the response counts as ours).
 #[cfg(feature = "follow-redirect")]
 fn answered_elsewhere<R>(
     response: &Response<R>,
     sent_to: Option<&Uri>,
-    origins: &[Origin],
+    origins: &OriginPolicy,
 ) -> bool {
     use tower_http::follow_redirect::RequestUri;
     let Some(RequestUri(last)) = response.extensions().get::<RequestUri>() else {
         return false;
     };
     match sent_to {
-        Some(sent_to) => !crate::scope::same_origin(sent_to, last),
-        None => !origins.is_empty() && !origins.iter().any(|o| o.matches(last)),
+        Some(sent_to) => !crate::origin::same_origin(sent_to, last),
+        None => !origins.may_answer(last),
     }
 }
 
 #[cfg(not(feature = "follow-redirect"))]
-fn answered_elsewhere<R>(_: &Response<R>, _: Option<&Uri>, _: &[Origin]) -> bool {
+fn answered_elsewhere<R>(_: &Response<R>, _: Option<&Uri>, _: &OriginPolicy) -> bool {
     false
 }
 
@@ -449,10 +449,15 @@ mod tests {
         })
     }
 
+    fn api() -> crate::Origin {
+        "https://api.test".parse().unwrap()
+    }
+
     #[tokio::test]
     async fn a_future_polled_again_after_its_answer_returns_an_error() {
         for status in [StatusCode::OK, StatusCode::UNAUTHORIZED] {
             let mut svc = TokenRefreshLayer::new(manager())
+                .allow_origin(api())
                 .replay(NoReplay)
                 .layer(answer(status));
             let future = svc.call(Request::get("https://api.test/").body(()).unwrap());
@@ -489,7 +494,9 @@ mod tests {
             ))
         }))
         .build();
-        let mut svc = TokenRefreshLayer::new(tokens).layer(answer(StatusCode::OK));
+        let mut svc = TokenRefreshLayer::new(tokens)
+            .allow_origin(api())
+            .layer(answer(StatusCode::OK));
         let future = svc.call(Request::get("https://api.test/").body(()).unwrap());
         assert!(format!("{future:?}").contains("waiting for token"));
         assert!(answer_then_poll_again(future).await.is_err());
@@ -497,7 +504,9 @@ mod tests {
 
     #[tokio::test]
     async fn debug_names_the_step() {
-        let mut svc = TokenRefreshLayer::new(manager()).layer(answer(StatusCode::OK));
+        let mut svc = TokenRefreshLayer::new(manager())
+            .allow_origin(api())
+            .layer(answer(StatusCode::OK));
         let future = svc.call(Request::get("https://api.test/").body(()).unwrap());
         assert!(format!("{future:?}").contains("\"sent\""), "{future:?}");
         let refused = svc.call(Request::get("http://api.test/").body(()).unwrap());

@@ -4,15 +4,14 @@ use http::{HeaderName, HeaderValue, Request, header::AUTHORIZATION};
 use tower::Layer;
 use tower_token_refresh_core::TokenManager;
 
-use crate::{CloneBody, Origin, RejectedToken, TokenRefresh};
+use crate::{CloneBody, Origin, RejectedToken, TokenRefresh, origin::OriginPolicy};
 
 /// Settings shared by every clone of a layer and its services.
 #[derive(Clone, Debug)]
 pub(crate) struct Shared {
     pub(crate) manager: TokenManager,
-    pub(crate) origins: Vec<Origin>,
+    pub(crate) origins: OriginPolicy,
     pub(crate) header_name: HeaderName,
-    pub(crate) allow_cleartext: bool,
 }
 
 impl Shared {
@@ -35,6 +34,13 @@ impl Shared {
 ///
 /// Cheap to clone: one layer value can serve every client of an application.
 ///
+/// A new layer sends the token nowhere: name the origins that may have it
+/// with [`allow_origin`](Self::allow_origin) (or, for a service bound to
+/// one connection, [`connection_origin`](Self::connection_origin)), or
+/// opt into every origin with [`any_origin`](Self::any_origin). The rules,
+/// for every URI form and the `Host` header, are in the
+/// [`origin` module docs](crate::origin).
+///
 /// # Example
 ///
 /// ```
@@ -51,7 +57,7 @@ impl Shared {
 /// .build();
 ///
 /// let client = ServiceBuilder::new()
-///     .layer(TokenRefreshLayer::new(tokens).scope("https://api.example.com".parse()?))
+///     .layer(TokenRefreshLayer::new(tokens).allow_origin("https://api.example.com".parse()?))
 ///     .service(service_fn(|req: http::Request<Full<Bytes>>| async move {
 ///         // Stands in for hyper-util's client.
 ///         let auth = req.headers()[http::header::AUTHORIZATION].clone();
@@ -72,20 +78,24 @@ pub struct TokenRefreshLayer<P = CloneBody, C = RejectedToken> {
 }
 
 impl TokenRefreshLayer {
-    /// A layer that authorizes requests with `manager`'s tokens.
+    /// A layer that authorizes requests with `manager`'s tokens, once it
+    /// is told where they may go.
     ///
-    /// Defaults: every origin is in scope (call [`scope`](Self::scope) to
-    /// narrow it, as you should whenever the client talks to more than one
-    /// host), the `Authorization` header, cleartext HTTP only to loopback
-    /// hosts, replay of requests whose body can be copied ([`CloneBody`]),
-    /// and RFC 6750 rejection rules ([`RejectedToken`]).
+    /// Defaults: **no origin is allowed** (every request fails with an
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) error until
+    /// [`allow_origin`](Self::allow_origin),
+    /// [`connection_origin`](Self::connection_origin) or
+    /// [`any_origin`](Self::any_origin) says otherwise), requests to other
+    /// origins refused rather than sent without the token, the
+    /// `Authorization` header, cleartext HTTP only to loopback hosts, replay
+    /// of requests whose body can be copied ([`CloneBody`]), and RFC 6750
+    /// rejection rules ([`RejectedToken`]).
     pub fn new(manager: TokenManager) -> Self {
         TokenRefreshLayer {
             shared: Arc::new(Shared {
                 manager,
-                origins: Vec::new(),
+                origins: OriginPolicy::default(),
                 header_name: AUTHORIZATION,
-                allow_cleartext: false,
             }),
             policy: CloneBody,
             classifier: RejectedToken,
@@ -100,17 +110,99 @@ impl<P, C> TokenRefreshLayer<P, C> {
         Arc::make_mut(&mut self.shared)
     }
 
-    /// Adds an origin that tokens may be sent to; requests to any other
-    /// origin pass through untouched. With no origin set, all requests are
-    /// in scope.
-    pub fn scope(mut self, origin: Origin) -> Self {
-        self.shared_mut().origins.push(origin);
+    /// Allows the token to go to `origin` (scheme, host and port; the
+    /// scheme's default port if none is written). Call it once per origin.
+    ///
+    /// A request to an origin not allowed fails with an
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) error, unless
+    /// [`pass_through_other_origins`](Self::pass_through_other_origins) is
+    /// on. Cleartext `http://` origins get the token only on loopback hosts,
+    /// unless [`allow_cleartext`](Self::allow_cleartext) is on.
+    ///
+    /// The first origin allowed is checked first and, if it is `https`, in a
+    /// few comparisons: allow your busiest origin first.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_token_refresh::{TokenManager, TokenRefreshLayer, TokenSet, source};
+    /// # fn main() -> Result<(), tower_token_refresh::InvalidOrigin> {
+    /// # let tokens = TokenManager::builder(source::from_fn(|_| async { Ok(TokenSet::bearer("t")) })).build();
+    /// let layer = TokenRefreshLayer::new(tokens)
+    ///     .allow_origin("https://api.example.com".parse()?)
+    ///     .allow_origin("https://uploads.example.com:8443".parse()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn allow_origin(mut self, origin: Origin) -> Self {
+        self.shared_mut().origins.allow(origin);
+        self
+    }
+
+    /// Allows the token to go to every origin a request names: for a client
+    /// whose requests only ever go to hosts you trust, whatever URL it is
+    /// given. The other rules still hold: a URI without a scheme needs a
+    /// [`connection_origin`](Self::connection_origin), cleartext goes only
+    /// to loopback, a `Host` header must agree with the URI.
+    ///
+    /// Prefer [`allow_origin`](Self::allow_origin): with `any_origin` a
+    /// client pointed at the wrong host (a URL from a config file, a
+    /// redirect followed inside this layer) hands it the token.
+    pub fn any_origin(mut self) -> Self {
+        self.shared_mut().origins.allow_any();
+        self
+    }
+
+    /// Says that the inner service is bound to one connection to `origin`,
+    /// and allows that origin: for hyper's `client::conn` `SendRequest` and
+    /// tonic's `Channel`, whose requests carry origin-form URIs
+    /// (`/package.Service/Method`) that name no host.
+    ///
+    /// With it, a URI without a scheme is judged as a request to `origin`
+    /// (an authority-form URI must name its host and port), and an absolute
+    /// URI naming any other origin is treated as another origin: the bytes
+    /// go down that one connection whatever the URI says. Without it, a URI
+    /// without a scheme is always refused, whatever its `Host` header says:
+    /// the layer cannot know where it goes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_token_refresh::{TokenManager, TokenRefreshLayer, TokenSet, source};
+    /// # fn main() -> Result<(), tower_token_refresh::InvalidOrigin> {
+    /// # let tokens = TokenManager::builder(source::from_fn(|_| async { Ok(TokenSet::bearer("t")) })).build();
+    /// // Around a tonic `Channel` to https://grpc.example.com.
+    /// let layer = TokenRefreshLayer::new(tokens)
+    ///     .connection_origin("https://grpc.example.com".parse()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn connection_origin(mut self, origin: Origin) -> Self {
+        self.shared_mut().origins.set_connection(origin);
+        self
+    }
+
+    /// Sends requests to origins that are not allowed on to the inner
+    /// service without the token, instead of failing them with an
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) error. Off by default.
+    ///
+    /// For a client shared with other hosts on purpose, and for the layer
+    /// inside tower-http's `FollowRedirect` when a redirect off your API
+    /// (to a CDN, say) should be followed without the token. A request
+    /// whose target is unknown (no scheme, no
+    /// [`connection_origin`](Self::connection_origin)) or whose `Host`
+    /// header disagrees with its URI is refused even so.
+    pub fn pass_through_other_origins(mut self, enable: bool) -> Self {
+        self.shared_mut().origins.set_pass_through(enable);
         self
     }
 
     /// Sends the credential in this header instead of `Authorization` (an
     /// API-key header, say; pair it with
     /// [`Scheme::None`](crate::Scheme::None) on the manager).
+    ///
+    /// tower-http's `FollowRedirect` strips only `Authorization`, `Cookie`
+    /// and `Proxy-Authorization` on a cross-origin redirect: with the layer
+    /// outside it, give it this layer's `redirect_policy()` (feature
+    /// `follow-redirect`), which strips this header too.
     pub fn header_name(mut self, name: HeaderName) -> Self {
         self.shared_mut().header_name = name;
         self
@@ -120,8 +212,43 @@ impl<P, C> TokenRefreshLayer<P, C> {
     /// Off by default: such requests fail with an
     /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) error.
     pub fn allow_cleartext(mut self, allow: bool) -> Self {
-        self.shared_mut().allow_cleartext = allow;
+        self.shared_mut().origins.set_allow_cleartext(allow);
         self
+    }
+
+    /// A tower-http `FollowRedirect` policy for this layer: tower-http's
+    /// [`Standard`](tower_http::follow_redirect::policy::Standard) (a limit
+    /// of 20 hops, `Authorization`, `Cookie` and `Proxy-Authorization`
+    /// stripped on a cross-origin hop), and this layer's
+    /// [`header_name`](Self::header_name) stripped on a cross-origin hop
+    /// too. See [`StripCredential`](crate::redirect::StripCredential).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower::ServiceBuilder;
+    /// use tower_http::follow_redirect::FollowRedirectLayer;
+    /// # use tower_token_refresh::{Scheme, TokenManager, TokenRefreshLayer, TokenSet, source};
+    /// # fn main() -> Result<(), tower_token_refresh::InvalidOrigin> {
+    /// # let tokens = TokenManager::builder(source::from_fn(|_| async { Ok(TokenSet::bearer("t")) }))
+    /// #     .scheme(Scheme::None)
+    /// #     .build();
+    /// # let http = tower::service_fn(|_: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// # });
+    /// let auth = TokenRefreshLayer::new(tokens)
+    ///     .allow_origin("https://api.example.com".parse()?)
+    ///     .header_name(HeaderName::from_static("x-api-key"));
+    /// let client = ServiceBuilder::new()
+    ///     .layer(auth.clone())
+    ///     .layer(FollowRedirectLayer::with_policy(auth.redirect_policy()))
+    ///     .service(http);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "follow-redirect")]
+    pub fn redirect_policy(&self) -> crate::redirect::StripCredential {
+        crate::redirect::StripCredential::new(self.shared.header_name.clone())
     }
 
     /// Sets the policy that copies requests for a replay.

@@ -3,8 +3,12 @@
 //! [`TokenRefreshLayer`] wraps any `tower::Service<http::Request<B>>`
 //! (hyper-util's client, say). On each request it:
 //!
-//! 1. leaves requests outside its [scope](TokenRefreshLayer::scope), or
-//!    carrying [`SkipAuth`], untouched;
+//! 1. checks the request against its [origin policy](origin): the token
+//!    goes only to origins you allowed
+//!    ([`allow_origin`](TokenRefreshLayer::allow_origin); none by default),
+//!    over TLS or to loopback. A request to another origin fails with an
+//!    [`ErrorKind::Policy`] error (or, if you ask, goes on without the
+//!    token); one carrying [`SkipAuth`] goes on untouched;
 //! 2. reads the current credential (from the service's [`LookupCache`]: one
 //!    flag load while the credential it sent last stays fresh) and attaches
 //!    the prebuilt, sensitive header value. Inside the refresh-ahead window it
@@ -46,7 +50,7 @@
 //!     .on_session_expired(|| eprintln!("session over: log in again"))
 //!     .build();
 //! let client = ServiceBuilder::new()
-//!     .layer(TokenRefreshLayer::new(tokens.clone()).scope("https://api.example.com".parse()?))
+//!     .layer(TokenRefreshLayer::new(tokens.clone()).allow_origin("https://api.example.com".parse()?))
 //!     .service(http);
 //!
 //! let request = http::Request::get("https://api.example.com/products").body(Full::default())?;
@@ -74,7 +78,7 @@
 //!
 //! ```text
 //! Retry(ServerErrorRetry)    outside: each retry passes the token layer again
-//! [FollowRedirect]           A: every hop passes the token layer; scope it!
+//! [FollowRedirect]           A: every hop passes the token layer's origin policy
 //! TokenRefresh               this crate
 //! [FollowRedirect]           B: only the first request passes the token layer
 //! the HTTP client
@@ -84,14 +88,20 @@
 //!   the token layer again and carries the token current at that moment
 //!   (see [`retry`]). Inside, it would resend the first attempt's header.
 //! - **A: the layer inside tower-http's `FollowRedirect`:** the
-//!   layer sees every hop as a request of its own and would add the token
-//!   to each, whatever its origin (`FollowRedirect` only strips the
-//!   credentials that were on the first request). So
-//!   [scope](TokenRefreshLayer::scope) the layer to your API's origins: a
-//!   hop to any other origin then goes without the token.
-//! - **B: the layer outside `FollowRedirect`:** the token goes
-//!   on the first request only, and `FollowRedirect` strips it from a hop
-//!   to another origin. The final response may then come from that other
+//!   layer sees every hop as a request of its own, and its origin policy
+//!   decides for each: a hop to an origin you did not allow fails with an
+//!   [`ErrorKind::Policy`] error, or, with
+//!   [`pass_through_other_origins`](TokenRefreshLayer::pass_through_other_origins),
+//!   goes without the token. (With
+//!   [`any_origin`](TokenRefreshLayer::any_origin) every hop would get it.)
+//! - **B: the layer outside `FollowRedirect`:** the token goes on the first
+//!   request only, and `FollowRedirect` copies that request's headers to
+//!   each hop. tower-http's own policy strips only `Authorization`,
+//!   `Cookie` and `Proxy-Authorization` on a cross-origin hop, so give
+//!   `FollowRedirect` the layer's `redirect_policy()` (feature
+//!   `follow-redirect`), which strips the layer's
+//!   [`header_name`](TokenRefreshLayer::header_name) too (see the
+//!   `redirect` module). The final response may then come from that other
 //!   origin; with the `follow-redirect` feature the layer reads the
 //!   `RequestUri` that tower-http puts on the response, and a 401 from an
 //!   origin the request was not sent to is returned as it is, not taken for
@@ -102,23 +112,26 @@
 //! # Features
 //!
 //! - `follow-redirect` (off by default: it brings tower-http, and through
-//!   it `url` and `idna`, into every build): reads tower-http's `RequestUri`
-//!   response extension, as above.
+//!   it `url` and `idna`, into every build): the `redirect` module's
+//!   `FollowRedirect` policy, and tower-http's `RequestUri` response
+//!   extension read, as above.
 
 pub mod classify;
 mod client;
 pub mod future;
 mod layer;
+pub mod origin;
+#[cfg(feature = "follow-redirect")]
+pub mod redirect;
 pub mod replay;
 pub mod retry;
-mod scope;
 mod service;
 
 pub use classify::{Classify, RejectedToken};
 pub use client::{DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, ServiceClient, TimedOut};
 pub use layer::TokenRefreshLayer;
+pub use origin::{InvalidOrigin, Origin, SkipAuth};
 pub use replay::{CloneBody, NoReplay, ReplayBody, ReplayPolicy};
-pub use scope::{InvalidOrigin, Origin, SkipAuth};
 pub use service::TokenRefresh;
 pub use tower_token_refresh_core::{
     AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, Lookup,

@@ -38,7 +38,7 @@
 //!
 //! let client = ServiceBuilder::new()
 //!     .layer(ServerErrorRetry::new().max_retries(2).into_layer())
-//!     .layer(TokenRefreshLayer::new(tokens).scope("https://api.example.com".parse()?))
+//!     .layer(TokenRefreshLayer::new(tokens).allow_origin("https://api.example.com".parse()?))
 //!     .service(service_fn(|_req: http::Request<Full<Bytes>>| async move {
 //!         // Stands in for hyper-util's client.
 //!         Ok::<_, std::convert::Infallible>(http::Response::new(Full::<Bytes>::default()))

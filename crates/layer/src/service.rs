@@ -8,12 +8,7 @@ use http::{Request, Response};
 use tower::Service;
 use tower_token_refresh_core::{BoxError, Error, ErrorKind, Lookup, LookupCache, TokenManager};
 
-use crate::{
-    Classify, ReplayPolicy,
-    future::ResponseFuture,
-    layer::Shared,
-    scope::{Decision, decide},
-};
+use crate::{Classify, ReplayPolicy, future::ResponseFuture, layer::Shared, origin::Decision};
 
 /// Authorizes requests with a [`TokenManager`]'s token, refreshes it when
 /// the server rejects it, and replays the rejected request once.
@@ -107,7 +102,7 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = &self.shared;
-        match decide(&request, &shared.origins, shared.allow_cleartext) {
+        match shared.origins.decide(&request) {
             Decision::Authorize => {}
             Decision::PassThrough => return ResponseFuture::pass_through(self.inner.call(request)),
             Decision::Refuse(why) => {

@@ -116,7 +116,9 @@ async fn ten_thousand_concurrent_rejections_share_one_refresh() {
             }
         }
     });
-    let client = TokenRefreshLayer::new(tokens.clone()).layer(resource);
+    let client = TokenRefreshLayer::new(tokens.clone())
+        .allow_origin("http://127.0.0.1".parse().unwrap())
+        .layer(resource);
     auth.expire_access_tokens();
     let tasks: Vec<_> = (0..N)
         .map(|_| {
@@ -192,7 +194,9 @@ async fn a_late_rejection_of_an_older_generation_replays_without_refreshing() {
             }
         }
     });
-    let client = TokenRefreshLayer::new(w.tokens.clone()).layer(held);
+    let client = TokenRefreshLayer::new(w.tokens.clone())
+        .allow_origin(origin_of(w.api.addr()))
+        .layer(held);
     let late = tokio::spawn({
         let client = client.clone();
         let url = w.api.url("/api/data");
@@ -348,7 +352,9 @@ async fn a_refused_connection_to_the_token_endpoint_is_a_transient_error() {
         .initial(auth.login().token_set())
         .max_attempts(4)
         .build();
-    let client = TokenRefreshLayer::new(tokens.clone()).layer(hyper_client());
+    let client = TokenRefreshLayer::new(tokens.clone())
+        .allow_origin(origin_of(api.addr()))
+        .layer(hyper_client());
     auth.expire_access_tokens();
     let err = send(
         &client,
@@ -492,7 +498,9 @@ async fn a_streaming_body_is_sent_once_and_its_401_returned() {
     let w = world(|b| b).await;
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Body>();
-    let mut client = TokenRefreshLayer::new(w.tokens.clone()).layer(http);
+    let mut client = TokenRefreshLayer::new(w.tokens.clone())
+        .allow_origin(origin_of(w.api.addr()))
+        .layer(http);
     w.auth.expire_access_tokens();
     let frames = vec![Ok(http_body::Frame::data(Bytes::from_static(b"chunk")))];
     let streaming = Request::post(w.api.url("/api/echo"))
@@ -573,7 +581,9 @@ async fn the_token_endpoint_called_through_the_same_layered_client_neither_deadl
     let tokens = TokenManager::builder(grant)
         .initial(auth.login().token_set())
         .build();
-    let client = TokenRefreshLayer::new(tokens.clone()).layer(hyper_client());
+    let client = TokenRefreshLayer::new(tokens.clone())
+        .allow_origin(origin_of(api.addr()))
+        .layer(hyper_client());
     assert!(layered.set(client.clone()).is_ok());
     auth.expire_access_tokens();
     let response = tokio::time::timeout(
@@ -595,14 +605,38 @@ async fn the_token_endpoint_called_through_the_same_layered_client_neither_deadl
 }
 
 #[tokio::test]
-async fn out_of_scope_requests_pass_through_untouched() {
+async fn a_request_to_an_origin_not_allowed_is_refused_and_never_sent() {
     let w = world(|b| b).await;
     // A second resource on another port: another origin.
     let other = tower_token_refresh_test_util::ResourceServer::start(&w.auth)
         .await
         .unwrap();
-    let response = send(
+    let err = send(
         &w.client,
+        Request::get(other.url("/api/data"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(session_error(&err).unwrap().kind(), ErrorKind::Policy);
+    assert!(err.to_string().contains("not an allowed origin"), "{err}");
+    assert_eq!(other.stats().requests, 0, "never sent");
+    assert_eq!(w.auth.stats().token_requests, 0);
+}
+
+#[tokio::test]
+async fn with_pass_through_requests_to_other_origins_go_without_the_token() {
+    let w = world(|b| b).await;
+    let other = tower_token_refresh_test_util::ResourceServer::start(&w.auth)
+        .await
+        .unwrap();
+    let client = TokenRefreshLayer::new(w.tokens.clone())
+        .allow_origin(origin_of(w.api.addr()))
+        .pass_through_other_origins(true)
+        .layer(hyper_client());
+    let response = send(
+        &client,
         Request::get(other.url("/api/data"))
             .body(Full::default())
             .unwrap(),
@@ -621,9 +655,12 @@ async fn out_of_scope_requests_pass_through_untouched() {
 #[tokio::test]
 async fn a_token_over_cleartext_to_a_remote_host_is_refused() {
     let w = world(|b| b).await;
-    let mut client = TokenRefreshLayer::new(w.tokens.clone()).layer(service_fn(
-        |_: Request<Full<Bytes>>| async { Ok::<_, Infallible>(Response::new(())) },
-    ));
+    // Allowed as an origin, and still refused: cleartext to a remote host.
+    let mut client = TokenRefreshLayer::new(w.tokens.clone())
+        .allow_origin("http://api.example.com".parse().unwrap())
+        .layer(service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        }));
     let err = client
         .ready()
         .await
@@ -636,6 +673,7 @@ async fn a_token_over_cleartext_to_a_remote_host_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(session_error(&err).unwrap().kind(), ErrorKind::Policy);
+    assert!(err.to_string().contains("cleartext"), "{err}");
 }
 
 /// The same single flight on a multi-thread runtime, round after round:

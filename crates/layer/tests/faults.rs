@@ -209,7 +209,9 @@ async fn a_down_authorization_server_fails_every_waiter_in_bounded_time_then_rec
         ServiceClient::new(switch),
     );
     let tokens = settings(TokenManager::builder(grant).initial(w.login.token_set())).build();
-    let client = TokenRefreshLayer::new(tokens.clone()).layer(hyper_client());
+    let client = TokenRefreshLayer::new(tokens.clone())
+        .allow_origin(origin_of(w.api.addr()))
+        .layer(hyper_client());
     let w = World {
         tokens,
         client,

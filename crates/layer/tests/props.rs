@@ -148,8 +148,9 @@ proptest! {
     }
 }
 
-/// Scope checks through the public API: a layer scoped to one origin,
-/// wrapped around a service that reports whether the token arrived.
+/// Origin checks through the public API: a layer allowing one origin (and
+/// passing others through), wrapped around a service that reports whether
+/// the token arrived.
 struct TokenRefreshProbe {
     origin: Origin,
 }
@@ -169,8 +170,9 @@ impl TokenRefreshProbe {
                 .initial(TokenSet::bearer("probe").with_expires_in(Duration::from_secs(3600)))
                 .build();
         let mut service = TokenRefreshLayer::new(tokens)
-            .scope(self.origin.clone())
+            .allow_origin(self.origin.clone())
             .allow_cleartext(true)
+            .pass_through_other_origins(true)
             .layer(service_fn(|req: http::Request<()>| async move {
                 let has = req.headers().contains_key(http::header::AUTHORIZATION);
                 Ok::<_, std::convert::Infallible>(http::Response::new(has))

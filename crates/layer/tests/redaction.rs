@@ -95,7 +95,7 @@ async fn no_secret_in_debug_or_trace_output_of_full_refresh_cycles() {
     secrets.push(current.refresh_token().unwrap().secret().to_owned());
 
     // Debug of every public type that holds or handles a secret.
-    let layer = TokenRefreshLayer::new(w.tokens.clone());
+    let layer = TokenRefreshLayer::new(w.tokens.clone()).allow_origin(origin_of(w.api.addr()));
     let mut svc = tower::Layer::layer(&layer, hyper_client_for_debug());
     let in_flight = svc.ready().await.unwrap().call(
         Request::get(w.api.url("/api/data"))
@@ -212,7 +212,10 @@ async fn no_secret_in_the_oauth2_and_retry_paths() {
     });
     let client = tower::ServiceBuilder::new()
         .layer(ServerErrorRetry::new().seed(7).into_layer())
-        .layer(TokenRefreshLayer::new(w.tokens.clone()))
+        .layer(
+            TokenRefreshLayer::new(w.tokens.clone())
+                .allow_origin("https://api.example.com".parse().unwrap()),
+        )
         .service(inner);
     debug.push(format!("{client:?}"));
     let response = client

@@ -98,8 +98,7 @@ impl Service<Request<Full<Bytes>>> for Flaky {
 }
 
 fn scoped(w: &World) -> TokenRefreshLayer {
-    TokenRefreshLayer::new(w.tokens.clone())
-        .scope(format!("http://{}", w.api.addr()).parse().unwrap())
+    TokenRefreshLayer::new(w.tokens.clone()).allow_origin(origin_of(w.api.addr()))
 }
 
 fn get(w: &World, path: &str) -> Request<Full<Bytes>> {
@@ -271,10 +270,7 @@ async fn a_refused_connection_is_retried_then_its_error_returned() {
     let flaky = Flaky::new(0);
     let client = ServiceBuilder::new()
         .layer(ServerErrorRetry::new().seed(3).into_layer())
-        .layer(
-            TokenRefreshLayer::new(w.tokens.clone())
-                .scope(format!("http://{dead_addr}").parse().unwrap()),
-        )
+        .layer(TokenRefreshLayer::new(w.tokens.clone()).allow_origin(origin_of(dead_addr)))
         .service(flaky.clone());
     let request = Request::get(format!("http://{dead_addr}/api/data"))
         .body(Full::default())

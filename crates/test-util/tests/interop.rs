@@ -165,7 +165,9 @@ async fn oidc_provider_interop() {
     let first_access = first.access_token().secret().to_owned();
     let tokens = TokenManager::builder(grant).initial(first).build();
     let client = ServiceBuilder::new()
-        .layer(TokenRefreshLayer::new(tokens.clone()))
+        .layer(
+            TokenRefreshLayer::new(tokens.clone()).allow_origin(provider.issuer.parse().unwrap()),
+        )
         .service(hyper_client());
     let api = format!("{}/api/data", provider.issuer);
 

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use tower::{Layer, ServiceExt};
 use tower_token_refresh::{
-    BoxError, CloneBody, RejectedToken, ServiceClient, TokenManager, TokenManagerBuilder,
+    BoxError, CloneBody, Origin, RejectedToken, ServiceClient, TokenManager, TokenManagerBuilder,
     TokenRefresh, TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
@@ -28,6 +28,11 @@ pub struct World {
     pub tokens: TokenManager,
     pub client: Authed,
     pub login: IssuedTokens,
+}
+
+/// The origin of a server listening on `addr`.
+pub fn origin_of(addr: std::net::SocketAddr) -> Origin {
+    format!("http://{addr}").parse().unwrap()
 }
 
 pub fn grant(auth: &AuthServer, http: Http) -> RefreshTokenGrant<ServiceClient<Http>> {
@@ -54,8 +59,7 @@ pub async fn world_with(
     let login = auth.login();
     let tokens =
         tweak(TokenManager::builder(grant(&auth, http.clone())).initial(login.token_set())).build();
-    let layer = TokenRefreshLayer::new(tokens.clone())
-        .scope(format!("http://{}", api.addr()).parse().unwrap());
+    let layer = TokenRefreshLayer::new(tokens.clone()).allow_origin(origin_of(api.addr()));
     let client = layer.layer(http);
     World {
         auth,
