@@ -133,9 +133,11 @@ pub use layer::TokenRefreshLayer;
 pub use origin::{InvalidOrigin, Origin, SkipAuth};
 pub use replay::{CloneBody, NoReplay, ReplayBody, ReplayPolicy};
 pub use service::TokenRefresh;
+#[cfg(feature = "xchacha20poly1305")]
+pub use tower_token_refresh_core::XChaCha20Poly1305Sealer;
 pub use tower_token_refresh_core::{
     AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, Lookup,
     LookupCache, MemoryStore, RefreshFuture, RefreshLease, RefreshToken, RefreshTurn, Rotation,
-    Scheme, Stats, TokenManager, TokenManagerBuilder, TokenSet, TokenSource, TokenStore, oauth2,
-    source,
+    Scheme, Sealer, Stats, TokenManager, TokenManagerBuilder, TokenSet, TokenSource, TokenStore,
+    check_runtime, oauth2, source,
 };

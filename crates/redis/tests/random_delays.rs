@@ -63,7 +63,7 @@ async fn replica(
         .backoff(Duration::from_millis(20), Duration::from_millis(100))
         .build();
     let client = TokenRefreshLayer::new(tokens.clone())
-        .scope(format!("http://{}", api.addr()).parse().unwrap())
+        .allow_origin(format!("http://{}", api.addr()).parse().unwrap())
         .layer(http);
     (tokens, client)
 }

@@ -57,7 +57,7 @@ async fn replica(
         .backoff(Duration::from_millis(50), Duration::from_millis(500))
         .build();
     let client = TokenRefreshLayer::new(tokens.clone())
-        .scope(format!("http://{}", api.addr()).parse().unwrap())
+        .allow_origin(format!("http://{}", api.addr()).parse().unwrap())
         .layer(http);
     Replica { tokens, client }
 }
@@ -179,8 +179,12 @@ async fn lock_holder_child_process() {
     );
     let tokens = TokenManager::builder(grant).store(store).build();
     assert!(tokens.load().await.unwrap());
-    let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
     let url = api_url.to_owned();
+    let origin = url.parse::<http::Uri>().unwrap();
+    let origin = format!("http://{}", origin.authority().unwrap());
+    let client = TokenRefreshLayer::new(tokens.clone())
+        .allow_origin(origin.parse().unwrap())
+        .layer(http);
     tokio::spawn(async move { get(&client, url).await });
     until("the refresh started", || {
         tokens.stats().refreshes_started > 0
@@ -554,7 +558,7 @@ async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
             .backoff(Duration::from_millis(50), Duration::from_millis(100))
     };
     let stores = [store(&redis, LOCK_TTL).await, store(&redis, LOCK_TTL).await];
-    let replicas = seeded_pair(&auth, stores, |b| {
+    let replicas = seeded_pair(&auth, &api, stores, |b| {
         slow(b.min_refresh_interval(Duration::ZERO))
     })
     .await;
@@ -583,10 +587,11 @@ async fn a_slow_leader_keeps_the_lock_while_its_request_is_in_flight() {
     assert_same_new_tokens(&replicas, &auth);
 }
 
-/// Two replicas on `stores`, unscoped (the resource is on loopback), the
+/// Two replicas on `stores`, allowed to send the token to `api`, the
 /// second one loaded with the login the first one saved.
 async fn seeded_pair(
     auth: &AuthServer,
+    api: &ResourceServer,
     stores: [RedisStore; 2],
     tweak: impl Fn(tower_token_refresh::TokenManagerBuilder) -> tower_token_refresh::TokenManagerBuilder,
 ) -> Vec<Replica> {
@@ -599,7 +604,9 @@ async fn seeded_pair(
             ServiceClient::new(http.clone()),
         );
         let tokens = tweak(TokenManager::builder(grant).store(store)).build();
-        let client = TokenRefreshLayer::new(tokens.clone()).layer(http);
+        let client = TokenRefreshLayer::new(tokens.clone())
+            .allow_origin(format!("http://{}", api.addr()).parse().unwrap())
+            .layer(http);
         replicas.push(Replica { tokens, client });
     }
     replicas[0]
@@ -650,7 +657,7 @@ async fn a_slow_leader_with_the_default_settings_refreshes_once_for_both_replica
             .connect()
     };
     let stores = [connect().await.unwrap(), connect().await.unwrap()];
-    let replicas = seeded_pair(&auth, stores, |b| b).await;
+    let replicas = seeded_pair(&auth, &api, stores, |b| b).await;
     auth.expire_access_tokens();
     auth.inject(Fault::Delay(Duration::from_secs(16)), 1);
     // Both need a refresh at once.
