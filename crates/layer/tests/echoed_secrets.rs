@@ -6,14 +6,11 @@
 //! revocation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    error::Error as _,
-    fmt::Write as _,
-    io,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod support;
 
+use std::{error::Error as _, fmt::Write as _, time::Duration};
+
+use support::capture::Captured;
 use tower_token_refresh::{
     Error, ErrorKind, ServiceClient, TokenManager, TokenSet,
     oauth2::{
@@ -32,45 +29,6 @@ const CLIENT_ID: &str = "my-client";
 
 /// The shortest run of a secret's characters that counts as quoting it.
 const FRAGMENT: usize = 8;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    /// Every event at TRACE level on this (current-thread runtime) thread.
-    fn trace() -> (Captured, tracing::subscriber::DefaultGuard) {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(captured.clone())
-            .with_ansi(false)
-            .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Every form a secret can take on the wire or in an echo of it, written
 /// here independently of the library: raw, WHATWG form-encoded (`+`),
@@ -187,6 +145,18 @@ struct Case {
 }
 
 impl Case {
+    /// The echo was served (`times` more, `served` in all) and the error
+    /// still names the server's code, yet shows no form of any secret.
+    fn judge(&self, auth: &AuthServer, served: &mut u64, times: u64, err: &Error) {
+        *served += times;
+        assert_eq!(auth.stats().faults_served, *served, "{:?}", self.echo);
+        self.check(err);
+        assert_no_secret(
+            &format!("{:?}: the error", self.echo),
+            &everything_shown(err),
+        );
+    }
+
     fn check(&self, err: &Error) {
         match self.code {
             // The manager wraps the last attempt's error after retries: the
@@ -282,13 +252,7 @@ async fn a_refresh_grant_answer_quoting_the_request_shows_no_secret() {
                 .max_attempts(1)
                 .build();
             let err = tokens.refresh().await.unwrap_err();
-            served += 1;
-            assert_eq!(auth.stats().faults_served, served, "{:?}", case.echo);
-            case.check(&err);
-            assert_no_secret(
-                &format!("{:?}: the error", case.echo),
-                &everything_shown(&err),
-            );
+            case.judge(&auth, &mut served, 1, &err);
         }
     }
     let trace = captured.text();
@@ -311,13 +275,7 @@ async fn a_client_credentials_answer_quoting_the_request_shows_no_secret() {
             );
             let tokens = TokenManager::builder(grant).max_attempts(1).build();
             let err = tokens.authorization().await.unwrap_err();
-            served += 1;
-            assert_eq!(auth.stats().faults_served, served, "{:?}", case.echo);
-            case.check(&err);
-            assert_no_secret(
-                &format!("{:?}: the error", case.echo),
-                &everything_shown(&err),
-            );
+            case.judge(&auth, &mut served, 1, &err);
         }
     }
     let trace = captured.text();
@@ -342,13 +300,7 @@ async fn an_introspection_answer_quoting_the_request_shows_no_secret() {
                 .introspect(ACCESS_TOKEN, Some(TokenTypeHint::AccessToken))
                 .await
                 .unwrap_err();
-            served += 1;
-            assert_eq!(auth.stats().faults_served, served, "{:?}", case.echo);
-            case.check(&err);
-            assert_no_secret(
-                &format!("{:?}: the error", case.echo),
-                &everything_shown(&err),
-            );
+            case.judge(&auth, &mut served, 1, &err);
         }
     }
     assert_no_secret("the trace", &captured.text());
@@ -379,13 +331,7 @@ async fn a_revocation_answer_quoting_the_request_shows_no_secret() {
                     attempts,
                 );
                 let err = client.revoke(token, Some(hint)).await.unwrap_err();
-                served += u64::try_from(attempts).unwrap();
-                assert_eq!(auth.stats().faults_served, served, "{:?}", case.echo);
-                case.check(&err);
-                assert_no_secret(
-                    &format!("{:?}: the error", case.echo),
-                    &everything_shown(&err),
-                );
+                case.judge(&auth, &mut served, u64::try_from(attempts).unwrap(), &err);
             }
         }
     }

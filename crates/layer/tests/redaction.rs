@@ -4,45 +4,13 @@
 
 mod support;
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-};
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::*;
+use support::{capture::Captured, *};
 use tower::{Service, ServiceExt};
 use tower_token_refresh::{TokenRefreshLayer, oauth2::ClientAuth};
 use tower_token_refresh_test_util::Fault;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Captures every event at TRACE level on this thread while the guard lives.
-    fn trace() -> (Captured, tracing::subscriber::DefaultGuard) {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(captured.clone())
-            .with_ansi(false)
-            .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
-    }
-}
 
 fn assert_no_secret(secrets: &[String], trace: &str, debug: &str) {
     for secret in secrets {
@@ -55,14 +23,6 @@ fn assert_no_secret(secrets: &[String], trace: &str, debug: &str) {
             !debug.contains(secret.as_str()),
             "a secret in Debug:\n{debug}"
         );
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
     }
 }
 
@@ -129,7 +89,7 @@ async fn no_secret_in_debug_or_trace_output_of_full_refresh_cycles() {
     debug.push(format!("{err} {err:?}"));
     assert!(session_error(&err).unwrap().is_session_expired());
 
-    let trace = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let trace = captured.text();
     // The capture works: it saw the refreshes, the failure and the expiry.
     assert!(trace.contains("token refreshed"), "{trace}");
     assert!(trace.contains("token refresh attempt failed"), "{trace}");
@@ -236,7 +196,7 @@ async fn no_secret_in_the_oauth2_and_retry_paths() {
     revocation.logout(&w.tokens).await.unwrap();
     assert!(w.tokens.is_session_expired());
 
-    let trace = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let trace = captured.text();
     assert!(trace.contains("token refreshed"), "{trace}");
     let debug = debug.join("\n");
     assert_no_secret(&secrets, &trace, &debug);

@@ -1,6 +1,8 @@
 //! A world of real servers and a layered hyper client, shared by the tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod capture;
+
 use std::time::Duration;
 
 use bytes::Bytes;
