@@ -14,7 +14,11 @@ use std::{
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::HeaderValue;
-use tower_token_refresh::{Lookup, LookupCache, TokenManager, TokenSet, source};
+use tower_token_refresh::{
+    TokenManager, TokenSet,
+    manager::{Lookup, LookupCache},
+    source,
+};
 
 const READS: usize = 100_000;
 

@@ -60,6 +60,19 @@ impl ErrorKind {
     }
 }
 
+impl fmt::Display for ErrorKind {
+    /// The kind in words: `session expired`, `token refresh failed`, …
+    ///
+    /// ```
+    /// use tower_token_refresh_core::ErrorKind;
+    ///
+    /// assert_eq!(ErrorKind::SessionExpired.to_string(), "session expired");
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 /// The error of a refresh, a token source, a store or the layer's own policy.
 ///
 /// It is cheap to clone (every waiter of one refresh gets the same error),

@@ -9,7 +9,7 @@
 //!    over TLS or to loopback. A request to another origin fails with an
 //!    [`ErrorKind::Policy`] error (or, if you ask, goes on without the
 //!    token); one carrying [`SkipAuth`] goes on untouched;
-//! 2. reads the current credential (from the service's [`LookupCache`]: one
+//! 2. reads the current credential (from the service's [`LookupCache`](manager::LookupCache): one
 //!    flag load while the credential it sent last stays fresh) and attaches
 //!    the prebuilt, sensitive header value. Inside the refresh-ahead window it
 //!    still does so while one background refresh runs; past expiry it waits
@@ -136,8 +136,20 @@ pub use service::TokenRefresh;
 #[cfg(feature = "xchacha20poly1305")]
 pub use tower_token_refresh_core::XChaCha20Poly1305Sealer;
 pub use tower_token_refresh_core::{
-    AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, Lookup,
-    LookupCache, MemoryStore, RefreshFuture, RefreshLease, RefreshToken, RefreshTurn, Rotation,
-    Scheme, Sealer, Stats, TokenManager, TokenManagerBuilder, TokenSet, TokenSource, TokenStore,
-    check_runtime, oauth2, source,
+    AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, MemoryStore,
+    RefreshToken, Rotation, Scheme, Sealer, Stats, TokenManager, TokenManagerBuilder, TokenSet,
+    TokenSource, TokenStore, check_runtime, oauth2, source,
 };
+
+/// The coordinator's lower-level types, for code that drives a
+/// [`TokenManager`] without the layer (another client, a benchmark): the
+/// non-blocking lookup and its per-client cache, and the shared refresh.
+pub mod manager {
+    pub use tower_token_refresh_core::{Lookup, LookupCache, RefreshFuture};
+}
+
+/// What a [`TokenStore`] shared by several processes implements: the
+/// refresh turn and the lease on the shared lock (see the Redis store).
+pub mod store {
+    pub use tower_token_refresh_core::{RefreshLease, RefreshTurn};
+}

@@ -8,7 +8,10 @@ use http::{Request, Response};
 use tower::Service;
 use tower_token_refresh_core::{BoxError, Error, ErrorKind, Lookup, LookupCache, TokenManager};
 
-use crate::{Classify, ReplayPolicy, future::ResponseFuture, layer::Shared, origin::Decision};
+use crate::{
+    Classify, CloneBody, RejectedToken, ReplayPolicy, future::ResponseFuture, layer::Shared,
+    origin::Decision,
+};
 
 /// Authorizes requests with a [`TokenManager`]'s token, refreshes it when
 /// the server rejects it, and replays the rejected request once.
@@ -21,7 +24,7 @@ use crate::{Classify, ReplayPolicy, future::ResponseFuture, layer::Shared, origi
 /// The inner service's error, boxed; or a [`tower_token_refresh_core::Error`]
 /// (downcast the [`BoxError`]) when no token could be had: the session
 /// expired, a refresh failed, or policy refused the request.
-pub struct TokenRefresh<S, P, C> {
+pub struct TokenRefresh<S, P = CloneBody, C = RejectedToken> {
     inner: S,
     shared: Arc<Shared>,
     /// The credential this clone sent last: while it stays fresh, a request

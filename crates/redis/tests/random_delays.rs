@@ -13,14 +13,14 @@ use http_body_util::Full;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use tower::{Layer, ServiceExt};
 use tower_token_refresh::{
-    CloneBody, RejectedToken, ServiceClient, TokenManager, TokenRefresh, TokenRefreshLayer,
+    ServiceClient, TokenManager, TokenRefresh, TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
 use tower_token_refresh_redis::{RedisStore, testing::RedisServer};
 use tower_token_refresh_test_util::{AuthConfig, AuthServer, Fault, ResourceServer, hyper_client};
 
 type Http = Client<HttpConnector, Full<Bytes>>;
-type Authed = TokenRefresh<Http, CloneBody, RejectedToken>;
+type Authed = TokenRefresh<Http>;
 
 const LOCK_TTL: Duration = Duration::from_millis(300);
 const ATTEMPT: Duration = Duration::from_millis(600);

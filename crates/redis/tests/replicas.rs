@@ -9,8 +9,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use tower::{Layer, ServiceExt};
 use tower_token_refresh::{
-    CloneBody, ErrorKind, RejectedToken, ServiceClient, TokenManager, TokenRefresh,
-    TokenRefreshLayer,
+    ErrorKind, ServiceClient, TokenManager, TokenRefresh, TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
 use tower_token_refresh_redis::{RedisStore, testing::RedisServer};
@@ -24,7 +23,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 struct Replica {
     tokens: TokenManager,
-    client: TokenRefresh<Http, CloneBody, RejectedToken>,
+    client: TokenRefresh<Http>,
 }
 
 async fn store(redis: &RedisServer, lock_ttl: Duration) -> RedisStore {
@@ -63,7 +62,7 @@ async fn replica(
 }
 
 async fn get(
-    client: &TokenRefresh<Http, CloneBody, RejectedToken>,
+    client: &TokenRefresh<Http>,
     url: String,
 ) -> Result<StatusCode, tower_token_refresh::BoxError> {
     let response = client

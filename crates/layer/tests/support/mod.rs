@@ -11,8 +11,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use tower::{Layer, ServiceExt};
 use tower_token_refresh::{
-    BoxError, CloneBody, Origin, RejectedToken, ServiceClient, TokenManager, TokenManagerBuilder,
-    TokenRefresh, TokenRefreshLayer,
+    BoxError, Origin, ServiceClient, TokenManager, TokenManagerBuilder, TokenRefresh,
+    TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
 use tower_token_refresh_test_util::{
@@ -20,7 +20,7 @@ use tower_token_refresh_test_util::{
 };
 
 pub type Http = Client<HttpConnector, Full<Bytes>>;
-pub type Authed = TokenRefresh<Http, CloneBody, RejectedToken>;
+pub type Authed = TokenRefresh<Http>;
 
 pub const HOUR: Duration = Duration::from_secs(3600);
 
