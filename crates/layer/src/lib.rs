@@ -127,7 +127,7 @@ pub mod replay;
 pub mod retry;
 mod service;
 
-pub use classify::{Classify, RejectedToken};
+pub use classify::{Classify, RejectedToken, RejectedTokenWith};
 pub use client::{DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, ServiceClient, TimedOut};
 pub use layer::TokenRefreshLayer;
 pub use origin::{InvalidOrigin, Origin, SkipAuth};

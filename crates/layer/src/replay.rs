@@ -13,6 +13,12 @@ use http_body_util::{Empty, Full};
 /// Built in: [`CloneBody`] (the default: copy when the body is a
 /// [`ReplayBody`]) and [`NoReplay`]. A closure
 /// `Fn(&Request<B>) -> Option<Request<B>>` is a policy too.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot copy a `Request<{B}>` for a replay",
+    label = "not a replay policy for `Request<{B}>`",
+    note = "with `CloneBody` (the default), the body type must implement `ReplayBody`",
+    note = "use `.replay(NoReplay)` on the layer, or a body type that implements `ReplayBody` (`Full`, `Empty`, `Bytes`, `String`, `Vec<u8>`, `Either` of two), or implement `ReplayBody` for `{B}`"
+)]
 pub trait ReplayPolicy<B>: Clone {
     /// A copy of `request` for a replay, or `None`.
     fn clone_request(&self, request: &Request<B>) -> Option<Request<B>>;
@@ -80,6 +86,52 @@ pub fn copy_parts<B>(request: &Request<B>, body: B) -> Request<B> {
 ///     }
 /// }
 /// ```
+///
+/// # A body that cannot be copied
+///
+/// With the default policy, [`CloneBody`], the layer is a `Service` only
+/// for requests whose body implements `ReplayBody`. Other bodies do not
+/// compile; the compiler's message says "`CloneBody` cannot copy a
+/// `Request<Upload>` for a replay" and names the way out:
+///
+/// ```compile_fail,E0277
+/// use tower::{Layer, Service, service_fn};
+/// use tower_token_refresh::{TokenManager, TokenRefreshLayer, TokenSet, source};
+///
+/// struct Upload; // not a ReplayBody
+///
+/// fn needs_service<S: Service<http::Request<Upload>>>(_: S) {}
+///
+/// let tokens = TokenManager::builder(source::from_fn(|_| async { Ok(TokenSet::bearer("t")) })).build();
+/// let client = TokenRefreshLayer::new(tokens).layer(service_fn(|_: http::Request<Upload>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+/// }));
+/// needs_service(client);
+/// ```
+///
+/// [`NoReplay`] takes any body (a rejected request is then returned, not
+/// replayed); the same code with `.replay(NoReplay)` compiles:
+///
+/// ```
+/// use tower::{Layer, Service, service_fn};
+/// use tower_token_refresh::{NoReplay, TokenManager, TokenRefreshLayer, TokenSet, source};
+///
+/// struct Upload; // not a ReplayBody
+///
+/// fn needs_service<S: Service<http::Request<Upload>>>(_: S) {}
+///
+/// let tokens = TokenManager::builder(source::from_fn(|_| async { Ok(TokenSet::bearer("t")) })).build();
+/// let client = TokenRefreshLayer::new(tokens).replay(NoReplay).layer(service_fn(
+///     |_: http::Request<Upload>| async { Ok::<_, std::convert::Infallible>(http::Response::new(())) },
+/// ));
+/// needs_service(client);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be copied for a replay",
+    label = "this body type does not implement `ReplayBody`",
+    note = "the default replay policy, `CloneBody`, copies a request before it is sent, so that it can be replayed with a new token",
+    note = "use `.replay(NoReplay)` on the layer, or a body type that implements `ReplayBody` (`Full`, `Empty`, `Bytes`, `String`, `Vec<u8>`, `Either` of two), or implement `ReplayBody` for `{Self}` (returning `None` if it streams)"
+)]
 pub trait ReplayBody {
     /// A copy of the body, or `None` if it cannot be copied.
     fn try_clone(&self) -> Option<Self>
