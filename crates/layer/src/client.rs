@@ -9,7 +9,13 @@
 //!   the service took it, a [`TimedOut`] included, is left for the grant to
 //!   treat as a request that may have been carried out.
 
-use std::{error::Error as StdError, fmt, marker::PhantomData, time::Duration};
+use std::{
+    error::Error as StdError,
+    fmt,
+    marker::PhantomData,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -105,12 +111,37 @@ impl StdError for TimedOut {}
 /// [`NotSent`], so that a refresh grant knows the refresh token was not
 /// spent; every other error may mean the server carried the request out.
 ///
-/// # Errors
-///
 /// Outside a tokio runtime with its time driver (which the timeout needs,
 /// as does the [`TokenManager`](crate::TokenManager) that calls it), `send`
 /// fails with a [`NoRuntime`](crate::ErrorKind::NoRuntime) error, wrapped in
 /// [`NotSent`](crate::oauth2::NotSent): nothing was sent.
+///
+/// # The service
+///
+/// Any `Service` that is `Clone + Send` will do; it need not be `Sync`, so
+/// a [`BoxCloneService`](tower::util::BoxCloneService) is fine. Each
+/// exchange clones it (hyper-util's client is a handle on one shared
+/// connection pool: cloning it is cheap and shares the connections).
+///
+/// # Where it goes
+///
+/// Hand `ServiceClient` the HTTP client *without* the token layer, and
+/// without any limit (concurrency or rate limit, `Buffer`, load shedding)
+/// that the layered stack shares. Put those on the layered stack only:
+///
+/// ```text
+/// token layer's refresh ──> ServiceClient ──> http (a clone)
+/// your requests ──> ConcurrencyLimit ──> TokenRefresh ──> http
+/// ```
+///
+/// The layered stack calls the token endpoint *while it holds your
+/// request*: a request that meets an expired or rejected token waits for
+/// the refresh. With a `ConcurrencyLimit(1)` around the whole layered stack
+/// also handed to `ServiceClient`, that request holds the only permit and
+/// the refresh waits for it: nothing moves until the [timeout](Self::timeout)
+/// fails the refresh (as [`NotSent`]), and the request with it. [`SkipAuth`]
+/// keeps the token layer from intercepting its own token request, but it
+/// cannot give back a permit that the waiting request holds.
 ///
 /// # Example
 ///
@@ -118,19 +149,37 @@ impl StdError for TimedOut {}
 /// use bytes::Bytes;
 /// use http_body_util::Full;
 /// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-/// use tower_token_refresh::{ServiceClient, oauth2::{ClientAuth, RefreshTokenGrant}};
+/// use tower::ServiceBuilder;
+/// use tower_token_refresh::{
+///     ServiceClient, TokenManager, TokenRefreshLayer,
+///     oauth2::{ClientAuth, RefreshTokenGrant},
+/// };
 ///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let login = tower_token_refresh::TokenSet::bearer("at").with_refresh_token("rt");
 /// let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+/// // The token endpoint: the plain client, not the stack below.
 /// let grant = RefreshTokenGrant::new(
 ///     "http://127.0.0.1:8080/token".parse()?,
 ///     ClientAuth::basic("id", "secret"),
-///     ServiceClient::new(http),
+///     ServiceClient::new(http.clone()),
 /// );
+/// let tokens = TokenManager::builder(grant).initial(login).build();
+/// // Your requests: the limit goes here, around the token layer.
+/// let api = ServiceBuilder::new()
+///     .concurrency_limit(1)
+///     .layer(TokenRefreshLayer::new(tokens).allow_origin("https://api.example.com".parse()?))
+///     .service(http);
+/// # let _ = api;
 /// # Ok(()) }
 /// ```
 pub struct ServiceClient<S, B = http_body_util::Full<Bytes>> {
-    service: S,
+    // Behind a mutex only so that `ServiceClient` is `Sync` (as `HttpClient`
+    // requires) without asking it of `S`: `BoxCloneService` is not. The lock
+    // is held just long enough to clone the service, once per exchange, on
+    // the cold token endpoint path; nothing is awaited under it.
+    service: Mutex<S>,
     max_body: usize,
     timeout: Duration,
     _body: PhantomData<fn(B)>,
@@ -139,11 +188,23 @@ pub struct ServiceClient<S, B = http_body_util::Full<Bytes>> {
 impl<S: Clone, B> Clone for ServiceClient<S, B> {
     fn clone(&self) -> Self {
         ServiceClient {
-            service: self.service.clone(),
+            service: Mutex::new(self.service()),
             max_body: self.max_body,
             timeout: self.timeout,
             _body: PhantomData,
         }
+    }
+}
+
+impl<S: Clone, B> ServiceClient<S, B> {
+    /// A clone of the service, for one exchange.
+    fn service(&self) -> S {
+        // A poisoned lock only means an earlier clone panicked; the service
+        // itself was never left half-changed, since nothing mutates it here.
+        self.service
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -169,7 +230,7 @@ impl<S, B> ServiceClient<S, B> {
     /// the form's [`Bytes`]).
     pub fn with_body(service: S) -> Self {
         ServiceClient {
-            service,
+            service: Mutex::new(service),
             max_body: DEFAULT_MAX_BODY,
             timeout: DEFAULT_TIMEOUT,
             _body: PhantomData,
@@ -206,7 +267,7 @@ impl<S, B> ServiceClient<S, B> {
 
 impl<S, B, R> HttpClient for ServiceClient<S, B>
 where
-    S: Service<Request<B>, Response = Response<R>> + Clone + Send + Sync + 'static,
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
     B: From<Bytes> + Send + 'static,
@@ -215,7 +276,7 @@ where
     R::Error: Into<BoxError>,
 {
     fn send(&self, request: Request<Bytes>) -> BoxFuture<'_, Result<Response<Bytes>, BoxError>> {
-        let mut service = self.service.clone();
+        let mut service = self.service();
         let (max, timeout) = (self.max_body, self.timeout);
         Box::pin(async move {
             tower_token_refresh_core::check_runtime().map_err(|e| not_sent(e.into()))?;

@@ -1,7 +1,10 @@
 //! `ServiceClient` against real servers on 127.0.0.1 through hyper-util's
 //! client: a token endpoint that never answers is cut off by the timeout (an
 //! outcome-unknown refresh), a refused connection is `NotSent`. Time is
-//! paused, so the timeouts are exact and nothing sleeps for real.
+//! paused there, so the timeouts are exact and nothing sleeps for real.
+//! Then against the AuthServer in real time: a `BoxCloneService` (not
+//! `Sync`) carries a refresh, and the documented placement under a
+//! `ConcurrencyLimit(1)` does not deadlock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -16,13 +19,17 @@ use std::{
 use axum::{Router, body::Body, routing::post};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use http::Request;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt, util::BoxCloneService};
 use tower_token_refresh::{
-    BoxError, DEFAULT_TIMEOUT, ErrorKind, ServiceClient, TimedOut, TokenSet, TokenSource,
+    BoxError, DEFAULT_TIMEOUT, ErrorKind, ServiceClient, TimedOut, TokenManager, TokenRefreshLayer,
+    TokenSet, TokenSource,
     oauth2::{ClientAuth, HttpClient, NotSent, RefreshTokenGrant},
 };
-use tower_token_refresh_test_util::hyper_client;
+use tower_token_refresh_test_util::{AuthConfig, AuthServer, ResourceServer, hyper_client};
 
 /// How a test server treats `POST /token`.
 #[derive(Clone, Copy)]
@@ -147,4 +154,80 @@ async fn a_refused_connection_is_not_sent() {
     let err = grant.fetch(Some(&current)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
     assert!(!err.is_outcome_unknown(), "{err:?}");
+}
+
+/// hyper-util's client behind a `BoxCloneService`, which is `Send` but not
+/// `Sync`.
+type Boxed = BoxCloneService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
+
+fn boxed_client() -> Boxed {
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            .map_err(BoxError::from)
+            .service(hyper_client()),
+    )
+}
+
+#[tokio::test]
+async fn a_box_clone_service_carries_a_real_refresh() {
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    let login = auth.login();
+    let grant = RefreshTokenGrant::new(
+        auth.token_url().parse().unwrap(),
+        ClientAuth::basic(auth.client_id(), auth.client_secret()),
+        ServiceClient::new(boxed_client()),
+    );
+    let tokens = TokenManager::builder(grant)
+        .initial(login.token_set())
+        .build();
+    tokens.refresh().await.unwrap();
+    assert_eq!(auth.stats().refresh_grants, 1);
+    let refreshed = tokens.current().unwrap();
+    assert_ne!(refreshed.access_token().secret(), login.access_token);
+    assert!(auth.is_access_token_valid(refreshed.access_token().secret()));
+}
+
+#[tokio::test]
+async fn a_concurrency_limit_of_one_on_the_layered_stack_does_not_deadlock_a_refresh() {
+    let auth = AuthServer::start(AuthConfig::default().access_lifetime(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let api = ResourceServer::start(&auth).await.unwrap();
+    let http = hyper_client();
+    // The recommended placement: the token endpoint gets the plain client,
+    // the limit wraps the layered stack only.
+    let grant = RefreshTokenGrant::new(
+        auth.token_url().parse().unwrap(),
+        ClientAuth::basic(auth.client_id(), auth.client_secret()),
+        ServiceClient::new(http.clone()),
+    );
+    let tokens = TokenManager::builder(grant)
+        .initial(auth.login().token_set())
+        .build();
+    let layer = TokenRefreshLayer::new(tokens)
+        .allow_origin(format!("http://{}", api.addr()).parse().unwrap());
+    let stack = ServiceBuilder::new()
+        .concurrency_limit(1)
+        .layer(layer)
+        .service(http);
+    // The server forgets the token: the first request meets a 401 and
+    // waits for the refresh holding the only permit; the others wait for
+    // the permit, then go with the new token.
+    auth.expire_access_tokens();
+    let requests = (0..3).map(|_| {
+        let request = Request::get(api.url("/api/data"))
+            .body(Full::default())
+            .unwrap();
+        stack.clone().oneshot(request)
+    });
+    let responses = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::future::join_all(requests),
+    )
+    .await
+    .expect("the refresh waited for the permit its request holds");
+    for response in responses {
+        assert_eq!(response.unwrap().status(), http::StatusCode::OK);
+    }
+    assert_eq!(auth.stats().refresh_grants, 1);
 }

@@ -60,7 +60,9 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-pub use auth::{AuthConfig, AuthServer, AuthStats, Echo, Endpoint, Fault, Gate, IssuedTokens};
+pub use auth::{
+    AuthConfig, AuthServer, AuthStats, Echo, Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments,
+};
 pub use resource::{ResourceServer, ResourceStats};
 pub use source::CountingSource;
 

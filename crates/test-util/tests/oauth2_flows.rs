@@ -19,7 +19,7 @@ use tower_token_refresh::{
     source::TokenSourceExt,
 };
 use tower_token_refresh_test_util::{
-    AuthConfig, AuthServer, AuthStats, Endpoint, Fault, hyper_client,
+    AuthConfig, AuthServer, AuthStats, Endpoint, Fault, MetadataDocuments, hyper_client,
 };
 
 type Http = ServiceClient<
@@ -289,6 +289,165 @@ async fn discovery_finds_every_endpoint_and_its_grants_work() {
     assert_eq!(auth.stats().refresh_grants, 1);
     let introspection = metadata.introspection_client(basic(&auth), http()).unwrap();
     assert!(introspection.check(&tokens).await.unwrap());
+}
+
+/// Discovers `auth`'s metadata and uses it: checks the issuer and token
+/// endpoint, refreshes through the discovered token endpoint, and
+/// introspects the new token if an introspection endpoint was found.
+async fn discover_and_use(auth: &AuthServer) -> ProviderMetadata {
+    let metadata = ProviderMetadata::discover(&auth.issuer(), &http())
+        .await
+        .unwrap();
+    assert_eq!(metadata.issuer(), auth.issuer());
+    assert_eq!(metadata.token_endpoint().to_string(), auth.token_url());
+    let tokens = TokenManager::builder(metadata.refresh_token_grant(basic(auth), http()))
+        .initial(auth.login().token_set())
+        .build();
+    tokens.refresh().await.unwrap();
+    assert_eq!(auth.stats().refresh_grants, 1);
+    if let Some(introspection) = metadata.introspection_client(basic(auth), http()) {
+        assert!(introspection.check(&tokens).await.unwrap());
+        assert_eq!(auth.stats().introspections, 1);
+    }
+    metadata
+}
+
+fn endpoints(metadata: &ProviderMetadata) -> (Option<String>, Option<String>) {
+    (
+        metadata.introspection_endpoint().map(ToString::to_string),
+        metadata.revocation_endpoint().map(ToString::to_string),
+    )
+}
+
+#[tokio::test]
+async fn discovery_reads_an_rfc_8414_document_alone() {
+    let config = AuthConfig::default().metadata(MetadataDocuments::OAuthOnly);
+    let auth = AuthServer::start(config).await.unwrap();
+    let metadata = discover_and_use(&auth).await;
+    assert_eq!(
+        endpoints(&metadata),
+        (Some(auth.introspection_url()), Some(auth.revocation_url()))
+    );
+    // Only the OpenID Connect document has it.
+    assert!(metadata.grant_types_supported().is_empty());
+}
+
+#[tokio::test]
+async fn discovery_reads_an_openid_configuration_alone() {
+    let config = AuthConfig::default().metadata(MetadataDocuments::OpenIdOnly);
+    let auth = AuthServer::start(config).await.unwrap();
+    let metadata = discover_and_use(&auth).await;
+    assert_eq!(
+        endpoints(&metadata),
+        (Some(auth.introspection_url()), Some(auth.revocation_url()))
+    );
+    assert_eq!(
+        metadata.grant_types_supported(),
+        ["refresh_token", "client_credentials"]
+    );
+}
+
+#[tokio::test]
+async fn discovery_merges_both_documents_field_by_field() {
+    // Introspection and revocation only in RFC 8414's document,
+    // grant_types_supported only in the OpenID Connect one.
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    let metadata = discover_and_use(&auth).await;
+    assert_eq!(
+        endpoints(&metadata),
+        (Some(auth.introspection_url()), Some(auth.revocation_url()))
+    );
+    assert_eq!(
+        metadata.grant_types_supported(),
+        ["refresh_token", "client_credentials"]
+    );
+    let revocation = metadata.revocation_client(basic(&auth), http()).unwrap();
+    revocation.revoke("no-such-token", None).await.unwrap();
+    assert_eq!(auth.stats().revocation_requests, 1);
+}
+
+#[tokio::test]
+async fn discovery_of_an_issuer_with_a_path_uses_both_well_known_placements() {
+    for documents in [
+        MetadataDocuments::OAuthOnly,
+        MetadataDocuments::OpenIdOnly,
+        MetadataDocuments::Both,
+    ] {
+        let config = AuthConfig::default()
+            .issuer_path("tenant1")
+            .metadata(documents);
+        let auth = AuthServer::start(config).await.unwrap();
+        assert!(auth.issuer().ends_with("/tenant1"));
+        let metadata = discover_and_use(&auth).await;
+        assert_eq!(
+            endpoints(&metadata),
+            (Some(auth.introspection_url()), Some(auth.revocation_url())),
+            "{documents:?}"
+        );
+        // The issuer without its path is another issuer, whose documents
+        // the server does not publish.
+        let origin = format!("http://{}", auth.addr());
+        let err = ProviderMetadata::discover(&origin, &http())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidResponse,
+            "{documents:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn discovery_refuses_a_document_naming_another_issuer() {
+    // A trailing `/` after a path is another issuer (RFC 8414 §3.3): both
+    // documents are at the same URLs, and both name the issuer without it.
+    for documents in [
+        MetadataDocuments::OAuthOnly,
+        MetadataDocuments::OpenIdOnly,
+        MetadataDocuments::Both,
+    ] {
+        let config = AuthConfig::default()
+            .issuer_path("tenant1")
+            .metadata(documents);
+        let auth = AuthServer::start(config).await.unwrap();
+        let err = ProviderMetadata::discover(&format!("{}/", auth.issuer()), &http())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidResponse,
+            "{documents:?}: {err}"
+        );
+        assert!(err.to_string().contains("names another issuer"), "{err}");
+    }
+    // One document naming another issuer taints the pair, even when the
+    // other is right: the RFC 8414 one here points at an impostor.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let issuer = format!("http://{addr}");
+    let impostor =
+        format!(r#"{{"issuer":"http://{addr}/evil","token_endpoint":"http://{addr}/evil/token"}}"#);
+    let genuine = format!(r#"{{"issuer":"{issuer}","token_endpoint":"{issuer}/token"}}"#);
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            axum::routing::get(move || async move { impostor }),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { genuine }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let err = ProviderMetadata::discover(&issuer, &http())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
+    assert!(
+        err.to_string()
+            .contains("authorization server metadata names another issuer"),
+        "{err}"
+    );
 }
 
 /// The refresh grant's error when its token endpoint is at `url`.

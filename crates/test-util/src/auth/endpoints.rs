@@ -1,6 +1,6 @@
 //! The axum router and its handlers: the token endpoint (RFC 6749), token
-//! introspection (RFC 7662), revocation (RFC 7009) and OpenID Connect
-//! discovery. Each handler counts its request, serves the faults queued for
+//! introspection (RFC 7662), revocation (RFC 7009), and the metadata documents
+//! (RFC 8414, OpenID Connect discovery). Each handler counts its request, serves the faults queued for
 //! it, then answers from the shared state.
 
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{
+    MetadataDocuments,
     faults::{Endpoint, Fault, serve_faults},
     oauth::{OAuthError, authenticate_client, invalid_request, json_response, read_form},
     state::AuthShared,
@@ -25,12 +26,26 @@ use crate::serve::ConnControl;
 
 /// The server's routes, on `shared`.
 pub(super) fn router(shared: Arc<AuthShared>) -> Router {
-    Router::new()
+    let path = &shared.issuer_path;
+    let mut router = Router::new()
         .route("/token", post(token_endpoint))
         .route("/introspect", post(introspection_endpoint))
-        .route("/revoke", post(revocation_endpoint))
-        .route("/.well-known/openid-configuration", get(discovery_endpoint))
-        .with_state(shared)
+        .route("/revoke", post(revocation_endpoint));
+    if shared.metadata != MetadataDocuments::OpenIdOnly {
+        // RFC 8414 §3.1: between the host and the issuer's path.
+        router = router.route(
+            &format!("/.well-known/oauth-authorization-server{path}"),
+            get(oauth_metadata_endpoint),
+        );
+    }
+    if shared.metadata != MetadataDocuments::OAuthOnly {
+        // OIDC Discovery §4: after the issuer's path.
+        router = router.route(
+            &format!("{path}/.well-known/openid-configuration"),
+            get(openid_configuration_endpoint),
+        );
+    }
+    router.with_state(shared)
 }
 
 async fn token_endpoint(
@@ -190,26 +205,55 @@ async fn revocation_endpoint(
     }
 }
 
-async fn discovery_endpoint(
-    State(_shared): State<Arc<AuthShared>>,
+/// The server's origin and its issuer, from the Host header (the server
+/// does not know its own port). The endpoints are at the origin whatever
+/// the issuer's path.
+fn origin_and_issuer(shared: &AuthShared, headers: &HeaderMap) -> Option<(String, String)> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let origin = format!("http://{host}");
+    let issuer = format!("{origin}{}", shared.issuer_path);
+    Some((origin, issuer))
+}
+
+async fn oauth_metadata_endpoint(
+    State(shared): State<Arc<AuthShared>>,
     headers: HeaderMap,
 ) -> Response {
-    // The server does not know its own port; the Host header has it.
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    let Some((origin, issuer)) = origin_and_issuer(&shared, &headers) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let issuer = format!("http://{host}");
     json_response(
         StatusCode::OK,
         &json!({
             "issuer": issuer,
-            "token_endpoint": format!("{issuer}/token"),
-            "introspection_endpoint": format!("{issuer}/introspect"),
-            "revocation_endpoint": format!("{issuer}/revoke"),
-            "grant_types_supported": ["refresh_token", "client_credentials"],
+            "token_endpoint": format!("{origin}/token"),
+            "introspection_endpoint": format!("{origin}/introspect"),
+            "revocation_endpoint": format!("{origin}/revoke"),
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "response_types_supported": ["code"],
-            "subject_types_supported": ["public"],
         }),
     )
+}
+
+async fn openid_configuration_endpoint(
+    State(shared): State<Arc<AuthShared>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((origin, issuer)) = origin_and_issuer(&shared, &headers) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let mut document = json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{origin}/token"),
+        "grant_types_supported": ["refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+    });
+    // With both documents served, these are only in RFC 8414's.
+    if shared.metadata == MetadataDocuments::OpenIdOnly {
+        document["introspection_endpoint"] = json!(format!("{origin}/introspect"));
+        document["revocation_endpoint"] = json!(format!("{origin}/revoke"));
+    }
+    json_response(StatusCode::OK, &document)
 }

@@ -53,17 +53,44 @@ pub struct AuthConfig {
     rotation: bool,
     client_id: String,
     client_secret: String,
+    metadata: MetadataDocuments,
+    issuer_path: String,
+}
+
+/// Which metadata documents an [`AuthServer`] publishes, at the well-known
+/// URLs for its [issuer](AuthServer::issuer).
+///
+/// With both, they split the way django-oauth-toolkit's do: the
+/// introspection and revocation endpoints are only in RFC 8414's, and
+/// `grant_types_supported` only in the OpenID Connect one, so a client
+/// finds everything only by merging them. Alone, each names every endpoint
+/// (RFC 8414's still lacks `grant_types_supported`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetadataDocuments {
+    /// Both documents (the default).
+    #[default]
+    Both,
+    /// Only RFC 8414's `/.well-known/oauth-authorization-server`; the
+    /// OpenID Connect URL is a 404.
+    OAuthOnly,
+    /// Only OpenID Connect's `/.well-known/openid-configuration`; the RFC
+    /// 8414 URL is a 404.
+    OpenIdOnly,
 }
 
 impl Default for AuthConfig {
     /// Access tokens live 2 s, refresh tokens rotate, the client is
-    /// `test-client` / `test-secret`.
+    /// `test-client` / `test-secret`, both metadata documents are served
+    /// and the issuer has no path.
     fn default() -> Self {
         AuthConfig {
             access_lifetime: Duration::from_secs(2),
             rotation: true,
             client_id: "test-client".to_owned(),
             client_secret: "test-secret".to_owned(),
+            metadata: MetadataDocuments::Both,
+            issuer_path: String::new(),
         }
     }
 }
@@ -90,6 +117,40 @@ impl AuthConfig {
         self.client_secret = secret.into();
         self
     }
+
+    /// Which metadata documents the server publishes (default
+    /// [`Both`](MetadataDocuments::Both)).
+    pub fn metadata(mut self, documents: MetadataDocuments) -> Self {
+        self.metadata = documents;
+        self
+    }
+
+    /// Gives the issuer a path, `http://127.0.0.1:PORT/{path}` (a leading
+    /// or trailing `/` is ignored; empty: none). The metadata documents
+    /// move with it, to
+    /// `/.well-known/oauth-authorization-server/{path}` (RFC 8414 §3.1)
+    /// and `/{path}/.well-known/openid-configuration` (OIDC Discovery §4);
+    /// the endpoints stay where they are.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_test_util::{AuthConfig, AuthServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// let auth = AuthServer::start(AuthConfig::default().issuer_path("tenant1")).await?;
+    /// assert_eq!(auth.issuer(), format!("http://{}/tenant1", auth.addr()));
+    /// # Ok(()) }
+    /// ```
+    pub fn issuer_path(mut self, path: &str) -> Self {
+        let path = path.trim_matches('/');
+        self.issuer_path = if path.is_empty() {
+            String::new()
+        } else {
+            format!("/{path}")
+        };
+        self
+    }
 }
 
 impl fmt::Debug for AuthConfig {
@@ -99,6 +160,8 @@ impl fmt::Debug for AuthConfig {
             .field("rotation", &self.rotation)
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
+            .field("metadata", &self.metadata)
+            .field("issuer_path", &self.issuer_path)
             .finish()
     }
 }
@@ -206,10 +269,11 @@ impl AuthServer {
         self.shared.lock().faults.push(endpoint, fault, times);
     }
 
-    /// The issuer identifier, `http://127.0.0.1:PORT`: what OpenID Connect
-    /// discovery starts from.
+    /// The issuer identifier, `http://127.0.0.1:PORT` (followed by the
+    /// [issuer path](AuthConfig::issuer_path), if any): what discovery
+    /// starts from.
     pub fn issuer(&self) -> String {
-        format!("http://{}", self.addr())
+        format!("http://{}{}", self.addr(), self.shared.issuer_path)
     }
 
     /// The introspection endpoint (RFC 7662), `http://127.0.0.1:PORT/introspect`.

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use super::{
-    AuthConfig,
+    AuthConfig, MetadataDocuments,
     faults::FaultQueues,
     tokens::{Grant, Refusal, Tokens},
 };
@@ -26,6 +26,8 @@ use super::{
 pub(crate) struct AuthShared {
     pub(super) client_id: String,
     pub(super) client_secret: String,
+    pub(super) metadata: MetadataDocuments,
+    pub(super) issuer_path: String,
     state: Mutex<AuthState>,
 }
 
@@ -69,6 +71,8 @@ impl AuthShared {
         AuthShared {
             client_id: config.client_id,
             client_secret: config.client_secret,
+            metadata: config.metadata,
+            issuer_path: config.issuer_path,
             state: Mutex::new(AuthState {
                 tokens: Tokens::new(config.access_lifetime, config.rotation),
                 faults: FaultQueues::default(),
