@@ -107,6 +107,33 @@ impl Provider {
             .count()
     }
 
+    /// The count of `event` once it reaches `expected`, or what it is after
+    /// 5 s: the server logs an event on its stdout, read by a task of ours,
+    /// so the log line may come a moment after the HTTP answer.
+    async fn count_reaching(&self, event: &str, expected: usize) -> usize {
+        for _ in 0..500 {
+            if self.count(event) >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.count(event)
+    }
+
+    /// The count of `event` once no new one came for 100 ms (at most 5 s).
+    async fn settled_count(&self, event: &str) -> usize {
+        let mut last = self.count(event);
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.count(event);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// The server's own counters (GET /test/stats).
     async fn stats(&self) -> serde_json::Value {
         let response = hyper_client()
@@ -222,9 +249,12 @@ async fn oidc_provider_interop() {
     }
     // The server's own log agrees: the first refresh plus one per round, and
     // no refresh token was ever presented twice (that would be invalid_grant).
+    let expected = 1 + ROUNDS as usize;
     assert_eq!(
-        provider.count("grant.success refresh_token"),
-        1 + ROUNDS as usize
+        provider
+            .count_reaching("grant.success refresh_token", expected)
+            .await,
+        expected
     );
     assert_eq!(provider.count("grant.error invalid_grant"), 0);
 
@@ -244,7 +274,12 @@ async fn oidc_provider_interop() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(provider.count("grant.success client_credentials"), 1);
+    assert_eq!(
+        provider
+            .count_reaching("grant.success client_credentials", 1)
+            .await,
+        1
+    );
 
     // Introspection: the current token is active. An access token from an
     // earlier round (expired at the server) that the manager believes is
@@ -269,9 +304,14 @@ async fn oidc_provider_interop() {
         )
         .await
         .unwrap();
-    let refreshes = provider.count("grant.success refresh_token");
+    let refreshes = provider.settled_count("grant.success refresh_token").await;
     assert!(!introspection.check(&tokens).await.unwrap());
-    assert_eq!(provider.count("grant.success refresh_token"), refreshes + 1);
+    assert_eq!(
+        provider
+            .count_reaching("grant.success refresh_token", refreshes + 1)
+            .await,
+        refreshes + 1
+    );
     assert!(introspection.check(&tokens).await.unwrap());
 
     // Logout revokes the refresh token: the server refuses it afterwards.
