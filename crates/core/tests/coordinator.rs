@@ -121,6 +121,26 @@ async fn rejection_of_an_old_generation_does_not_refresh_again() {
     assert_eq!(counting.calls(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_replay_is_counted_only_by_asking_for_its_credential() {
+    let counting = Counting::new(HOUR, Duration::from_millis(10));
+    let tokens = TokenManager::builder(counting.source()).build();
+    let first = tokens.authorization().await.unwrap();
+    tokens.refresh_if(first.generation()).await.unwrap();
+    assert_eq!(tokens.stats().replays, 0, "a refresh alone is no replay");
+    // A replay of a request rejected at the first generation gets the
+    // second at once, without another refresh, and is counted.
+    let replay = tokens.replay_if(first.generation()).await.unwrap();
+    assert_eq!(replay.generation(), tokens.generation());
+    assert_eq!(counting.calls(), 2);
+    assert_eq!(tokens.stats().replays, 1);
+    // A replay of the current generation refreshes, like `refresh_if`.
+    let newer = tokens.replay_if(replay.generation()).await.unwrap();
+    assert!(newer.generation() > replay.generation());
+    assert_eq!(counting.calls(), 3);
+    assert_eq!(tokens.stats().replays, 2);
+}
+
 trait NowOrNever {
     fn now_or_never_ready(self) -> tower_token_refresh_core::Authorization;
 }

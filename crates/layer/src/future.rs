@@ -218,10 +218,10 @@ fn on_rejection<S, B, P, C, R>(
         tracing::debug!("401 from another origin after a redirect; not ours");
         return Err(response);
     }
-    let refresh = auth.shared.manager.refresh_if(auth.generation);
     let Some((service, request)) = replay else {
         // No copy to replay: the 401 goes back as it is, and the refresh
         // (spawned) serves later requests.
+        drop(auth.shared.manager.refresh_if(auth.generation));
         tracing::debug!(
             generation = auth.generation,
             "token rejected; no replay copy"
@@ -232,6 +232,7 @@ fn on_rejection<S, B, P, C, R>(
         generation = auth.generation,
         "token rejected; replaying after refresh"
     );
+    let refresh = auth.shared.manager.replay_if(auth.generation);
     Ok(Step::Refreshing {
         auth,
         refresh,
@@ -402,7 +403,6 @@ where
                     },
                     None,
                 ) => {
-                    auth.shared.manager.record_replay();
                     this.attempt.set(Attempt::InFlight {
                         future: service.call(request),
                     });

@@ -171,6 +171,18 @@ impl TokenManager {
         self.inner.start_or_join(current)
     }
 
+    /// [`refresh_if`](Self::refresh_if) for a request that was rejected at
+    /// `generation` and is about to be sent again: the same refresh (or the
+    /// newer credential at once), and one more in [`Stats::replays`](crate::Stats::replays).
+    ///
+    /// This is what middleware calls before it replays a request, so that
+    /// the count covers every client of the manager. The count moves only
+    /// with a call that asks for a credential; there is no bare counter.
+    pub fn replay_if(&self, generation: u64) -> RefreshFuture {
+        self.inner.counters.replays.fetch_add(1, Ordering::Relaxed);
+        self.refresh_if(generation)
+    }
+
     /// Refreshes now (joining a refresh in flight), whatever the expiry says.
     pub fn refresh(&self) -> RefreshFuture {
         self.refresh_if(self.generation())

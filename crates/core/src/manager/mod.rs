@@ -314,12 +314,6 @@ impl TokenManager {
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
     }
-
-    /// Counts one replay of a rejected request; middleware built on the
-    /// manager calls it so that [`Stats::replays`] covers every client.
-    pub fn record_replay(&self) {
-        self.inner.counters.replays.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 impl fmt::Debug for TokenManager {
