@@ -80,7 +80,6 @@ enum Step<S, B, P, C> {
     },
     /// A newer token is on the copy: waiting for the clone to be ready.
     ReadyingReplay {
-        auth: Auth<C>,
         service: S,
         request: Request<B>,
     },
@@ -380,24 +379,18 @@ where
                 }
                 (
                     Step::Refreshing {
-                        mut auth,
+                        auth,
                         service,
                         mut request,
                         ..
                     },
                     Some(token),
                 ) => {
-                    auth.generation = token.generation();
                     auth.shared.authorize(&mut request, token.into_header());
-                    *this.step = Step::ReadyingReplay {
-                        auth,
-                        service,
-                        request,
-                    };
+                    *this.step = Step::ReadyingReplay { service, request };
                 }
                 (
                     Step::ReadyingReplay {
-                        auth,
                         mut service,
                         request,
                     },
