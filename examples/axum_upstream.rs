@@ -43,9 +43,10 @@ async fn proxy(State(state): State<AppState>) -> (StatusCode, String) {
     match call_upstream(&state).await {
         Ok(body) => (StatusCode::OK, body),
         Err(e) => match e.downcast_ref::<tower_token_refresh::Error>() {
-            Some(err) if err.is_session_expired() => {
-                (StatusCode::UNAUTHORIZED, "session expired: log in again".into())
-            }
+            Some(err) if err.is_session_expired() => (
+                StatusCode::UNAUTHORIZED,
+                "session expired: log in again".into(),
+            ),
             _ => (StatusCode::BAD_GATEWAY, format!("upstream failed: {e}")),
         },
     }
@@ -69,7 +70,9 @@ async fn drive(url: &str, n: usize) -> Result<usize, BoxError> {
     for _ in 0..n {
         let (client, url) = (client.clone(), url.to_owned());
         calls.push(tokio::spawn(async move {
-            let response = client.request(Request::get(url).body(Full::default())?).await?;
+            let response = client
+                .request(Request::get(url).body(Full::default())?)
+                .await?;
             let status = response.status();
             let body = response.into_body().collect().await?.to_bytes();
             if status != StatusCode::OK {
@@ -122,8 +125,13 @@ async fn main() -> Result<ExitCode, BoxError> {
 
     let (server_stats, ours) = (auth.stats(), tokens.stats());
     println!("tower-token-refresh behind axum");
-    println!("  app calls ok        {before}/{CONCURRENT} before, {after}/{CONCURRENT} after revocation");
-    println!("  refresh grants      {} (authorization server)", server_stats.refresh_grants);
+    println!(
+        "  app calls ok        {before}/{CONCURRENT} before, {after}/{CONCURRENT} after revocation"
+    );
+    println!(
+        "  refresh grants      {} (authorization server)",
+        server_stats.refresh_grants
+    );
     println!(
         "  refreshes           {} started, {} succeeded (client)",
         ours.refreshes_started, ours.refreshes_succeeded
