@@ -122,7 +122,7 @@ async fn rejection_of_an_old_generation_does_not_refresh_again() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_replay_is_counted_only_by_asking_for_its_credential() {
+async fn a_replay_is_counted_when_its_credential_comes_and_not_when_its_refresh_fails() {
     let counting = Counting::new(HOUR, Duration::from_millis(10));
     let tokens = TokenManager::builder(counting.source()).build();
     let first = tokens.authorization().await.unwrap();
@@ -138,6 +138,12 @@ async fn a_replay_is_counted_only_by_asking_for_its_credential() {
     let newer = tokens.replay_if(replay.generation()).await.unwrap();
     assert!(newer.generation() > replay.generation());
     assert_eq!(counting.calls(), 3);
+    assert_eq!(tokens.stats().replays, 2);
+    // A replay whose refresh fails is never sent, so it is not counted.
+    counting.fail_next(&[ErrorKind::SessionExpired]);
+    let failed = tokens.replay_if(newer.generation()).await;
+    assert!(failed.unwrap_err().is_session_expired());
+    assert_eq!(counting.calls(), 4);
     assert_eq!(tokens.stats().replays, 2);
 }
 

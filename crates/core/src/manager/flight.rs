@@ -50,6 +50,9 @@ struct Running {
 #[must_use = "the refresh runs anyway; this only reports its outcome"]
 pub struct RefreshFuture {
     state: Wait,
+    /// Set by [`TokenManager::replay_if`](super::TokenManager::replay_if):
+    /// the manager whose replay count grows when a credential comes.
+    replay_of: Option<Arc<Inner>>,
 }
 
 enum Wait {
@@ -61,7 +64,22 @@ impl RefreshFuture {
     pub(super) fn done(outcome: Outcome) -> Self {
         RefreshFuture {
             state: Wait::Done(Some(outcome)),
+            replay_of: None,
         }
+    }
+
+    fn waiting(outcome: Shared<oneshot::Receiver<Outcome>>) -> Self {
+        RefreshFuture {
+            state: Wait::Waiting(outcome),
+            replay_of: None,
+        }
+    }
+
+    /// This future, counting one replay in `inner`'s stats if it resolves
+    /// with a credential (a failed refresh replays nothing).
+    pub(super) fn counting_replay(mut self, inner: &Arc<Inner>) -> Self {
+        self.replay_of = Some(inner.clone());
+        self
     }
 }
 
@@ -81,20 +99,24 @@ impl Future for RefreshFuture {
     type Output = Outcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            Wait::Done(outcome) => Poll::Ready(outcome.take().unwrap_or_else(|| {
-                Err(Error::transient("refresh future polled after completion"))
-            })),
+        let outcome = match &mut self.state {
+            Wait::Done(outcome) => outcome
+                .take()
+                .unwrap_or_else(|| Err(Error::transient("refresh future polled after completion"))),
             Wait::Waiting(shared) => match shared.poll_unpin(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(outcome)) => Poll::Ready(outcome),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(outcome)) => outcome,
                 // The task was dropped without an outcome (its runtime shut
                 // down). Waiters must not hang.
-                Poll::Ready(Err(_)) => Poll::Ready(Err(Error::transient(
+                Poll::Ready(Err(_)) => Err(Error::transient(
                     "refresh task ended without an outcome (its runtime shut down)",
-                ))),
+                )),
             },
+        };
+        if let (Some(inner), Ok(_)) = (self.replay_of.take(), &outcome) {
+            inner.counters.replays.fetch_add(1, Ordering::Relaxed);
         }
+        Poll::Ready(outcome)
     }
 }
 
@@ -104,9 +126,7 @@ impl Inner {
         let mut flight = self.lock_flight();
         flight.wanted = flight.wanted.max(generation);
         if let Some(running) = &flight.running {
-            return RefreshFuture {
-                state: Wait::Waiting(running.outcome.clone()),
-            };
+            return RefreshFuture::waiting(running.outcome.clone());
         }
         // Re-checked under the lock: a refresh may have ended since the
         // caller's look.
@@ -145,9 +165,7 @@ impl Inner {
             id,
         };
         handle.spawn(run(guard, from, start_at, tx));
-        RefreshFuture {
-            state: Wait::Waiting(shared),
-        }
+        RefreshFuture::waiting(shared)
     }
 
     /// Ends flight `id` if no caller wants `published` replaced; otherwise

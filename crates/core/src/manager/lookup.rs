@@ -173,14 +173,15 @@ impl TokenManager {
 
     /// [`refresh_if`](Self::refresh_if) for a request that was rejected at
     /// `generation` and is about to be sent again: the same refresh (or the
-    /// newer credential at once), and one more in [`Stats::replays`](crate::Stats::replays).
+    /// newer credential at once), and, once it resolves with a credential,
+    /// one more in [`Stats::replays`](crate::Stats::replays). A refresh that
+    /// fails replays nothing and counts nothing.
     ///
     /// This is what middleware calls before it replays a request, so that
     /// the count covers every client of the manager. The count moves only
-    /// with a call that asks for a credential; there is no bare counter.
+    /// with a credential handed out for a replay; there is no bare counter.
     pub fn replay_if(&self, generation: u64) -> RefreshFuture {
-        self.inner.counters.replays.fetch_add(1, Ordering::Relaxed);
-        self.refresh_if(generation)
+        self.refresh_if(generation).counting_replay(&self.inner)
     }
 
     /// Refreshes now (joining a refresh in flight), whatever the expiry says.
