@@ -38,7 +38,7 @@
 
 use std::{borrow::Cow, fmt, str::FromStr};
 
-use http::{HeaderValue, Request, Uri, header::HOST};
+use http::{Extensions, HeaderMap, HeaderValue, Request, Uri, header::HOST};
 
 /// Put this in a request's extensions to send it without a token and without
 /// replay: for the token endpoint called through the same client, say.
@@ -225,17 +225,45 @@ impl<'a> Target<'a> {
     }
 }
 
-/// The decision for one request.
-pub(crate) enum Decision {
+/// What an [`OriginPolicy`] decided for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send it with the credential.
     Authorize,
+    /// Send it as it is, without the credential (a [`SkipAuth`] request, or
+    /// another origin with pass-through on).
     PassThrough,
+    /// Do not send it; the reason, for an
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) error. It names
+    /// origins, never a credential.
     Refuse(Cow<'static, str>),
 }
 
-/// Which origins get the credential: built by the layer's methods, read by
-/// every request.
+/// Which origins get the credential: the rules of this module's docs.
+///
+/// The layer builds one from its methods
+/// ([`allow_origin`](crate::TokenRefreshLayer::allow_origin) and the rest)
+/// and asks it about every request. It is public for middleware of clients
+/// that are not tower services (`tower-token-refresh-reqwest`), so that they
+/// apply the same rules rather than their own.
+///
+/// # Example
+///
+/// ```
+/// use http::{Extensions, HeaderMap};
+/// use tower_token_refresh::origin::{Decision, OriginPolicy};
+///
+/// let mut policy = OriginPolicy::default();
+/// policy.allow("https://api.example.com".parse()?);
+/// let decide = |uri: &str| {
+///     policy.decide_parts(&uri.parse().unwrap(), &HeaderMap::new(), &Extensions::new())
+/// };
+/// assert_eq!(decide("https://api.example.com/v1"), Decision::Authorize);
+/// assert!(matches!(decide("https://evil.example.com/"), Decision::Refuse(_)));
+/// # Ok::<(), tower_token_refresh::InvalidOrigin>(())
+/// ```
 #[derive(Clone, Debug, Default)]
-pub(crate) struct OriginPolicy {
+pub struct OriginPolicy {
     allowed: Vec<Origin>,
     any: bool,
     connection: Option<Origin>,
@@ -248,28 +276,33 @@ pub(crate) struct OriginPolicy {
 }
 
 impl OriginPolicy {
-    pub(crate) fn allow(&mut self, origin: Origin) {
+    /// Allows `origin`; see [`TokenRefreshLayer::allow_origin`](crate::TokenRefreshLayer::allow_origin).
+    pub fn allow(&mut self, origin: Origin) {
         if !self.allowed.contains(&origin) {
             self.allowed.push(origin);
         }
         self.update_fast();
     }
 
-    pub(crate) fn allow_any(&mut self) {
+    /// Allows every origin; see [`TokenRefreshLayer::any_origin`](crate::TokenRefreshLayer::any_origin).
+    pub fn allow_any(&mut self) {
         self.any = true;
     }
 
-    pub(crate) fn set_connection(&mut self, origin: Origin) {
+    /// Sets the connection origin; see [`TokenRefreshLayer::connection_origin`](crate::TokenRefreshLayer::connection_origin).
+    pub fn set_connection(&mut self, origin: Origin) {
         self.allow(origin.clone());
         self.connection = Some(origin);
         self.update_fast();
     }
 
-    pub(crate) fn set_pass_through(&mut self, enable: bool) {
+    /// Passes requests to other origins through; see [`TokenRefreshLayer::pass_through_other_origins`](crate::TokenRefreshLayer::pass_through_other_origins).
+    pub fn set_pass_through(&mut self, enable: bool) {
         self.pass_through = enable;
     }
 
-    pub(crate) fn set_allow_cleartext(&mut self, allow: bool) {
+    /// Allows cleartext to hosts that are not loopback; see [`TokenRefreshLayer::allow_cleartext`](crate::TokenRefreshLayer::allow_cleartext).
+    pub fn set_allow_cleartext(&mut self, allow: bool) {
         self.allow_cleartext = allow;
     }
 
@@ -305,17 +338,28 @@ impl OriginPolicy {
                 return Decision::Authorize;
             }
         }
-        self.decide_in_full(request)
+        self.decide_in_full(request.uri(), request.headers(), request.extensions())
+    }
+
+    /// The decision for a request with this URI, headers and extensions
+    /// (where [`SkipAuth`] is looked for), for a client whose requests are
+    /// not `http::Request`s.
+    pub fn decide_parts(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Decision {
+        self.decide_in_full(uri, headers, extensions)
     }
 
     // Kept out of line, so that the fast path above inlines into `call`
     // without this function's frame.
     #[inline(never)]
-    fn decide_in_full<B>(&self, request: &Request<B>) -> Decision {
-        if request.extensions().get::<SkipAuth>().is_some() {
+    fn decide_in_full(&self, uri: &Uri, headers: &HeaderMap, extensions: &Extensions) -> Decision {
+        if extensions.get::<SkipAuth>().is_some() {
             return Decision::PassThrough;
         }
-        let uri = request.uri();
         let target = match (uri.scheme(), &self.connection) {
             (Some(_), connection) => {
                 let Some(target) = Target::of(uri) else {
@@ -356,7 +400,7 @@ impl OriginPolicy {
         if !self.any && !self.allowed.iter().any(|o| o.is(&target)) {
             return self.not_allowed(|| target.describe());
         }
-        let mut hosts = request.headers().get_all(HOST).iter();
+        let mut hosts = headers.get_all(HOST).iter();
         if let Some(host) = hosts.next() {
             if hosts.next().is_some() || !names(host, &target) {
                 return Decision::Refuse(
