@@ -1,0 +1,301 @@
+//! `TokenRefreshMiddleware` through a real reqwest-middleware client,
+//! against test-util's authorization server and protected resource on
+//! 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::Full;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use support::*;
+use tokio::task::JoinHandle;
+use tower_token_refresh::{ErrorKind, SkipAuth};
+use tower_token_refresh_reqwest::{TokenRefreshMiddleware, token_error};
+use tower_token_refresh_test_util::{AuthConfig, Fault, Gate, ResourceServer};
+
+/// The middleware over the servers' reqwest client, allowed the API's origin.
+fn client(s: &Servers) -> ClientWithMiddleware {
+    client_with(s, |m| m)
+}
+
+fn client_with(
+    s: &Servers,
+    tweak: impl FnOnce(TokenRefreshMiddleware) -> TokenRefreshMiddleware,
+) -> ClientWithMiddleware {
+    let middleware =
+        tweak(TokenRefreshMiddleware::new(s.tokens.clone()).allow_origin(origin_of(s.api.addr())));
+    ClientBuilder::new(s.http.clone()).with(middleware).build()
+}
+
+async fn get(client: &ClientWithMiddleware, url: &str) -> reqwest_middleware::Result<StatusCode> {
+    client.get(url).send().await.map(|r| r.status())
+}
+
+fn spawn_get(
+    client: &ClientWithMiddleware,
+    url: String,
+) -> JoinHandle<reqwest_middleware::Result<StatusCode>> {
+    let client = client.clone();
+    tokio::spawn(async move { get(&client, &url).await })
+}
+
+#[tokio::test]
+async fn the_token_is_attached_and_nothing_is_refreshed() {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    for _ in 0..3 {
+        assert_eq!(get(&client, &s.api.url("/api/data")).await.unwrap(), 200);
+    }
+    assert_eq!(s.api.requests_with(&s.login.access_token), 3);
+    assert_eq!(s.auth.stats().token_requests, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_expiry_a_request_waits_for_the_refresh_and_goes_with_the_new_token() {
+    let s = servers_with(
+        AuthConfig::default().access_lifetime(Duration::from_secs(100)),
+        |b| {
+            b.refresh_ahead(Duration::ZERO)
+                .expiry_leeway(Duration::from_secs(5))
+        },
+    )
+    .await;
+    let client = client(&s);
+    let gate = Gate::new();
+    s.auth.inject(Fault::Hold(gate.clone()), 1);
+    tokio::time::advance(Duration::from_secs(96)).await;
+    let waiting = spawn_get(&client, s.api.url("/api/data"));
+    until("the refresh is at the token endpoint", || {
+        s.auth.stats().token_requests == 1
+    })
+    .await;
+    assert_eq!(
+        s.api.stats().requests,
+        0,
+        "nothing sent with the expiring token"
+    );
+    gate.open();
+    assert_eq!(waiting.await.unwrap().unwrap(), 200);
+    assert_eq!(s.auth.stats().refresh_grants, 1);
+    assert_eq!(s.api.stats().rejected, 0);
+    assert_eq!(s.api.requests_with(&s.login.access_token), 0);
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refreshed_once_and_the_request_replayed() {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    s.auth.expire_access_tokens();
+    assert_eq!(get(&client, &s.api.url("/api/data")).await.unwrap(), 200);
+    assert_eq!(s.auth.stats().refresh_grants, 1);
+    assert_eq!(s.api.stats().rejected, 1);
+    assert_eq!(s.api.stats().requests, 2);
+    assert_eq!(s.api.requests_with(&s.login.access_token), 1);
+    assert_eq!(s.tokens.stats().replays, 1);
+}
+
+#[tokio::test]
+async fn concurrent_rejections_share_one_refresh_grant() {
+    const N: usize = 20;
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    let gate = s.revoke_and_hold_refresh();
+    let tasks: Vec<_> = (0..N)
+        .map(|_| spawn_get(&client, s.api.url("/api/data")))
+        .collect();
+    // Every first attempt is rejected before the one refresh may finish.
+    until("every first attempt was rejected", || {
+        s.api.stats().rejected == N as u64
+    })
+    .await;
+    gate.open();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(s.auth.stats().refresh_grants, 1);
+    assert_eq!(s.auth.stats().token_requests, 1);
+    assert_eq!(s.api.requests_with(&s.login.access_token), N as u64);
+    assert_eq!(s.api.stats().requests, 2 * N as u64);
+    assert_eq!(s.tokens.stats().replays, N as u64);
+}
+
+#[tokio::test]
+async fn a_second_rejection_is_returned_as_it_is() {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    // The route rejects every token, new or old.
+    let response = client
+        .get(s.api.url("/api/always-401"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert_eq!(
+        s.api.stats().requests,
+        2,
+        "the first attempt and one replay"
+    );
+    assert_eq!(s.auth.stats().refresh_grants, 1);
+    assert_eq!(s.tokens.stats().replays, 1);
+}
+
+#[tokio::test]
+async fn a_replayed_post_carries_the_same_body() {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    s.auth.expire_access_tokens();
+    let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let response = client
+        .post(s.api.url("/api/echo"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), body);
+    assert_eq!(s.api.stats().requests, 2);
+    assert_eq!(s.tokens.stats().replays, 1);
+}
+
+#[tokio::test]
+async fn a_streaming_body_is_sent_once_its_401_returned_and_the_token_refreshed() {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    s.auth.expire_access_tokens();
+    // A body reqwest cannot copy.
+    let streaming = reqwest::Body::wrap(Full::new(Bytes::from_static(b"upload")));
+    let response = client
+        .post(s.api.url("/api/echo"))
+        .body(streaming)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(s.api.stats().requests, 1, "sent once, not replayed");
+    assert_eq!(s.tokens.stats().replays, 0);
+    until("the refresh the 401 started has finished", || {
+        s.auth.stats().refresh_grants == 1
+    })
+    .await;
+    assert_eq!(get(&client, &s.api.url("/api/data")).await.unwrap(), 200);
+    assert_eq!(s.api.stats().rejected, 1);
+    assert_eq!(s.auth.stats().refresh_grants, 1);
+}
+
+#[tokio::test]
+async fn a_request_to_another_origin_is_refused_and_nothing_reaches_it() {
+    let s = servers(|b| b).await;
+    let other = ResourceServer::start(&s.auth).await.unwrap();
+    let client = client(&s);
+    let error = client.get(other.url("/api/data")).send().await.unwrap_err();
+    let token_error = token_error(&error).expect("a token error");
+    assert_eq!(token_error.kind(), ErrorKind::Policy);
+    assert!(
+        !error.to_string().contains(&s.login.access_token),
+        "{error}"
+    );
+    assert_eq!(other.stats().requests, 0);
+    assert_eq!(s.auth.stats().token_requests, 0);
+}
+
+#[tokio::test]
+async fn with_pass_through_another_origin_gets_the_request_without_the_token() {
+    let s = servers(|b| b).await;
+    let other = ResourceServer::start(&s.auth).await.unwrap();
+    let client = client_with(&s, |m| m.pass_through_other_origins(true));
+    assert_eq!(get(&client, &other.url("/api/data")).await.unwrap(), 401);
+    assert_eq!(other.stats().requests, 1);
+    assert_eq!(other.stats().missing_credentials, 1);
+    // The 401 of a request sent without the token is not a rejection of it.
+    assert_eq!(s.auth.stats().token_requests, 0);
+    assert_eq!(s.tokens.stats().replays, 0);
+}
+
+#[tokio::test]
+async fn skip_auth_sends_the_request_untouched() {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    let response = client
+        .get(s.api.url("/api/data"))
+        .with_extension(SkipAuth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(s.api.stats().missing_credentials, 1);
+    assert_eq!(s.auth.stats().token_requests, 0);
+}
+
+#[tokio::test]
+async fn cleartext_to_a_host_that_is_not_loopback_is_refused_before_anything_is_sent() {
+    let s = servers(|b| b).await;
+    // `.invalid` names resolve nowhere (RFC 6761); the client's resolver
+    // records any lookup and resolves nothing.
+    let url = "http://api.example.invalid/data";
+    let client = client_with(&s, |m| m.any_origin());
+    let error = client.get(url).send().await.unwrap_err();
+    assert_eq!(token_error(&error).unwrap().kind(), ErrorKind::Policy);
+    assert_eq!(s.dns.lookups(), Vec::<String>::new(), "not even a lookup");
+    assert_eq!(s.auth.stats().token_requests, 0);
+
+    // With cleartext allowed, the same request gets as far as the lookup:
+    // the resolver above would have seen it.
+    let client = client_with(&s, |m| m.any_origin().allow_cleartext(true));
+    let error = client.get(url).send().await.unwrap_err();
+    assert!(token_error(&error).is_none(), "{error}");
+    assert_eq!(s.dns.lookups(), ["api.example.invalid"]);
+}
+
+#[tokio::test]
+async fn a_host_header_naming_another_host_is_refused() {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    let error = client
+        .get(s.api.url("/api/data"))
+        .header("host", "elsewhere.example")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(token_error(&error).unwrap().kind(), ErrorKind::Policy);
+    assert_eq!(s.api.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn an_expired_session_is_a_typed_error_and_later_requests_fail_fast() {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    s.auth.expire_access_tokens();
+    s.auth.inject(Fault::InvalidGrant, 1);
+    let error = get(&client, &s.api.url("/api/data")).await.unwrap_err();
+    assert!(error.is_middleware());
+    assert!(token_error(&error).unwrap().is_session_expired(), "{error}");
+    // Also by hand, from the error reqwest-middleware returns.
+    let reqwest_middleware::Error::Middleware(inner) = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(
+        inner
+            .downcast_ref::<tower_token_refresh::Error>()
+            .unwrap()
+            .kind(),
+        ErrorKind::SessionExpired
+    );
+    let again = get(&client, &s.api.url("/api/data")).await.unwrap_err();
+    assert!(token_error(&again).unwrap().is_session_expired());
+    assert_eq!(s.auth.stats().token_requests, 1, "no second refresh");
+    assert_eq!(
+        s.api.stats().requests,
+        1,
+        "only the first, rejected attempt"
+    );
+}
