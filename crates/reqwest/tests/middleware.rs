@@ -299,3 +299,28 @@ async fn an_expired_session_is_a_typed_error_and_later_requests_fail_fast() {
         "only the first, rejected attempt"
     );
 }
+
+#[tokio::test]
+async fn a_401_from_another_origin_after_a_redirect_is_not_taken_for_a_rejection() {
+    let s = servers(|b| b).await;
+    let other = ResourceServer::start(&s.auth).await.unwrap();
+    // An allowed origin that sends the client on to `other`.
+    let target = other.url("/api/data");
+    let router = axum::Router::new().route(
+        "/moved",
+        axum::routing::get(move || async move { axum::response::Redirect::temporary(&target) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let client = client_with(&s, |m| m.allow_origin(origin_of(redirector)));
+    let url = format!("http://{redirector}/moved");
+    assert_eq!(get(&client, &url).await.unwrap(), 401);
+    // reqwest dropped `Authorization` on the way to the other origin, whose
+    // 401 says nothing about our token: no refresh, no replay.
+    assert_eq!(other.stats().requests, 1);
+    assert_eq!(other.stats().missing_credentials, 1);
+    assert_eq!(s.auth.stats().token_requests, 0);
+    assert_eq!(s.tokens.stats().replays, 0);
+}
