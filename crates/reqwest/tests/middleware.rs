@@ -324,3 +324,19 @@ async fn a_401_from_another_origin_after_a_redirect_is_not_taken_for_a_rejection
     assert_eq!(s.auth.stats().token_requests, 0);
     assert_eq!(s.tokens.stats().replays, 0);
 }
+
+#[tokio::test]
+async fn debug_output_holds_no_token() {
+    let s = servers(|b| b).await;
+    let middleware =
+        TokenRefreshMiddleware::new(s.tokens.clone()).allow_origin(origin_of(s.api.addr()));
+    // A request first, so that the manager holds a credential to print.
+    let client = ClientBuilder::new(s.http.clone())
+        .with(middleware.clone())
+        .build();
+    assert_eq!(get(&client, &s.api.url("/api/data")).await.unwrap(), 200);
+    let debug = format!("{middleware:?} {client:?}");
+    assert!(debug.contains("TokenRefreshMiddleware"), "{debug}");
+    assert!(!debug.contains(&s.login.access_token), "{debug}");
+    assert!(!debug.contains(&s.login.refresh_token), "{debug}");
+}
