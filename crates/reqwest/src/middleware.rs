@@ -2,7 +2,10 @@
 
 use std::{fmt, mem};
 
-use http::{Extensions, HeaderName, Uri, header::AUTHORIZATION};
+use http::{
+    Extensions, HeaderName, Uri,
+    header::{AUTHORIZATION, PROXY_AUTHORIZATION},
+};
 use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 use tower_token_refresh::{
@@ -49,8 +52,8 @@ use tower_token_refresh::{
 /// policy judges the first URL only. reqwest removes `Authorization` on a
 /// redirect to another scheme, host or port, but not another header: with a
 /// [`header_name`](Self::header_name) of your own, build the client with
-/// `reqwest::redirect::Policy::none()` (or a custom policy that stays on
-/// your origins). A 401 at the end of a redirect to another origin is not
+/// [`redirect_policy`](Self::redirect_policy) (or
+/// `reqwest::redirect::Policy::none()`). A 401 at the end of a redirect to another origin is not
 /// taken for a rejection of the token: it is returned as it is.
 ///
 /// # Example
@@ -128,12 +131,57 @@ impl<C> TokenRefreshMiddleware<C> {
         self
     }
 
-    /// Sends the credential in this header instead of `Authorization`. See
-    /// the [redirect note](Self#redirects): reqwest does not remove this
-    /// header on a redirect to another origin.
+    /// Sends the credential in this header instead of `Authorization`.
+    /// reqwest does not remove it on a redirect to another origin: give the
+    /// client [`redirect_policy`](Self::redirect_policy) (see
+    /// [Redirects](Self#redirects)).
     pub fn header_name(mut self, name: HeaderName) -> Self {
         self.header_name = name;
         self
+    }
+
+    /// A reqwest redirect policy for the client under this middleware:
+    /// reqwest's default (at most 10 hops), except that a hop to another
+    /// origin is not followed when the credential travels in a header
+    /// reqwest does not remove there (any [`header_name`](Self::header_name)
+    /// but `Authorization` and `Proxy-Authorization`). The redirect
+    /// response is then returned as it is.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_token_refresh::{Scheme, TokenManager, TokenSet, source};
+    /// use tower_token_refresh_reqwest::TokenRefreshMiddleware;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let tokens = TokenManager::builder(source::from_fn(|_| async { Ok(TokenSet::bearer("t")) }))
+    /// #     .scheme(Scheme::None)
+    /// #     .build();
+    /// let middleware = TokenRefreshMiddleware::new(tokens)
+    ///     .allow_origin("https://api.example.com".parse()?)
+    ///     .header_name(http::HeaderName::from_static("x-api-key"));
+    /// let http = reqwest::Client::builder()
+    ///     .redirect(middleware.redirect_policy())
+    ///     .build()?;
+    /// let client = reqwest_middleware::ClientBuilder::new(http).with(middleware).build();
+    /// # let _ = client;
+    /// # Ok(()) }
+    /// ```
+    pub fn redirect_policy(&self) -> reqwest::redirect::Policy {
+        let removed_by_reqwest =
+            self.header_name == AUTHORIZATION || self.header_name == PROXY_AUTHORIZATION;
+        let default = reqwest::redirect::Policy::default();
+        reqwest::redirect::Policy::custom(move |attempt| {
+            let elsewhere = attempt
+                .previous()
+                .last()
+                .is_some_and(|previous| answered_elsewhere(attempt.url(), previous));
+            if elsewhere && !removed_by_reqwest {
+                attempt.stop()
+            } else {
+                default.redirect(attempt)
+            }
+        })
     }
 
     /// Sets what counts as a rejected token (a [`Classify`]: the layer's

@@ -5,7 +5,10 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -305,14 +308,7 @@ async fn a_401_from_another_origin_after_a_redirect_is_not_taken_for_a_rejection
     let s = servers(|b| b).await;
     let other = ResourceServer::start(&s.auth).await.unwrap();
     // An allowed origin that sends the client on to `other`.
-    let target = other.url("/api/data");
-    let router = axum::Router::new().route(
-        "/moved",
-        axum::routing::get(move || async move { axum::response::Redirect::temporary(&target) }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let redirector = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let redirector = redirector(other.url("/api/data")).await;
 
     let client = client_with(&s, |m| m.allow_origin(origin_of(redirector)));
     let url = format!("http://{redirector}/moved");
@@ -339,4 +335,66 @@ async fn debug_output_holds_no_token() {
     assert!(debug.contains("TokenRefreshMiddleware"), "{debug}");
     assert!(!debug.contains(&s.login.access_token), "{debug}");
     assert!(!debug.contains(&s.login.refresh_token), "{debug}");
+}
+
+/// A server on 127.0.0.1 that answers 200 to anything and records the
+/// `x-api-token` header of each request (`None`: none).
+async fn recorder() -> (std::net::SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let router = axum::Router::new().fallback({
+        let seen = seen.clone();
+        move |headers: http::HeaderMap| async move {
+            let value = headers
+                .get("x-api-token")
+                .map(|v| v.to_str().unwrap().to_owned());
+            seen.lock().unwrap().push(value);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (addr, seen)
+}
+
+/// A server on 127.0.0.1 whose `/moved` redirects to `target`.
+async fn redirector(target: String) -> std::net::SocketAddr {
+    let router = axum::Router::new().route(
+        "/moved",
+        axum::routing::get(move || async move { axum::response::Redirect::temporary(&target) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+#[tokio::test]
+async fn with_its_redirect_policy_a_custom_header_does_not_follow_a_redirect_elsewhere() {
+    let s = servers(|b| b).await;
+    let (elsewhere, seen) = recorder().await;
+    let moved = redirector(format!("http://{elsewhere}/landing")).await;
+    let middleware = TokenRefreshMiddleware::new(s.tokens.clone())
+        .allow_origin(origin_of(moved))
+        .header_name(http::HeaderName::from_static("x-api-token"));
+    let url = format!("http://{moved}/moved");
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(middleware.redirect_policy())
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(http).with(middleware.clone()).build();
+    assert_eq!(
+        get(&client, &url).await.unwrap(),
+        StatusCode::TEMPORARY_REDIRECT
+    );
+    assert!(seen.lock().unwrap().is_empty(), "not followed");
+
+    // reqwest's default policy follows, and the header goes along: what
+    // the policy above is for.
+    let client = ClientBuilder::new(s.http.clone()).with(middleware).build();
+    assert_eq!(get(&client, &url).await.unwrap(), 200);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, [Some(format!("Bearer {}", s.login.access_token))]);
 }
