@@ -200,10 +200,10 @@ impl<C> TokenRefreshMiddleware<C> {
         &self.manager
     }
 
-    fn decide(&self, url: &Url, request: &Request, extensions: &Extensions) -> Decision {
+    fn decide(&self, request: &Request, extensions: &Extensions) -> Decision {
         // Judged as reqwest will send it: the `url` crate has already
         // normalized it (`http://2130706433/` is `http://127.0.0.1/` by now).
-        match url.as_str().parse::<Uri>() {
+        match request.url().as_str().parse::<Uri>() {
             Ok(uri) => self
                 .origins
                 .decide_parts(&uri, request.headers(), extensions),
@@ -261,15 +261,15 @@ where
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        match self.decide(request.url(), &request, extensions) {
+        match self.decide(&request, extensions) {
             Decision::Authorize => {}
             Decision::PassThrough => return next.run(request, extensions).await,
             Decision::Refuse(why) => return Err(failed(Error::new(ErrorKind::Policy, why))),
         }
         // No `LookupCache` here: the middleware is shared by reference
         // between every task of the client, and a cache it could update
-        // would need a lock that costs what the cache saves. `lookup` is
-        // one atomic load, no lock.
+        // would need a lock that costs what the cache saves (and makes the
+        // tasks contend for it). `lookup` takes no lock.
         let authorization = match self.manager.lookup() {
             Lookup::Ready(authorization) => authorization,
             Lookup::Pending(refresh) => refresh.await.map_err(failed)?,
@@ -305,8 +305,7 @@ where
             drop(self.manager.refresh_if(generation));
             return Ok(response);
         };
-        // The rejected response is dropped before the replay, so that its
-        // connection goes back to the pool.
+        // The rejected response is not held while the refresh runs.
         drop(response);
         let authorization = self.manager.replay_if(generation).await.map_err(failed)?;
         copy.headers_mut()
