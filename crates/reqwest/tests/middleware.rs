@@ -402,3 +402,57 @@ async fn with_its_redirect_policy_a_custom_header_does_not_follow_a_redirect_els
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen, [Some(format!("Bearer {}", s.login.access_token))]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn inside_the_refresh_ahead_window_requests_go_at_once_while_one_refresh_runs() {
+    let s = servers_with(
+        AuthConfig::default().access_lifetime(Duration::from_secs(100)),
+        |b| {
+            b.refresh_ahead(Duration::from_secs(20))
+                .expiry_leeway(Duration::from_secs(5))
+                .refresh_jitter(0.0)
+        },
+    )
+    .await;
+    let client = client(&s);
+    let gate = Gate::new();
+    s.auth.inject(Fault::Hold(gate.clone()), 1);
+    let first = s.tokens.generation();
+    tokio::time::advance(Duration::from_secs(81)).await;
+    for _ in 0..5 {
+        assert_eq!(get(&client, &s.api.url("/api/data")).await.unwrap(), 200);
+    }
+    assert_eq!(
+        s.api.requests_with(&s.login.access_token),
+        5,
+        "the current token, without waiting"
+    );
+    assert_eq!(s.auth.stats().token_requests, 1, "one background refresh");
+    gate.open();
+    until("the background refresh published its token", || {
+        s.tokens.generation() > first
+    })
+    .await;
+    assert_eq!(get(&client, &s.api.url("/api/data")).await.unwrap(), 200);
+    assert_eq!(s.api.requests_with(&s.login.access_token), 5);
+    assert_eq!(s.auth.stats().refresh_grants, 1);
+    assert_eq!(s.api.stats().rejected, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_keeps_failing_is_a_typed_transient_error() {
+    let s = servers(|b| {
+        b.max_attempts(2)
+            .backoff(Duration::from_millis(200), Duration::from_secs(2))
+    })
+    .await;
+    let client = client(&s);
+    s.auth.expire_access_tokens();
+    s.auth.inject(Fault::Status(503), 2);
+    let error = get(&client, &s.api.url("/api/data")).await.unwrap_err();
+    let token_error = token_error(&error).expect("a token error");
+    assert_eq!(token_error.kind(), ErrorKind::Transient, "{error}");
+    assert!(!token_error.is_session_expired());
+    assert_eq!(s.auth.stats().token_requests, 2, "bounded by max_attempts");
+    assert_eq!(s.api.stats().requests, 1, "the rejected attempt, no replay");
+}
