@@ -18,9 +18,10 @@ pub enum ErrorKind {
     /// timeout, 5xx, 429, `temporarily_unavailable`) and the retries ran out.
     /// The next request tries again.
     Transient,
-    /// The token endpoint refused the client itself (`invalid_client`,
-    /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`,
-    /// `invalid_request`): retrying cannot help, the configuration is wrong.
+    /// The client's configuration is refused: by the token endpoint
+    /// (`invalid_client`, `unauthorized_client`, `unsupported_grant_type`,
+    /// `invalid_scope`, `invalid_request`) or here (a signing key that is
+    /// not one). Retrying cannot help, the configuration is wrong.
     Rejected,
     /// The token endpoint answered something unusable: malformed JSON, a
     /// token already expired on arrival, a token with bytes not allowed in an

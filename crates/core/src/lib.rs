@@ -51,6 +51,8 @@
 mod backoff;
 mod error;
 mod file_store;
+#[cfg(feature = "jose")]
+pub mod jose;
 mod manager;
 pub mod oauth2;
 mod seal;

@@ -135,6 +135,8 @@ pub use replay::{CloneBody, NoReplay, ReplayBody, ReplayPolicy};
 pub use service::TokenRefresh;
 #[cfg(feature = "xchacha20poly1305")]
 pub use tower_token_refresh_core::XChaCha20Poly1305Sealer;
+#[cfg(feature = "jose")]
+pub use tower_token_refresh_core::jose;
 pub use tower_token_refresh_core::{
     AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, MemoryStore,
     RefreshToken, Rotation, Scheme, Sealer, Stats, TokenManager, TokenManagerBuilder, TokenSet,
