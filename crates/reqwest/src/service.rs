@@ -20,6 +20,14 @@ use tower::Service;
 /// included; a request it cannot convert fails with reqwest's builder
 /// error before anything is sent.
 ///
+/// Under the layer's default replay policy
+/// ([`CloneBody`](tower_token_refresh::CloneBody)), send `Bytes`, `String`
+/// or `Vec<u8>` bodies: they are copied for a replay. `reqwest::Body` is not
+/// a [`ReplayBody`](tower_token_refresh::ReplayBody) (reqwest keeps its
+/// cheap copy private); with it, use
+/// [`NoReplay`](tower_token_refresh::NoReplay), and a rejected request's 401
+/// is returned as it is, the token still refreshed.
+///
 /// It also serves as the token endpoint's client: wrap it in
 /// [`ServiceClient::with_body`](tower_token_refresh::ServiceClient::with_body)
 /// with `Bytes` bodies (see the crate docs).
