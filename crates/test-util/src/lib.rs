@@ -49,6 +49,8 @@
 
 mod auth;
 mod form;
+#[cfg(feature = "grpc")]
+mod grpc;
 mod resource;
 mod serve;
 mod source;
@@ -63,6 +65,8 @@ use hyper_util::{
 pub use auth::{
     AuthConfig, AuthServer, AuthStats, Echo, Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments,
 };
+#[cfg(feature = "grpc")]
+pub use grpc::{BytesCodec, GrpcServer, GrpcStats};
 pub use resource::{ResourceServer, ResourceStats};
 pub use source::CountingSource;
 
