@@ -226,11 +226,11 @@ async fn a_trailers_rejection_of_a_replaced_token_does_not_refresh_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_streaming_call_gets_a_refreshed_token_proactively() {
-    // One-minute tokens; the call starts after the first expired, so the
-    // layer waits for a new one before the call goes out.
-    let world = grpc_world(Duration::from_secs(60), |b| b).await;
+    // The call starts after the first token expired: the layer waits for a
+    // new one before the call goes out.
+    let world = grpc_world(HOUR, |b| b).await;
     assert_eq!(world.stream(b"tick").await.unwrap().len(), 3);
-    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::advance(HOUR + Duration::from_secs(1)).await;
     let messages = world.stream(b"tock").await.unwrap();
     assert_eq!(messages, vec![Bytes::from_static(b"tock"); 3]);
     // Refreshed before the call, not after a rejection of it.
