@@ -7,6 +7,39 @@
 //! copies the body when it was read whole; the inner service gets the body
 //! back in its own type through the policy's `rebuild` function
 //! ([`Rebuild`]).
+//!
+//! # Example: a tonic client
+//!
+//! tonic's request body is a stream: with the default policy the layer
+//! does not compile over it, and with [`NoReplay`](crate::NoReplay) a call
+//! rejected with `UNAUTHENTICATED` is not replayed. With [`BufferBody`]
+//! unary calls (and server-streaming ones, whose request is one message)
+//! are replayed; add the [trailers watcher](crate::trailers) for servers
+//! that reject a token in the trailers.
+//!
+//! ```
+//! use tonic::{body::Body, client::Grpc, transport::Channel};
+//! use tower::ServiceBuilder;
+//! use tower_token_refresh::{BufferBody, RejectedToken, TokenManager, TokenRefreshLayer, TokenSet, source};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! # let tokens = TokenManager::builder(source::from_fn(|_| async { Ok(TokenSet::bearer("t")) })).build();
+//! let channel = Channel::from_static("https://grpc.example.com").connect_lazy();
+//! let auth = TokenRefreshLayer::new(tokens)
+//!     // tonic's URIs are `/package.Service/Method`: say where the channel goes.
+//!     .connection_origin("https://grpc.example.com".parse()?)
+//!     .classify(RejectedToken.also_grpc());
+//! let watch = auth.watch_trailers();
+//! let client = Grpc::new(
+//!     ServiceBuilder::new()
+//!         .layer(auth.buffer(BufferBody::new(Body::new)))
+//!         .layer(watch)
+//!         .service(channel),
+//! );
+//! # fn is_grpc<T: tonic::client::GrpcService<Body>>(_: &Grpc<T>) {}
+//! # is_grpc(&client);
+//! # Ok(()) }
+//! ```
 
 use std::{
     fmt,

@@ -265,7 +265,8 @@ impl<P, C> TokenRefreshLayer<P, C> {
     /// Reads each request body into memory (up to `policy`'s limit) before
     /// it is sent, so that bodies that cannot be copied, tonic's, axum's or
     /// reqwest's, are replayed after a rejection too: see [`BufferBody`].
-    /// Replaces the replay policy.
+    /// Replaces the replay policy. Call it last: it returns a
+    /// [`BufferLayer`], which keeps this layer's settings.
     ///
     /// # Example
     ///

@@ -244,6 +244,9 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// through, [`SkipAuth`](crate::SkipAuth)) are not read: their body goes on
 /// as it is, wrapped.
 ///
+/// The body type must be `Unpin` (tonic's, axum's, reqwest's and hyper's
+/// are); box one that is not (`http_body_util::BodyExt::boxed`).
+///
 /// Give it to the layer with
 /// [`TokenRefreshLayer::buffer`](crate::TokenRefreshLayer::buffer) (not
 /// `replay`: a replay policy only sees the request, and this one must read
