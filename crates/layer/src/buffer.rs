@@ -61,7 +61,7 @@ use crate::{
     BufferBody, Classify, CloneBody, RejectedToken, TokenRefresh, TokenRefreshLayer,
     future::ResponseFuture,
     origin::Decision,
-    replay::{Buffered, ReadBodyError},
+    replay::{Buffered, ReadBodyError, Unbuffered},
 };
 
 /// Wraps services in [`BufferedTokenRefresh`]: a [`TokenRefreshLayer`]
@@ -220,9 +220,13 @@ where
         );
         let (parts, body) = request.into_parts();
         let limit = self.limit as u64;
-        if !authorize || body.size_hint().lower() > limit {
+        if !authorize
+            || body.size_hint().lower() > limit
+            || parts.extensions.get::<Unbuffered>().is_some()
+        {
             // Not for the token (the token layer passes it on or refuses
-            // it), or longer than the limit: not read, not replayed.
+            // it), longer than the limit, or a stream the caller keeps
+            // open: not read, not replayed.
             let request = Request::from_parts(parts, Buffered::partial(Vec::new(), body));
             return BufferFuture::sending(self.auth.call(request));
         }

@@ -236,9 +236,9 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 ///   the request with a [`ReadBodyError`], as does an error from the body.
 ///   So this policy suits unary calls and uploads, not a client-streaming
 ///   or bidirectional gRPC call whose request stream waits on the server's
-///   answers: send those through a layer with [`NoReplay`], or mark them
-///   with [`SkipAuth`](crate::SkipAuth) on a client that authorizes them
-///   otherwise.
+///   answers: mark those with the [`Unbuffered`] extension (sent with the
+///   token, not read, not replayed), or send them through a layer with
+///   [`NoReplay`].
 ///
 /// Requests that the layer does not authorize (other origins passed
 /// through, [`SkipAuth`](crate::SkipAuth)) are not read: their body goes on
@@ -320,6 +320,26 @@ impl<F> fmt::Debug for BufferBody<F> {
             .finish_non_exhaustive()
     }
 }
+
+/// A request extension that tells [`BufferBody`] not to read this
+/// request's body: it is sent with the token, as it streams, and not
+/// replayed.
+///
+/// For a call whose request stream stays open while it waits on the
+/// server (a client-streaming or bidirectional gRPC call) through a client
+/// that buffers the others: reading it would wait for the read timeout.
+///
+/// # Example
+///
+/// ```
+/// use tower_token_refresh::replay::Unbuffered;
+///
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(Unbuffered);
+/// // With tonic: `tonic::Request::extensions_mut().insert(Unbuffered)`.
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unbuffered;
 
 /// Reading a request body for [`BufferBody`] failed: the body returned an
 /// error, or did not end in time. The request was not sent.

@@ -21,7 +21,7 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use tower::{Layer, ServiceExt, service_fn};
 use tower_token_refresh::{
     BufferBody, Buffered, BufferedTokenRefresh, ReadBodyError, SkipAuth, TokenManager,
-    TokenRefreshLayer, TokenSet, source,
+    TokenRefreshLayer, TokenSet, replay::Unbuffered, source,
 };
 use tower_token_refresh_test_util::{AuthConfig, AuthServer, ResourceServer, hyper_client};
 
@@ -253,4 +253,30 @@ async fn requests_without_the_token_are_not_read() {
         .unwrap();
     client.oneshot(elsewhere).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![false, false]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unbuffered_request_is_sent_with_the_token_unread() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let inner = service_fn(move |request: Request<Buffered<Stalled>>| {
+        let token = request.headers().get(header::AUTHORIZATION).cloned();
+        log.lock().unwrap().push(token);
+        std::future::ready(Ok::<_, Infallible>(Response::new(())))
+    });
+    let client = layer()
+        .buffer(BufferBody::new(|b| b).read_timeout(Some(Duration::from_secs(5))))
+        .layer(inner);
+    // A stream the caller keeps open (a bidirectional call, say).
+    let mut open = Request::post("https://api.test/chat")
+        .body(StreamBody::new(futures_util::stream::pending()))
+        .unwrap();
+    open.extensions_mut().insert(Unbuffered);
+    let started = tokio::time::Instant::now();
+    client.oneshot(open).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO, "sent at once, not read");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Some("Bearer old".parse().unwrap())]
+    );
 }
