@@ -14,7 +14,9 @@
 //!    the prebuilt, sensitive header value. Inside the refresh-ahead window it
 //!    still does so while one background refresh runs; past expiry it waits
 //!    for the refresh that every concurrent caller shares;
-//! 3. copies the request for a replay when the [`ReplayPolicy`] can;
+//! 3. copies the request for a replay when the [`ReplayPolicy`] can (a
+//!    body from another crate, tonic's or axum's, is read into memory
+//!    first with [`BufferBody`]: see the [`buffer`] module for gRPC);
 //! 4. on a response that rejects the token ([`Classify`]; by default a 401
 //!    whose `Bearer` challenge, if any, says `invalid_token`) refreshes —
 //!    unless a newer token is already current — and replays the copy once.
