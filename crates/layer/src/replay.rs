@@ -31,7 +31,7 @@ use http_body_util::{Empty, Full};
     label = "not a replay policy for `Request<{B}>`",
     note = "with `CloneBody` (the default), the body type must implement `ReplayBody`",
     note = "for a body from another crate (tonic, axum, reqwest, hyper's `Incoming`), use `.buffer(BufferBody::new(rebuild))` on the layer: it reads the body into memory (up to 64 KiB by default) and rebuilds `{B}` with `rebuild` (`tonic::body::Body::new`, `axum::body::Body::new`)",
-    note = "or use `.replay(NoReplay)`, or a body type that implements `ReplayBody` (`Full`, `Empty`, `Bytes`, `String`, `Vec<u8>`, `Either` of two), or implement `ReplayBody` for `{B}`"
+    note = "or use `.replay(NoReplay)`, or a body type that implements `ReplayBody` (`Full`, `Empty`, `Bytes`, `String`, `Vec<u8>`, `Either` of two), or, if `{B}` is your own type, implement `ReplayBody` for it"
 )]
 pub trait ReplayPolicy<B>: Clone {
     /// A copy of `request` for a replay, or `None`.
@@ -145,7 +145,7 @@ pub fn copy_parts<B>(request: &Request<B>, body: B) -> Request<B> {
     label = "this body type does not implement `ReplayBody`",
     note = "the default replay policy, `CloneBody`, copies a request before it is sent, so that it can be replayed with a new token",
     note = "for a body from another crate (tonic, axum, reqwest, hyper's `Incoming`), use `.buffer(BufferBody::new(rebuild))` on the layer: it reads the body into memory (up to 64 KiB by default) and rebuilds the body type with `rebuild` (`tonic::body::Body::new`, `axum::body::Body::new`)",
-    note = "or use `.replay(NoReplay)`, or a body type that implements `ReplayBody` (`Full`, `Empty`, `Bytes`, `String`, `Vec<u8>`, `Either` of two), or implement `ReplayBody` for `{Self}` (returning `None` if it streams)"
+    note = "or use `.replay(NoReplay)`, or a body type that implements `ReplayBody` (`Full`, `Empty`, `Bytes`, `String`, `Vec<u8>`, `Either` of two), or, if `{Self}` is your own type, implement `ReplayBody` for it (returning `None` if it streams)"
 )]
 pub trait ReplayBody {
     /// A copy of the body, or `None` if it cannot be copied.
