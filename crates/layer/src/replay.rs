@@ -569,4 +569,41 @@ mod tests {
         assert!(CloneBody.clone_request(&full).is_some());
         assert!(NoReplay.clone_request(&Request::new(())).is_none());
     }
+
+    #[tokio::test]
+    async fn a_partial_body_sends_the_part_read_then_the_rest() {
+        use http_body::Body as _;
+        use http_body_util::BodyExt;
+        let rest = Full::new(Bytes::from_static(b" and the rest"));
+        let body = Buffered::partial(
+            vec![Bytes::from_static(b"read"), Bytes::from_static(b" part")],
+            rest,
+        );
+        assert!(!body.is_full());
+        assert!(body.try_clone().is_none(), "a partial body is not replayed");
+        assert_eq!(body.size_hint().exact(), Some(22));
+        assert!(!body.is_end_stream());
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(all, "read part and the rest");
+    }
+
+    #[tokio::test]
+    async fn a_full_body_copies_its_data_and_trailers() {
+        use http_body::Body as _;
+        use http_body_util::BodyExt;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", "1".parse().unwrap());
+        let body =
+            Buffered::<Empty<Bytes>>::full(Bytes::from_static(b"data"), Some(trailers.clone()));
+        assert_eq!(body.size_hint().exact(), Some(4));
+        let copy = body.try_clone().unwrap();
+        for body in [body, copy] {
+            let collected = body.collect().await.unwrap();
+            assert_eq!(collected.trailers(), Some(&trailers));
+            assert_eq!(collected.to_bytes(), "data");
+        }
+        let empty = Buffered::<Empty<Bytes>>::full(Bytes::new(), None);
+        assert!(empty.is_end_stream());
+        assert!(format!("{empty:?}").contains("len: 0"));
+    }
 }
