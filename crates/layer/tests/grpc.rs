@@ -135,6 +135,19 @@ async fn a_revoked_token_is_refreshed_once_and_the_unary_call_replayed() {
     assert_eq!(world.tokens.generation(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_rejected_server_streaming_call_is_replayed_too() {
+    // Its request is one message, read whole; the rejection comes
+    // trailers-only, before any message, so the call can still be replayed.
+    let world = grpc_world(HOUR, |b| b).await;
+    world.auth.expire_access_tokens();
+    let messages = world.stream(b"again").await.unwrap();
+    assert_eq!(messages, vec![Bytes::from_static(b"again"); 3]);
+    let stats = world.server.stats();
+    assert_eq!((stats.unauthenticated, stats.ok), (1, 1));
+    assert_eq!(world.auth.stats().refresh_grants, 1);
+}
+
 #[tokio::test]
 async fn concurrent_calls_share_one_refresh() {
     let world = std::sync::Arc::new(grpc_world(HOUR, |b| b).await);
