@@ -4,7 +4,9 @@ use http::{HeaderName, HeaderValue, Request, header::AUTHORIZATION};
 use tower::Layer;
 use tower_token_refresh_core::TokenManager;
 
-use crate::{CloneBody, Origin, RejectedToken, TokenRefresh, origin::OriginPolicy};
+use crate::{
+    BufferBody, BufferLayer, CloneBody, Origin, RejectedToken, TokenRefresh, origin::OriginPolicy,
+};
 
 /// Settings shared by every clone of a layer and its services.
 #[derive(Clone, Debug)]
@@ -258,6 +260,48 @@ impl<P, C> TokenRefreshLayer<P, C> {
             policy,
             classifier: self.classifier,
         }
+    }
+
+    /// Reads each request body into memory (up to `policy`'s limit) before
+    /// it is sent, so that bodies that cannot be copied, tonic's, axum's or
+    /// reqwest's, are replayed after a rejection too: see [`BufferBody`].
+    /// Replaces the replay policy. Call it last: it returns a
+    /// [`BufferLayer`], which keeps this layer's settings.
+    ///
+    /// # Example
+    ///
+    /// Around a client that takes `axum::body::Body`:
+    ///
+    /// ```
+    /// use axum::body::Body;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    /// use tower_token_refresh::{BufferBody, TokenManager, TokenRefreshLayer, TokenSet, source};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let tokens = TokenManager::builder(source::from_fn(|_| async { Ok(TokenSet::bearer("t")) })).build();
+    /// let layer = TokenRefreshLayer::new(tokens)
+    ///     .allow_origin("https://api.example.com".parse()?)
+    ///     .buffer(BufferBody::new(Body::new).limit(16 * 1024));
+    /// # let http = service_fn(|_: http::Request<Body>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+    /// # });
+    /// let client = layer.layer(http);
+    /// let request = http::Request::post("https://api.example.com/orders").body(Body::from("{}"))?;
+    /// let response = client.oneshot(request).await?;
+    /// # assert_eq!(response.status(), 200);
+    /// # Ok(()) }
+    /// ```
+    pub fn buffer<F>(self, policy: BufferBody<F>) -> BufferLayer<F, C> {
+        BufferLayer::new(self.replay(CloneBody), policy)
+    }
+
+    /// A layer to put **inside** this one, for gRPC: it watches response
+    /// trailers for `UNAUTHENTICATED` and refreshes the token the call
+    /// carried, so that the next call gets a new one (the call itself
+    /// cannot be replayed). See the [`trailers`](crate::trailers) module.
+    pub fn watch_trailers(&self) -> crate::trailers::WatchTrailersLayer {
+        crate::trailers::WatchTrailersLayer::new(self.shared.manager.clone())
+            .header_name(self.shared.header_name.clone())
     }
 
     /// Sets what counts as a rejected token.

@@ -14,7 +14,9 @@
 //!    the prebuilt, sensitive header value. Inside the refresh-ahead window it
 //!    still does so while one background refresh runs; past expiry it waits
 //!    for the refresh that every concurrent caller shares;
-//! 3. copies the request for a replay when the [`ReplayPolicy`] can;
+//! 3. copies the request for a replay when the [`ReplayPolicy`] can (a
+//!    body from another crate, tonic's or axum's, is read into memory
+//!    first with [`BufferBody`]: see the [`buffer`] module for gRPC);
 //! 4. on a response that rejects the token ([`Classify`]; by default a 401
 //!    whose `Bearer` challenge, if any, says `invalid_token`) refreshes —
 //!    unless a newer token is already current — and replays the copy once.
@@ -116,6 +118,7 @@
 //!   `FollowRedirect` policy, and tower-http's `RequestUri` response
 //!   extension read, as above.
 
+pub mod buffer;
 pub mod classify;
 mod client;
 pub mod future;
@@ -126,12 +129,16 @@ pub mod redirect;
 pub mod replay;
 pub mod retry;
 mod service;
+pub mod trailers;
 
+pub use buffer::{BufferLayer, BufferedTokenRefresh};
 pub use classify::{Classify, RejectedToken, RejectedTokenWith};
 pub use client::{DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, ServiceClient, TimedOut};
 pub use layer::TokenRefreshLayer;
 pub use origin::{InvalidOrigin, Origin, SkipAuth};
-pub use replay::{CloneBody, NoReplay, ReplayBody, ReplayPolicy};
+pub use replay::{
+    BufferBody, Buffered, CloneBody, NoReplay, ReadBodyError, ReplayBody, ReplayPolicy,
+};
 pub use service::TokenRefresh;
 #[cfg(feature = "xchacha20poly1305")]
 pub use tower_token_refresh_core::XChaCha20Poly1305Sealer;
@@ -142,6 +149,7 @@ pub use tower_token_refresh_core::{
     RefreshToken, Rotation, Scheme, Sealer, Stats, TokenManager, TokenManagerBuilder, TokenSet,
     TokenSource, TokenStore, check_runtime, oauth2, source,
 };
+pub use trailers::WatchTrailersLayer;
 
 /// The coordinator's lower-level types, for code that drives a
 /// [`TokenManager`] without the layer (another client, a benchmark): the

@@ -60,6 +60,10 @@ impl<S, P, C> TokenRefresh<S, P, C> {
         self.inner
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The manager whose tokens this service sends.
     pub fn manager(&self) -> &TokenManager {
         &self.shared.manager

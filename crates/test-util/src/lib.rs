@@ -9,6 +9,10 @@
 //!   connections, `Retry-After`, string `expires_in`, missing fields).
 //! - [`ResourceServer`]: an API that accepts the [`AuthServer`]'s access
 //!   tokens and answers with RFC 6750 challenges.
+//! - `GrpcServer` (feature `grpc`): a tonic server that accepts the
+//!   [`AuthServer`]'s tokens as gRPC metadata, rejects others with
+//!   `UNAUTHENTICATED` (trailers-only, or in real trailers after a message),
+//!   with a raw-bytes codec, `BytesCodec` (no protobuf).
 //! - [`CountingSource`]: a [`TokenSource`](tower_token_refresh_core::TokenSource)
 //!   for unit tests, with call counting, latency and injected failures.
 //! - [`hyper_client`]: the plain hyper-util client tests and examples share.
@@ -49,6 +53,8 @@
 
 mod auth;
 mod form;
+#[cfg(feature = "grpc")]
+mod grpc;
 mod resource;
 mod serve;
 mod source;
@@ -63,6 +69,8 @@ use hyper_util::{
 pub use auth::{
     AuthConfig, AuthServer, AuthStats, Echo, Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments,
 };
+#[cfg(feature = "grpc")]
+pub use grpc::{BytesCodec, GrpcServer, GrpcStats};
 pub use resource::{ResourceServer, ResourceStats};
 pub use source::CountingSource;
 
