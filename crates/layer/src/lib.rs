@@ -126,6 +126,7 @@ pub mod redirect;
 pub mod replay;
 pub mod retry;
 mod service;
+pub mod step_up;
 
 pub use classify::{Classify, RejectedToken, RejectedTokenWith};
 pub use client::{DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, ServiceClient, TimedOut};
@@ -133,6 +134,7 @@ pub use layer::TokenRefreshLayer;
 pub use origin::{InvalidOrigin, Origin, SkipAuth};
 pub use replay::{CloneBody, NoReplay, ReplayBody, ReplayPolicy};
 pub use service::TokenRefresh;
+pub use step_up::StepUp;
 #[cfg(feature = "xchacha20poly1305")]
 pub use tower_token_refresh_core::XChaCha20Poly1305Sealer;
 pub use tower_token_refresh_core::{
