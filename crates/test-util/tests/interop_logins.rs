@@ -139,6 +139,8 @@ impl Provider {
         // oidc-provider grants offline_access only with prompt=consent.
         .param("prompt", "consent")
         .timeout(Duration::from_secs(30))
+        // oidc-provider names itself on every redirect (RFC 9207).
+        .issuer(self.issuer.clone())
         .on_authorization_url(move |url| {
             let (url, issuer, browser) = (url.to_owned(), issuer.clone(), browser.clone());
             tokio::spawn(async move { browser.follow(&issuer, url).await });

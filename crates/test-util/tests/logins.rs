@@ -216,6 +216,35 @@ async fn a_redirect_with_another_state_is_refused_and_no_code_is_exchanged() {
 }
 
 #[tokio::test]
+async fn a_redirect_naming_another_issuer_is_refused_when_one_is_expected() {
+    let forged: Browser = Arc::new(|a| {
+        format!(
+            "code=the-code&state={}&iss=https%3A%2F%2Fevil.example",
+            state_of(a)
+        )
+    });
+    let (login, endpoint, _page) = login_with(forged, Duration::from_secs(30)).await;
+    let err = login
+        .issuer("https://auth.example.com")
+        .login()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Policy);
+    assert_eq!(LoginError::of(&err), Some(&LoginError::IssuerMismatch));
+    assert_eq!(endpoint.exchanges(), 0);
+
+    let genuine: Browser = Arc::new(|a| {
+        format!(
+            "code=the-code&state={}&iss=https%3A%2F%2Fauth.example.com",
+            state_of(a)
+        )
+    });
+    let (login, _endpoint, _page) = login_with(genuine, Duration::from_secs(30)).await;
+    let login = login.issuer("https://auth.example.com");
+    assert!(login.login().await.is_ok());
+}
+
+#[tokio::test]
 async fn a_redirect_without_state_is_a_mismatch() {
     let browser: Browser = Arc::new(|_| "code=the-code".to_owned());
     let (login, endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;

@@ -5,7 +5,8 @@
 //!
 //! - One login, one fresh `state` (128 random bits) and one fresh PKCE
 //!   verifier (`S256`); a redirect whose `state` differs is refused before
-//!   anything else is read from it, and no code is exchanged.
+//!   anything else is read from it, and no code is exchanged; so is one
+//!   naming another issuer (RFC 9207 `iss`) when an issuer is set.
 //! - The listener is 127.0.0.1 on a port the OS picks, and is closed when
 //!   the redirect came or the timeout passed, whichever is first.
 //! - The library never opens a browser: the application's hook gets the
@@ -71,6 +72,7 @@ pub struct AuthorizationCodeLogin<C> {
     params: Vec<(String, String)>,
     redirect_path: String,
     timeout: Duration,
+    issuer: Option<String>,
     on_url: Option<UrlHook>,
 }
 
@@ -90,6 +92,7 @@ impl<C> AuthorizationCodeLogin<C> {
             params: Vec::new(),
             redirect_path: "/callback".to_owned(),
             timeout: DEFAULT_TIMEOUT,
+            issuer: None,
             on_url: None,
         }
     }
@@ -124,6 +127,17 @@ impl<C> AuthorizationCodeLogin<C> {
     /// How long to wait for the redirect; 5 minutes by default.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The issuer the redirect must name in its `iss` parameter (RFC 9207),
+    /// against mix-up attacks when the app talks to several authorization
+    /// servers. Set it when the server sends `iss` (its metadata says
+    /// `authorization_response_iss_parameter_supported`): a redirect
+    /// without it, or naming another issuer, then ends the login with
+    /// [`LoginError::IssuerMismatch`] and no code is exchanged.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
         self
     }
 
@@ -198,6 +212,12 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
         if redirect.get("state")? != Some(state.as_str()) {
             return Err(LoginError::StateMismatch.into());
         }
+        // RFC 9207 §2.4: checked for error responses too.
+        if let Some(issuer) = &self.issuer {
+            if redirect.get("iss")? != Some(issuer.as_str()) {
+                return Err(LoginError::IssuerMismatch.into());
+            }
+        }
         if let Some(error) = redirect.get("error")? {
             return Err(LoginError::denied(error, redirect.get("error_description")?).into());
         }
@@ -259,6 +279,7 @@ impl<C> fmt::Debug for AuthorizationCodeLogin<C> {
             .field("hints", &self.hints)
             .field("redirect_path", &self.redirect_path)
             .field("timeout", &self.timeout)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }

@@ -20,7 +20,7 @@ use crate::{Error, ErrorKind};
 /// | [`Denied`](Self::Denied) with `temporarily_unavailable`, `server_error` | [`Transient`](ErrorKind::Transient) |
 /// | [`Denied`](Self::Denied) with any other code | [`Rejected`](ErrorKind::Rejected) |
 /// | [`Expired`](Self::Expired), [`TimedOut`](Self::TimedOut) | [`SessionExpired`](ErrorKind::SessionExpired) |
-/// | [`StateMismatch`](Self::StateMismatch) | [`Policy`](ErrorKind::Policy) |
+/// | [`StateMismatch`](Self::StateMismatch), [`IssuerMismatch`](Self::IssuerMismatch) | [`Policy`](ErrorKind::Policy) |
 /// | [`MissingCode`](Self::MissingCode), [`BadCallback`](Self::BadCallback) | [`Rejected`](ErrorKind::Rejected) |
 ///
 /// None is retried by the coordinator on its own: a user who said no, or
@@ -41,6 +41,10 @@ pub enum LoginError {
     /// The redirect's `state` is not the one this login sent: a forged or
     /// stale callback (RFC 6749 §10.12). No code was exchanged.
     StateMismatch,
+    /// The redirect's `iss` is missing or names another authorization
+    /// server than the one configured (RFC 9207): a mix-up. No code was
+    /// exchanged.
+    IssuerMismatch,
     /// The redirect had the right `state` but neither `code` nor `error`.
     MissingCode,
     /// The authorization server, or the user, refused (`error=access_denied`
@@ -64,9 +68,20 @@ pub enum LoginError {
 }
 
 impl LoginError {
-    /// The `LoginError` behind `error`, if a login failed with one.
+    /// The `LoginError` behind `error`, if a login failed with one: found
+    /// anywhere in its [`source`](StdError::source) chain, so also behind
+    /// the error of a fallback chain whose last link was the login.
     pub fn of(error: &Error) -> Option<&LoginError> {
-        StdError::source(error).and_then(|s| s.downcast_ref::<LoginError>())
+        let mut next = StdError::source(error);
+        // Chains are short; the bound only guards against a cyclic one.
+        for _ in 0..16 {
+            let current = next?;
+            if let Some(login) = current.downcast_ref::<LoginError>() {
+                return Some(login);
+            }
+            next = current.source();
+        }
+        None
     }
 
     pub(crate) fn denied(error: &str, description: Option<&str>) -> Self {
@@ -88,7 +103,7 @@ impl LoginError {
                 _ => ErrorKind::Rejected,
             },
             LoginError::Expired | LoginError::TimedOut => ErrorKind::SessionExpired,
-            LoginError::StateMismatch => ErrorKind::Policy,
+            LoginError::StateMismatch | LoginError::IssuerMismatch => ErrorKind::Policy,
             LoginError::MissingCode | LoginError::BadCallback(_) => ErrorKind::Rejected,
         }
     }
@@ -112,6 +127,9 @@ impl fmt::Display for LoginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoginError::StateMismatch => f.write_str("the redirect's state is not this login's"),
+            LoginError::IssuerMismatch => {
+                f.write_str("the redirect does not name the expected issuer")
+            }
             LoginError::MissingCode => f.write_str("the redirect carried no code"),
             LoginError::Denied {
                 error,
@@ -279,6 +297,7 @@ mod tests {
             (LoginError::Expired, ErrorKind::SessionExpired),
             (LoginError::TimedOut, ErrorKind::SessionExpired),
             (LoginError::StateMismatch, ErrorKind::Policy),
+            (LoginError::IssuerMismatch, ErrorKind::Policy),
             (LoginError::MissingCode, ErrorKind::Rejected),
         ];
         for (login, kind) in cases {
@@ -288,6 +307,14 @@ mod tests {
         }
         let err = Error::from(LoginError::denied("access_denied", Some("no")));
         assert_eq!(err.oauth_error(), Some("access_denied"));
+    }
+
+    #[test]
+    fn a_login_error_is_found_behind_a_wrapping_error() {
+        let chain = Error::session_expired("every token source failed")
+            .with_source(Error::from(LoginError::Expired));
+        assert_eq!(LoginError::of(&chain), Some(&LoginError::Expired));
+        assert_eq!(LoginError::of(&Error::session_expired("plain")), None);
     }
 
     #[test]
