@@ -71,6 +71,11 @@
 //! session that expired from a refresh that failed for now or a request that
 //! policy refused.
 //!
+//! A 401 or 403 that a new token cannot answer (a resource asking for a
+//! stronger login, RFC 9470, or more scope) comes back as a response; read
+//! what it asks with [`StepUp::from_response`] and start a login with its
+//! hints (see the [`step_up`] module).
+//!
 //! # Where to put the layer
 //!
 //! Relative to other middleware, from the outside in (`ServiceBuilder`

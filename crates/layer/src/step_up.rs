@@ -32,8 +32,8 @@
 //! let step_up = StepUp::from_response(&response).unwrap();
 //! assert!(step_up.is_step_up());
 //! let hints = step_up.login_hints();
-//! assert_eq!(hints.get_acr_values(), Some("urn:example:mfa"));
-//! assert_eq!(hints.get_max_age(), Some(Duration::from_secs(300)));
+//! assert_eq!(hints.acr_values(), Some("urn:example:mfa"));
+//! assert_eq!(hints.max_age(), Some(Duration::from_secs(300)));
 //! // Then: `login.login_with(&hints).await` and `tokens.set(new_tokens)`.
 //! ```
 
@@ -174,13 +174,13 @@ impl StepUp {
     pub fn login_hints(&self) -> LoginHints {
         let mut hints = LoginHints::new();
         if let Some(acr) = &self.acr_values {
-            hints = hints.acr_values(acr.clone());
+            hints = hints.with_acr_values(acr.clone());
         }
         if let Some(max_age) = self.max_age {
-            hints = hints.max_age(max_age);
+            hints = hints.with_max_age(max_age);
         }
         if let Some(scope) = &self.scope {
-            hints = hints.scope(scope.clone());
+            hints = hints.with_scope(scope.clone());
         }
         hints
     }
@@ -265,7 +265,7 @@ mod tests {
         )
         .unwrap();
         assert!(s.is_insufficient_scope());
-        assert_eq!(s.login_hints().get_scope(), Some("admin write"));
+        assert_eq!(s.login_hints().scope(), Some("admin write"));
     }
 
     #[test]

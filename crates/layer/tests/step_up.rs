@@ -92,8 +92,8 @@ async fn a_step_up_401_passes_through_and_yields_acr_values_and_max_age() {
     assert!(step_up.is_step_up());
     assert_eq!(step_up.status(), StatusCode::UNAUTHORIZED);
     let hints = step_up.login_hints();
-    assert_eq!(hints.get_acr_values(), Some("urn:example:mfa phr"));
-    assert_eq!(hints.get_max_age(), Some(Duration::from_secs(300)));
+    assert_eq!(hints.acr_values(), Some("urn:example:mfa phr"));
+    assert_eq!(hints.max_age(), Some(Duration::from_secs(300)));
     assert_eq!(
         step_up.resource_metadata().unwrap().to_string(),
         "https://api.example.com/.well-known/oauth-protected-resource"
@@ -108,7 +108,7 @@ async fn an_insufficient_scope_403_yields_the_scope_to_ask_for() {
     let step_up = step_up.unwrap();
     assert!(step_up.is_insufficient_scope());
     assert!(!step_up.is_step_up());
-    assert_eq!(step_up.login_hints().get_scope(), Some("admin"));
+    assert_eq!(step_up.login_hints().scope(), Some("admin"));
 }
 
 #[tokio::test]

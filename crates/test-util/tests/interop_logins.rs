@@ -332,8 +332,8 @@ async fn a_confidential_client_logs_in_with_step_up_hints() {
         Browser::default(),
     );
     let hints = LoginHints::new()
-        .acr_values("urn:interop:mfa")
-        .max_age(Duration::from_secs(300));
+        .with_acr_values("urn:interop:mfa")
+        .with_max_age(Duration::from_secs(300));
     let tokens = login.login_with(&hints).await.unwrap();
     assert!(provider.api_accepts(tokens.access_token().secret()).await);
     let logins = provider.logins().await;

@@ -374,8 +374,8 @@ async fn step_up_hints_reach_the_authorization_request() {
     let browser: Browser = Arc::new(|a| format!("code=the-code&state={}", state_of(a)));
     let (login, endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;
     let hints = LoginHints::new()
-        .acr_values("urn:example:mfa")
-        .max_age(Duration::from_secs(0));
+        .with_acr_values("urn:example:mfa")
+        .with_max_age(Duration::from_secs(0));
     login.login_with(&hints).await.unwrap();
     let asked = endpoint.asked.lock().unwrap().clone().unwrap();
     assert_eq!(asked.get("acr_values"), "urn:example:mfa");

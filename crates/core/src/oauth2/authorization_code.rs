@@ -99,7 +99,7 @@ impl<C> AuthorizationCodeLogin<C> {
 
     /// Asks for this scope (space-separated).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.hints = self.hints.scope(scope);
+        self.hints = self.hints.with_scope(scope);
         self
     }
 
@@ -318,8 +318,8 @@ mod tests {
         let pkce = Pkce::new().unwrap();
         let login = login().scope("openid api").hints(
             LoginHints::new()
-                .acr_values("mfa")
-                .max_age(Duration::from_secs(60)),
+                .with_acr_values("mfa")
+                .with_max_age(Duration::from_secs(60)),
         );
         let url =
             login.authorization_request(&login.hints, "http://127.0.0.1:5/callback", "st8", &pkce);

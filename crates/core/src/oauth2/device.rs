@@ -176,7 +176,7 @@ impl<C> DeviceLogin<C> {
 
     /// Asks for this scope (space-separated).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.hints = self.hints.scope(scope);
+        self.hints = self.hints.with_scope(scope);
         self
     }
 

@@ -170,10 +170,10 @@ impl From<LoginError> for Error {
 /// use tower_token_refresh_core::oauth2::LoginHints;
 ///
 /// let hints = LoginHints::new()
-///     .acr_values("urn:example:mfa")
-///     .max_age(Duration::from_secs(300));
-/// assert_eq!(hints.get_acr_values(), Some("urn:example:mfa"));
-/// assert_eq!(hints.get_max_age(), Some(Duration::from_secs(300)));
+///     .with_acr_values("urn:example:mfa")
+///     .with_max_age(Duration::from_secs(300));
+/// assert_eq!(hints.acr_values(), Some("urn:example:mfa"));
+/// assert_eq!(hints.max_age(), Some(Duration::from_secs(300)));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoginHints {
@@ -190,36 +190,36 @@ impl LoginHints {
 
     /// Asks for these authentication context classes (space-separated,
     /// OpenID Connect Core §3.1.2.1, RFC 9470 §3).
-    pub fn acr_values(mut self, acr_values: impl Into<String>) -> Self {
+    pub fn with_acr_values(mut self, acr_values: impl Into<String>) -> Self {
         self.acr_values = Some(acr_values.into());
         self
     }
 
     /// Asks that the user has authenticated within `max_age` (whole
     /// seconds are sent; `0` forces a new authentication).
-    pub fn max_age(mut self, max_age: Duration) -> Self {
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
         self.max_age = Some(max_age);
         self
     }
 
     /// Asks for this scope instead of the login's configured one.
-    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = Some(scope.into());
         self
     }
 
     /// The `acr_values` asked for, if any.
-    pub fn get_acr_values(&self) -> Option<&str> {
+    pub fn acr_values(&self) -> Option<&str> {
         self.acr_values.as_deref()
     }
 
     /// The `max_age` asked for, if any.
-    pub fn get_max_age(&self) -> Option<Duration> {
+    pub fn max_age(&self) -> Option<Duration> {
         self.max_age
     }
 
     /// The scope asked for, if any.
-    pub fn get_scope(&self) -> Option<&str> {
+    pub fn scope(&self) -> Option<&str> {
         self.scope.as_deref()
     }
 
@@ -330,13 +330,13 @@ mod tests {
 
     #[test]
     fn hints_override_the_configured_ones() {
-        let base = LoginHints::new().scope("read").acr_values("pwd");
-        let merged = LoginHints::new().acr_values("mfa").over(&base);
-        assert_eq!(merged.get_acr_values(), Some("mfa"));
-        assert_eq!(merged.get_scope(), Some("read"));
+        let base = LoginHints::new().with_scope("read").with_acr_values("pwd");
+        let merged = LoginHints::new().with_acr_values("mfa").over(&base);
+        assert_eq!(merged.acr_values(), Some("mfa"));
+        assert_eq!(merged.scope(), Some("read"));
         let mut pairs = Vec::new();
         merged
-            .max_age(Duration::from_millis(90_500))
+            .with_max_age(Duration::from_millis(90_500))
             .apply(&mut pairs);
         assert!(pairs.contains(&("max_age".into(), "90".to_owned())));
     }
