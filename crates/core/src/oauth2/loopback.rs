@@ -106,6 +106,13 @@ impl Loopback {
             FuturesUnordered::new();
         let mut accepted = 0;
         loop {
+            // Bounded: each pass accepts one of MAX_CONNECTIONS connections
+            // or finishes one of their reads, and the deadline ends it all.
+            if accepted >= MAX_CONNECTIONS && reads.is_empty() {
+                return Err(LoginError::BadCallback(
+                    "too many requests that were not the redirect",
+                ));
+            }
             let next = poll_fn(|cx| {
                 if accepted < MAX_CONNECTIONS {
                     if let Poll::Ready(result) = self.listener.poll_accept(cx) {
@@ -128,7 +135,10 @@ impl Loopback {
                     }
                     reads.push(Box::pin(read_head(stream)));
                 }
-                Event::Accepted(None) | Event::Read(None) => {}
+                // A failed accept counts too: a listener that keeps
+                // failing (out of file descriptors) must not spin.
+                Event::Accepted(None) => accepted += 1,
+                Event::Read(None) => {}
                 Event::Read(Some((mut stream, head))) => {
                     let Head::Get { path: got, query } = head else {
                         respond(&mut stream, "400 Bad Request", FAILED_PAGE).await;
@@ -146,13 +156,6 @@ impl Loopback {
                     respond(&mut stream, page.0, page.1).await;
                     return redirect;
                 }
-            }
-            // Bounded: each pass accepts one of MAX_CONNECTIONS connections
-            // or finishes one of their reads, and the deadline ends it all.
-            if accepted >= MAX_CONNECTIONS && reads.is_empty() {
-                return Err(LoginError::BadCallback(
-                    "too many requests that were not the redirect",
-                ));
             }
         }
     }
