@@ -405,3 +405,39 @@ async fn the_login_is_the_last_link_of_a_chain_and_says_it_answered() {
     assert_eq!(*answered.lock().unwrap(), ["interactive"]);
     assert_eq!(endpoint.exchanges(), 1);
 }
+
+#[tokio::test]
+async fn a_flood_of_requests_that_are_not_the_redirect_ends_the_wait() {
+    let endpoint = TokenEndpoint::default();
+    let token_url = endpoint.start().await;
+    let login = AuthorizationCodeLogin::new(
+        "https://auth.example.com/authorize".parse().unwrap(),
+        token_url.parse().unwrap(),
+        ClientAuth::none("cli"),
+        ServiceClient::new(hyper_client()),
+    )
+    // Without the bound it would wait for this, and fail as TimedOut.
+    .timeout(Duration::from_secs(10))
+    .on_authorization_url(move |url| {
+        let redirect = Asked::of(url).get("redirect_uri").to_owned();
+        let base = redirect.strip_suffix("/callback").unwrap().to_owned();
+        tokio::spawn(async move {
+            // More than the listener's bound of 16 connections; each is
+            // answered 404 and closed. Later ones find the port closed.
+            for _ in 0..20 {
+                let other = http::Request::get(format!("{base}/other"))
+                    .body(Full::default())
+                    .unwrap();
+                if hyper_client().request(other).await.is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    let err = login.login().await.unwrap_err();
+    assert!(
+        matches!(LoginError::of(&err), Some(LoginError::BadCallback(_))),
+        "{err:?}"
+    );
+    assert_eq!(endpoint.exchanges(), 0);
+}
