@@ -366,7 +366,6 @@ mod tests {
     /// `authorization_pending` forever), recording when each poll came.
     struct Script {
         polls: Arc<Mutex<Vec<Duration>>>,
-        start: Instant,
     }
 
     fn device_login(
@@ -401,7 +400,7 @@ mod tests {
             client,
         )
         .on_user_code(|_| {});
-        (login, Script { polls, start })
+        (login, Script { polls })
     }
 
     const AUTH: &str = r#"{"device_code":"dc-secret","user_code":"ABCD-EFGH","verification_uri":"https://auth.example.com/activate","expires_in":60,"interval":5}"#;
@@ -419,7 +418,6 @@ mod tests {
         let tokens = login.login().await.unwrap();
         assert_eq!(tokens.access_token().secret(), "at");
         assert_eq!(*script.polls.lock().unwrap(), secs(&[5, 10, 15]));
-        let _ = script.start;
     }
 
     #[tokio::test(start_paused = true)]
