@@ -28,7 +28,7 @@ use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenManager, TokenRefreshLayer,
     oauth2::{
         AuthorizationCodeLogin, ClientAuth, DeviceAuthorization, DeviceLogin, LoginError,
-        LoginHints, RefreshTokenGrant,
+        LoginHints, ProviderMetadata, RefreshTokenGrant,
     },
     source::TokenSourceExt,
 };
@@ -127,39 +127,43 @@ impl Provider {
         hyper_client().request(request).await.unwrap().status() == StatusCode::OK
     }
 
-    fn code_login(&self, auth: ClientAuth, browser: Browser) -> AuthorizationCodeLogin<Http> {
-        let issuer = self.issuer.clone();
-        AuthorizationCodeLogin::new(
-            self.url("/auth").parse().unwrap(),
-            self.url("/token").parse().unwrap(),
-            auth,
-            http(),
-        )
-        .scope("openid offline_access api")
-        // oidc-provider grants offline_access only with prompt=consent.
-        .param("prompt", "consent")
-        .timeout(Duration::from_secs(30))
-        // oidc-provider names itself on every redirect (RFC 9207).
-        .issuer(self.issuer.clone())
-        .on_authorization_url(move |url| {
-            let (url, issuer, browser) = (url.to_owned(), issuer.clone(), browser.clone());
-            tokio::spawn(async move { browser.follow(&issuer, url).await });
-        })
+    /// The server's metadata, as discovery reads it.
+    async fn metadata(&self) -> ProviderMetadata {
+        ProviderMetadata::discover(&self.issuer, &http())
+            .await
+            .unwrap()
     }
 
-    fn device_login(&self, auth: ClientAuth, browser: Browser) -> DeviceLogin<Http> {
+    /// A loopback login built from discovery: oidc-provider says it sends
+    /// `iss` (RFC 9207), so the login checks it.
+    async fn code_login(&self, auth: ClientAuth, browser: Browser) -> AuthorizationCodeLogin<Http> {
         let issuer = self.issuer.clone();
-        DeviceLogin::new(
-            self.url("/device/auth").parse().unwrap(),
-            self.url("/token").parse().unwrap(),
-            auth,
-            http(),
-        )
-        .scope("openid offline_access api")
-        .on_user_code(move |shown: &DeviceAuthorization| {
-            let (shown, issuer, browser) = (shown.clone(), issuer.clone(), browser.clone());
-            tokio::spawn(async move { browser.confirm_user_code(&issuer, &shown).await });
-        })
+        let metadata = self.metadata().await;
+        assert!(metadata.authorization_response_iss_parameter_supported());
+        metadata
+            .authorization_code_login(auth, http())
+            .expect("an authorization endpoint")
+            .scope("openid offline_access api")
+            // oidc-provider grants offline_access only with prompt=consent.
+            .param("prompt", "consent")
+            .timeout(Duration::from_secs(30))
+            .on_authorization_url(move |url| {
+                let (url, issuer, browser) = (url.to_owned(), issuer.clone(), browser.clone());
+                tokio::spawn(async move { browser.follow(&issuer, url).await });
+            })
+    }
+
+    async fn device_login(&self, auth: ClientAuth, browser: Browser) -> DeviceLogin<Http> {
+        let issuer = self.issuer.clone();
+        self.metadata()
+            .await
+            .device_login(auth, http())
+            .expect("a device authorization endpoint")
+            .scope("openid offline_access api")
+            .on_user_code(move |shown: &DeviceAuthorization| {
+                let (shown, issuer, browser) = (shown.clone(), issuer.clone(), browser.clone());
+                tokio::spawn(async move { browser.confirm_user_code(&issuer, &shown).await });
+            })
     }
 }
 
@@ -292,7 +296,9 @@ async fn a_public_client_logs_in_with_pkce_through_a_loopback_redirect() {
         return;
     };
     let browser = Browser::default();
-    let login = provider.code_login(ClientAuth::none(PUBLIC), browser.clone());
+    let login = provider
+        .code_login(ClientAuth::none(PUBLIC), browser.clone())
+        .await;
     let tokens = login.login().await.unwrap();
     assert!(provider.api_accepts(tokens.access_token().secret()).await);
     assert!(
@@ -327,10 +333,12 @@ async fn a_confidential_client_logs_in_with_step_up_hints() {
     let Some(provider) = Provider::start().await else {
         return;
     };
-    let login = provider.code_login(
-        ClientAuth::basic(CONFIDENTIAL, CONFIDENTIAL_SECRET),
-        Browser::default(),
-    );
+    let login = provider
+        .code_login(
+            ClientAuth::basic(CONFIDENTIAL, CONFIDENTIAL_SECRET),
+            Browser::default(),
+        )
+        .await;
     let hints = LoginHints::new()
         .with_acr_values("urn:interop:mfa")
         .with_max_age(Duration::from_secs(300));
@@ -346,7 +354,9 @@ async fn a_user_who_refuses_ends_the_login_with_access_denied() {
     let Some(provider) = Provider::start().await else {
         return;
     };
-    let login = provider.code_login(ClientAuth::none(PUBLIC), Browser::denying());
+    let login = provider
+        .code_login(ClientAuth::none(PUBLIC), Browser::denying())
+        .await;
     let err = login.login().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionExpired);
     assert!(
@@ -373,6 +383,7 @@ async fn the_device_flow_is_the_last_link_of_a_chain_and_says_it_answered() {
     .on_success(move |_| a.lock().unwrap().push("refresh"));
     let device = provider
         .device_login(ClientAuth::none(PUBLIC), Browser::default())
+        .await
         .on_success(move |_| b.lock().unwrap().push("device"));
     let tokens = TokenManager::builder(refresh.or_else(device))
         .attempt_timeout(Duration::from_secs(120))
@@ -400,10 +411,12 @@ async fn a_device_code_the_user_aborts_is_access_denied() {
     let Some(provider) = Provider::start().await else {
         return;
     };
-    let login = provider.device_login(
-        ClientAuth::basic(CONFIDENTIAL, CONFIDENTIAL_SECRET),
-        Browser::denying(),
-    );
+    let login = provider
+        .device_login(
+            ClientAuth::basic(CONFIDENTIAL, CONFIDENTIAL_SECRET),
+            Browser::denying(),
+        )
+        .await;
     let err = login.login().await.unwrap_err();
     assert!(
         matches!(LoginError::of(&err), Some(LoginError::Denied { error, .. }) if error == "access_denied"),
