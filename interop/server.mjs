@@ -13,6 +13,10 @@
 // - GET /api/data: a protected resource that validates the bearer token
 //   with the provider's own token model (RFC 6750 challenges on failure).
 //
+// Logins (wt-logins): public and confidential native clients with PKCE, a
+// loopback redirect (any port, RFC 8252 §7.3) and the device flow; see the
+// LOGINS blocks below and crates/test-util/tests/interop_logins.rs.
+//
 // Usage: PORT=0 ACCESS_TTL=2 node server.mjs
 
 import http from 'node:http';
@@ -23,6 +27,47 @@ const port = Number(process.env.PORT ?? 0);
 const accessTtl = Number(process.env.ACCESS_TTL ?? 2);
 const clientId = process.env.CLIENT_ID ?? 'interop-client';
 const clientSecret = process.env.CLIENT_SECRET ?? 'interop-secret';
+
+// ---- LOGINS (wt-logins): clients and test-only interaction --------------
+// Native apps logging a user in: a public client (no secret) and a
+// confidential one, both with PKCE and a loopback redirect whose port the
+// app picks, both allowed the device flow.
+const loginGrantTypes = [
+  'authorization_code',
+  'refresh_token',
+  'urn:ietf:params:oauth:grant-type:device_code',
+];
+const loginClients = [
+  {
+    client_id: 'interop-native',
+    application_type: 'native',
+    token_endpoint_auth_method: 'none',
+    grant_types: loginGrantTypes,
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/callback'],
+    scope: 'openid offline_access api',
+  },
+  {
+    client_id: 'interop-native-confidential',
+    client_secret: 'interop-native-secret',
+    application_type: 'native',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: loginGrantTypes,
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/callback'],
+    scope: 'openid offline_access api',
+  },
+];
+// What the last interaction was asked for (GET /test/logins).
+const loginStats = {
+  interactions: 0,
+  denied: 0,
+  authorization_code_grants: 0,
+  device_code_grants: 0,
+  last_acr_values: null,
+  last_max_age: null,
+};
+// ---- end LOGINS ------------------------------------------------------------
 
 const stats = {
   refresh_token_grants: 0,
@@ -51,13 +96,18 @@ async function main() {
         token_endpoint_auth_method: 'client_secret_basic',
         scope: 'openid offline_access api',
       },
+      ...loginClients,
     ],
+    // LOGINS: step-up requests name one of these (RFC 9470 acr_values).
+    acrValues: ['urn:interop:pwd', 'urn:interop:mfa'],
     scopes: ['openid', 'offline_access', 'api'],
     features: {
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
       devInteractions: { enabled: false },
+      // LOGINS: RFC 8628.
+      deviceFlow: { enabled: true },
     },
     ttl: {
       AccessToken: accessTtl,
@@ -82,6 +132,9 @@ async function main() {
     const type = ctx.oidc.params?.grant_type;
     if (type === 'refresh_token') stats.refresh_token_grants += 1;
     if (type === 'client_credentials') stats.client_credentials_grants += 1;
+    // LOGINS
+    if (type === 'authorization_code') loginStats.authorization_code_grants += 1;
+    if (type === 'urn:ietf:params:oauth:grant-type:device_code') loginStats.device_code_grants += 1;
     console.log(`EVENT grant.success ${type}`);
   });
   provider.on('grant.error', (_ctx, err) => {
@@ -117,6 +170,47 @@ async function main() {
       ctx.body = { refresh_token: await refreshToken.save() };
       return;
     }
+    // ---- LOGINS: the test-only interaction ---------------------------------
+    // Where the provider sends the browser to log in and consent
+    // (interactions.url's default). No browser exists: the test's HTTP
+    // client follows the redirects with its cookies, and this route logs
+    // the test user in and grants what was asked at once, or refuses
+    // (?deny=1). Serves the authorization code flow and, after the device
+    // code was confirmed at /device, the device flow.
+    const interaction = /^\/interaction\/([^/]+)$/.exec(ctx.path);
+    if (interaction && ctx.method === 'GET') {
+      const details = await provider.interactionDetails(ctx.req, ctx.res);
+      const { params } = details;
+      loginStats.interactions += 1;
+      loginStats.last_acr_values = params.acr_values ?? null;
+      loginStats.last_max_age = params.max_age === undefined ? null : String(params.max_age);
+      ctx.respond = false;
+      if (ctx.query.deny) {
+        loginStats.denied += 1;
+        await provider.interactionFinished(ctx.req, ctx.res, {
+          error: 'access_denied',
+          error_description: 'the test user refused',
+        }, { mergeWithLastSubmission: false });
+        return;
+      }
+      const accountId = 'interop-user';
+      const grant = details.grantId
+        ? await provider.Grant.find(details.grantId)
+        : new provider.Grant({ accountId, clientId: params.client_id });
+      grant.addOIDCScope(params.scope ?? 'openid');
+      const grantId = await grant.save();
+      const acr = params.acr_values ? params.acr_values.split(' ')[0] : 'urn:interop:pwd';
+      await provider.interactionFinished(ctx.req, ctx.res, {
+        login: { accountId, acr },
+        consent: { grantId },
+      }, { mergeWithLastSubmission: false });
+      return;
+    }
+    if (ctx.path === '/test/logins' && ctx.method === 'GET') {
+      ctx.body = loginStats;
+      return;
+    }
+    // ---- end LOGINS ------------------------------------------------------
     if (ctx.path === '/test/stats' && ctx.method === 'GET') {
       ctx.body = stats;
       return;

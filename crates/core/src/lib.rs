@@ -21,7 +21,10 @@
 //!   the Redis store's `sealer`); feature `xchacha20poly1305` brings one
 //!   with a key you supply.
 //! - [`oauth2`] also has introspection (RFC 7662), revocation and logout
-//!   (RFC 7009) and OpenID Connect discovery.
+//!   (RFC 7009), OpenID Connect discovery, and the logins that start a
+//!   session: [`AuthorizationCodeLogin`](oauth2::AuthorizationCodeLogin)
+//!   (PKCE, loopback redirect) and [`DeviceLogin`](oauth2::DeviceLogin)
+//!   (RFC 8628), each usable as the last link of a fallback chain.
 //! - [`TokenManager`]: the coordinator. One atomic load per lookup (one
 //!   flag load with a [`LookupCache`]); one
 //!   refresh at a time, spawned so that no caller's cancellation abandons it.

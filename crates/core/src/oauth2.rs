@@ -1,5 +1,12 @@
 //! OAuth2 token sources (RFC 6749) and the small HTTP client trait they use.
 //!
+//! Grants that renew a session: [`RefreshTokenGrant`] and
+//! [`ClientCredentialsGrant`]. Logins that start one, with the user:
+//! [`AuthorizationCodeLogin`] (PKCE and a loopback redirect, for CLIs and
+//! desktop apps) and [`DeviceLogin`] (RFC 8628, for devices without a
+//! browser). Each is a [`TokenSource`](crate::TokenSource), so a login can be
+//! the last link of a fallback chain.
+//!
 //! Core does not depend on tower: a grant calls its token endpoint through
 //! [`HttpClient`], which any async closure implements. The `tower-token-refresh`
 //! crate adapts any `tower::Service` (hyper-util's client, say) to it.
@@ -18,24 +25,33 @@ use http::{Request, Response};
 
 use crate::{BoxError, BoxFuture};
 
+mod authorization_code;
 mod client_auth;
 mod client_credentials;
+mod device;
 mod discovery;
 mod endpoint;
 mod exchange;
 mod introspection;
+mod login;
+mod loopback;
+mod pkce;
 mod redact;
 mod refresh_token;
 mod retry_after;
 mod revocation;
 
+pub use authorization_code::AuthorizationCodeLogin;
 pub use client_auth::ClientAuth;
 pub use client_credentials::ClientCredentialsGrant;
+pub use device::{DeviceAuthorization, DeviceLogin};
 pub use discovery::ProviderMetadata;
 pub(crate) use endpoint::Endpoint;
 pub use exchange::parse_token_response;
 pub(crate) use exchange::{Form, error_response, exchange, token_request};
 pub use introspection::{Introspection, IntrospectionClient};
+pub use login::{LoginError, LoginHints};
+pub use pkce::Pkce;
 pub(crate) use redact::Redactor;
 pub use refresh_token::RefreshTokenGrant;
 pub use revocation::{RevocationClient, TokenTypeHint};

@@ -133,6 +133,40 @@ pub trait TokenSourceExt: TokenSource + Sized {
             fallback,
         }
     }
+
+    /// Calls `hook` with every token set this source produces, before the
+    /// coordinator takes it: how an application learns which link of a
+    /// fallback chain started the session.
+    ///
+    /// Mark the links where the chain is built; the coordinator and the
+    /// chain stay unaware of them, chains nest, and a custom source is
+    /// marked the same way. The hook runs on the refresh task: keep it
+    /// short (set a flag, send on a channel, log a line).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tower_token_refresh_core::{source::{self, TokenSourceExt}, Error, TokenManager, TokenSet};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// let answered = Arc::new(Mutex::new(Vec::new()));
+    /// let (a, b) = (answered.clone(), answered.clone());
+    /// let refresh = source::from_fn(|_| async { Err(Error::session_expired("refresh token revoked")) })
+    ///     .on_success(move |_| a.lock().unwrap().push("refresh"));
+    /// let login = source::from_fn(|_| async { Ok(TokenSet::bearer("from-login")) })
+    ///     .on_success(move |_| b.lock().unwrap().push("interactive login"));
+    /// let tokens = TokenManager::builder(refresh.or_else(login)).build();
+    /// tokens.authorization().await?;
+    /// assert_eq!(*answered.lock().unwrap(), ["interactive login"]);
+    /// # Ok(()) }
+    /// ```
+    fn on_success<F>(self, hook: F) -> OnSuccess<Self, F>
+    where
+        F: Fn(&TokenSet) + Send + Sync + 'static,
+    {
+        OnSuccess { source: self, hook }
+    }
 }
 
 impl<T: TokenSource> TokenSourceExt for T {}
@@ -173,6 +207,38 @@ impl<A: TokenSource, B: TokenSource> TokenSource for OrElse<A, B> {
                 }
                 Err(last) => Err(last),
             }
+        })
+    }
+}
+
+/// The source returned by [`TokenSourceExt::on_success`].
+#[derive(Clone)]
+pub struct OnSuccess<S, F> {
+    source: S,
+    hook: F,
+}
+
+impl<S: fmt::Debug, F> fmt::Debug for OnSuccess<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnSuccess")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, F> TokenSource for OnSuccess<S, F>
+where
+    S: TokenSource,
+    F: Fn(&TokenSet) + Send + Sync + 'static,
+{
+    fn fetch<'a>(
+        &'a self,
+        current: Option<&'a TokenSet>,
+    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
+        Box::pin(async move {
+            let tokens = self.source.fetch(current).await?;
+            (self.hook)(&tokens);
+            Ok(tokens)
         })
     }
 }

@@ -73,6 +73,11 @@
 //! session that expired from a refresh that failed for now or a request that
 //! policy refused.
 //!
+//! A 401 or 403 that a new token cannot answer (a resource asking for a
+//! stronger login, RFC 9470, or more scope) comes back as a response; read
+//! what it asks with [`StepUp::from_response`] and start a login with its
+//! hints (see the [`step_up`] module).
+//!
 //! # Where to put the layer
 //!
 //! Relative to other middleware, from the outside in (`ServiceBuilder`
@@ -129,6 +134,7 @@ pub mod redirect;
 pub mod replay;
 pub mod retry;
 mod service;
+pub mod step_up;
 pub mod trailers;
 
 pub use buffer::{BufferLayer, BufferedTokenRefresh};
@@ -140,6 +146,7 @@ pub use replay::{
     BufferBody, Buffered, CloneBody, NoReplay, ReadBodyError, ReplayBody, ReplayPolicy,
 };
 pub use service::TokenRefresh;
+pub use step_up::StepUp;
 #[cfg(feature = "xchacha20poly1305")]
 pub use tower_token_refresh_core::XChaCha20Poly1305Sealer;
 #[cfg(feature = "jose")]

@@ -5,8 +5,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use serde::Deserialize;
 
 use super::{
-    ClientAuth, ClientCredentialsGrant, HttpClient, IntrospectionClient, Redactor,
-    RefreshTokenGrant, RevocationClient,
+    AuthorizationCodeLogin, ClientAuth, ClientCredentialsGrant, DeviceLogin, HttpClient,
+    IntrospectionClient, Redactor, RefreshTokenGrant, RevocationClient,
     endpoint::{check_discovered, check_transport},
     error_response,
 };
@@ -59,6 +59,9 @@ pub struct ProviderMetadata {
     revocation_endpoint: Option<Uri>,
     grant_types_supported: Vec<String>,
     token_endpoint_auth_methods_supported: Vec<String>,
+    authorization_endpoint: Option<Uri>,
+    device_authorization_endpoint: Option<Uri>,
+    authorization_response_iss_parameter_supported: bool,
     allow_cleartext: bool,
 }
 
@@ -75,6 +78,12 @@ struct RawMetadata {
     grant_types_supported: Option<Vec<String>>,
     #[serde(default)]
     token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    device_authorization_endpoint: Option<String>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: Option<bool>,
 }
 
 impl RawMetadata {
@@ -89,6 +98,13 @@ impl RawMetadata {
             token_endpoint_auth_methods_supported: self
                 .token_endpoint_auth_methods_supported
                 .or(other.token_endpoint_auth_methods_supported),
+            authorization_endpoint: self.authorization_endpoint.or(other.authorization_endpoint),
+            device_authorization_endpoint: self
+                .device_authorization_endpoint
+                .or(other.device_authorization_endpoint),
+            authorization_response_iss_parameter_supported: self
+                .authorization_response_iss_parameter_supported
+                .or(other.authorization_response_iss_parameter_supported),
         }
     }
 }
@@ -272,6 +288,14 @@ impl ProviderMetadata {
                 "introspection endpoint",
             ),
             (metadata.revocation_endpoint.as_ref(), "revocation endpoint"),
+            (
+                metadata.authorization_endpoint.as_ref(),
+                "authorization endpoint",
+            ),
+            (
+                metadata.device_authorization_endpoint.as_ref(),
+                "device authorization endpoint",
+            ),
         ];
         for (endpoint, name) in endpoints {
             if let Some(endpoint) = endpoint {
@@ -312,6 +336,17 @@ impl ProviderMetadata {
             token_endpoint_auth_methods_supported: raw
                 .token_endpoint_auth_methods_supported
                 .unwrap_or_default(),
+            authorization_endpoint: raw
+                .authorization_endpoint
+                .map(|s| url(s, "authorization_endpoint"))
+                .transpose()?,
+            device_authorization_endpoint: raw
+                .device_authorization_endpoint
+                .map(|s| url(s, "device_authorization_endpoint"))
+                .transpose()?,
+            authorization_response_iss_parameter_supported: raw
+                .authorization_response_iss_parameter_supported
+                .unwrap_or(false),
             allow_cleartext: false,
         })
     }
@@ -383,6 +418,51 @@ impl ProviderMetadata {
     pub fn revocation_client<C>(&self, auth: ClientAuth, client: C) -> Option<RevocationClient<C>> {
         let url = self.revocation_endpoint.clone()?;
         Some(RevocationClient::new(url, auth, client).allow_cleartext(self.allow_cleartext))
+    }
+
+    /// The authorization endpoint, if the server has one.
+    pub fn authorization_endpoint(&self) -> Option<&Uri> {
+        self.authorization_endpoint.as_ref()
+    }
+
+    /// The device authorization endpoint (RFC 8628), if the server has one.
+    pub fn device_authorization_endpoint(&self) -> Option<&Uri> {
+        self.device_authorization_endpoint.as_ref()
+    }
+
+    /// Whether the server names itself in every authorization response
+    /// (RFC 9207 `authorization_response_iss_parameter_supported`).
+    pub fn authorization_response_iss_parameter_supported(&self) -> bool {
+        self.authorization_response_iss_parameter_supported
+    }
+
+    /// A loopback login on this server, if it has an authorization
+    /// endpoint. When the server says it sends `iss` (RFC 9207), the login
+    /// requires it to be this issuer
+    /// ([`AuthorizationCodeLogin::issuer`]).
+    pub fn authorization_code_login<C>(
+        &self,
+        auth: ClientAuth,
+        client: C,
+    ) -> Option<AuthorizationCodeLogin<C>> {
+        let url = self.authorization_endpoint.clone()?;
+        let login = AuthorizationCodeLogin::new(url, self.token_endpoint.clone(), auth, client)
+            .allow_cleartext(self.allow_cleartext);
+        Some(if self.authorization_response_iss_parameter_supported {
+            login.issuer(self.issuer.clone())
+        } else {
+            login
+        })
+    }
+
+    /// A device login on this server, if it has a device authorization
+    /// endpoint.
+    pub fn device_login<C>(&self, auth: ClientAuth, client: C) -> Option<DeviceLogin<C>> {
+        let url = self.device_authorization_endpoint.clone()?;
+        Some(
+            DeviceLogin::new(url, self.token_endpoint.clone(), auth, client)
+                .allow_cleartext(self.allow_cleartext),
+        )
     }
 }
 
@@ -596,6 +676,50 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidResponse);
         let err = ProviderMetadata::discover("not a url", &client)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Policy);
+    }
+
+    #[tokio::test]
+    async fn the_logins_come_from_the_authorization_and_device_endpoints() {
+        let client = |_req: Request<Bytes>| async {
+            Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
+                br#"{"issuer":"https://auth.example","token_endpoint":"https://auth.example/t",
+                    "authorization_endpoint":"https://auth.example/authorize",
+                    "device_authorization_endpoint":"https://auth.example/device",
+                    "authorization_response_iss_parameter_supported":true}"#,
+            )))
+        };
+        let metadata = ProviderMetadata::discover("https://auth.example", &client)
+            .await
+            .unwrap();
+        assert_eq!(
+            metadata.authorization_endpoint().unwrap(),
+            "https://auth.example/authorize"
+        );
+        assert!(metadata.authorization_response_iss_parameter_supported());
+        let login = metadata
+            .authorization_code_login(ClientAuth::none("app"), client)
+            .unwrap();
+        // The server sends `iss`, so the login requires it.
+        assert!(
+            format!("{login:?}").contains(r#"issuer: Some("https://auth.example")"#),
+            "{login:?}"
+        );
+        let device = metadata.device_login(ClientAuth::none("app"), client);
+        assert!(format!("{device:?}").contains("https://auth.example/device"));
+    }
+
+    #[tokio::test]
+    async fn a_cleartext_authorization_endpoint_of_an_https_issuer_is_refused() {
+        let client = |_req: Request<Bytes>| async {
+            Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
+                br#"{"issuer":"https://auth.example","token_endpoint":"https://auth.example/t",
+                    "authorization_endpoint":"http://auth.example/authorize"}"#,
+            )))
+        };
+        let err = ProviderMetadata::discover("https://auth.example", &client)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Policy);

@@ -176,7 +176,7 @@ fn percent_encode(input: &[u8], keep: impl Fn(u8) -> bool, space: &[u8]) -> Vec<
 
 /// `application/x-www-form-urlencoded` decoding; a `%` not followed by two
 /// hex digits stays as it is.
-fn form_decode(input: &[u8]) -> Vec<u8> {
+pub(super) fn form_decode(input: &[u8]) -> Vec<u8> {
     fn hex(b: u8) -> Option<u8> {
         char::from(b)
             .to_digit(16)
