@@ -18,17 +18,23 @@ use http::{Request, Response};
 
 use crate::{BoxError, BoxFuture};
 
+#[cfg(feature = "jose")]
+mod client_assertion;
 mod client_auth;
 mod client_credentials;
 mod discovery;
 mod endpoint;
 mod exchange;
 mod introspection;
+#[cfg(feature = "jose")]
+mod jwt_bearer;
 mod redact;
 mod refresh_token;
 mod retry_after;
 mod revocation;
 
+#[cfg(feature = "jose")]
+pub use client_assertion::ClientAssertion;
 pub use client_auth::ClientAuth;
 pub use client_credentials::ClientCredentialsGrant;
 pub use discovery::ProviderMetadata;
@@ -36,6 +42,8 @@ pub(crate) use endpoint::Endpoint;
 pub use exchange::parse_token_response;
 pub(crate) use exchange::{Form, error_response, exchange, token_request};
 pub use introspection::{Introspection, IntrospectionClient};
+#[cfg(feature = "jose")]
+pub use jwt_bearer::JwtBearerGrant;
 pub(crate) use redact::Redactor;
 pub use refresh_token::RefreshTokenGrant;
 pub use revocation::{RevocationClient, TokenTypeHint};
