@@ -14,6 +14,11 @@
 //   with the provider's own token model (RFC 6750 challenges on failure).
 //
 // Usage: PORT=0 ACCESS_TTL=2 node server.mjs
+//
+// Signed client assertions (see the block "Signed client assertions"
+// below): with ASSERTION_JWKS set, two more clients authenticate with
+// private_key_jwt and client_secret_jwt, and POST /test/assertions/login
+// mints a refresh token for either.
 
 import http from 'node:http';
 
@@ -23,6 +28,32 @@ const port = Number(process.env.PORT ?? 0);
 const accessTtl = Number(process.env.ACCESS_TTL ?? 2);
 const clientId = process.env.CLIENT_ID ?? 'interop-client';
 const clientSecret = process.env.CLIENT_SECRET ?? 'interop-secret';
+
+// ---- Signed client assertions (crates/test-util/tests/interop_assertions.rs) ----
+// ASSERTION_JWKS: the public JWK set (JSON) of the private_key_jwt client's
+// key; ASSERTION_SECRET: the client_secret_jwt client's secret (HS256 wants
+// 32 bytes or more).
+const assertionJwks = process.env.ASSERTION_JWKS ? JSON.parse(process.env.ASSERTION_JWKS) : null;
+const assertionClient = (clientId, auth) => ({
+  client_id: clientId,
+  grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+  response_types: ['code'],
+  redirect_uris: ['http://127.0.0.1/callback'],
+  scope: 'openid offline_access api',
+  ...auth,
+});
+const assertionClients = assertionJwks ? [
+  assertionClient('interop-private-key-jwt', {
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: assertionJwks,
+  }),
+  assertionClient('interop-client-secret-jwt', {
+    token_endpoint_auth_method: 'client_secret_jwt',
+    client_secret: process.env.ASSERTION_SECRET ?? 'interop-client-secret-jwt-secret-of-32-bytes-or-more',
+  }),
+] : [];
+const assertionClientIds = new Set(assertionClients.map((c) => c.client_id));
+// ---- end of signed client assertions ----
 
 const stats = {
   refresh_token_grants: 0,
@@ -51,6 +82,7 @@ async function main() {
         token_endpoint_auth_method: 'client_secret_basic',
         scope: 'openid offline_access api',
       },
+      ...assertionClients,
     ],
     scopes: ['openid', 'offline_access', 'api'],
     features: {
@@ -146,6 +178,35 @@ async function main() {
     }
     await next();
   });
+
+  // ---- Signed client assertions: POST /test/assertions/login?client_id=…
+  // mints a grant and refresh token for one of the assertion clients, as
+  // /test/login does for the Basic one.
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/test/assertions/login' && ctx.method === 'POST') {
+      const loginClientId = ctx.query.client_id;
+      if (!assertionClientIds.has(loginClientId)) {
+        ctx.status = 400;
+        ctx.body = { error: 'unknown assertion client' };
+        return;
+      }
+      const grant = new provider.Grant({ accountId: 'interop-user', clientId: loginClientId });
+      grant.addOIDCScope('openid offline_access api');
+      const grantId = await grant.save();
+      const client = await provider.Client.find(loginClientId);
+      const refreshToken = new provider.RefreshToken({
+        accountId: 'interop-user',
+        client,
+        grantId,
+        scope: 'openid offline_access api',
+        gty: 'authorization_code',
+      });
+      ctx.body = { refresh_token: await refreshToken.save() };
+      return;
+    }
+    await next();
+  });
+  // ---- end of signed client assertions ----
 
   server.on('request', provider.callback());
   console.log(`LISTENING ${issuer}`);
