@@ -205,10 +205,12 @@ impl fmt::Debug for ClientAuth {
         if let ClientAuth::Jwt(assertion) = self {
             return f.debug_tuple("ClientAuth").field(assertion).finish();
         }
-        f.debug_struct("ClientAuth")
-            .field("method", &self.method())
-            .field("client_id", &self.client_id())
-            .finish_non_exhaustive()
+        let mut shown = f.debug_struct("ClientAuth");
+        shown.field("method", &self.method());
+        if let Some(client_id) = self.client_id() {
+            shown.field("client_id", &client_id);
+        }
+        shown.finish_non_exhaustive()
     }
 }
 
