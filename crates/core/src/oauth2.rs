@@ -10,6 +10,11 @@
 //! [`RefreshTokenGrant`] reports its failure as
 //! [outcome unknown](crate::Error::is_outcome_unknown), since a server that
 //! rotates refresh tokens may already have spent the one presented.
+//!
+//! With feature `jose`, a client can authenticate with signed assertions
+//! instead of a secret (`ClientAuth::private_key_jwt`,
+//! `ClientAuth::client_secret_jwt`, `ClientAssertion`), and a service
+//! account can get tokens with the JWT bearer grant (`JwtBearerGrant`).
 
 use std::{error::Error as StdError, fmt, future::Future, io, sync::Arc};
 
