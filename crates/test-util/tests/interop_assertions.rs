@@ -181,7 +181,7 @@ async fn accepted_for_both_grants(provider: &Provider, auth: ClientAuth, client_
     }
 
     let seed = TokenSet::bearer("not-yet").with_refresh_token(provider.login(client_id).await);
-    let tokens = TokenManager::builder(metadata.refresh_token_grant(auth, http))
+    let tokens = TokenManager::builder(metadata.refresh_token_grant(auth.clone(), http.clone()))
         .initial(seed)
         .build();
     let mut refresh_tokens = Vec::new();
@@ -195,6 +195,26 @@ async fn accepted_for_both_grants(provider: &Provider, auth: ClientAuth, client_
         refresh_tokens.push(current.refresh_token().unwrap().secret().to_owned());
     }
     assert_ne!(refresh_tokens[0], refresh_tokens[1], "rotated");
+
+    // Introspection and revocation authenticate the same way; their
+    // assertions name their own endpoint as audience.
+    let introspection = metadata
+        .introspection_client(auth.clone(), http.clone())
+        .unwrap();
+    assert!(introspection.check(&tokens).await.unwrap());
+    let last = tokens.current().unwrap();
+    metadata
+        .revocation_client(auth.clone(), http.clone())
+        .unwrap()
+        .logout(&tokens)
+        .await
+        .unwrap();
+    let err = metadata
+        .refresh_token_grant(auth, http)
+        .fetch(Some(&last))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired, "revoked: {err:?}");
 
     assert_eq!(
         provider

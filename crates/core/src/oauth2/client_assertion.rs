@@ -59,7 +59,8 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 /// own URL, which some servers (`oidc-provider`) accept and others do not;
 /// the issuer identifier is what the IETF's update of RFC 7523 recommends
 /// and what most servers accept everywhere. When you know the issuer, set
-/// it with [`audience`](Self::audience).
+/// it with [`audience`](Self::audience) (after discovery:
+/// [`ProviderMetadata::issuer`](super::ProviderMetadata::issuer)).
 ///
 /// # Example
 ///
