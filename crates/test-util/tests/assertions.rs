@@ -446,13 +446,14 @@ async fn private_key_jwt_authenticates_every_token_endpoint_call_with_a_fresh_as
 }
 
 #[tokio::test]
-async fn an_rs256_key_from_a_pem_file_can_name_the_issuer_as_audience() {
+async fn an_rs256_key_from_a_pem_file_can_name_the_issuer_as_audience_and_add_header_members() {
     let server = AssertionServer::start().await;
     let key = rsa();
     server.register_client(CLIENT_ID, Verifier::of(&key));
     let auth = ClientAssertion::new(CLIENT_ID, key)
         .audience(server.origin.clone())
-        .lifetime(Duration::from_secs(30));
+        .lifetime(Duration::from_secs(30))
+        .header_param("x5t", "hOBcHZi846VCHSJbFAs26Go9VTQ");
     let grant =
         ClientCredentialsGrant::new(server.url("/token").parse().unwrap(), auth.into(), http());
     let tokens = TokenManager::builder(grant).build();
@@ -472,6 +473,7 @@ async fn an_rs256_key_from_a_pem_file_can_name_the_issuer_as_audience() {
     assert_eq!(accepted[0].claims["aud"], *server.origin);
     assert_eq!(accepted[0].header["alg"], "RS256");
     assert!(accepted[0].header.get("kid").is_none());
+    assert_eq!(accepted[0].header["x5t"], "hOBcHZi846VCHSJbFAs26Go9VTQ");
 }
 
 #[tokio::test]

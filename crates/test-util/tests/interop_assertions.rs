@@ -238,10 +238,17 @@ async fn oidc_provider_accepts_private_key_jwt() {
     let auth = ClientAuth::private_key_jwt(PRIVATE_KEY_CLIENT, registered_key());
     accepted_for_both_grants(&provider, auth, PRIVATE_KEY_CLIENT).await;
 
-    // The issuer as audience, as RFC 7523's update recommends: accepted too.
+    // The issuer as audience, as RFC 7523's update recommends, a `typ`
+    // header and an `nbf` claim, as Azure AD's assertions have: accepted too.
     let http: Http = ServiceClient::new(hyper_client());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let with_issuer = ClientAssertion::new(PRIVATE_KEY_CLIENT, registered_key())
-        .audience(provider.issuer.clone());
+        .audience(provider.issuer.clone())
+        .header_param("typ", "JWT")
+        .claim("nbf", now);
     let grant = ClientCredentialsGrant::new(
         format!("{}/token", provider.issuer).parse().unwrap(),
         with_issuer.into(),

@@ -13,8 +13,9 @@
 
 use std::{fmt, time::Duration};
 
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::Uri;
-use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::exchange::Form;
 use crate::{
@@ -48,7 +49,10 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 /// - `jti`: 128 random bits; `iat`: now; `exp`: `iat` plus the
 ///   [`lifetime`](Self::lifetime) (60 s by default);
 /// - the JWS header: `alg`, and `kid` when the key has a
-///   [key id](SigningKey::with_key_id).
+///   [key id](SigningKey::with_key_id);
+/// - any [`claim`](Self::claim)s and [`header_param`](Self::header_param)s
+///   a provider wants besides (Azure AD: the certificate's thumbprint as
+///   `x5t`).
 ///
 /// The form carries `client_id`, `client_assertion_type =
 /// urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and
@@ -106,18 +110,35 @@ pub struct ClientAssertion {
     key: SigningKey,
     /// The base64url JWS header: constant for the key.
     header: String,
+    extra_header: Map<String, Value>,
+    claims: Map<String, Value>,
     audience: Option<String>,
     lifetime: Duration,
 }
 
-#[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    aud: &'a str,
-    jti: &'a str,
-    iat: u64,
-    exp: u64,
+/// The base64url JWS header for `key` (`alg`, `typ` if given, `kid` if
+/// set) with the `extra` members; `alg` and `kid` cannot be replaced.
+pub(super) fn encoded_header(
+    key: &SigningKey,
+    typ: Option<&str>,
+    extra: &Map<String, Value>,
+) -> String {
+    let base = key.encoded_header(typ, false);
+    if extra.is_empty() {
+        return base;
+    }
+    let mut header: Map<String, Value> = URL_SAFE_NO_PAD
+        .decode(&base)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .unwrap_or_default();
+    for (name, value) in extra {
+        if name != "alg" && name != "kid" {
+            header.insert(name.clone(), value.clone());
+        }
+    }
+    header.insert("alg".into(), key.algorithm().into());
+    URL_SAFE_NO_PAD.encode(Value::Object(header).to_string())
 }
 
 impl ClientAssertion {
@@ -130,6 +151,8 @@ impl ClientAssertion {
             client_id: client_id.into(),
             key,
             header,
+            extra_header: Map::new(),
+            claims: Map::new(),
             audience: None,
             lifetime: DEFAULT_LIFETIME,
         }
@@ -159,6 +182,24 @@ impl ClientAssertion {
         self
     }
 
+    /// Adds a claim to every assertion (`nbf`, say). `iss`, `sub`, `aud`,
+    /// `jti`, `iat` and `exp` are the assertion's own: claims of those
+    /// names are replaced.
+    pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds a member to every assertion's JWS header: `x5t` (the base64url
+    /// SHA-1 thumbprint of the certificate) or `typ` for Azure AD's
+    /// certificate credentials. `alg` and `kid` come from the key and are
+    /// not replaced.
+    pub fn header_param(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra_header.insert(name.into(), value.into());
+        self.header = encoded_header(&self.key, None, &self.extra_header);
+        self
+    }
+
     /// The client id: the assertions' `iss` and `sub`.
     pub fn client_id(&self) -> &str {
         &self.client_id
@@ -177,24 +218,21 @@ impl ClientAssertion {
 
     /// A new signed assertion for a request to `endpoint`.
     pub(super) fn sign(&self, endpoint: &Uri) -> Result<String, Error> {
-        let endpoint_url;
         let aud = match &self.audience {
-            Some(audience) => audience.as_str(),
-            None => {
-                endpoint_url = endpoint.to_string();
-                endpoint_url.as_str()
-            }
+            Some(audience) => audience.clone(),
+            None => endpoint.to_string(),
         };
-        let jti = random_id()?;
         let iat = unix_now();
-        let claims = Claims {
-            iss: &self.client_id,
-            sub: &self.client_id,
-            aud,
-            jti: &jti,
-            iat,
-            exp: iat.saturating_add(self.lifetime.as_secs().max(1)),
-        };
+        let mut claims = self.claims.clone();
+        claims.insert("iss".into(), self.client_id.clone().into());
+        claims.insert("sub".into(), self.client_id.clone().into());
+        claims.insert("aud".into(), aud.into());
+        claims.insert("jti".into(), random_id()?.into());
+        claims.insert("iat".into(), iat.into());
+        claims.insert(
+            "exp".into(),
+            iat.saturating_add(self.lifetime.as_secs().max(1)).into(),
+        );
         self.key.sign_jwt(&self.header, &claims)
     }
 
@@ -218,14 +256,17 @@ impl fmt::Debug for ClientAssertion {
             .field("key", &self.key)
             .field("audience", &self.audience)
             .field("lifetime", &self.lifetime)
+            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field(
+                "header_params",
+                &self.extra_header.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-
     use super::*;
 
     fn claims(jwt: &str) -> serde_json::Value {
@@ -247,6 +288,33 @@ mod tests {
             claims(&issuer.sign(&endpoint).unwrap())["aud"],
             "https://auth.example.com"
         );
+    }
+
+    #[test]
+    fn extra_header_members_and_claims_never_replace_the_own_ones() {
+        let endpoint: Uri = "https://auth.example.com/token".parse().unwrap();
+        let key = SigningKey::generate_es256().unwrap().with_key_id("k1");
+        let jwt = ClientAssertion::new("app", key)
+            .header_param("x5t", "thumb")
+            .header_param("alg", "none")
+            .header_param("kid", "other")
+            .claim("nbf", 5)
+            .claim("iss", "forged")
+            .sign(&endpoint)
+            .unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(jwt.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"alg": "ES256", "kid": "k1", "x5t": "thumb"})
+        );
+        let claims = claims(&jwt);
+        assert_eq!(claims["iss"], "app");
+        assert_eq!(claims["nbf"], 5);
     }
 
     #[test]

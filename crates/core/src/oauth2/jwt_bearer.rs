@@ -17,7 +17,7 @@ use std::{fmt, time::Duration};
 use http::Uri;
 use serde_json::{Map, Value};
 
-use super::{ClientAuth, Endpoint, Form, HttpClient, exchange};
+use super::{ClientAuth, Endpoint, Form, HttpClient, client_assertion::encoded_header, exchange};
 use crate::{
     BoxFuture, Error, ErrorKind, TokenSet, TokenSource,
     jose::{SigningKey, random_id, unix_now},
@@ -98,6 +98,7 @@ pub struct JwtBearerGrant<C> {
     audience: Option<String>,
     lifetime: Duration,
     claims: Map<String, Value>,
+    extra_header: Map<String, Value>,
     auth: ClientAuth,
     params: Vec<(String, String)>,
     client: C,
@@ -117,6 +118,7 @@ impl<C> JwtBearerGrant<C> {
             audience: None,
             lifetime: DEFAULT_LIFETIME,
             claims: Map::new(),
+            extra_header: Map::new(),
             auth: ClientAuth::Anonymous,
             params: Vec::new(),
             client,
@@ -147,6 +149,14 @@ impl<C> JwtBearerGrant<C> {
     /// and `jti` are the grant's own: claims of those names are replaced.
     pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         self.claims.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds a member to every assertion's JWS header (`typ` is `JWT`; `alg`
+    /// and `kid` come from the key and are not replaced).
+    pub fn header_param(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra_header.insert(name.into(), value.into());
+        self.header = encoded_header(&self.key, Some("JWT"), &self.extra_header);
         self
     }
 
@@ -214,6 +224,10 @@ impl<C> fmt::Debug for JwtBearerGrant<C> {
             .field("audience", &self.audience)
             .field("lifetime", &self.lifetime)
             .field("claims", &claims)
+            .field(
+                "header_params",
+                &self.extra_header.keys().collect::<Vec<_>>(),
+            )
             .field("auth", &self.auth)
             .field("params", &params)
             .finish_non_exhaustive()
@@ -272,6 +286,8 @@ mod tests {
     #[test]
     fn registered_claims_win_over_extra_ones() {
         let jwt = grant()
+            .header_param("x5t", "thumb")
+            .header_param("typ", "at+jwt")
             .claim("scope", "a b")
             .claim("iss", "forged")
             .claim("sub", "forged")
@@ -289,7 +305,9 @@ mod tests {
         );
         let header = part(&jwt, 0);
         assert_eq!(header["kid"], "k1");
-        assert_eq!(header["typ"], "JWT");
+        assert_eq!(header["typ"], "at+jwt");
+        assert_eq!(header["x5t"], "thumb");
+        assert_eq!(header["alg"], "ES256");
     }
 
     #[test]
