@@ -18,6 +18,11 @@
 // LOGINS blocks below and crates/test-util/tests/interop_logins.rs.
 //
 // Usage: PORT=0 ACCESS_TTL=2 node server.mjs
+//
+// Signed client assertions (see the block "Signed client assertions"
+// below): with ASSERTION_JWKS set, two more clients authenticate with
+// private_key_jwt and client_secret_jwt, and POST /test/assertions/login
+// mints a refresh token for either.
 
 import http from 'node:http';
 
@@ -69,6 +74,32 @@ const loginStats = {
 };
 // ---- end LOGINS ------------------------------------------------------------
 
+// ---- Signed client assertions (crates/test-util/tests/interop_assertions.rs) ----
+// ASSERTION_JWKS: the public JWK set (JSON) of the private_key_jwt client's
+// key; ASSERTION_SECRET: the client_secret_jwt client's secret (HS256 wants
+// 32 bytes or more).
+const assertionJwks = process.env.ASSERTION_JWKS ? JSON.parse(process.env.ASSERTION_JWKS) : null;
+const assertionClient = (clientId, auth) => ({
+  client_id: clientId,
+  grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+  response_types: ['code'],
+  redirect_uris: ['http://127.0.0.1/callback'],
+  scope: 'openid offline_access api',
+  ...auth,
+});
+const assertionClients = assertionJwks ? [
+  assertionClient('interop-private-key-jwt', {
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: assertionJwks,
+  }),
+  assertionClient('interop-client-secret-jwt', {
+    token_endpoint_auth_method: 'client_secret_jwt',
+    client_secret: process.env.ASSERTION_SECRET ?? 'interop-client-secret-jwt-secret-of-32-bytes-or-more',
+  }),
+] : [];
+const assertionClientIds = new Set(assertionClients.map((c) => c.client_id));
+// ---- end of signed client assertions ----
+
 const stats = {
   refresh_token_grants: 0,
   client_credentials_grants: 0,
@@ -97,6 +128,7 @@ async function main() {
         scope: 'openid offline_access api',
       },
       ...loginClients,
+      ...assertionClients,
     ],
     // LOGINS: step-up requests name one of these (RFC 9470 acr_values).
     acrValues: ['urn:interop:pwd', 'urn:interop:mfa'],
@@ -240,6 +272,35 @@ async function main() {
     }
     await next();
   });
+
+  // ---- Signed client assertions: POST /test/assertions/login?client_id=…
+  // mints a grant and refresh token for one of the assertion clients, as
+  // /test/login does for the Basic one.
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/test/assertions/login' && ctx.method === 'POST') {
+      const loginClientId = ctx.query.client_id;
+      if (!assertionClientIds.has(loginClientId)) {
+        ctx.status = 400;
+        ctx.body = { error: 'unknown assertion client' };
+        return;
+      }
+      const grant = new provider.Grant({ accountId: 'interop-user', clientId: loginClientId });
+      grant.addOIDCScope('openid offline_access api');
+      const grantId = await grant.save();
+      const client = await provider.Client.find(loginClientId);
+      const refreshToken = new provider.RefreshToken({
+        accountId: 'interop-user',
+        client,
+        grantId,
+        scope: 'openid offline_access api',
+        gty: 'authorization_code',
+      });
+      ctx.body = { refresh_token: await refreshToken.save() };
+      return;
+    }
+    await next();
+  });
+  // ---- end of signed client assertions ----
 
   server.on('request', provider.callback());
   console.log(`LISTENING ${issuer}`);

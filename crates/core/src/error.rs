@@ -133,6 +133,15 @@ impl Error {
         Self::new(ErrorKind::InvalidResponse, message)
     }
 
+    /// The same error with another kind: a grant that knows better than
+    /// the RFC 6749 §5.2 mapping (an `invalid_grant` for an assertion that
+    /// is no session).
+    #[cfg(feature = "jose")]
+    pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
     /// Attaches the underlying cause (a transport error, say).
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(Arc::from(source.into()));

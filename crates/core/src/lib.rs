@@ -13,8 +13,11 @@
 //! - [`TokenSource`]: where new tokens come from. Built in:
 //!   [`source::from_fn`], the OAuth2
 //!   [`RefreshTokenGrant`](oauth2::RefreshTokenGrant) and
-//!   [`ClientCredentialsGrant`](oauth2::ClientCredentialsGrant), and fallback
-//!   chains ([`source::TokenSourceExt::or_else`]).
+//!   [`ClientCredentialsGrant`](oauth2::ClientCredentialsGrant), the JWT
+//!   bearer grant for service accounts (`oauth2::JwtBearerGrant`, feature
+//!   `jose`), and fallback chains ([`source::TokenSourceExt::or_else`]).
+//!   Clients authenticate with a secret or, with feature `jose`, with
+//!   signed assertions (`private_key_jwt`, `client_secret_jwt`).
 //! - [`TokenStore`]: where the set is kept; [`MemoryStore`] by default,
 //!   [`FileStore`] to survive restarts.
 //! - [`Sealer`]: encryption at rest for stored sets ([`FileStore::with_sealer`],

@@ -17,6 +17,11 @@
 //! [`RefreshTokenGrant`] reports its failure as
 //! [outcome unknown](crate::Error::is_outcome_unknown), since a server that
 //! rotates refresh tokens may already have spent the one presented.
+//!
+//! With feature `jose`, a client can authenticate with signed assertions
+//! instead of a secret (`ClientAuth::private_key_jwt`,
+//! `ClientAuth::client_secret_jwt`, `ClientAssertion`), and a service
+//! account can get tokens with the JWT bearer grant (`JwtBearerGrant`).
 
 use std::{error::Error as StdError, fmt, future::Future, io, sync::Arc};
 
@@ -26,6 +31,8 @@ use http::{Request, Response};
 use crate::{BoxError, BoxFuture};
 
 mod authorization_code;
+#[cfg(feature = "jose")]
+mod client_assertion;
 mod client_auth;
 mod client_credentials;
 mod device;
@@ -33,6 +40,8 @@ mod discovery;
 mod endpoint;
 mod exchange;
 mod introspection;
+#[cfg(feature = "jose")]
+mod jwt_bearer;
 mod login;
 mod loopback;
 mod pkce;
@@ -42,6 +51,8 @@ mod retry_after;
 mod revocation;
 
 pub use authorization_code::AuthorizationCodeLogin;
+#[cfg(feature = "jose")]
+pub use client_assertion::ClientAssertion;
 pub use client_auth::ClientAuth;
 pub use client_credentials::ClientCredentialsGrant;
 pub use device::{DeviceAuthorization, DeviceLogin};
@@ -50,6 +61,8 @@ pub(crate) use endpoint::Endpoint;
 pub use exchange::parse_token_response;
 pub(crate) use exchange::{Form, error_response, exchange, token_request};
 pub use introspection::{Introspection, IntrospectionClient};
+#[cfg(feature = "jose")]
+pub use jwt_bearer::JwtBearerGrant;
 pub use login::{LoginError, LoginHints};
 pub use pkce::Pkce;
 pub(crate) use redact::Redactor;

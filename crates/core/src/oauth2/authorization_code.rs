@@ -191,6 +191,12 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
                 "the redirect path must start with '/'",
             ));
         }
+        let Some(client_id) = self.auth.client_id() else {
+            return Err(Error::new(
+                ErrorKind::Rejected,
+                "an authorization code login needs a client id (ClientAuth::anonymous has none)",
+            ));
+        };
         // Both endpoints are checked before the user is sent anywhere.
         self.authorization_url.check()?;
         self.token_url.check()?;
@@ -198,8 +204,13 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
         let redirect_uri = listener.redirect_uri(&self.redirect_path);
         let state = random_urlsafe(16)?;
         let pkce = Pkce::new()?;
-        let url =
-            self.authorization_request(&hints.over(&self.hints), &redirect_uri, &state, &pkce);
+        let url = self.authorization_request(
+            client_id,
+            &hints.over(&self.hints),
+            &redirect_uri,
+            &state,
+            &pkce,
+        );
         tracing::debug!(redirect_uri = %redirect_uri, "waiting for the authorization redirect");
         on_url(&url);
 
@@ -238,6 +249,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
     /// The authorization URL for one login.
     fn authorization_request(
         &self,
+        client_id: &str,
         hints: &LoginHints,
         redirect_uri: &str,
         state: &str,
@@ -245,7 +257,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
     ) -> String {
         let mut pairs: Vec<(Cow<'static, str>, String)> = vec![
             ("response_type".into(), "code".to_owned()),
-            ("client_id".into(), self.auth.client_id().to_owned()),
+            ("client_id".into(), client_id.to_owned()),
             ("redirect_uri".into(), redirect_uri.to_owned()),
             ("state".into(), state.to_owned()),
             ("code_challenge".into(), pkce.challenge().to_owned()),
@@ -321,8 +333,13 @@ mod tests {
                 .with_acr_values("mfa")
                 .with_max_age(Duration::from_secs(60)),
         );
-        let url =
-            login.authorization_request(&login.hints, "http://127.0.0.1:5/callback", "st8", &pkce);
+        let url = login.authorization_request(
+            "cli app",
+            &login.hints,
+            "http://127.0.0.1:5/callback",
+            "st8",
+            &pkce,
+        );
         assert!(url.starts_with("https://auth.example.com/authorize?tenant=a&response_type=code&"));
         for part in [
             "client_id=cli+app",

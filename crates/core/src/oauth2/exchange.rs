@@ -75,7 +75,7 @@ pub(crate) fn token_request(
 ) -> Result<(Request<Bytes>, Redactor), Error> {
     endpoint.check()?;
     let mut headers = http::HeaderMap::new();
-    auth.apply(&mut form, &mut headers)?;
+    auth.apply(&mut form, &mut headers, endpoint.uri())?;
     let mut request = Request::new(Bytes::from(form.0));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = endpoint.uri().clone();

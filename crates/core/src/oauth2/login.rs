@@ -4,7 +4,7 @@
 
 use std::{borrow::Cow, error::Error as StdError, fmt, time::Duration};
 
-use super::{ClientAuth, Form};
+use super::Form;
 use crate::{Error, ErrorKind};
 
 /// Why an interactive login ([`AuthorizationCodeLogin`](super::AuthorizationCodeLogin),
@@ -258,17 +258,6 @@ pub(crate) fn form_of(pairs: &[(Cow<'static, str>, String)]) -> Form {
         form.pair(name, value);
     }
     form
-}
-
-impl ClientAuth {
-    /// The client id, whatever the method.
-    pub(crate) fn client_id(&self) -> &str {
-        match self {
-            ClientAuth::Basic { client_id, .. }
-            | ClientAuth::Post { client_id, .. }
-            | ClientAuth::None { client_id } => client_id,
-        }
-    }
 }
 
 #[cfg(test)]

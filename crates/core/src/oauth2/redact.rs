@@ -38,6 +38,7 @@ pub(crate) const WINDOW: usize = 8;
 /// withhold descriptions for nothing.
 const PUBLIC_PARAMS: &[&[u8]] = &[
     b"grant_type",
+    b"client_assertion_type",
     b"scope",
     b"token_type_hint",
     b"client_id",
