@@ -222,7 +222,6 @@ impl SigningKey {
     /// `kid` if set, and the public JWK if `embed_jwk` (DPoP proofs carry
     /// it). Constant for a key, so a caller signing many tokens encodes it
     /// once.
-    #[allow(dead_code)] // used by DPoP and client assertions, landing next
     pub(crate) fn encoded_header(&self, typ: Option<&str>, embed_jwk: bool) -> String {
         let mut header = serde_json::Map::new();
         header.insert("alg".into(), self.algorithm().into());
@@ -242,7 +241,6 @@ impl SigningKey {
 
     /// A compact JWS: `encoded_header` (from [`encoded_header`]
     /// (Self::encoded_header)), the claims, and the signature over both.
-    #[allow(dead_code)] // used by DPoP and client assertions, landing next
     pub(crate) fn sign_jwt(
         &self,
         encoded_header: &str,
@@ -293,7 +291,6 @@ impl fmt::Debug for SigningKey {
 /// # Errors
 ///
 /// [`ErrorKind::Transient`] if the operating system gave no random numbers.
-#[allow(dead_code)] // used by DPoP and client assertions, landing next
 pub(crate) fn random_id() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()
@@ -304,7 +301,6 @@ pub(crate) fn random_id() -> Result<String, Error> {
 
 /// Seconds since the Unix epoch from the wall clock: JWT times (`iat`,
 /// `exp`) are compared with the server's clock, not tokio's.
-#[allow(dead_code)] // used by DPoP and client assertions, landing next
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -313,7 +309,6 @@ pub(crate) fn unix_now() -> u64 {
 
 /// The base64url SHA-256 of `bytes`: a DPoP proof's `ath` over the access
 /// token, a PKCE S256 challenge over the verifier.
-#[allow(dead_code)] // used by DPoP and client assertions, landing next
 pub(crate) fn sha256_b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, bytes))
 }

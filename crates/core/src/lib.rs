@@ -49,6 +49,8 @@
 //! ```
 
 mod backoff;
+#[cfg(feature = "jose")]
+pub mod dpop;
 mod error;
 mod file_store;
 #[cfg(feature = "jose")]
