@@ -11,6 +11,7 @@
 //!   tokens and answers with RFC 6750 challenges.
 //! - [`CountingSource`]: a [`TokenSource`](tower_token_refresh_core::TokenSource)
 //!   for unit tests, with call counting, latency and injected failures.
+//! - [`dpop::verify_proof`]: checks a DPoP proof as a server would.
 //! - [`hyper_client`]: the plain hyper-util client tests and examples share.
 //!
 //! Servers run in tasks spawned on the current runtime and read only tokio's
@@ -48,6 +49,7 @@
 //! ```
 
 mod auth;
+pub mod dpop;
 mod form;
 mod resource;
 mod serve;
