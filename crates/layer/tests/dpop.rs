@@ -194,11 +194,11 @@ async fn api(State(s): State<Server>, method: Method, uri: Uri, headers: HeaderM
         Some(Ok(p)) => p,
         _ => return dpop_challenge("invalid_dpop_proof"),
     };
-    let bound = log.access.get(&at);
+    let bound = log.access.get(&at).cloned();
     if proof.htm != method.as_str()
         || proof.htu != format!("{}{}", s.base, uri.path())
         || proof.ath.as_deref() != Some(ath(&at).as_str())
-        || bound.is_some_and(|jkt| *jkt != proof.jkt)
+        || bound.as_ref().is_some_and(|jkt| *jkt != proof.jkt)
     {
         return dpop_challenge("invalid_dpop_proof");
     }
