@@ -694,6 +694,30 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "jose")]
+    #[tokio::test]
+    async fn the_stored_form_keeps_the_dpop_key_and_debug_does_not_show_it() {
+        use base64::Engine as _;
+        let key = crate::jose::SigningKey::generate_es256().unwrap();
+        let tokens = TokenSet::bearer("acc")
+            .with_token_type("DPoP")
+            .with_dpop_key(key.clone());
+        let stored = tokens.to_stored_json();
+        let back = TokenSet::from_stored_json(&stored).unwrap();
+        assert_eq!(back, tokens);
+        assert_eq!(back.dpop_key().unwrap().thumbprint(), key.thumbprint());
+        let pkcs8 =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.es256_pkcs8().unwrap());
+        assert!(!format!("{back:?}").contains(&pkcs8[..24]));
+        let junk = br#"{"version":1,"access_token":"a","token_type":"DPoP","dpop_key":"AAAA"}"#;
+        let err = TokenSet::from_stored_json(junk).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Store);
+        assert!(!err.to_string().contains("AAAA"));
+        // Only an ES256 key is kept (DpopKey uses nothing else).
+        let hs = TokenSet::bearer("a").with_dpop_key(crate::jose::SigningKey::hs256(b"k"));
+        assert!(hs.dpop_key().is_none());
+    }
+
     #[tokio::test]
     async fn malformed_bodies_are_invalid_response_without_echoing_input() {
         for body in [
