@@ -21,7 +21,9 @@
 //!   left out.
 //! - The JOSE header (`typ: dpop+jwt`, `alg`, `jwk`) is encoded once per
 //!   key, not per proof.
-//! - A nonce is sent only to the origin that gave it.
+//! - A nonce is sent only where it came from: a resource's to its origin,
+//!   a token endpoint's to that endpoint (an authorization server and a
+//!   resource may share an origin and still hand out different nonces).
 //! - The key's private half never appears in `Debug` output; in a stored
 //!   token set it is as protected as the refresh token beside it (the
 //!   store's [`Sealer`](crate::Sealer)).
@@ -187,8 +189,24 @@ impl DpopKey {
         uri: &Uri,
         access_token: Option<&str>,
     ) -> Result<HeaderValue, Error> {
+        self.sign(method, uri, access_token, Scope::Origin)
+    }
+
+    /// A proof for a token endpoint: its nonce is the endpoint's, kept
+    /// apart from a resource's on the same origin.
+    pub(crate) fn endpoint_proof(&self, method: &Method, uri: &Uri) -> Result<HeaderValue, Error> {
+        self.sign(method, uri, None, Scope::Endpoint)
+    }
+
+    fn sign(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        access_token: Option<&str>,
+        scope: Scope,
+    ) -> Result<HeaderValue, Error> {
         let target = Target::of(uri)?;
-        let nonce = self.nonce_for(&target.origin);
+        let nonce = self.nonce_for(target.key(scope));
         let ath = access_token.map(|t| sha256_b64url(t.as_bytes()));
         let jti = random_id()?;
         let claims = Claims {
@@ -209,6 +227,15 @@ impl DpopKey {
     /// Remembers the `DPoP-Nonce` of a response from `uri`'s origin, for
     /// the proofs that follow. Returns whether the response had one.
     pub fn remember_nonce(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        self.remember(uri, headers, Scope::Origin)
+    }
+
+    /// [`remember_nonce`](Self::remember_nonce) for a token endpoint.
+    pub(crate) fn remember_endpoint_nonce(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        self.remember(uri, headers, Scope::Endpoint)
+    }
+
+    fn remember(&self, uri: &Uri, headers: &HeaderMap, scope: Scope) -> bool {
         let Some(nonce) = headers.get(DPOP_NONCE).and_then(|v| v.to_str().ok()) else {
             return false;
         };
@@ -220,16 +247,17 @@ impl DpopKey {
         let Ok(target) = Target::of(uri) else {
             return false;
         };
+        let key = target.key(scope);
         let mut nonces = self.lock_nonces();
         let nonces = &mut *nonces;
-        if !nonces.by_origin.contains_key(&target.origin) {
+        if !nonces.by_origin.contains_key(key) {
             if nonces.order.len() >= MAX_ORIGINS {
                 let oldest = nonces.order.remove(0);
                 nonces.by_origin.remove(&oldest);
             }
-            nonces.order.push(target.origin.clone());
+            nonces.order.push(key.to_owned());
         }
-        nonces.by_origin.insert(target.origin, Arc::from(nonce));
+        nonces.by_origin.insert(key.to_owned(), Arc::from(nonce));
         true
     }
 
@@ -281,6 +309,14 @@ impl fmt::Debug for DpopKey {
     }
 }
 
+/// Whose nonce a proof carries: the origin's (a resource) or the
+/// endpoint's (a token endpoint).
+#[derive(Clone, Copy)]
+enum Scope {
+    Origin,
+    Endpoint,
+}
+
 /// Where a request goes, as DPoP names it.
 struct Target {
     /// `scheme://host[:port]/path`
@@ -290,6 +326,15 @@ struct Target {
 }
 
 impl Target {
+    /// What the nonces of `scope` are kept by: the origin, or the whole
+    /// `htu` of an endpoint (never equal to an origin: it has a path).
+    fn key(&self, scope: Scope) -> &str {
+        match scope {
+            Scope::Origin => &self.origin,
+            Scope::Endpoint => &self.htu,
+        }
+    }
+
     fn of(uri: &Uri) -> Result<Target, Error> {
         let not_absolute = || {
             Error::new(
@@ -373,6 +418,23 @@ mod tests {
         }
         assert_eq!(dpop.lock_nonces().by_origin.len(), MAX_ORIGINS);
         assert_eq!(dpop.nonce(&a), None, "the oldest origin went first");
+    }
+
+    #[test]
+    fn a_token_endpoints_nonce_is_kept_apart_from_its_origins() {
+        let dpop = DpopKey::generate().unwrap();
+        let token: Uri = "https://as.example/token".parse().unwrap();
+        let mut answer = HeaderMap::new();
+        answer.insert(DPOP_NONCE, HeaderValue::from_static("as-nonce"));
+        dpop.remember_endpoint_nonce(&token, &answer);
+        answer.insert(DPOP_NONCE, HeaderValue::from_static("rs-nonce"));
+        dpop.remember_nonce(&"https://as.example/api".parse().unwrap(), &answer);
+        assert_eq!(dpop.nonce(&token).as_deref(), Some("rs-nonce"));
+        assert_eq!(
+            dpop.nonce_for(Target::of(&token).unwrap().key(Scope::Endpoint))
+                .as_deref(),
+            Some("as-nonce")
+        );
     }
 
     #[test]

@@ -85,7 +85,7 @@ async fn dpop_exchange<C: HttpClient>(
     let uri = request.uri().clone();
     let mut retry = true;
     loop {
-        let proof = dpop.proof(request.method(), &uri, None)?;
+        let proof = dpop.endpoint_proof(request.method(), &uri)?;
         request.headers_mut().insert(crate::dpop::DPOP, proof);
         // `Request<Bytes>` copies cheaply: the body is shared.
         let copy = retry.then(|| request.clone());
@@ -93,7 +93,7 @@ async fn dpop_exchange<C: HttpClient>(
             .send(request)
             .await
             .map_err(|e| transport_error(e, presents_refresh_token))?;
-        let fresh_nonce = dpop.remember_nonce(&uri, response.headers());
+        let fresh_nonce = dpop.remember_endpoint_nonce(&uri, response.headers());
         match copy {
             // RFC 9449 §8: the server refused the proof for want of a nonce
             // before it carried out the grant. Presenting the same refresh
