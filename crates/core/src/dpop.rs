@@ -280,14 +280,23 @@ impl DpopKey {
     /// from a store) makes every clone of this one switch to that key; a set
     /// with no key gets this one, so that it is saved with it.
     pub(crate) fn bind(&self, tokens: TokenSet) -> TokenSet {
-        let Some(bound) = tokens.dpop_key() else {
-            return tokens.with_dpop_key(self.signing_key());
-        };
-        let current = self.shared.key.load();
-        if bound.thumbprint().as_deref() == Some(current.thumbprint.as_str()) {
-            return tokens;
+        match tokens.dpop_key() {
+            None => tokens.with_dpop_key(self.signing_key()),
+            Some(bound) => {
+                self.adopt(bound);
+                tokens
+            }
         }
-        match Keyed::new(bound.clone()) {
+    }
+
+    /// Switches every clone to `key` (the key a token set is bound to), if
+    /// it is not the one in use already.
+    pub(crate) fn adopt(&self, key: &SigningKey) {
+        let current = self.shared.key.load();
+        if key.thumbprint().as_deref() == Some(current.thumbprint.as_str()) {
+            return;
+        }
+        match Keyed::new(key.clone()) {
             Ok(keyed) => {
                 tracing::debug!("taking the DPoP key the token set is bound to");
                 self.shared.key.store(Arc::new(keyed));
@@ -295,7 +304,6 @@ impl DpopKey {
             // `TokenSet` holds only ES256 keys; nothing to switch to.
             Err(e) => tracing::warn!(error = %e, "the token set's DPoP key is unusable"),
         }
-        tokens
     }
 }
 

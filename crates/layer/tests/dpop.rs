@@ -588,3 +588,18 @@ async fn the_key_survives_a_file_store_round_trip() {
             .all(|p| p.jkt == first_key.thumbprint())
     );
 }
+
+#[tokio::test]
+async fn a_refresh_signs_with_the_key_its_refresh_token_is_bound_to() {
+    let w = World::start().await;
+    let bound = DpopKey::generate().unwrap();
+    let other = DpopKey::generate().unwrap();
+    // The manager was not given the key; the stored set carries it.
+    let set = w.login(&bound).with_dpop_key(bound.signing_key());
+    let tokens = TokenManager::builder(w.grant(&other)).initial(set).build();
+    tokens.refresh().await.unwrap();
+    assert_eq!(other.thumbprint(), bound.thumbprint());
+    let log = w.log();
+    assert_eq!((log.grants, log.reuse), (1, 0));
+    assert_eq!(log.token_proofs[0].jkt, bound.thumbprint());
+}
