@@ -1,25 +1,12 @@
 //! DPoP (RFC 9449) end to end: a real hyper client through
-//! `TokenRefreshLayer` and `DpopLayer` to two small axum servers on
-//! 127.0.0.1, a token endpoint and a resource, that verify every proof with
-//! ring (signature, `typ`, `htm`, `htu`, `ath`, the key the token is bound
-//! to, nonces) and count what they saw.
+//! `TokenRefreshLayer` and `DpopLayer` to test-util's `DpopServer`, a token
+//! endpoint and a resource on 127.0.0.1 that verify every proof with ring
+//! (signature, `typ`, `htm`, `htu`, `ath`, the key the token is bound to,
+//! `jti` replay, nonces) and count what they saw.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::HashSet, path::PathBuf, sync::MutexGuard};
 
-use axum::{
-    Form, Router,
-    extract::State,
-    http::{HeaderMap, Method, StatusCode, Uri},
-    response::{IntoResponse, Response},
-    routing::{any, post},
-};
 use bytes::Bytes;
 use http_body_util::Full;
 use tower::{ServiceBuilder, ServiceExt};
@@ -30,249 +17,33 @@ use tower_token_refresh::{
     oauth2::{ClientAuth, ClientCredentialsGrant, RefreshTokenGrant},
 };
 use tower_token_refresh_test_util::{
-    dpop::{Proof, ath, verify_proof},
+    dpop::{DpopLog, DpopServer, ath},
     hyper_client,
 };
 
-/// What both servers know and count.
-#[derive(Default)]
-struct Log {
-    n: usize,
-    // The token endpoint.
-    token_requests: usize,
-    token_challenges: usize,
-    grants: usize,
-    /// The refresh token of every token request, challenged ones included.
-    presented: Vec<String>,
-    reuse: usize,
-    live_refresh: HashMap<String, String>,
-    spent: HashSet<String>,
-    /// The nonce the token endpoint wants; `None`: it wants none.
-    token_nonce: Option<String>,
-    /// Challenge every token request with a new nonce.
-    token_always_challenges: bool,
-    /// Hand out a new nonce with every successful token answer.
-    token_rotates_nonce: bool,
-    token_proofs: Vec<Proof>,
-    // The resource.
-    access: HashMap<String, String>,
-    revoked: HashSet<String>,
-    api_requests: usize,
-    api_challenges: usize,
-    api_nonce: Option<String>,
-    api_always_challenges: bool,
-    /// Every proof the resource accepted, in order.
-    api_proofs: Vec<Proof>,
-    /// Every access token the resource accepted, in order.
-    api_tokens: Vec<String>,
-    /// The `jti` of every valid proof the resource saw: one seen twice is a
-    /// replayed proof, refused as a real server would.
-    api_jtis: Vec<String>,
-}
-
-impl Log {
-    fn next(&mut self, prefix: &str) -> String {
-        self.n += 1;
-        format!("{prefix}-{}", self.n)
-    }
-}
-
-#[derive(Clone)]
-struct Server {
-    log: Arc<Mutex<Log>>,
-    /// `http://127.0.0.1:port` of this server.
-    base: Arc<str>,
-}
-
-fn oauth_error(status: StatusCode, code: &str) -> Response {
-    (
-        status,
-        [("content-type", "application/json")],
-        format!(r#"{{"error":"{code}"}}"#),
-    )
-        .into_response()
-}
-
-async fn token(
-    State(s): State<Server>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let mut log = s.log.lock().unwrap();
-    log.token_requests += 1;
-    if let Some(rt) = form.get("refresh_token") {
-        log.presented.push(rt.clone());
-    }
-    let proof = match headers
-        .get("dpop")
-        .map(|v| verify_proof(v.to_str().unwrap()))
-    {
-        Some(Ok(p)) => p,
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
-    };
-    if proof.htm != "POST" || proof.htu != format!("{}/token", s.base) || proof.ath.is_some() {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof");
-    }
-    if log.token_always_challenges || (log.token_nonce.is_some() && proof.nonce != log.token_nonce)
-    {
-        log.token_challenges += 1;
-        if log.token_always_challenges {
-            let nonce = log.next("as-nonce");
-            log.token_nonce = Some(nonce);
-        }
-        let mut r = oauth_error(StatusCode::BAD_REQUEST, "use_dpop_nonce");
-        r.headers_mut().insert(
-            "dpop-nonce",
-            log.token_nonce.clone().unwrap().parse().unwrap(),
-        );
-        return r;
-    }
-    log.token_proofs.push(proof.clone());
-    match form.get("grant_type").map(String::as_str) {
-        Some("refresh_token") => {
-            let rt = &form["refresh_token"];
-            if log.spent.contains(rt) {
-                log.reuse += 1;
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
-            }
-            // A refresh token bound to another key is refused (RFC 9449 §5).
-            if log.live_refresh.get(rt) != Some(&proof.jkt) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
-            }
-            log.live_refresh.remove(rt);
-            log.spent.insert(rt.clone());
-        }
-        Some("client_credentials") => {}
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
-    }
-    log.grants += 1;
-    let at = log.next("at");
-    let rt = log.next("rt");
-    log.access.insert(at.clone(), proof.jkt.clone());
-    log.live_refresh.insert(rt.clone(), proof.jkt);
-    let mut r = (
-        [("content-type", "application/json")],
-        format!(
-            r#"{{"access_token":"{at}","token_type":"DPoP","expires_in":3600,"refresh_token":"{rt}"}}"#
-        ),
-    )
-        .into_response();
-    if log.token_rotates_nonce {
-        let nonce = log.next("as-nonce");
-        r.headers_mut().insert("dpop-nonce", nonce.parse().unwrap());
-        log.token_nonce = Some(nonce);
-    }
-    r
-}
-
-fn dpop_challenge(error: &str) -> Response {
-    let mut r = StatusCode::UNAUTHORIZED.into_response();
-    r.headers_mut().insert(
-        "www-authenticate",
-        format!(r#"DPoP algs="ES256", error="{error}""#)
-            .parse()
-            .unwrap(),
-    );
-    r
-}
-
-async fn api(State(s): State<Server>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let mut log = s.log.lock().unwrap();
-    log.api_requests += 1;
-    let Some(at) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("DPoP "))
-        .map(str::to_owned)
-    else {
-        return dpop_challenge("invalid_request");
-    };
-    let proof = match headers
-        .get("dpop")
-        .map(|v| verify_proof(v.to_str().unwrap()))
-    {
-        Some(Ok(p)) => p,
-        _ => return dpop_challenge("invalid_dpop_proof"),
-    };
-    let bound = log.access.get(&at).cloned();
-    if proof.htm != method.as_str()
-        || proof.htu != format!("{}{}", s.base, uri.path())
-        || proof.ath.as_deref() != Some(ath(&at).as_str())
-        || bound.as_ref().is_some_and(|jkt| *jkt != proof.jkt)
-    {
-        return dpop_challenge("invalid_dpop_proof");
-    }
-    if log.api_jtis.contains(&proof.jti) {
-        return dpop_challenge("invalid_dpop_proof");
-    }
-    log.api_jtis.push(proof.jti.clone());
-    if log.api_always_challenges || (log.api_nonce.is_some() && proof.nonce != log.api_nonce) {
-        log.api_challenges += 1;
-        if log.api_always_challenges {
-            let nonce = log.next("rs-nonce");
-            log.api_nonce = Some(nonce);
-        }
-        let mut r = dpop_challenge("use_dpop_nonce");
-        r.headers_mut().insert(
-            "dpop-nonce",
-            log.api_nonce.clone().unwrap().parse().unwrap(),
-        );
-        return r;
-    }
-    if bound.is_none() || log.revoked.contains(&at) {
-        return dpop_challenge("invalid_token");
-    }
-    log.api_proofs.push(proof);
-    log.api_tokens.push(at);
-    "ok".into_response()
-}
-
-async fn serve(router: Router<Server>, log: Arc<Mutex<Log>>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = router.with_state(Server {
-        log,
-        base: format!("http://{addr}").into(),
-    });
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
-}
-
 struct World {
-    log: Arc<Mutex<Log>>,
-    auth: SocketAddr,
-    api: SocketAddr,
+    server: DpopServer,
 }
 
 impl World {
     async fn start() -> World {
-        let log = Arc::new(Mutex::new(Log::default()));
-        let auth = serve(Router::new().route("/token", post(token)), log.clone()).await;
-        let api = serve(Router::new().route("/{*path}", any(api)), log.clone()).await;
-        World { log, auth, api }
+        World {
+            server: DpopServer::start().await.unwrap(),
+        }
     }
 
-    fn log(&self) -> MutexGuard<'_, Log> {
-        self.log.lock().unwrap()
+    fn log(&self) -> MutexGuard<'_, DpopLog> {
+        self.server.log()
     }
 
     /// A session as a login bound to `dpop` would leave it.
     fn login(&self, dpop: &DpopKey) -> TokenSet {
-        let mut log = self.log();
-        let jkt = dpop.thumbprint();
-        log.access.insert("at-0".into(), jkt.clone());
-        log.live_refresh.insert("rt-0".into(), jkt);
-        TokenSet::bearer("at-0")
-            .with_token_type("DPoP")
-            .with_refresh_token("rt-0")
-            .with_expires_in(Duration::from_secs(3600))
+        self.server.login(&dpop.thumbprint())
     }
 
     fn grant(&self, dpop: &DpopKey) -> RefreshTokenGrant<ServiceClient<HyperClient>> {
         RefreshTokenGrant::new(
-            format!("http://{}/token", self.auth).parse().unwrap(),
+            self.server.token_url().parse().unwrap(),
             ClientAuth::none("app"),
             ServiceClient::new(hyper_client()),
         )
@@ -299,11 +70,11 @@ impl World {
         let client = ServiceBuilder::new()
             .layer(
                 TokenRefreshLayer::new(tokens.clone())
-                    .allow_origin(format!("http://{}", self.api).parse().unwrap()),
+                    .allow_origin(self.server.api_origin().parse().unwrap()),
             )
             .layer(DpopLayer::new(dpop.clone()))
             .service(hyper_client());
-        let request = http::Request::get(format!("http://{}{path_and_query}", self.api))
+        let request = http::Request::get(self.server.api_url(path_and_query))
             .body(Full::<Bytes>::default())
             .unwrap();
         client.oneshot(request).await
@@ -327,7 +98,7 @@ async fn htu_is_the_uri_without_query_or_fragment() {
     assert_eq!(response.status(), 200);
     let log = w.log();
     let proof = &log.api_proofs[0];
-    assert_eq!(proof.htu, format!("http://{}/api/orders/7", w.api));
+    assert_eq!(proof.htu, w.server.api_url("/api/orders/7"));
     assert_eq!(proof.htm, "GET");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -375,10 +146,7 @@ async fn a_resource_nonce_challenge_is_answered_once_and_the_nonce_kept() {
     let log = w.log();
     assert_eq!((log.api_requests, log.api_challenges), (3, 1));
     // The nonce is the resource's: the token endpoint's origin has none.
-    assert_eq!(
-        dpop.nonce(&format!("http://{}/token", w.auth).parse().unwrap()),
-        None
-    );
+    assert_eq!(dpop.nonce(&w.server.token_url().parse().unwrap()), None);
 }
 
 #[tokio::test]
@@ -510,7 +278,7 @@ async fn client_credentials_tokens_are_bound_and_proven() {
     let w = World::start().await;
     let dpop = DpopKey::generate().unwrap();
     let grant = ClientCredentialsGrant::new(
-        format!("http://{}/token", w.auth).parse().unwrap(),
+        w.server.token_url().parse().unwrap(),
         ClientAuth::none("svc"),
         ServiceClient::new(hyper_client()),
     )

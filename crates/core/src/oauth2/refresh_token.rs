@@ -180,6 +180,12 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             let refresh_token = current
                 .and_then(TokenSet::refresh_token)
                 .ok_or_else(|| Error::session_expired("no refresh token"))?;
+            // The refresh token is bound to the key of the set it came in:
+            // sign with that one, even if the manager was not told of it.
+            #[cfg(feature = "jose")]
+            if let (Some(dpop), Some(bound)) = (&self.dpop, current.and_then(TokenSet::dpop_key)) {
+                dpop.adopt(bound);
+            }
             let mut form = Form::default();
             form.pair("grant_type", "refresh_token");
             form.pair("refresh_token", refresh_token.secret());
