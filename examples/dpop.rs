@@ -79,6 +79,9 @@ async fn main() -> Result<ExitCode, BoxError> {
         }
     }
 
+    let scheme = tokens.authorization().await?;
+    let scheme = scheme.header().to_str()?.split(' ').next().unwrap_or("");
+    println!("the token goes out as: {scheme} <token>");
     let log = server.log();
     println!(
         "{REQUESTS} requests, {failed} failed; API: {} requests, {} nonce challenge(s), {} proofs (all distinct: {}); token endpoint: {} requests, {} nonce challenge(s), {} grant(s)",
@@ -93,17 +96,6 @@ async fn main() -> Result<ExitCode, BoxError> {
         log.token_requests,
         log.token_challenges,
         log.grants,
-    );
-    println!(
-        "header now: {}",
-        tokens
-            .authorization()
-            .await?
-            .header()
-            .to_str()?
-            .split(' ')
-            .next()
-            .unwrap_or("")
     );
     // One challenge each, answered; one refresh for the revoked token; the
     // API saw each request once, plus the nonce resend and the replay.
