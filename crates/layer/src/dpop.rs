@@ -25,8 +25,16 @@
 //! answered here and never reaches the outer layer (whose classifier would
 //! not count it as a rejected token anyway).
 //!
+//! A proof names one URL, so with tower-http's `FollowRedirect` put that
+//! outside the token layer (place A in the [crate docs](crate)): each hop
+//! then passes through both layers and gets a proof for its own URL.
+//! Inside, a hop would carry the first request's proof and be refused.
+//!
 //! The same [`DpopKey`] goes to the grant, the manager and this layer; the
 //! tokens then come back as `DPoP` tokens and go out as `DPoP <token>`.
+//! This layer reads the `Authorization` header only: with the token layer's
+//! [`header_name`](crate::TokenRefreshLayer::header_name) set to another
+//! header, requests pass through unsigned.
 //!
 //! # Example
 //!
