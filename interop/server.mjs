@@ -16,6 +16,16 @@
 // Logins (wt-logins): public and confidential native clients with PKCE, a
 // loopback redirect (any port, RFC 8252 §7.3) and the device flow; see the
 // LOGINS blocks below and crates/test-util/tests/interop_logins.rs.
+// DPoP (RFC 9449), for crates/test-util/tests/interop_dpop.rs: the public
+// client `interop-dpop-client` must use DPoP-bound tokens, the token
+// endpoint wants a DPoP nonce, and beside it:
+// - POST /test/dpop/login?jkt=<thumbprint>: a refresh token bound to that
+//   key, as a DPoP login would leave it.
+// - GET /test/dpop/stats: DPoP counters (nonce challenges at the token
+//   endpoint and at the resource, resource answers).
+// - GET /dpop/api/data: a resource that takes only DPoP-bound tokens and
+//   checks each proof (signature, typ, htm, htu, iat, ath, jti replay, the
+//   token's jkt, its own nonce, which it changes every ACCESS_TTL seconds).
 //
 // Usage: PORT=0 ACCESS_TTL=2 node server.mjs
 //
@@ -24,8 +34,10 @@
 // private_key_jwt and client_secret_jwt, and POST /test/assertions/login
 // mints a refresh token for either.
 
+import crypto from 'node:crypto';
 import http from 'node:http';
 
+import { calculateJwkThumbprint, EmbeddedJWK, jwtVerify } from 'jose';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT ?? 0);
@@ -129,6 +141,16 @@ async function main() {
       },
       ...loginClients,
       ...assertionClients,
+      // DPoP: a public client whose tokens are all DPoP-bound.
+      {
+        client_id: 'interop-dpop-client',
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/callback'],
+        token_endpoint_auth_method: 'none',
+        dpop_bound_access_tokens: true,
+        scope: 'openid offline_access api',
+      },
     ],
     // LOGINS: step-up requests name one of these (RFC 9470 acr_values).
     acrValues: ['urn:interop:pwd', 'urn:interop:mfa'],
@@ -140,6 +162,8 @@ async function main() {
       devInteractions: { enabled: false },
       // LOGINS: RFC 8628.
       deviceFlow: { enabled: true },
+      // DPoP: proofs checked at the token endpoint, a nonce always required.
+      dPoP: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true },
     },
     ttl: {
       AccessToken: accessTtl,
@@ -301,6 +325,105 @@ async function main() {
     await next();
   });
   // ---- end of signed client assertions ----
+  // ---- DPoP (RFC 9449) -------------------------------------------------
+  const dpopStats = {
+    token_nonce_challenges: 0,
+    api_nonce_challenges: 0,
+    api_requests: 0,
+    api_ok: 0,
+    api_rejected: 0,
+  };
+  let apiNonce = crypto.randomBytes(16).toString('base64url');
+  let apiNonceAt = Date.now();
+  const apiJtis = new Set();
+  const dpopChallenge = (ctx, error, description) => {
+    ctx.status = 401;
+    ctx.set('WWW-Authenticate', `DPoP algs="ES256", error="${error}", error_description="${description}"`);
+  };
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/test/dpop/login' && ctx.method === 'POST') {
+      const dpopClientId = 'interop-dpop-client';
+      const grant = new provider.Grant({ accountId: 'interop-user', clientId: dpopClientId });
+      grant.addOIDCScope('openid offline_access api');
+      const grantId = await grant.save();
+      const client = await provider.Client.find(dpopClientId);
+      const refreshToken = new provider.RefreshToken({
+        accountId: 'interop-user',
+        client,
+        grantId,
+        scope: 'openid offline_access api',
+        gty: 'authorization_code',
+        jkt: ctx.query.jkt,
+      });
+      ctx.body = { refresh_token: await refreshToken.save() };
+      return;
+    }
+    if (ctx.path === '/test/dpop/stats' && ctx.method === 'GET') {
+      ctx.body = dpopStats;
+      return;
+    }
+    if (ctx.path === '/dpop/api/data' && ctx.method === 'GET') {
+      dpopStats.api_requests += 1;
+      const match = /^DPoP ([^ ]+)$/.exec(ctx.get('authorization'));
+      const proof = ctx.get('dpop');
+      if (!match || !proof) {
+        dpopStats.api_rejected += 1;
+        dpopChallenge(ctx, 'invalid_request', 'a DPoP token and proof are required');
+        return;
+      }
+      let payload;
+      let jkt;
+      try {
+        const verified = await jwtVerify(proof, EmbeddedJWK, { algorithms: ['ES256'], typ: 'dpop+jwt' });
+        payload = verified.payload;
+        jkt = await calculateJwkThumbprint(verified.protectedHeader.jwk);
+      } catch (err) {
+        dpopStats.api_rejected += 1;
+        dpopChallenge(ctx, 'invalid_dpop_proof', `bad proof: ${err.code ?? err.message}`);
+        return;
+      }
+      const htu = URL.parse(payload.htu);
+      if (htu) {
+        htu.search = '';
+        htu.hash = '';
+      }
+      const ath = crypto.hash('sha256', match[1], 'base64url');
+      const fresh = typeof payload.iat === 'number' && Math.abs(Date.now() / 1000 - payload.iat) <= 300;
+      if (payload.htm !== 'GET' || htu?.href !== `${issuer}/dpop/api/data` || payload.ath !== ath
+        || !fresh || typeof payload.jti !== 'string' || apiJtis.has(payload.jti)) {
+        dpopStats.api_rejected += 1;
+        dpopChallenge(ctx, 'invalid_dpop_proof', 'htm, htu, ath, iat or jti is wrong');
+        return;
+      }
+      apiJtis.add(payload.jti);
+      // A new resource nonce every ACCESS_TTL seconds: each round of the
+      // test meets at least one challenge.
+      if (Date.now() - apiNonceAt >= accessTtl * 1000) {
+        apiNonce = crypto.randomBytes(16).toString('base64url');
+        apiNonceAt = Date.now();
+      }
+      if (payload.nonce !== apiNonce) {
+        dpopStats.api_nonce_challenges += 1;
+        ctx.set('DPoP-Nonce', apiNonce);
+        dpopChallenge(ctx, 'use_dpop_nonce', 'use the DPoP nonce');
+        return;
+      }
+      const token = await provider.AccessToken.find(match[1]);
+      if (!token || token.isExpired || token.jkt !== jkt) {
+        dpopStats.api_rejected += 1;
+        dpopChallenge(ctx, 'invalid_token', 'expired, unknown or bound to another key');
+        return;
+      }
+      dpopStats.api_ok += 1;
+      ctx.body = { ok: true, sub: token.accountId, jkt };
+      return;
+    }
+    await next();
+    if (ctx.path === '/token' && ctx.status === 400 && ctx.body?.error === 'use_dpop_nonce') {
+      dpopStats.token_nonce_challenges += 1;
+    }
+  });
+  // ---- end of DPoP -----------------------------------------------------
 
   server.on('request', provider.callback());
   console.log(`LISTENING ${issuer}`);

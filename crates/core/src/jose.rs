@@ -309,7 +309,6 @@ pub(crate) fn unix_now() -> u64 {
 
 /// The base64url SHA-256 of `bytes`: a DPoP proof's `ath` over the access
 /// token, a PKCE S256 challenge over the verifier.
-#[allow(dead_code)] // used by DPoP and client assertions, landing next
 pub(crate) fn sha256_b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, bytes))
 }

@@ -41,7 +41,26 @@ pub struct TokenSet {
     expires_at: Option<Instant>,
     refresh_token: Option<RefreshToken>,
     scope: Option<Box<str>>,
+    /// The DPoP key the tokens are bound to (RFC 9449): saved with them,
+    /// since a bound refresh token is useless without it.
+    #[cfg(feature = "jose")]
+    dpop_key: Option<BoundKey>,
 }
+
+/// A DPoP key as a token set holds it: compared by its key bytes.
+#[cfg(feature = "jose")]
+#[derive(Clone)]
+struct BoundKey(crate::jose::SigningKey);
+
+#[cfg(feature = "jose")]
+impl PartialEq for BoundKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.es256_pkcs8() == other.0.es256_pkcs8()
+    }
+}
+
+#[cfg(feature = "jose")]
+impl Eq for BoundKey {}
 
 impl TokenSet {
     /// A bearer access token with no known expiry and no refresh token.
@@ -52,10 +71,13 @@ impl TokenSet {
             expires_at: None,
             refresh_token: None,
             scope: None,
+            #[cfg(feature = "jose")]
+            dpop_key: None,
         }
     }
 
-    /// Sets the token type (`token_type`). `bearer` in any case becomes `Bearer`.
+    /// Sets the token type (`token_type`). `bearer` in any case becomes
+    /// `Bearer`, `dpop` in any case `DPoP`.
     pub fn with_token_type(mut self, token_type: impl AsRef<str>) -> Self {
         self.token_type = normalize_token_type(token_type.as_ref());
         self
@@ -91,12 +113,29 @@ impl TokenSet {
         self
     }
 
+    /// Binds the set to a DPoP key (RFC 9449). Only an ES256 key (what
+    /// [`DpopKey`](crate::dpop::DpopKey) uses) is kept: it is saved with the
+    /// set by [`to_stored_json`](Self::to_stored_json); any other key is
+    /// ignored.
+    #[cfg(feature = "jose")]
+    pub fn with_dpop_key(mut self, key: crate::jose::SigningKey) -> Self {
+        self.dpop_key = key.es256_pkcs8().is_some().then_some(BoundKey(key));
+        self
+    }
+
+    /// The DPoP key the tokens are bound to, if any.
+    #[cfg(feature = "jose")]
+    pub fn dpop_key(&self) -> Option<&crate::jose::SigningKey> {
+        self.dpop_key.as_ref().map(|k| &k.0)
+    }
+
     /// The access token.
     pub fn access_token(&self) -> &AccessToken {
         &self.access_token
     }
 
-    /// The token type, `Bearer` for bearer tokens whatever case the server used.
+    /// The token type: `Bearer` for bearer tokens and `DPoP` for DPoP-bound
+    /// ones (RFC 9449), whatever case the server used.
     pub fn token_type(&self) -> &str {
         &self.token_type
     }
@@ -176,6 +215,8 @@ impl TokenSet {
                 .filter(|r| !r.is_empty())
                 .map(RefreshToken::new),
             scope: raw.scope.map(String::into_boxed_str),
+            #[cfg(feature = "jose")]
+            dpop_key: None,
         })
     }
 }
@@ -203,6 +244,17 @@ impl TokenSet {
     /// # }
     /// ```
     pub fn to_stored_json(&self) -> Vec<u8> {
+        #[cfg(feature = "jose")]
+        let dpop_key = self.dpop_key.as_ref().and_then(|k| {
+            use base64::Engine as _;
+            k.0.es256_pkcs8().map(|der| {
+                zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(der),
+                )
+            })
+        });
+        #[cfg(not(feature = "jose"))]
+        let dpop_key: Option<zeroize::Zeroizing<String>> = None;
         let stored = Stored {
             version: STORED_VERSION,
             access_token: self.access_token.secret(),
@@ -210,6 +262,7 @@ impl TokenSet {
             expires_at_unix_ms: self.expires_at.map(instant_to_unix_ms),
             refresh_token: self.refresh_token.as_ref().map(|r| r.secret()),
             scope: self.scope.as_deref(),
+            dpop_key: dpop_key.as_deref().map(String::as_str),
         };
         // Serializing strings and integers into a Vec cannot fail.
         serde_json::to_vec(&stored).unwrap_or_default()
@@ -249,6 +302,11 @@ impl TokenSet {
                 "stored token set has no access token",
             ));
         }
+        #[cfg(feature = "jose")]
+        let dpop_key = match stored.dpop_key.map(zeroize::Zeroizing::new) {
+            None => None,
+            Some(text) => Some(BoundKey(stored_dpop_key(&text)?)),
+        };
         Ok(TokenSet {
             access_token: AccessToken::new(stored.access_token),
             token_type: normalize_token_type(&stored.token_type),
@@ -258,8 +316,28 @@ impl TokenSet {
                 .filter(|r| !r.is_empty())
                 .map(RefreshToken::new),
             scope: stored.scope.map(String::into_boxed_str),
+            #[cfg(feature = "jose")]
+            dpop_key,
         })
     }
+}
+
+/// The DPoP key of a stored set: base64url PKCS#8.
+#[cfg(feature = "jose")]
+fn stored_dpop_key(text: &str) -> Result<crate::jose::SigningKey, Error> {
+    use base64::Engine as _;
+    let unreadable = || {
+        Error::new(
+            ErrorKind::Store,
+            "stored token set has an unreadable DPoP key",
+        )
+    };
+    let der = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| unreadable())?,
+    );
+    crate::jose::SigningKey::es256_from_pkcs8(&der).map_err(|_| unreadable())
 }
 
 const STORED_VERSION: u32 = 1;
@@ -275,6 +353,9 @@ struct Stored<'a> {
     refresh_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
+    /// base64url PKCS#8 of the DPoP key the tokens are bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dpop_key: Option<&'a str>,
 }
 
 // No Debug derive: it holds secrets.
@@ -289,6 +370,10 @@ struct StoredOwned {
     refresh_token: Option<String>,
     #[serde(default)]
     scope: Option<String>,
+    // Read by the `jose` feature; without it a stored key is left alone.
+    #[serde(default)]
+    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
+    dpop_key: Option<String>,
 }
 
 /// An instant on tokio's clock as wall-clock Unix milliseconds.
@@ -381,19 +466,23 @@ const MAX_JWT_EXP_SECS: f64 = 253_402_300_799.0;
 
 impl fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenSet")
-            .field("access_token", &self.access_token)
+        let mut d = f.debug_struct("TokenSet");
+        d.field("access_token", &self.access_token)
             .field("token_type", &self.token_type)
             .field("expires_at", &self.expires_at)
             .field("refresh_token", &self.refresh_token)
-            .field("scope", &self.scope)
-            .finish()
+            .field("scope", &self.scope);
+        #[cfg(feature = "jose")]
+        d.field("dpop_key", &self.dpop_key.as_ref().map(|k| &k.0));
+        d.finish()
     }
 }
 
 fn normalize_token_type(token_type: &str) -> Box<str> {
     if token_type.eq_ignore_ascii_case("bearer") {
         "Bearer".into()
+    } else if token_type.eq_ignore_ascii_case("dpop") {
+        "DPoP".into()
     } else {
         token_type.into()
     }
@@ -603,6 +692,30 @@ mod tests {
             let err = TokenSet::from_stored_json(junk).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Store);
         }
+    }
+
+    #[cfg(feature = "jose")]
+    #[tokio::test]
+    async fn the_stored_form_keeps_the_dpop_key_and_debug_does_not_show_it() {
+        use base64::Engine as _;
+        let key = crate::jose::SigningKey::generate_es256().unwrap();
+        let tokens = TokenSet::bearer("acc")
+            .with_token_type("DPoP")
+            .with_dpop_key(key.clone());
+        let stored = tokens.to_stored_json();
+        let back = TokenSet::from_stored_json(&stored).unwrap();
+        assert_eq!(back, tokens);
+        assert_eq!(back.dpop_key().unwrap().thumbprint(), key.thumbprint());
+        let pkcs8 =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.es256_pkcs8().unwrap());
+        assert!(!format!("{back:?}").contains(&pkcs8[..24]));
+        let junk = br#"{"version":1,"access_token":"a","token_type":"DPoP","dpop_key":"AAAA"}"#;
+        let err = TokenSet::from_stored_json(junk).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Store);
+        assert!(!err.to_string().contains("AAAA"));
+        // Only an ES256 key is kept (DpopKey uses nothing else).
+        let hs = TokenSet::bearer("a").with_dpop_key(crate::jose::SigningKey::hs256(b"k"));
+        assert!(hs.dpop_key().is_none());
     }
 
     #[tokio::test]

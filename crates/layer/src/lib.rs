@@ -118,6 +118,9 @@
 //!
 //! # Features
 //!
+//! - `jose`: signing keys and JWTs, and DPoP (RFC 9449): the [`dpop`]
+//!   module's `DpopLayer`, which signs each request that carries a `DPoP`
+//!   token.
 //! - `follow-redirect` (off by default: it brings tower-http, and through
 //!   it `url` and `idna`, into every build): the `redirect` module's
 //!   `FollowRedirect` policy, and tower-http's `RequestUri` response
@@ -126,6 +129,8 @@
 pub mod buffer;
 pub mod classify;
 mod client;
+#[cfg(feature = "jose")]
+pub mod dpop;
 pub mod future;
 mod layer;
 pub mod origin;

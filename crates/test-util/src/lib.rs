@@ -15,6 +15,7 @@
 //!   with a raw-bytes codec, `BytesCodec` (no protobuf).
 //! - [`CountingSource`]: a [`TokenSource`](tower_token_refresh_core::TokenSource)
 //!   for unit tests, with call counting, latency and injected failures.
+//! - [`dpop::verify_proof`]: checks a DPoP proof as a server would.
 //! - [`hyper_client`]: the plain hyper-util client tests and examples share.
 //!
 //! Servers run in tasks spawned on the current runtime and read only tokio's
@@ -52,6 +53,7 @@
 //! ```
 
 mod auth;
+pub mod dpop;
 mod form;
 #[cfg(feature = "grpc")]
 mod grpc;

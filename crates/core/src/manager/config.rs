@@ -79,6 +79,8 @@ pub(super) struct Config {
     pub(super) backoff: Backoff,
     pub(super) scheme: Scheme,
     pub(super) rotation: Rotation,
+    #[cfg(feature = "jose")]
+    pub(super) dpop: Option<crate::dpop::DpopKey>,
 }
 
 impl Default for Config {
@@ -94,6 +96,8 @@ impl Default for Config {
             backoff: Backoff::default(),
             scheme: Scheme::FromTokenType,
             rotation: Rotation::Detect,
+            #[cfg(feature = "jose")]
+            dpop: None,
         }
     }
 }
@@ -231,7 +235,41 @@ impl TokenManagerBuilder {
         self
     }
 
+    /// Binds the session to a DPoP key (RFC 9449; feature `jose`): every
+    /// token set the manager saves carries the key (a bound refresh token is
+    /// useless without it), and a set loaded from the store, or given to
+    /// [`initial`](Self::initial), [`set`](TokenManager::set) or
+    /// [`load`](TokenManager::load), bound to another key switches `dpop`
+    /// (and every clone of it: the grant's, the layer's) to that key. Give
+    /// the same [`DpopKey`](crate::dpop::DpopKey) to the grant that fetches
+    /// the tokens.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_core::{dpop::DpopKey, source, TokenManager, TokenSet};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dpop = DpopKey::generate()?;
+    /// let tokens = TokenManager::builder(source::from_fn(|_| async {
+    ///     Ok(TokenSet::bearer("t").with_token_type("DPoP"))
+    /// }))
+    /// .dpop(dpop.clone())
+    /// .build();
+    /// let auth = tokens.authorization().await?;
+    /// assert_eq!(auth.header().to_str()?, "DPoP t");
+    /// let key = tokens.current().and_then(|t| t.dpop_key().cloned()).unwrap();
+    /// assert_eq!(key.thumbprint(), Some(dpop.thumbprint()));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "jose")]
+    pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
+        self.config.dpop = Some(dpop);
+        self
+    }
+
     /// How the header value is formed. Default [`Scheme::FromTokenType`].
+    /// A `DPoP` token goes out as `DPoP <token>` whatever the scheme.
     pub fn scheme(mut self, scheme: Scheme) -> Self {
         self.config.scheme = scheme;
         self

@@ -93,6 +93,11 @@ impl Credential {
         now: Instant,
         jitter: f64,
     ) -> Result<Self, Error> {
+        #[cfg(feature = "jose")]
+        let tokens = match &config.dpop {
+            Some(dpop) => dpop.bind(tokens),
+            None => tokens,
+        };
         let header = header_value(&tokens, &config.scheme)?;
         let (refresh_at, stale_at) = match tokens.expires_at() {
             None => (None, None),
@@ -211,6 +216,10 @@ impl State {
 fn header_value(tokens: &TokenSet, scheme: &Scheme) -> Result<HeaderValue, Error> {
     let token = tokens.access_token().secret();
     let text = match scheme {
+        // A DPoP-bound token sent as `Bearer` (or bare) would be refused,
+        // or worse, accepted by a server that ignores the binding: it goes
+        // out under its own scheme whatever the setting (RFC 9449 §7.1).
+        _ if tokens.token_type() == "DPoP" => format!("DPoP {token}"),
         Scheme::FromTokenType => format!("{} {token}", tokens.token_type()),
         Scheme::Fixed(s) => format!("{s} {token}"),
         Scheme::None => token.to_owned(),

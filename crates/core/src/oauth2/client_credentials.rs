@@ -50,6 +50,8 @@ pub struct ClientCredentialsGrant<C> {
     auth: ClientAuth,
     client: C,
     params: Vec<(String, String)>,
+    #[cfg(feature = "jose")]
+    dpop: Option<crate::dpop::DpopKey>,
 }
 
 impl<C> ClientCredentialsGrant<C> {
@@ -60,6 +62,8 @@ impl<C> ClientCredentialsGrant<C> {
             auth,
             client,
             params: Vec::new(),
+            #[cfg(feature = "jose")]
+            dpop: None,
         }
     }
 
@@ -94,6 +98,28 @@ impl<C> ClientCredentialsGrant<C> {
         self.token_url.set_allow_cleartext(allow);
         self
     }
+
+    /// Proves possession of a DPoP key (RFC 9449; feature `jose`): each
+    /// token request carries a new `DPoP` proof, the tokens it brings are
+    /// bound to the key (a `DPoP` token type goes out as `DPoP <token>`),
+    /// and a `use_dpop_nonce` answer is retried once with the server's
+    /// nonce. Give the manager the same key
+    /// ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop)).
+    #[cfg(feature = "jose")]
+    pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
+    #[cfg(feature = "jose")]
+    fn dpop_ref(&self) -> super::exchange::DpopRef<'_> {
+        self.dpop.as_ref()
+    }
+
+    #[cfg(not(feature = "jose"))]
+    fn dpop_ref(&self) -> super::exchange::DpopRef<'_> {
+        None
+    }
 }
 
 impl<C> fmt::Debug for ClientCredentialsGrant<C> {
@@ -104,6 +130,7 @@ impl<C> fmt::Debug for ClientCredentialsGrant<C> {
             .field("allow_cleartext", &self.token_url.allows_cleartext())
             .field("auth", &self.auth)
             .field("params", &names)
+            .field("dpop", &self.dpop_ref().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -120,7 +147,15 @@ impl<C: HttpClient> TokenSource for ClientCredentialsGrant<C> {
                 form.pair(name, value);
             }
             // No refresh token at stake: a lost answer costs only a new grant.
-            exchange(&self.client, &self.token_url, &self.auth, form, false).await
+            exchange(
+                &self.client,
+                &self.token_url,
+                &self.auth,
+                form,
+                false,
+                self.dpop_ref(),
+            )
+            .await
         })
     }
 }

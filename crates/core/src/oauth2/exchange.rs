@@ -31,24 +31,91 @@ use super::{
 };
 use crate::{Error, ErrorKind, TokenSet, token::OAuthErrorBody};
 
+/// The DPoP key a grant proves possession of, if it has one (feature
+/// `jose`; without it, never).
+#[cfg(feature = "jose")]
+pub(crate) type DpopRef<'a> = Option<&'a crate::dpop::DpopKey>;
+/// The DPoP key a grant proves possession of: none without feature `jose`.
+#[cfg(not(feature = "jose"))]
+pub(crate) type DpopRef<'a> = Option<&'a std::convert::Infallible>;
+
 /// Posts a token request and parses the answer: the shared step of every
 /// grant.
 ///
 /// `presents_refresh_token`: the form presents a refresh token, which a
 /// request lost in flight leaves in doubt (outcome unknown).
+///
+/// With a DPoP key (RFC 9449) the request carries a proof, the tokens are
+/// bound to the key, and a `use_dpop_nonce` answer is retried once with
+/// the server's nonce.
 pub(crate) async fn exchange<C: HttpClient>(
     client: &C,
     endpoint: &Endpoint,
     auth: &ClientAuth,
     form: Form,
     presents_refresh_token: bool,
+    dpop: DpopRef<'_>,
 ) -> Result<TokenSet, Error> {
     let (request, redactor) = token_request(endpoint, auth, form)?;
+    #[cfg(feature = "jose")]
+    if let Some(dpop) = dpop {
+        return dpop_exchange(client, request, &redactor, presents_refresh_token, dpop).await;
+    }
+    let _ = dpop;
     let response = client
         .send(request)
         .await
         .map_err(|e| transport_error(e, presents_refresh_token))?;
     token_answer(response, &redactor)
+}
+
+/// [`exchange`] with DPoP proofs: a new proof per request, the nonces the
+/// endpoint hands out remembered, one retry for `use_dpop_nonce`.
+#[cfg(feature = "jose")]
+async fn dpop_exchange<C: HttpClient>(
+    client: &C,
+    mut request: Request<Bytes>,
+    redactor: &Redactor,
+    presents_refresh_token: bool,
+    dpop: &crate::dpop::DpopKey,
+) -> Result<TokenSet, Error> {
+    // The tokens are bound to the key this proof is signed with, even if a
+    // store load switches `dpop` while the request is out.
+    let key = dpop.signing_key();
+    let uri = request.uri().clone();
+    let mut retry = true;
+    loop {
+        let proof = dpop.endpoint_proof(request.method(), &uri)?;
+        request.headers_mut().insert(crate::dpop::DPOP, proof);
+        // `Request<Bytes>` copies cheaply: the body is shared.
+        let copy = retry.then(|| request.clone());
+        let response = client
+            .send(request)
+            .await
+            .map_err(|e| transport_error(e, presents_refresh_token))?;
+        let fresh_nonce = dpop.remember_endpoint_nonce(&uri, response.headers());
+        match copy {
+            // RFC 9449 §8: the server refused the proof for want of a nonce
+            // before it carried out the grant. Presenting the same refresh
+            // token again is therefore not reuse (RFC 9700 §4.14.2): the
+            // first request spent nothing. Once only: a server that keeps
+            // asking gets its error back.
+            Some(copy) if fresh_nonce && asks_for_nonce(&response) => {
+                tracing::debug!("token endpoint asked for a DPoP nonce; retrying once with it");
+                request = copy;
+                retry = false;
+            }
+            _ => return token_answer(response, redactor).map(|t| t.with_dpop_key(key)),
+        }
+    }
+}
+
+/// A 400 whose OAuth2 error is `use_dpop_nonce` (RFC 9449 §8).
+#[cfg(feature = "jose")]
+fn asks_for_nonce(response: &Response<Bytes>) -> bool {
+    response.status() == StatusCode::BAD_REQUEST
+        && serde_json::from_slice::<OAuthErrorBody>(response.body())
+            .is_ok_and(|b| b.error == "use_dpop_nonce")
 }
 
 /// The error for an [`HttpClient`] failure: no answer came. Outcome unknown

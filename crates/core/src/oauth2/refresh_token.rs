@@ -70,6 +70,8 @@ pub struct RefreshTokenGrant<C> {
     client: C,
     scope: Option<String>,
     extra: Vec<(String, String)>,
+    #[cfg(feature = "jose")]
+    dpop: Option<crate::dpop::DpopKey>,
 }
 
 impl<C> RefreshTokenGrant<C> {
@@ -81,6 +83,8 @@ impl<C> RefreshTokenGrant<C> {
             client,
             scope: None,
             extra: Vec::new(),
+            #[cfg(feature = "jose")]
+            dpop: None,
         }
     }
 
@@ -131,6 +135,28 @@ impl<C> RefreshTokenGrant<C> {
         self.token_url.set_allow_cleartext(allow);
         self
     }
+
+    /// Proves possession of a DPoP key (RFC 9449; feature `jose`): each
+    /// token request carries a new `DPoP` proof, the tokens it brings are
+    /// bound to the key (a `DPoP` token type goes out as `DPoP <token>`),
+    /// and a `use_dpop_nonce` answer is retried once with the server's
+    /// nonce. Give the manager the same key
+    /// ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop)).
+    #[cfg(feature = "jose")]
+    pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
+    #[cfg(feature = "jose")]
+    fn dpop_ref(&self) -> super::exchange::DpopRef<'_> {
+        self.dpop.as_ref()
+    }
+
+    #[cfg(not(feature = "jose"))]
+    fn dpop_ref(&self) -> super::exchange::DpopRef<'_> {
+        None
+    }
 }
 
 impl<C> fmt::Debug for RefreshTokenGrant<C> {
@@ -140,6 +166,7 @@ impl<C> fmt::Debug for RefreshTokenGrant<C> {
             .field("allow_cleartext", &self.token_url.allows_cleartext())
             .field("auth", &self.auth)
             .field("scope", &self.scope)
+            .field("dpop", &self.dpop_ref().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +180,12 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             let refresh_token = current
                 .and_then(TokenSet::refresh_token)
                 .ok_or_else(|| Error::session_expired("no refresh token"))?;
+            // The refresh token is bound to the key of the set it came in:
+            // sign with that one, even if the manager was not told of it.
+            #[cfg(feature = "jose")]
+            if let (Some(dpop), Some(bound)) = (&self.dpop, current.and_then(TokenSet::dpop_key)) {
+                dpop.adopt(bound);
+            }
             let mut form = Form::default();
             form.pair("grant_type", "refresh_token");
             form.pair("refresh_token", refresh_token.secret());
@@ -162,7 +195,15 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             for (name, value) in &self.extra {
                 form.pair(name, value);
             }
-            let tokens = exchange(&self.client, &self.token_url, &self.auth, form, true).await?;
+            let tokens = exchange(
+                &self.client,
+                &self.token_url,
+                &self.auth,
+                form,
+                true,
+                self.dpop_ref(),
+            )
+            .await?;
             Ok(match tokens.refresh_token() {
                 Some(_) => tokens,
                 None => tokens.with_refresh_token_opt(Some(refresh_token.clone())),
