@@ -60,12 +60,14 @@
 //! Under the layer, [`ReqwestService`]'s errors are reqwest's, boxed with
 //! the layer's own, as for any inner service.
 //!
-//! # Features
+//! # TLS
 //!
-//! None by default: no TLS, which suits loopback and tests. `rustls` and
-//! `native-tls` turn on reqwest's features of those names (reqwest is one
-//! crate in the build, so enabling any reqwest feature on reqwest directly
-//! does the same).
+//! This crate turns on no reqwest feature, TLS included. Choose the TLS
+//! stack on reqwest in your own `Cargo.toml`
+//! (`reqwest = { version = "0.13", features = ["rustls"] }`): reqwest is one
+//! crate in the build, so its features apply here too. Keeping them out of
+//! this crate's features keeps `--all-features` builds from compiling two
+//! TLS stacks.
 
 mod middleware;
 mod service;

@@ -243,7 +243,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
         ]);
         // A code is single-use but presents no refresh token: a lost answer
         // costs a new login, nothing the coordinator must guard.
-        exchange(&self.client, &self.token_url, &self.auth, form, false).await
+        exchange(&self.client, &self.token_url, &self.auth, form, false, None).await
     }
 
     /// The authorization URL for one login.

@@ -309,7 +309,9 @@ impl<C: HttpClient> DeviceLogin<C> {
                 ("grant_type".into(), GRANT_TYPE.to_owned()),
                 ("device_code".into(), device_code.to_owned()),
             ]);
-            let err = match exchange(&self.client, &self.token_url, &self.auth, form, false).await {
+            let err = match exchange(&self.client, &self.token_url, &self.auth, form, false, None)
+                .await
+            {
                 Ok(tokens) => return Ok(tokens),
                 Err(err) => err,
             };

@@ -249,7 +249,7 @@ impl<C: HttpClient> TokenSource for JwtBearerGrant<C> {
                 form.pair(name, value);
             }
             // No refresh token at stake: a lost answer costs a new assertion.
-            exchange(&self.client, &self.token_url, &self.auth, form, false)
+            exchange(&self.client, &self.token_url, &self.auth, form, false, None)
                 .await
                 .map_err(|err| {
                     if err.oauth_error() == Some("invalid_grant") {
