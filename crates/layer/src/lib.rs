@@ -116,6 +116,21 @@
 //!   a 401 at the end of a redirect chain is taken for the first origin's:
 //!   prefer A, or enable the feature for B.
 //!
+//! # Other bodies, gRPC, DPoP and step-up
+//!
+//! - A body that cannot be copied (tonic's, axum's, reqwest's) is read into
+//!   memory up to a limit by [`TokenRefreshLayer::buffer`] with a
+//!   [`BufferBody`], so that its request can still be replayed once.
+//! - gRPC: [`RejectedToken::also_grpc`] counts a trailers-only
+//!   `UNAUTHENTICATED`; [`WatchTrailersLayer`]
+//!   ([`TokenRefreshLayer::watch_trailers`]) refreshes after one in real
+//!   trailers, for the next call.
+//! - DPoP (feature `jose`): the `dpop` module's `DpopLayer` goes inside this
+//!   layer and signs every request and replay.
+//! - A 401/403 that asks for a stronger login or a wider scope passes
+//!   through; [`StepUp::from_response`] reads what it asks for.
+//! - reqwest: the `tower-token-refresh-reqwest` crate.
+//!
 //! # Features
 //!
 //! - `jose`: signing keys and JWTs, and DPoP (RFC 9449): the [`dpop`]
