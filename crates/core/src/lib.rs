@@ -23,7 +23,7 @@
 //! - [`Sealer`]: encryption at rest for stored sets ([`FileStore::with_sealer`],
 //!   the Redis store's `sealer`); feature `xchacha20poly1305` brings one
 //!   with a key you supply.
-//! - [`dpop`] (feature `jose`): DPoP (RFC 9449), tokens bound to a key the
+//! - `dpop` (feature `jose`): DPoP (RFC 9449), tokens bound to a key the
 //!   client proves it holds with a signed proof on every request.
 //! - [`oauth2`] also has introspection (RFC 7662), revocation and logout
 //!   (RFC 7009), OpenID Connect discovery, and the logins that start a

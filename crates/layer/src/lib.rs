@@ -133,7 +133,7 @@
 //!
 //! # Features
 //!
-//! - `jose`: signing keys and JWTs, and DPoP (RFC 9449): the [`dpop`]
+//! - `jose`: signing keys and JWTs, and DPoP (RFC 9449): the `dpop`
 //!   module's `DpopLayer`, which signs each request that carries a `DPoP`
 //!   token.
 //! - `follow-redirect` (off by default: it brings tower-http, and through
