@@ -39,37 +39,88 @@ pub(crate) type DpopRef<'a> = Option<&'a crate::dpop::DpopKey>;
 #[cfg(not(feature = "jose"))]
 pub(crate) type DpopRef<'a> = Option<&'a std::convert::Infallible>;
 
-/// Posts a token request and parses the answer: the shared step of every
-/// grant.
-///
-/// `presents_refresh_token`: the form presents a refresh token, which a
-/// request lost in flight leaves in doubt (outcome unknown).
-///
-/// With a DPoP key (RFC 9449) the request carries a proof, the tokens are
-/// bound to the key, and a `use_dpop_nonce` answer is retried once with
-/// the server's nonce.
-pub(crate) async fn exchange<C: HttpClient>(
-    client: &C,
-    endpoint: &Endpoint,
-    auth: &ClientAuth,
-    form: Form,
-    presents_refresh_token: bool,
-    dpop: DpopRef<'_>,
-) -> Result<TokenSet, Error> {
-    let (request, redactor) = token_request(endpoint, auth, form)?;
+/// What every grant and login posts with: the token endpoint, the client
+/// authentication, the [`HttpClient`], and the DPoP key the requests prove
+/// possession of (feature `jose`).
+pub(crate) struct TokenClient<C> {
+    pub(crate) url: Endpoint,
+    pub(crate) auth: ClientAuth,
+    pub(crate) client: C,
     #[cfg(feature = "jose")]
-    if let Some(dpop) = dpop {
-        return dpop_exchange(client, request, &redactor, presents_refresh_token, dpop).await;
-    }
-    let _ = dpop;
-    let response = client
-        .send(request)
-        .await
-        .map_err(|e| transport_error(e, presents_refresh_token))?;
-    token_answer(response, &redactor)
+    dpop: Option<crate::dpop::DpopKey>,
 }
 
-/// [`exchange`] with DPoP proofs: a new proof per request, the nonces the
+impl<C> TokenClient<C> {
+    pub(crate) fn new(token_url: http::Uri, auth: ClientAuth, client: C) -> Self {
+        TokenClient {
+            url: Endpoint::new(token_url, "token endpoint"),
+            auth,
+            client,
+            #[cfg(feature = "jose")]
+            dpop: None,
+        }
+    }
+
+    /// Signs every later request with a proof of `dpop`.
+    #[cfg(feature = "jose")]
+    pub(crate) fn set_dpop(&mut self, dpop: crate::dpop::DpopKey) {
+        self.dpop = Some(dpop);
+    }
+
+    /// The DPoP key the requests prove possession of, if any.
+    pub(crate) fn dpop(&self) -> DpopRef<'_> {
+        #[cfg(feature = "jose")]
+        return self.dpop.as_ref();
+        #[cfg(not(feature = "jose"))]
+        None
+    }
+
+    /// The `Debug` fields every grant shows: never a secret.
+    pub(crate) fn debug_fields(&self, f: &mut std::fmt::DebugStruct<'_, '_>) {
+        f.field("token_url", self.url.uri())
+            .field("allow_cleartext", &self.url.allows_cleartext())
+            .field("auth", &self.auth)
+            .field("dpop", &self.dpop().is_some());
+    }
+}
+
+impl<C: HttpClient> TokenClient<C> {
+    /// Posts a token request and parses the answer: the shared step of
+    /// every grant.
+    ///
+    /// `presents_refresh_token`: the form presents a refresh token, which a
+    /// request lost in flight leaves in doubt (outcome unknown).
+    ///
+    /// With a DPoP key (RFC 9449) the request carries a proof, the tokens
+    /// are bound to the key, and a `use_dpop_nonce` answer is retried once
+    /// with the server's nonce.
+    pub(crate) async fn exchange(
+        &self,
+        form: Form,
+        presents_refresh_token: bool,
+    ) -> Result<TokenSet, Error> {
+        let (request, redactor) = token_request(&self.url, &self.auth, form)?;
+        #[cfg(feature = "jose")]
+        if let Some(dpop) = self.dpop() {
+            return dpop_exchange(
+                &self.client,
+                request,
+                &redactor,
+                presents_refresh_token,
+                dpop,
+            )
+            .await;
+        }
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| transport_error(e, presents_refresh_token))?;
+        token_answer(response, &redactor)
+    }
+}
+
+/// [`TokenClient::exchange`] with DPoP proofs: a new proof per request, the nonces the
 /// endpoint hands out remembered, one retry for `use_dpop_nonce`.
 #[cfg(feature = "jose")]
 async fn dpop_exchange<C: HttpClient>(
