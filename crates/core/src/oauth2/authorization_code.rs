@@ -251,7 +251,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
         ]);
         // A code is single-use but presents no refresh token: a lost answer
         // costs a new login, nothing the coordinator must guard.
-        self.token.exchange(form, false).await
+        self.token.exchange(|| Ok(form.clone()), false).await
     }
 
     /// The authorization URL for one login.

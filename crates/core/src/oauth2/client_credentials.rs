@@ -119,11 +119,14 @@ impl<C: HttpClient> TokenSource for ClientCredentialsGrant<C> {
         _current: Option<&'a TokenSet>,
     ) -> BoxFuture<'a, Result<TokenSet, Error>> {
         Box::pin(async move {
-            let mut form = Form::default();
-            form.pair("grant_type", "client_credentials");
-            for (name, value) in &self.params {
-                form.pair(name, value);
-            }
+            let form = || {
+                let mut form = Form::default();
+                form.pair("grant_type", "client_credentials");
+                for (name, value) in &self.params {
+                    form.pair(name, value);
+                }
+                Ok(form)
+            };
             // No refresh token at stake: a lost answer costs only a new grant.
             self.token.exchange(form, false).await
         })

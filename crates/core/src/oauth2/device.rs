@@ -318,7 +318,7 @@ impl<C: HttpClient> DeviceLogin<C> {
                 ("grant_type".into(), GRANT_TYPE.to_owned()),
                 ("device_code".into(), device_code.to_owned()),
             ]);
-            let err = match self.token.exchange(form, false).await {
+            let err = match self.token.exchange(|| Ok(form.clone()), false).await {
                 Ok(tokens) => return Ok(tokens),
                 Err(err) => err,
             };

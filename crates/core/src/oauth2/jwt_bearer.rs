@@ -202,12 +202,16 @@ impl<C: HttpClient> TokenSource for JwtBearerGrant<C> {
         Box::pin(async move {
             // Refused before anything is signed, like every other secret.
             self.token.url.check()?;
-            let mut form = Form::default();
-            form.pair("grant_type", GRANT_TYPE);
-            form.pair("assertion", &self.assertion()?);
-            for (name, value) in &self.params {
-                form.pair(name, value);
-            }
+            // A new assertion for every request, a DPoP nonce retry's too.
+            let form = || {
+                let mut form = Form::default();
+                form.pair("grant_type", GRANT_TYPE);
+                form.pair("assertion", &self.assertion()?);
+                for (name, value) in &self.params {
+                    form.pair(name, value);
+                }
+                Ok(form)
+            };
             // No refresh token at stake: a lost answer costs a new assertion.
             self.token.exchange(form, false).await.map_err(|err| {
                 if err.oauth_error() == Some("invalid_grant") {

@@ -163,15 +163,18 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             {
                 dpop.adopt(bound);
             }
-            let mut form = Form::default();
-            form.pair("grant_type", "refresh_token");
-            form.pair("refresh_token", refresh_token.secret());
-            if let Some(scope) = &self.scope {
-                form.pair("scope", scope);
-            }
-            for (name, value) in &self.extra {
-                form.pair(name, value);
-            }
+            let form = || {
+                let mut form = Form::default();
+                form.pair("grant_type", "refresh_token");
+                form.pair("refresh_token", refresh_token.secret());
+                if let Some(scope) = &self.scope {
+                    form.pair("scope", scope);
+                }
+                for (name, value) in &self.extra {
+                    form.pair(name, value);
+                }
+                Ok(form)
+            };
             let tokens = self.token.exchange(form, true).await?;
             Ok(match tokens.refresh_token() {
                 Some(_) => tokens,
