@@ -2,7 +2,8 @@
 //! code, device and JWT bearer exchanges through a real hyper client to a
 //! token endpoint on 127.0.0.1 that verifies every proof with test-util's
 //! `dpop::verify_proof` (signature, `typ`, `htm`, `htu`, no `ath`), wants a
-//! nonce, refuses an assertion `jti` it has seen, and binds what it issues
+//! nonce, refuses an assertion `jti` it has seen (grant or client
+//! assertion), and binds what it issues
 //! to the proof's key.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,7 +27,10 @@ use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenSet,
     dpop::DpopKey,
     jose::SigningKey,
-    oauth2::{AuthorizationCodeLogin, ClientAuth, DeviceLogin, JwtBearerGrant, Pkce},
+    oauth2::{
+        AuthorizationCodeLogin, ClientAuth, ClientCredentialsGrant, DeviceLogin, JwtBearerGrant,
+        Pkce,
+    },
     source::TokenSource,
 };
 use tower_token_refresh_test_util::{
@@ -90,11 +94,14 @@ async fn token(
     let mut log = s.log.lock().unwrap();
     log.requests += 1;
     let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
-    // A strict server remembers every assertion it is shown, whatever
-    // comes of the request.
-    if grant == JWT_BEARER {
-        let Some(jti) = form.get("assertion").and_then(|a| jti_of(a)) else {
-            return error("invalid_grant");
+    // A strict server remembers every assertion it is shown, grant or
+    // client assertion, whatever comes of the request.
+    for name in ["assertion", "client_assertion"] {
+        let Some(assertion) = form.get(name) else {
+            continue;
+        };
+        let Some(jti) = jti_of(assertion) else {
+            return error("invalid_request");
         };
         if log.assertion_jtis.contains(&jti) {
             return error("invalid_grant");
@@ -137,6 +144,7 @@ async fn token(
             true
         }
         JWT_BEARER => true,
+        "client_credentials" => form.contains_key("client_assertion"),
         _ => false,
     };
     if !granted {
@@ -305,4 +313,21 @@ async fn a_jwt_bearer_grant_without_a_key_is_refused_for_want_of_a_proof() {
     let err = grant.fetch(None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Rejected);
     assert_eq!(err.oauth_error(), Some("invalid_dpop_proof"));
+}
+
+#[tokio::test]
+async fn a_nonce_retry_signs_a_new_client_assertion() {
+    let server = Server::start().await;
+    let key = DpopKey::generate().unwrap();
+    let grant = ClientCredentialsGrant::new(
+        server.url("/token"),
+        ClientAuth::private_key_jwt("svc", SigningKey::generate_es256().unwrap()),
+        ServiceClient::new(hyper_client()),
+    )
+    .dpop(key.clone());
+    let tokens = grant.fetch(None).await.unwrap();
+    let log = server.log();
+    assert_eq!((log.requests, log.challenges), (2, 1));
+    assert_eq!(log.assertion_jtis.len(), 2);
+    assert_bound(&tokens, &key, &log);
 }
