@@ -227,6 +227,15 @@ fn code_login(server: &Server) -> AuthorizationCodeLogin<Http> {
     })
 }
 
+fn jwt_bearer(server: &Server) -> JwtBearerGrant<Http> {
+    JwtBearerGrant::new(
+        server.url("/token"),
+        SigningKey::generate_es256().unwrap(),
+        "robot@example.com",
+        ServiceClient::new(hyper_client()),
+    )
+}
+
 /// The set is a DPoP set bound to `key`, and every proof that got past the
 /// nonce was signed with it and carried the nonce.
 fn assert_bound(tokens: &TokenSet, key: &DpopKey, log: &Log) {
@@ -287,13 +296,7 @@ async fn a_device_login_with_a_key_proves_every_poll_and_binds_the_set() {
 async fn a_jwt_bearer_grant_with_a_key_retries_the_nonce_with_a_new_assertion() {
     let server = Server::start().await;
     let key = DpopKey::generate().unwrap();
-    let grant = JwtBearerGrant::new(
-        server.url("/token"),
-        SigningKey::generate_es256().unwrap(),
-        "robot@example.com",
-        ServiceClient::new(hyper_client()),
-    )
-    .dpop(key.clone());
+    let grant = jwt_bearer(&server).dpop(key.clone());
     let tokens = grant.fetch(None).await.unwrap();
     let log = server.log();
     assert_eq!((log.requests, log.challenges), (2, 1));
@@ -304,12 +307,7 @@ async fn a_jwt_bearer_grant_with_a_key_retries_the_nonce_with_a_new_assertion() 
 #[tokio::test]
 async fn a_jwt_bearer_grant_without_a_key_is_refused_for_want_of_a_proof() {
     let server = Server::start().await;
-    let grant = JwtBearerGrant::new(
-        server.url("/token"),
-        SigningKey::generate_es256().unwrap(),
-        "robot@example.com",
-        ServiceClient::new(hyper_client()),
-    );
+    let grant = jwt_bearer(&server);
     let err = grant.fetch(None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Rejected);
     assert_eq!(err.oauth_error(), Some("invalid_dpop_proof"));

@@ -109,16 +109,7 @@ impl Provider {
 
     /// The server's login counters (GET /test/logins).
     async fn logins(&self) -> serde_json::Value {
-        let response = hyper_client()
-            .request(
-                Request::get(self.url("/test/logins"))
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice(&body).unwrap()
+        self.get_json("/test/logins").await
     }
 
     /// GET `path` of the provider's test routes, as JSON.
