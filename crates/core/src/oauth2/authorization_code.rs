@@ -271,10 +271,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
             ("code_challenge".into(), pkce.challenge().to_owned()),
             ("code_challenge_method".into(), pkce.method().to_owned()),
         ];
-        hints.apply(&mut pairs);
-        for (name, value) in &self.params {
-            pairs.push((Cow::Owned(name.clone()), value.clone()));
-        }
+        hints.apply(&self.params, &mut pairs);
         let base = self.authorization_url.uri().to_string();
         let mut url = base.clone();
         url.push(if base.contains('?') { '&' } else { '?' });

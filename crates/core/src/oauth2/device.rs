@@ -272,10 +272,7 @@ impl<C: HttpClient> DeviceLogin<C> {
     /// was answered.
     async fn authorize(&self, hints: &LoginHints) -> Result<(RawAuthorization, Instant), Error> {
         let mut pairs: Vec<(Cow<'static, str>, String)> = Vec::new();
-        hints.apply(&mut pairs);
-        for (name, value) in &self.params {
-            pairs.push((Cow::Owned(name.clone()), value.clone()));
-        }
+        hints.apply(&self.params, &mut pairs);
         let (request, redactor) =
             token_request(&self.device_url, &self.token.auth, form_of(&pairs))?;
         let response: Response<Bytes> = self.token.client.send(request).await.map_err(|e| {
