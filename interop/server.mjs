@@ -144,6 +144,9 @@ async function main() {
       // DPoP: a public client whose tokens are all DPoP-bound.
       {
         client_id: 'interop-dpop-client',
+        // A native app: its loopback redirect may take any port (RFC 8252
+        // §7.3), for the DPoP-bound login of interop_logins.rs.
+        application_type: 'native',
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
         redirect_uris: ['http://127.0.0.1/callback'],

@@ -40,7 +40,8 @@ use serde::Serialize;
 
 use crate::{
     Error, ErrorKind, TokenSet,
-    jose::{SigningKey, random_id, sha256_b64url, unix_now},
+    crypto::{random_urlsafe, sha256_b64url},
+    jose::{SigningKey, unix_now},
 };
 
 /// The `DPoP` request header that carries a proof.
@@ -208,7 +209,7 @@ impl DpopKey {
         let target = Target::of(uri)?;
         let nonce = self.nonce_for(target.key(scope));
         let ath = access_token.map(|t| sha256_b64url(t.as_bytes()));
-        let jti = random_id()?;
+        let jti = random_urlsafe(16)?;
         let claims = Claims {
             jti: &jti,
             htm: method.as_str(),

@@ -18,15 +18,15 @@ use std::{fmt, sync::Arc};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::{
-    digest, hmac,
-    rand::{SecureRandom, SystemRandom},
+    hmac,
+    rand::SystemRandom,
     rsa::PublicKeyComponents,
     signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair},
 };
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::{Error, ErrorKind};
+use crate::{Error, ErrorKind, crypto::sha256_b64url};
 
 /// A key that signs JWTs: ES256 (ECDSA P-256), RS256 (RSA PKCS#1 v1.5 with
 /// SHA-256) or HS256 (HMAC with a shared secret).
@@ -180,7 +180,7 @@ impl SigningKey {
         // serde_json's maps are ordered by key and it writes no whitespace:
         // exactly RFC 7638's canonical form.
         let canonical = serde_json::to_vec(&self.required_members()?).ok()?;
-        Some(URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &canonical)))
+        Some(sha256_b64url(&canonical))
     }
 
     /// The unencrypted PKCS#8 form of an ES256 key, for persisting it with
@@ -285,32 +285,12 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-/// A fresh unguessable identifier (128 random bits, base64url): a JWT's
-/// `jti`, a PKCE verifier's or a `state`'s raw material.
-///
-/// # Errors
-///
-/// [`ErrorKind::Transient`] if the operating system gave no random numbers.
-pub(crate) fn random_id() -> Result<String, Error> {
-    let mut bytes = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| Error::transient("the operating system gave no random numbers"))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
-}
-
 /// Seconds since the Unix epoch from the wall clock: JWT times (`iat`,
 /// `exp`) are compared with the server's clock, not tokio's.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// The base64url SHA-256 of `bytes`: a DPoP proof's `ath` over the access
-/// token, a PKCE S256 challenge over the verifier.
-pub(crate) fn sha256_b64url(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, bytes))
 }
 
 /// The bytes of the first PEM block labelled `label`.
@@ -423,7 +403,7 @@ mod tests {
         let members = serde_json::json!({"e": "AQAB", "kty": "RSA", "n": n});
         let canonical = serde_json::to_vec(&members).unwrap();
         assert_eq!(
-            URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &canonical)),
+            sha256_b64url(&canonical),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
         );
     }
@@ -484,11 +464,5 @@ mod tests {
             };
             verified.unwrap();
         }
-    }
-
-    #[test]
-    fn random_ids_differ() {
-        assert_ne!(random_id().unwrap(), random_id().unwrap());
-        assert_eq!(random_id().unwrap().len(), 22);
     }
 }

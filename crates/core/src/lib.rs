@@ -57,6 +57,7 @@
 //! ```
 
 mod backoff;
+mod crypto;
 #[cfg(feature = "jose")]
 pub mod dpop;
 mod error;

@@ -59,7 +59,7 @@ pub use device::{DeviceAuthorization, DeviceLogin};
 pub use discovery::ProviderMetadata;
 pub(crate) use endpoint::Endpoint;
 pub use exchange::parse_token_response;
-pub(crate) use exchange::{Form, error_response, exchange, token_request};
+pub(crate) use exchange::{Form, TokenClient, error_response, token_request};
 pub use introspection::{Introspection, IntrospectionClient};
 #[cfg(feature = "jose")]
 pub use jwt_bearer::JwtBearerGrant;

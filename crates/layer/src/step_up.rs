@@ -59,9 +59,8 @@ const INSUFFICIENT_SCOPE: &str = "insufficient_scope";
 pub struct StepUp {
     status: StatusCode,
     error: Option<String>,
-    acr_values: Option<String>,
-    max_age: Option<Duration>,
-    scope: Option<String>,
+    /// What the challenge asks of the login: `acr_values`, `max_age`, `scope`.
+    hints: LoginHints,
     resource_metadata: Option<Uri>,
 }
 
@@ -97,26 +96,22 @@ impl StepUp {
                 if !asks_login && resource_metadata.is_none() {
                     continue;
                 }
-                let acr_values = challenge
-                    .param("acr_values")
-                    .map(|v| v.into_owned())
-                    .filter(|v| !v.is_empty());
+                let mut hints = LoginHints::new();
+                if let Some(acr) = challenge.param("acr_values").filter(|v| !v.is_empty()) {
+                    hints = hints.with_acr_values(acr.into_owned());
+                }
                 // RFC 9470 §3: a non-negative integer of seconds; anything
                 // else is ignored rather than guessed at.
-                let max_age = challenge
-                    .param("max_age")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let scope = challenge
-                    .param("scope")
-                    .map(|v| v.into_owned())
-                    .filter(|v| !v.is_empty());
+                if let Some(max_age) = challenge.param("max_age").and_then(|v| v.parse().ok()) {
+                    hints = hints.with_max_age(Duration::from_secs(max_age));
+                }
+                if let Some(scope) = challenge.param("scope").filter(|v| !v.is_empty()) {
+                    hints = hints.with_scope(scope.into_owned());
+                }
                 return Some(StepUp {
                     status,
                     error,
-                    acr_values,
-                    max_age,
-                    scope,
+                    hints,
                     resource_metadata,
                 });
             }
@@ -147,17 +142,17 @@ impl StepUp {
 
     /// The authentication context classes the resource accepts.
     pub fn acr_values(&self) -> Option<&str> {
-        self.acr_values.as_deref()
+        self.hints.acr_values()
     }
 
     /// How recent the user's authentication must be.
     pub fn max_age(&self) -> Option<Duration> {
-        self.max_age
+        self.hints.max_age()
     }
 
     /// The scope the resource needs.
     pub fn scope(&self) -> Option<&str> {
-        self.scope.as_deref()
+        self.hints.scope()
     }
 
     /// Where the resource's RFC 9728 metadata is (its authorization
@@ -172,17 +167,7 @@ impl StepUp {
     /// The hints for the login that answers this: `acr_values` and
     /// `max_age` of a step-up, the `scope` of an `insufficient_scope`.
     pub fn login_hints(&self) -> LoginHints {
-        let mut hints = LoginHints::new();
-        if let Some(acr) = &self.acr_values {
-            hints = hints.with_acr_values(acr.clone());
-        }
-        if let Some(max_age) = self.max_age {
-            hints = hints.with_max_age(max_age);
-        }
-        if let Some(scope) = &self.scope {
-            hints = hints.with_scope(scope.clone());
-        }
-        hints
+        self.hints.clone()
     }
 }
 

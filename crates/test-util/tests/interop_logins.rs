@@ -23,9 +23,10 @@ use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
-use tower::{Layer, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenManager, TokenRefreshLayer,
+    dpop::{DpopKey, DpopLayer},
     oauth2::{
         AuthorizationCodeLogin, ClientAuth, DeviceAuthorization, DeviceLogin, LoginError,
         LoginHints, ProviderMetadata, RefreshTokenGrant,
@@ -37,6 +38,8 @@ use tower_token_refresh_test_util::hyper_client;
 const PUBLIC: &str = "interop-native";
 const CONFIDENTIAL: &str = "interop-native-confidential";
 const CONFIDENTIAL_SECRET: &str = "interop-native-secret";
+/// A public native client whose tokens must all be DPoP-bound.
+const DPOP_CLIENT: &str = "interop-dpop-client";
 
 type Http = ServiceClient<
     hyper_util::client::legacy::Client<
@@ -106,12 +109,13 @@ impl Provider {
 
     /// The server's login counters (GET /test/logins).
     async fn logins(&self) -> serde_json::Value {
+        self.get_json("/test/logins").await
+    }
+
+    /// GET `path` of the provider's test routes, as JSON.
+    async fn get_json(&self, path: &str) -> serde_json::Value {
         let response = hyper_client()
-            .request(
-                Request::get(self.url("/test/logins"))
-                    .body(Full::default())
-                    .unwrap(),
-            )
+            .request(Request::get(self.url(path)).body(Full::default()).unwrap())
             .await
             .unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -326,6 +330,63 @@ async fn a_public_client_logs_in_with_pkce_through_a_loopback_redirect() {
         .unwrap()
         .to_owned();
     assert!(provider.api_accepts(&new).await);
+}
+
+#[tokio::test]
+async fn a_dpop_bound_pkce_login_starts_a_session_the_dpop_resource_accepts() {
+    let Some(provider) = Provider::start().await else {
+        return;
+    };
+    let dpop = DpopKey::generate().unwrap();
+    let login = provider
+        .code_login(ClientAuth::none(DPOP_CLIENT), Browser::default())
+        .await
+        .dpop(dpop.clone());
+    let tokens = login.login().await.unwrap();
+    assert_eq!(tokens.token_type(), "DPoP");
+    assert_eq!(
+        tokens.dpop_key().unwrap().thumbprint().unwrap(),
+        dpop.thumbprint()
+    );
+    // The provider wants a nonce at its token endpoint: the code exchange
+    // met the challenge and answered it (else no tokens).
+    let stats = provider.get_json("/test/dpop/stats").await;
+    assert_eq!(stats["token_nonce_challenges"], 1, "{stats}");
+    assert_eq!(provider.logins().await["authorization_code_grants"], 1);
+
+    // The resource takes the access token only with proofs of that key.
+    let refresh = RefreshTokenGrant::new(
+        provider.url("/token").parse().unwrap(),
+        ClientAuth::none(DPOP_CLIENT),
+        http(),
+    )
+    .dpop(dpop.clone());
+    let manager = TokenManager::builder(refresh)
+        .dpop(dpop.clone())
+        .initial(tokens)
+        .build();
+    let client = ServiceBuilder::new()
+        .layer(
+            TokenRefreshLayer::new(manager.clone()).allow_origin(provider.issuer.parse().unwrap()),
+        )
+        .layer(DpopLayer::new(dpop.clone()))
+        .service(hyper_client());
+    let response = client
+        .clone()
+        .oneshot(
+            Request::get(provider.url("/dpop/api/data"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let stats = provider.get_json("/test/dpop/stats").await;
+    assert_eq!(stats["api_ok"], 1, "{stats}");
+
+    // And the refresh token is bound to the key too: the session renews.
+    manager.refresh().await.unwrap();
+    assert_eq!(manager.current().unwrap().token_type(), "DPoP");
 }
 
 #[tokio::test]

@@ -18,10 +18,10 @@ use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 use http::Uri;
 
 use super::{
-    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, Pkce, exchange,
-    exchange::form_encode_into, login::form_of, loopback::Loopback, pkce::random_urlsafe,
+    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, Pkce, TokenClient,
+    exchange::form_encode_into, login::form_of, loopback::Loopback,
 };
-use crate::{BoxFuture, Error, ErrorKind, TokenSet, TokenSource};
+use crate::{BoxFuture, Error, ErrorKind, TokenSet, TokenSource, crypto::random_urlsafe};
 
 type UrlHook = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -65,9 +65,7 @@ type UrlHook = Arc<dyn Fn(&str) + Send + Sync>;
 /// ```
 pub struct AuthorizationCodeLogin<C> {
     authorization_url: Endpoint,
-    token_url: Endpoint,
-    auth: ClientAuth,
-    client: C,
+    token: TokenClient<C>,
     hints: LoginHints,
     params: Vec<(String, String)>,
     redirect_path: String,
@@ -85,9 +83,7 @@ impl<C> AuthorizationCodeLogin<C> {
     pub fn new(authorization_url: Uri, token_url: Uri, auth: ClientAuth, client: C) -> Self {
         AuthorizationCodeLogin {
             authorization_url: Endpoint::new(authorization_url, "authorization endpoint"),
-            token_url: Endpoint::new(token_url, "token endpoint"),
-            auth,
-            client,
+            token: TokenClient::new(token_url, auth, client),
             hints: LoginHints::new(),
             params: Vec::new(),
             redirect_path: "/callback".to_owned(),
@@ -153,7 +149,19 @@ impl<C> AuthorizationCodeLogin<C> {
     /// [`RefreshTokenGrant::allow_cleartext`](super::RefreshTokenGrant::allow_cleartext).
     pub fn allow_cleartext(mut self, allow: bool) -> Self {
         self.authorization_url.set_allow_cleartext(allow);
-        self.token_url.set_allow_cleartext(allow);
+        self.token.url.set_allow_cleartext(allow);
+        self
+    }
+
+    /// Proves possession of a DPoP key (RFC 9449; feature `jose`), as
+    /// [`RefreshTokenGrant::dpop`](super::RefreshTokenGrant::dpop): the
+    /// code's exchange carries a proof, a `use_dpop_nonce` answer is
+    /// retried once with the server's nonce, and the tokens are bound to
+    /// the key, so the session starts bound. Give the refresh grant and
+    /// the manager the same key.
+    #[cfg(feature = "jose")]
+    pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
+        self.token.set_dpop(dpop);
         self
     }
 }
@@ -191,7 +199,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
                 "the redirect path must start with '/'",
             ));
         }
-        let Some(client_id) = self.auth.client_id() else {
+        let Some(client_id) = self.token.auth.client_id() else {
             return Err(Error::new(
                 ErrorKind::Rejected,
                 "an authorization code login needs a client id (ClientAuth::anonymous has none)",
@@ -199,7 +207,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
         };
         // Both endpoints are checked before the user is sent anywhere.
         self.authorization_url.check()?;
-        self.token_url.check()?;
+        self.token.url.check()?;
         let listener = Loopback::bind().await?;
         let redirect_uri = listener.redirect_uri(&self.redirect_path);
         let state = random_urlsafe(16)?;
@@ -243,7 +251,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
         ]);
         // A code is single-use but presents no refresh token: a lost answer
         // costs a new login, nothing the coordinator must guard.
-        exchange(&self.client, &self.token_url, &self.auth, form, false, None).await
+        self.token.exchange(|| Ok(form.clone()), false).await
     }
 
     /// The authorization URL for one login.
@@ -263,10 +271,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
             ("code_challenge".into(), pkce.challenge().to_owned()),
             ("code_challenge_method".into(), pkce.method().to_owned()),
         ];
-        hints.apply(&mut pairs);
-        for (name, value) in &self.params {
-            pairs.push((Cow::Owned(name.clone()), value.clone()));
-        }
+        hints.apply(&self.params, &mut pairs);
         let base = self.authorization_url.uri().to_string();
         let mut url = base.clone();
         url.push(if base.contains('?') { '&' } else { '?' });
@@ -284,11 +289,10 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
 
 impl<C> fmt::Debug for AuthorizationCodeLogin<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorizationCodeLogin")
-            .field("authorization_url", self.authorization_url.uri())
-            .field("token_url", self.token_url.uri())
-            .field("auth", &self.auth)
-            .field("hints", &self.hints)
+        let mut f = f.debug_struct("AuthorizationCodeLogin");
+        f.field("authorization_url", self.authorization_url.uri());
+        self.token.debug_fields(&mut f);
+        f.field("hints", &self.hints)
             .field("redirect_path", &self.redirect_path)
             .field("timeout", &self.timeout)
             .field("issuer", &self.issuer)

@@ -20,7 +20,8 @@ use serde_json::{Map, Value};
 use super::exchange::Form;
 use crate::{
     ClientSecret, Error,
-    jose::{SigningKey, random_id, unix_now},
+    crypto::random_urlsafe,
+    jose::{SigningKey, unix_now},
 };
 
 /// The `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
@@ -107,22 +108,98 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct ClientAssertion {
     client_id: String,
-    key: SigningKey,
+    jwt: JwtTemplate,
+}
+
+/// What every assertion of one signer shares: the key, the JWS header,
+/// the added claims, the audience and the lifetime. Client assertions and
+/// the JWT bearer grant sign theirs with it.
+#[derive(Clone)]
+pub(super) struct JwtTemplate {
+    pub(super) key: SigningKey,
+    typ: Option<&'static str>,
     /// The base64url JWS header: constant for the key.
     header: String,
     extra_header: Map<String, Value>,
     claims: Map<String, Value>,
-    audience: Option<String>,
-    lifetime: Duration,
+    pub(super) audience: Option<String>,
+    pub(super) lifetime: Duration,
+}
+
+impl JwtTemplate {
+    /// Assertions signed with `key`, `typ` in their header if given, valid
+    /// for 60 s.
+    pub(super) fn new(key: SigningKey, typ: Option<&'static str>) -> Self {
+        let header = key.encoded_header(typ, false);
+        JwtTemplate {
+            key,
+            typ,
+            header,
+            extra_header: Map::new(),
+            claims: Map::new(),
+            audience: None,
+            lifetime: DEFAULT_LIFETIME,
+        }
+    }
+
+    /// Adds a claim; the registered ones [`sign`](Self::sign) sets win.
+    pub(super) fn claim(&mut self, name: String, value: Value) {
+        self.claims.insert(name, value);
+    }
+
+    /// Adds a header member; `alg` and `kid` stay the key's.
+    pub(super) fn header_param(&mut self, name: String, value: Value) {
+        self.extra_header.insert(name, value);
+        self.header = encoded_header(&self.key, self.typ, &self.extra_header);
+    }
+
+    /// A new signed assertion: the added claims, then `iss`, `sub` (removed
+    /// when `None`), `aud` (the set audience, else `endpoint`), a fresh
+    /// `jti`, `iat` now and `exp` the lifetime later.
+    pub(super) fn sign(
+        &self,
+        iss: &str,
+        sub: Option<&str>,
+        endpoint: &Uri,
+    ) -> Result<String, Error> {
+        let aud = match &self.audience {
+            Some(audience) => audience.clone(),
+            None => endpoint.to_string(),
+        };
+        let iat = unix_now();
+        let mut claims = self.claims.clone();
+        claims.insert("iss".into(), iss.into());
+        match sub {
+            Some(sub) => claims.insert("sub".into(), sub.into()),
+            None => claims.remove("sub"),
+        };
+        claims.insert("aud".into(), aud.into());
+        claims.insert("jti".into(), random_urlsafe(16)?.into());
+        claims.insert("iat".into(), iat.into());
+        claims.insert(
+            "exp".into(),
+            iat.saturating_add(self.lifetime.as_secs().max(1)).into(),
+        );
+        self.key.sign_jwt(&self.header, &claims)
+    }
+
+    /// The names of the added claims and header members, for `Debug`: the
+    /// values may be private.
+    pub(super) fn debug_fields(&self, f: &mut fmt::DebugStruct<'_, '_>) {
+        f.field("key", &self.key)
+            .field("audience", &self.audience)
+            .field("lifetime", &self.lifetime)
+            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field(
+                "header_params",
+                &self.extra_header.keys().collect::<Vec<_>>(),
+            );
+    }
 }
 
 /// The base64url JWS header for `key` (`alg`, `typ` if given, `kid` if
 /// set) with the `extra` members; `alg` and `kid` cannot be replaced.
-pub(super) fn encoded_header(
-    key: &SigningKey,
-    typ: Option<&str>,
-    extra: &Map<String, Value>,
-) -> String {
+fn encoded_header(key: &SigningKey, typ: Option<&str>, extra: &Map<String, Value>) -> String {
     let base = key.encoded_header(typ, false);
     if extra.is_empty() {
         return base;
@@ -146,15 +223,9 @@ impl ClientAssertion {
     /// an ES256 or RS256 key (the server holds its public JWK), or
     /// `client_secret_jwt` for an HS256 key.
     pub fn new(client_id: impl Into<String>, key: SigningKey) -> Self {
-        let header = key.encoded_header(None, false);
         ClientAssertion {
             client_id: client_id.into(),
-            key,
-            header,
-            extra_header: Map::new(),
-            claims: Map::new(),
-            audience: None,
-            lifetime: DEFAULT_LIFETIME,
+            jwt: JwtTemplate::new(key, None),
         }
     }
 
@@ -171,14 +242,14 @@ impl ClientAssertion {
     /// Puts `audience` (the issuer identifier, usually) in every
     /// assertion's `aud` instead of the URL each request is posted to.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audience = Some(audience.into());
+        self.jwt.audience = Some(audience.into());
         self
     }
 
     /// How long each assertion is valid (`exp - iat`, whole seconds, at
     /// least 1). Default 60 s.
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
-        self.lifetime = lifetime;
+        self.jwt.lifetime = lifetime;
         self
     }
 
@@ -186,7 +257,7 @@ impl ClientAssertion {
     /// `jti`, `iat` and `exp` are the assertion's own: claims of those
     /// names are replaced.
     pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.claims.insert(name.into(), value.into());
+        self.jwt.claim(name.into(), value.into());
         self
     }
 
@@ -195,8 +266,7 @@ impl ClientAssertion {
     /// certificate credentials. `alg` and `kid` come from the key and are
     /// not replaced.
     pub fn header_param(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.extra_header.insert(name.into(), value.into());
-        self.header = encoded_header(&self.key, None, &self.extra_header);
+        self.jwt.header_param(name.into(), value.into());
         self
     }
 
@@ -209,7 +279,7 @@ impl ClientAssertion {
     /// `token_endpoint_auth_method`): `"client_secret_jwt"` for an HS256
     /// key, else `"private_key_jwt"`.
     pub fn method(&self) -> &'static str {
-        if self.key.algorithm() == "HS256" {
+        if self.jwt.key.algorithm() == "HS256" {
             "client_secret_jwt"
         } else {
             "private_key_jwt"
@@ -218,22 +288,8 @@ impl ClientAssertion {
 
     /// A new signed assertion for a request to `endpoint`.
     pub(super) fn sign(&self, endpoint: &Uri) -> Result<String, Error> {
-        let aud = match &self.audience {
-            Some(audience) => audience.clone(),
-            None => endpoint.to_string(),
-        };
-        let iat = unix_now();
-        let mut claims = self.claims.clone();
-        claims.insert("iss".into(), self.client_id.clone().into());
-        claims.insert("sub".into(), self.client_id.clone().into());
-        claims.insert("aud".into(), aud.into());
-        claims.insert("jti".into(), random_id()?.into());
-        claims.insert("iat".into(), iat.into());
-        claims.insert(
-            "exp".into(),
-            iat.saturating_add(self.lifetime.as_secs().max(1)).into(),
-        );
-        self.key.sign_jwt(&self.header, &claims)
+        self.jwt
+            .sign(&self.client_id, Some(&self.client_id), endpoint)
     }
 
     /// Adds `client_id`, `client_assertion_type` and a fresh
@@ -250,18 +306,11 @@ impl ClientAssertion {
 
 impl fmt::Debug for ClientAssertion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientAssertion")
-            .field("method", &self.method())
-            .field("client_id", &self.client_id)
-            .field("key", &self.key)
-            .field("audience", &self.audience)
-            .field("lifetime", &self.lifetime)
-            .field("claims", &self.claims.keys().collect::<Vec<_>>())
-            .field(
-                "header_params",
-                &self.extra_header.keys().collect::<Vec<_>>(),
-            )
-            .finish_non_exhaustive()
+        let mut f = f.debug_struct("ClientAssertion");
+        f.field("method", &self.method())
+            .field("client_id", &self.client_id);
+        self.jwt.debug_fields(&mut f);
+        f.finish_non_exhaustive()
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 use http::Uri;
 
-use super::{ClientAuth, Endpoint, Form, HttpClient, exchange};
+use super::{ClientAuth, Form, HttpClient, TokenClient};
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
 /// The OAuth2 `client_credentials` grant (RFC 6749 §4.4) as a [`TokenSource`]:
@@ -46,24 +46,16 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 /// # Ok(()) }
 /// ```
 pub struct ClientCredentialsGrant<C> {
-    token_url: Endpoint,
-    auth: ClientAuth,
-    client: C,
+    token: TokenClient<C>,
     params: Vec<(String, String)>,
-    #[cfg(feature = "jose")]
-    dpop: Option<crate::dpop::DpopKey>,
 }
 
 impl<C> ClientCredentialsGrant<C> {
     /// A grant posting to `token_url` through `client`.
     pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
         ClientCredentialsGrant {
-            token_url: Endpoint::new(token_url, "token endpoint"),
-            auth,
-            client,
+            token: TokenClient::new(token_url, auth, client),
             params: Vec::new(),
-            #[cfg(feature = "jose")]
-            dpop: None,
         }
     }
 
@@ -95,7 +87,7 @@ impl<C> ClientCredentialsGrant<C> {
     /// default, as for
     /// [`RefreshTokenGrant::allow_cleartext`](super::RefreshTokenGrant::allow_cleartext).
     pub fn allow_cleartext(mut self, allow: bool) -> Self {
-        self.token_url.set_allow_cleartext(allow);
+        self.token.url.set_allow_cleartext(allow);
         self
     }
 
@@ -107,31 +99,17 @@ impl<C> ClientCredentialsGrant<C> {
     /// ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop)).
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
-        self.dpop = Some(dpop);
+        self.token.set_dpop(dpop);
         self
-    }
-
-    #[cfg(feature = "jose")]
-    fn dpop_ref(&self) -> super::exchange::DpopRef<'_> {
-        self.dpop.as_ref()
-    }
-
-    #[cfg(not(feature = "jose"))]
-    fn dpop_ref(&self) -> super::exchange::DpopRef<'_> {
-        None
     }
 }
 
 impl<C> fmt::Debug for ClientCredentialsGrant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("ClientCredentialsGrant")
-            .field("token_url", self.token_url.uri())
-            .field("allow_cleartext", &self.token_url.allows_cleartext())
-            .field("auth", &self.auth)
-            .field("params", &names)
-            .field("dpop", &self.dpop_ref().is_some())
-            .finish_non_exhaustive()
+        let mut f = f.debug_struct("ClientCredentialsGrant");
+        self.token.debug_fields(&mut f);
+        f.field("params", &names).finish_non_exhaustive()
     }
 }
 
@@ -141,21 +119,16 @@ impl<C: HttpClient> TokenSource for ClientCredentialsGrant<C> {
         _current: Option<&'a TokenSet>,
     ) -> BoxFuture<'a, Result<TokenSet, Error>> {
         Box::pin(async move {
-            let mut form = Form::default();
-            form.pair("grant_type", "client_credentials");
-            for (name, value) in &self.params {
-                form.pair(name, value);
-            }
+            let form = || {
+                let mut form = Form::default();
+                form.pair("grant_type", "client_credentials");
+                for (name, value) in &self.params {
+                    form.pair(name, value);
+                }
+                Ok(form)
+            };
             // No refresh token at stake: a lost answer costs only a new grant.
-            exchange(
-                &self.client,
-                &self.token_url,
-                &self.auth,
-                form,
-                false,
-                self.dpop_ref(),
-            )
-            .await
+            self.token.exchange(form, false).await
         })
     }
 }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::{
-    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, error_response, exchange,
+    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, TokenClient, error_response,
     login::form_of, token_request,
 };
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
@@ -151,9 +151,7 @@ struct RawAuthorization {
 /// ```
 pub struct DeviceLogin<C> {
     device_url: Endpoint,
-    token_url: Endpoint,
-    auth: ClientAuth,
-    client: C,
+    token: TokenClient<C>,
     hints: LoginHints,
     params: Vec<(String, String)>,
     on_code: Option<CodeHook>,
@@ -165,9 +163,7 @@ impl<C> DeviceLogin<C> {
     pub fn new(device_authorization_url: Uri, token_url: Uri, auth: ClientAuth, client: C) -> Self {
         DeviceLogin {
             device_url: Endpoint::new(device_authorization_url, "device authorization endpoint"),
-            token_url: Endpoint::new(token_url, "token endpoint"),
-            auth,
-            client,
+            token: TokenClient::new(token_url, auth, client),
             hints: LoginHints::new(),
             params: Vec::new(),
             on_code: None,
@@ -209,7 +205,19 @@ impl<C> DeviceLogin<C> {
     /// loopback: for a development server only.
     pub fn allow_cleartext(mut self, allow: bool) -> Self {
         self.device_url.set_allow_cleartext(allow);
-        self.token_url.set_allow_cleartext(allow);
+        self.token.url.set_allow_cleartext(allow);
+        self
+    }
+
+    /// Proves possession of a DPoP key (RFC 9449; feature `jose`), as
+    /// [`RefreshTokenGrant::dpop`](super::RefreshTokenGrant::dpop): every
+    /// poll of the token endpoint carries a new proof, a `use_dpop_nonce`
+    /// answer is retried once with the server's nonce, and the tokens are
+    /// bound to the key, so the session starts bound. Give the refresh
+    /// grant and the manager the same key.
+    #[cfg(feature = "jose")]
+    pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
+        self.token.set_dpop(dpop);
         self
     }
 }
@@ -241,7 +249,7 @@ impl<C: HttpClient> DeviceLogin<C> {
                 "no on_user_code hook: the user cannot be shown the code",
             ));
         };
-        self.token_url.check()?;
+        self.token.url.check()?;
         let (mut raw, started) = self.authorize(&hints.over(&self.hints)).await?;
         let device_code = Zeroizing::new(std::mem::take(&mut raw.device_code));
         let expires_in = Duration::from_secs(raw.expires_in).min(MAX_LIFETIME);
@@ -264,12 +272,10 @@ impl<C: HttpClient> DeviceLogin<C> {
     /// was answered.
     async fn authorize(&self, hints: &LoginHints) -> Result<(RawAuthorization, Instant), Error> {
         let mut pairs: Vec<(Cow<'static, str>, String)> = Vec::new();
-        hints.apply(&mut pairs);
-        for (name, value) in &self.params {
-            pairs.push((Cow::Owned(name.clone()), value.clone()));
-        }
-        let (request, redactor) = token_request(&self.device_url, &self.auth, form_of(&pairs))?;
-        let response: Response<Bytes> = self.client.send(request).await.map_err(|e| {
+        hints.apply(&self.params, &mut pairs);
+        let (request, redactor) =
+            token_request(&self.device_url, &self.token.auth, form_of(&pairs))?;
+        let response: Response<Bytes> = self.token.client.send(request).await.map_err(|e| {
             Error::transient("no answer from the device authorization endpoint").with_source(e)
         })?;
         let answered = Instant::now();
@@ -309,9 +315,7 @@ impl<C: HttpClient> DeviceLogin<C> {
                 ("grant_type".into(), GRANT_TYPE.to_owned()),
                 ("device_code".into(), device_code.to_owned()),
             ]);
-            let err = match exchange(&self.client, &self.token_url, &self.auth, form, false, None)
-                .await
-            {
+            let err = match self.token.exchange(|| Ok(form.clone()), false).await {
                 Ok(tokens) => return Ok(tokens),
                 Err(err) => err,
             };
@@ -335,12 +339,10 @@ impl<C: HttpClient> DeviceLogin<C> {
 
 impl<C> fmt::Debug for DeviceLogin<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeviceLogin")
-            .field("device_authorization_url", self.device_url.uri())
-            .field("token_url", self.token_url.uri())
-            .field("auth", &self.auth)
-            .field("hints", &self.hints)
-            .finish_non_exhaustive()
+        let mut f = f.debug_struct("DeviceLogin");
+        f.field("device_authorization_url", self.device_url.uri());
+        self.token.debug_fields(&mut f);
+        f.field("hints", &self.hints).finish_non_exhaustive()
     }
 }
 

@@ -39,73 +39,125 @@ pub(crate) type DpopRef<'a> = Option<&'a crate::dpop::DpopKey>;
 #[cfg(not(feature = "jose"))]
 pub(crate) type DpopRef<'a> = Option<&'a std::convert::Infallible>;
 
-/// Posts a token request and parses the answer: the shared step of every
-/// grant.
-///
-/// `presents_refresh_token`: the form presents a refresh token, which a
-/// request lost in flight leaves in doubt (outcome unknown).
-///
-/// With a DPoP key (RFC 9449) the request carries a proof, the tokens are
-/// bound to the key, and a `use_dpop_nonce` answer is retried once with
-/// the server's nonce.
-pub(crate) async fn exchange<C: HttpClient>(
-    client: &C,
-    endpoint: &Endpoint,
-    auth: &ClientAuth,
-    form: Form,
-    presents_refresh_token: bool,
-    dpop: DpopRef<'_>,
-) -> Result<TokenSet, Error> {
-    let (request, redactor) = token_request(endpoint, auth, form)?;
+/// What every grant and login posts with: the token endpoint, the client
+/// authentication, the [`HttpClient`], and the DPoP key the requests prove
+/// possession of (feature `jose`).
+pub(crate) struct TokenClient<C> {
+    pub(crate) url: Endpoint,
+    pub(crate) auth: ClientAuth,
+    pub(crate) client: C,
     #[cfg(feature = "jose")]
-    if let Some(dpop) = dpop {
-        return dpop_exchange(client, request, &redactor, presents_refresh_token, dpop).await;
-    }
-    let _ = dpop;
-    let response = client
-        .send(request)
-        .await
-        .map_err(|e| transport_error(e, presents_refresh_token))?;
-    token_answer(response, &redactor)
+    dpop: Option<crate::dpop::DpopKey>,
 }
 
-/// [`exchange`] with DPoP proofs: a new proof per request, the nonces the
-/// endpoint hands out remembered, one retry for `use_dpop_nonce`.
-#[cfg(feature = "jose")]
-async fn dpop_exchange<C: HttpClient>(
-    client: &C,
-    mut request: Request<Bytes>,
-    redactor: &Redactor,
-    presents_refresh_token: bool,
-    dpop: &crate::dpop::DpopKey,
-) -> Result<TokenSet, Error> {
-    // The tokens are bound to the key this proof is signed with, even if a
-    // store load switches `dpop` while the request is out.
-    let key = dpop.signing_key();
-    let uri = request.uri().clone();
-    let mut retry = true;
-    loop {
-        let proof = dpop.endpoint_proof(request.method(), &uri)?;
-        request.headers_mut().insert(crate::dpop::DPOP, proof);
-        // `Request<Bytes>` copies cheaply: the body is shared.
-        let copy = retry.then(|| request.clone());
-        let response = client
+impl<C> TokenClient<C> {
+    pub(crate) fn new(token_url: http::Uri, auth: ClientAuth, client: C) -> Self {
+        TokenClient {
+            url: Endpoint::new(token_url, "token endpoint"),
+            auth,
+            client,
+            #[cfg(feature = "jose")]
+            dpop: None,
+        }
+    }
+
+    /// Signs every later request with a proof of `dpop`.
+    #[cfg(feature = "jose")]
+    pub(crate) fn set_dpop(&mut self, dpop: crate::dpop::DpopKey) {
+        self.dpop = Some(dpop);
+    }
+
+    /// The DPoP key the requests prove possession of, if any.
+    pub(crate) fn dpop(&self) -> DpopRef<'_> {
+        #[cfg(feature = "jose")]
+        return self.dpop.as_ref();
+        #[cfg(not(feature = "jose"))]
+        None
+    }
+
+    /// The `Debug` fields every grant shows: never a secret.
+    pub(crate) fn debug_fields(&self, f: &mut std::fmt::DebugStruct<'_, '_>) {
+        f.field("token_url", self.url.uri())
+            .field("allow_cleartext", &self.url.allows_cleartext())
+            .field("auth", &self.auth)
+            .field("dpop", &self.dpop().is_some());
+    }
+}
+
+impl<C: HttpClient> TokenClient<C> {
+    /// Posts a token request of the form `form` builds and parses the
+    /// answer: the shared step of every grant.
+    ///
+    /// `presents_refresh_token`: the form presents a refresh token, which a
+    /// request lost in flight leaves in doubt (outcome unknown).
+    ///
+    /// With a DPoP key (RFC 9449) the request carries a proof, the tokens
+    /// are bound to the key, and a `use_dpop_nonce` answer is retried once
+    /// with the server's nonce. The retry is built anew, `form` called
+    /// again: a grant or client assertion is never sent twice (a server
+    /// refuses a `jti` it has seen).
+    pub(crate) async fn exchange<F>(
+        &self,
+        form: F,
+        presents_refresh_token: bool,
+    ) -> Result<TokenSet, Error>
+    where
+        F: Fn() -> Result<Form, Error>,
+    {
+        #[cfg(feature = "jose")]
+        if let Some(dpop) = self.dpop() {
+            return self
+                .dpop_exchange(&form, presents_refresh_token, dpop)
+                .await;
+        }
+        let (request, redactor) = token_request(&self.url, &self.auth, form()?)?;
+        let response = self
+            .client
             .send(request)
             .await
             .map_err(|e| transport_error(e, presents_refresh_token))?;
-        let fresh_nonce = dpop.remember_endpoint_nonce(&uri, response.headers());
-        match copy {
+        token_answer(response, &redactor)
+    }
+
+    /// [`exchange`](Self::exchange) with DPoP proofs: a new proof per
+    /// request, the nonces the endpoint hands out remembered, one retry for
+    /// `use_dpop_nonce`.
+    #[cfg(feature = "jose")]
+    async fn dpop_exchange<F>(
+        &self,
+        form: &F,
+        presents_refresh_token: bool,
+        dpop: &crate::dpop::DpopKey,
+    ) -> Result<TokenSet, Error>
+    where
+        F: Fn() -> Result<Form, Error>,
+    {
+        // The tokens are bound to the key this proof is signed with, even
+        // if a store load switches `dpop` while the request is out.
+        let key = dpop.signing_key();
+        let uri = self.url.uri();
+        let mut retried = false;
+        loop {
+            let (mut request, redactor) = token_request(&self.url, &self.auth, form()?)?;
+            let proof = dpop.endpoint_proof(request.method(), uri)?;
+            request.headers_mut().insert(crate::dpop::DPOP, proof);
+            let response = self
+                .client
+                .send(request)
+                .await
+                .map_err(|e| transport_error(e, presents_refresh_token))?;
+            let fresh_nonce = dpop.remember_endpoint_nonce(uri, response.headers());
             // RFC 9449 §8: the server refused the proof for want of a nonce
             // before it carried out the grant. Presenting the same refresh
             // token again is therefore not reuse (RFC 9700 §4.14.2): the
             // first request spent nothing. Once only: a server that keeps
             // asking gets its error back.
-            Some(copy) if fresh_nonce && asks_for_nonce(&response) => {
+            if !retried && fresh_nonce && asks_for_nonce(&response) {
                 tracing::debug!("token endpoint asked for a DPoP nonce; retrying once with it");
-                request = copy;
-                retry = false;
+                retried = true;
+                continue;
             }
-            _ => return token_answer(response, redactor).map(|t| t.with_dpop_key(key)),
+            return token_answer(response, &redactor).map(|t| t.with_dpop_key(key));
         }
     }
 }
@@ -283,7 +335,7 @@ fn printable(s: &str) -> Cow<'_, str> {
 }
 
 /// An `application/x-www-form-urlencoded` body under construction.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Form(String);
 
 impl Form {

@@ -15,19 +15,13 @@
 use std::{fmt, time::Duration};
 
 use http::Uri;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{ClientAuth, Endpoint, Form, HttpClient, client_assertion::encoded_header, exchange};
-use crate::{
-    BoxFuture, Error, ErrorKind, TokenSet, TokenSource,
-    jose::{SigningKey, random_id, unix_now},
-};
+use super::{ClientAuth, Form, HttpClient, TokenClient, client_assertion::JwtTemplate};
+use crate::{BoxFuture, Error, ErrorKind, TokenSet, TokenSource, jose::SigningKey};
 
 /// The `grant_type` of the JWT bearer grant (RFC 7523 §2.1).
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-
-/// How long an assertion is valid by default.
-const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The JWT bearer grant (RFC 7523 §2.1) as a [`TokenSource`]: a service
 /// account signs an assertion with its key and exchanges it for an access
@@ -89,39 +83,23 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 /// # Ok(()) }
 /// ```
 pub struct JwtBearerGrant<C> {
-    token_url: Endpoint,
-    key: SigningKey,
-    /// The base64url JWS header: constant for the key.
-    header: String,
+    token: TokenClient<C>,
+    jwt: JwtTemplate,
     issuer: String,
     subject: Option<String>,
-    audience: Option<String>,
-    lifetime: Duration,
-    claims: Map<String, Value>,
-    extra_header: Map<String, Value>,
-    auth: ClientAuth,
     params: Vec<(String, String)>,
-    client: C,
 }
 
 impl<C> JwtBearerGrant<C> {
     /// A grant posting assertions signed with `key`, issued by `issuer`, to
     /// `token_url` through `client`.
     pub fn new(token_url: Uri, key: SigningKey, issuer: impl Into<String>, client: C) -> Self {
-        let header = key.encoded_header(Some("JWT"), false);
         JwtBearerGrant {
-            token_url: Endpoint::new(token_url, "token endpoint"),
-            key,
-            header,
+            token: TokenClient::new(token_url, ClientAuth::Anonymous, client),
+            jwt: JwtTemplate::new(key, Some("JWT")),
             issuer: issuer.into(),
             subject: None,
-            audience: None,
-            lifetime: DEFAULT_LIFETIME,
-            claims: Map::new(),
-            extra_header: Map::new(),
-            auth: ClientAuth::Anonymous,
             params: Vec::new(),
-            client,
         }
     }
 
@@ -134,29 +112,28 @@ impl<C> JwtBearerGrant<C> {
 
     /// The assertion's `aud`, instead of the token endpoint URL.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audience = Some(audience.into());
+        self.jwt.audience = Some(audience.into());
         self
     }
 
     /// How long each assertion is valid (`exp - iat`, whole seconds, at
     /// least 1). Default 60 s; Google and Okta accept at most an hour.
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
-        self.lifetime = lifetime;
+        self.jwt.lifetime = lifetime;
         self
     }
 
     /// Adds a claim to every assertion. `iss`, `sub`, `aud`, `iat`, `exp`
     /// and `jti` are the grant's own: claims of those names are replaced.
     pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.claims.insert(name.into(), value.into());
+        self.jwt.claim(name.into(), value.into());
         self
     }
 
     /// Adds a member to every assertion's JWS header (`typ` is `JWT`; `alg`
     /// and `kid` come from the key and are not replaced).
     pub fn header_param(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.extra_header.insert(name.into(), value.into());
-        self.header = encoded_header(&self.key, Some("JWT"), &self.extra_header);
+        self.jwt.header_param(name.into(), value.into());
         self
     }
 
@@ -176,61 +153,44 @@ impl<C> JwtBearerGrant<C> {
     /// assertion grant and client authentication. Default
     /// [`ClientAuth::Anonymous`].
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
-        self.auth = auth;
+        self.token.auth = auth;
         self
     }
 
     /// Allows the assertion to go over cleartext `http://` to a host that
     /// is not loopback: for a development server only. Off by default.
     pub fn allow_cleartext(mut self, allow: bool) -> Self {
-        self.token_url.set_allow_cleartext(allow);
+        self.token.url.set_allow_cleartext(allow);
+        self
+    }
+
+    /// Proves possession of a DPoP key (RFC 9449; feature `jose`), as
+    /// [`RefreshTokenGrant::dpop`](super::RefreshTokenGrant::dpop): the
+    /// assertion's exchange carries a proof, a `use_dpop_nonce` answer is
+    /// retried once with the server's nonce, and the tokens are bound to
+    /// the key. Give the manager the same key
+    /// ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop)).
+    pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
+        self.token.set_dpop(dpop);
         self
     }
 
     /// A new signed assertion.
     fn assertion(&self) -> Result<String, Error> {
-        let mut claims = self.claims.clone();
-        let iat = unix_now();
-        let aud = match &self.audience {
-            Some(audience) => audience.clone(),
-            None => self.token_url.uri().to_string(),
-        };
-        claims.insert("iss".into(), self.issuer.clone().into());
-        match &self.subject {
-            Some(subject) => claims.insert("sub".into(), subject.clone().into()),
-            None => claims.remove("sub"),
-        };
-        claims.insert("aud".into(), aud.into());
-        claims.insert("iat".into(), iat.into());
-        claims.insert(
-            "exp".into(),
-            iat.saturating_add(self.lifetime.as_secs().max(1)).into(),
-        );
-        claims.insert("jti".into(), random_id()?.into());
-        self.key.sign_jwt(&self.header, &claims)
+        self.jwt
+            .sign(&self.issuer, self.subject.as_deref(), self.token.url.uri())
     }
 }
 
 impl<C> fmt::Debug for JwtBearerGrant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let claims: Vec<&str> = self.claims.keys().map(String::as_str).collect();
         let params: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("JwtBearerGrant")
-            .field("token_url", self.token_url.uri())
-            .field("allow_cleartext", &self.token_url.allows_cleartext())
-            .field("key", &self.key)
-            .field("issuer", &self.issuer)
-            .field("subject", &self.subject)
-            .field("audience", &self.audience)
-            .field("lifetime", &self.lifetime)
-            .field("claims", &claims)
-            .field(
-                "header_params",
-                &self.extra_header.keys().collect::<Vec<_>>(),
-            )
-            .field("auth", &self.auth)
-            .field("params", &params)
-            .finish_non_exhaustive()
+        let mut f = f.debug_struct("JwtBearerGrant");
+        self.token.debug_fields(&mut f);
+        f.field("issuer", &self.issuer)
+            .field("subject", &self.subject);
+        self.jwt.debug_fields(&mut f);
+        f.field("params", &params).finish_non_exhaustive()
     }
 }
 
@@ -241,23 +201,25 @@ impl<C: HttpClient> TokenSource for JwtBearerGrant<C> {
     ) -> BoxFuture<'a, Result<TokenSet, Error>> {
         Box::pin(async move {
             // Refused before anything is signed, like every other secret.
-            self.token_url.check()?;
-            let mut form = Form::default();
-            form.pair("grant_type", GRANT_TYPE);
-            form.pair("assertion", &self.assertion()?);
-            for (name, value) in &self.params {
-                form.pair(name, value);
-            }
+            self.token.url.check()?;
+            // A new assertion for every request, a DPoP nonce retry's too.
+            let form = || {
+                let mut form = Form::default();
+                form.pair("grant_type", GRANT_TYPE);
+                form.pair("assertion", &self.assertion()?);
+                for (name, value) in &self.params {
+                    form.pair(name, value);
+                }
+                Ok(form)
+            };
             // No refresh token at stake: a lost answer costs a new assertion.
-            exchange(&self.client, &self.token_url, &self.auth, form, false, None)
-                .await
-                .map_err(|err| {
-                    if err.oauth_error() == Some("invalid_grant") {
-                        err.with_kind(ErrorKind::Rejected)
-                    } else {
-                        err
-                    }
-                })
+            self.token.exchange(form, false).await.map_err(|err| {
+                if err.oauth_error() == Some("invalid_grant") {
+                    err.with_kind(ErrorKind::Rejected)
+                } else {
+                    err
+                }
+            })
         })
     }
 }

@@ -237,8 +237,13 @@ impl LoginHints {
         }
     }
 
-    /// Adds the hints as request parameters.
-    pub(crate) fn apply(&self, pairs: &mut Vec<(Cow<'static, str>, String)>) {
+    /// Adds the hints, then a login's `extra` parameters, as request
+    /// parameters.
+    pub(crate) fn apply(
+        &self,
+        extra: &[(String, String)],
+        pairs: &mut Vec<(Cow<'static, str>, String)>,
+    ) {
         if let Some(scope) = &self.scope {
             pairs.push(("scope".into(), scope.clone()));
         }
@@ -247,6 +252,9 @@ impl LoginHints {
         }
         if let Some(max_age) = self.max_age {
             pairs.push(("max_age".into(), max_age.as_secs().to_string()));
+        }
+        for (name, value) in extra {
+            pairs.push((Cow::Owned(name.clone()), value.clone()));
         }
     }
 }
@@ -326,7 +334,8 @@ mod tests {
         let mut pairs = Vec::new();
         merged
             .with_max_age(Duration::from_millis(90_500))
-            .apply(&mut pairs);
+            .apply(&[("prompt".into(), "login".into())], &mut pairs);
         assert!(pairs.contains(&("max_age".into(), "90".to_owned())));
+        assert_eq!(pairs.last(), Some(&("prompt".into(), "login".to_owned())));
     }
 }

@@ -13,23 +13,12 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use crate::{Error, ErrorKind};
-
-/// `n` random bytes from the operating system, base64url without padding.
-pub(crate) fn random_urlsafe(n: usize) -> Result<String, Error> {
-    let mut bytes = Zeroizing::new(vec![0u8; n]);
-    getrandom::getrandom(&mut bytes).map_err(|e| {
-        Error::new(
-            ErrorKind::Policy,
-            format!("the operating system gave no random bytes: {e}"),
-        )
-    })?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*bytes))
-}
+use crate::{
+    Error, ErrorKind,
+    crypto::{random_urlsafe, sha256_b64url},
+};
 
 /// A PKCE code verifier and its `S256` challenge (RFC 7636).
 ///
@@ -82,8 +71,7 @@ impl Pkce {
                 "a PKCE code verifier is 43 to 128 characters of A-Z a-z 0-9 - . _ ~",
             ));
         }
-        let digest = Sha256::digest(verifier.as_bytes());
-        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+        let challenge = sha256_b64url(verifier.as_bytes());
         Ok(Pkce {
             verifier,
             challenge,
@@ -117,6 +105,8 @@ impl fmt::Debug for Pkce {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     #[test]

@@ -13,10 +13,7 @@ use std::fmt;
 
 use http::Uri;
 
-use super::{
-    ClientAuth, Endpoint, HttpClient,
-    exchange::{Form, exchange},
-};
+use super::{ClientAuth, Form, HttpClient, TokenClient};
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
 /// The OAuth2 `refresh_token` grant (RFC 6749 §6) as a [`TokenSource`].
@@ -65,26 +62,18 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 /// # Ok(()) }
 /// ```
 pub struct RefreshTokenGrant<C> {
-    token_url: Endpoint,
-    auth: ClientAuth,
-    client: C,
+    token: TokenClient<C>,
     scope: Option<String>,
     extra: Vec<(String, String)>,
-    #[cfg(feature = "jose")]
-    dpop: Option<crate::dpop::DpopKey>,
 }
 
 impl<C> RefreshTokenGrant<C> {
     /// A grant posting to `token_url` through `client`.
     pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
         RefreshTokenGrant {
-            token_url: Endpoint::new(token_url, "token endpoint"),
-            auth,
-            client,
+            token: TokenClient::new(token_url, auth, client),
             scope: None,
             extra: Vec::new(),
-            #[cfg(feature = "jose")]
-            dpop: None,
         }
     }
 
@@ -132,7 +121,7 @@ impl<C> RefreshTokenGrant<C> {
     /// # Ok(()) }
     /// ```
     pub fn allow_cleartext(mut self, allow: bool) -> Self {
-        self.token_url.set_allow_cleartext(allow);
+        self.token.url.set_allow_cleartext(allow);
         self
     }
 
@@ -144,30 +133,16 @@ impl<C> RefreshTokenGrant<C> {
     /// ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop)).
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
-        self.dpop = Some(dpop);
+        self.token.set_dpop(dpop);
         self
-    }
-
-    #[cfg(feature = "jose")]
-    fn dpop_ref(&self) -> super::exchange::DpopRef<'_> {
-        self.dpop.as_ref()
-    }
-
-    #[cfg(not(feature = "jose"))]
-    fn dpop_ref(&self) -> super::exchange::DpopRef<'_> {
-        None
     }
 }
 
 impl<C> fmt::Debug for RefreshTokenGrant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshTokenGrant")
-            .field("token_url", self.token_url.uri())
-            .field("allow_cleartext", &self.token_url.allows_cleartext())
-            .field("auth", &self.auth)
-            .field("scope", &self.scope)
-            .field("dpop", &self.dpop_ref().is_some())
-            .finish_non_exhaustive()
+        let mut f = f.debug_struct("RefreshTokenGrant");
+        self.token.debug_fields(&mut f);
+        f.field("scope", &self.scope).finish_non_exhaustive()
     }
 }
 
@@ -183,27 +158,24 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             // The refresh token is bound to the key of the set it came in:
             // sign with that one, even if the manager was not told of it.
             #[cfg(feature = "jose")]
-            if let (Some(dpop), Some(bound)) = (&self.dpop, current.and_then(TokenSet::dpop_key)) {
+            if let (Some(dpop), Some(bound)) =
+                (self.token.dpop(), current.and_then(TokenSet::dpop_key))
+            {
                 dpop.adopt(bound);
             }
-            let mut form = Form::default();
-            form.pair("grant_type", "refresh_token");
-            form.pair("refresh_token", refresh_token.secret());
-            if let Some(scope) = &self.scope {
-                form.pair("scope", scope);
-            }
-            for (name, value) in &self.extra {
-                form.pair(name, value);
-            }
-            let tokens = exchange(
-                &self.client,
-                &self.token_url,
-                &self.auth,
-                form,
-                true,
-                self.dpop_ref(),
-            )
-            .await?;
+            let form = || {
+                let mut form = Form::default();
+                form.pair("grant_type", "refresh_token");
+                form.pair("refresh_token", refresh_token.secret());
+                if let Some(scope) = &self.scope {
+                    form.pair("scope", scope);
+                }
+                for (name, value) in &self.extra {
+                    form.pair(name, value);
+                }
+                Ok(form)
+            };
+            let tokens = self.token.exchange(form, true).await?;
             Ok(match tokens.refresh_token() {
                 Some(_) => tokens,
                 None => tokens.with_refresh_token_opt(Some(refresh_token.clone())),
