@@ -124,11 +124,8 @@ pub trait Get: Clone + Send + Sync + 'static {
 impl Get for ClientWithMiddleware {
     type Error = reqwest_middleware::Error;
 
-    fn get_status(
-        self,
-        url: String,
-    ) -> impl Future<Output = Result<StatusCode, Self::Error>> + Send {
-        async move { self.get(url).send().await.map(|r| r.status()) }
+    async fn get_status(self, url: String) -> Result<StatusCode, Self::Error> {
+        self.get(url).send().await.map(|r| r.status())
     }
 }
 
@@ -136,14 +133,9 @@ impl Get for ClientWithMiddleware {
 impl Get for TokenRefresh<ReqwestService> {
     type Error = BoxError;
 
-    fn get_status(
-        self,
-        url: String,
-    ) -> impl Future<Output = Result<StatusCode, Self::Error>> + Send {
-        async move {
-            let response = self.oneshot(Request::get(url).body(Bytes::new())?).await?;
-            Ok(response.status())
-        }
+    async fn get_status(self, url: String) -> Result<StatusCode, Self::Error> {
+        let response = self.oneshot(Request::get(url).body(Bytes::new())?).await?;
+        Ok(response.status())
     }
 }
 

@@ -94,11 +94,6 @@ impl Provider {
         })
     }
 
-    /// `path` on the provider's origin.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
-    }
-
     /// How many times the server logged `event`.
     pub fn count(&self, event: &str) -> usize {
         self.events
@@ -145,7 +140,7 @@ impl Provider {
     ) -> (StatusCode, serde_json::Value) {
         let request = Request::builder()
             .method(method)
-            .uri(self.url(path))
+            .uri(format!("{}{path}", self.issuer))
             .body(Full::default())
             .unwrap();
         let response = hyper_client().request(request).await.unwrap();
