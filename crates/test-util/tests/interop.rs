@@ -10,11 +10,10 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
-use support::interop::Provider;
-use tower::{ServiceBuilder, ServiceExt};
+use support::interop::{Provider, all_ok_at_once};
+use tower::ServiceBuilder;
 use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenManager, TokenRefreshLayer, TokenSet, TokenSource,
     oauth2::{ClientAuth, ProviderMetadata, TokenTypeHint},
@@ -89,22 +88,7 @@ async fn oidc_provider_interop() {
         let before = provider.stats().await["refresh_token_grants"]
             .as_u64()
             .unwrap();
-        let mut tasks = Vec::new();
-        for _ in 0..CONCURRENT {
-            let client = client.clone();
-            let api = api.clone();
-            tasks.push(tokio::spawn(async move {
-                let request = Request::get(api).body(Full::<Bytes>::default()).unwrap();
-                client.oneshot(request).await.map(|r| r.status())
-            }));
-        }
-        for task in tasks {
-            assert_eq!(
-                task.await.unwrap().unwrap(),
-                StatusCode::OK,
-                "round {round}"
-            );
-        }
+        all_ok_at_once(&client, &api, CONCURRENT as u64, round).await;
         let after = provider.stats().await["refresh_token_grants"]
             .as_u64()
             .unwrap();

@@ -14,11 +14,9 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Full;
-use support::interop::Provider;
-use tower::{ServiceBuilder, ServiceExt};
+use http::Method;
+use support::interop::{Provider, all_ok_at_once};
+use tower::ServiceBuilder;
 use tower_token_refresh::{
     ServiceClient, TokenManager, TokenRefreshLayer, TokenSet, TokenSource,
     dpop::{DpopKey, DpopLayer},
@@ -93,22 +91,7 @@ async fn a_dpop_bound_session_through_several_expiries() {
         // the round needs a new token and a new nonce.
         tokio::time::sleep(Duration::from_millis(ACCESS_TTL * 1000 + 300)).await;
         let before = provider.refresh_grants().await;
-        let mut tasks = Vec::new();
-        for _ in 0..CONCURRENT {
-            let client = client.clone();
-            let api = api.clone();
-            tasks.push(tokio::spawn(async move {
-                let request = Request::get(api).body(Full::<Bytes>::default()).unwrap();
-                client.oneshot(request).await.map(|r| r.status())
-            }));
-        }
-        for task in tasks {
-            assert_eq!(
-                task.await.unwrap().unwrap(),
-                StatusCode::OK,
-                "round {round}"
-            );
-        }
+        all_ok_at_once(&client, &api, CONCURRENT, round).await;
         let after = provider.refresh_grants().await;
         assert_eq!(
             after - before,

@@ -14,12 +14,14 @@ use std::{
     time::Duration,
 };
 
-use http::{Method, Request, StatusCode};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
+use tower::{Service, ServiceExt};
 use tower_token_refresh_test_util::hyper_client;
 
 /// The provider's process (killed when dropped) and the `EVENT` lines it
@@ -152,5 +154,33 @@ impl Provider {
     /// [`call_with_status`](Self::call_with_status)'s JSON answer alone.
     pub async fn call(&self, method: Method, path: &str) -> serde_json::Value {
         self.call_with_status(method, path).await.1
+    }
+}
+
+/// Sends `n` GETs to `url` through `client` at once, each from a task of its
+/// own, and asserts that every one was answered 200 (`round` names the
+/// round in the message).
+pub async fn all_ok_at_once<S, B>(client: &S, url: &str, n: u64, round: u64)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug + Send,
+    B: Send + 'static,
+{
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let client = client.clone();
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let request = Request::get(url).body(Full::<Bytes>::default()).unwrap();
+            client.oneshot(request).await.map(|r| r.status())
+        }));
+    }
+    for task in tasks {
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            StatusCode::OK,
+            "round {round}"
+        );
     }
 }
