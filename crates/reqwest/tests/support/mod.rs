@@ -15,7 +15,7 @@ use reqwest_middleware::ClientWithMiddleware;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use tower_token_refresh::{
-    BoxError, Origin, ServiceClient, TokenManager, TokenManagerBuilder, TokenRefresh,
+    BoxError, ErrorKind, Origin, ServiceClient, TokenManager, TokenManagerBuilder, TokenRefresh,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
 use tower_token_refresh_reqwest::ReqwestService;
@@ -118,6 +118,9 @@ pub trait Get: Clone + Send + Sync + 'static {
         self,
         url: String,
     ) -> impl Future<Output = Result<StatusCode, Self::Error>> + Send;
+
+    /// The layer's own error inside one of this client's errors.
+    fn token_error(error: &Self::Error) -> Option<&tower_token_refresh::Error>;
 }
 
 /// `TokenRefreshMiddleware` in a reqwest-middleware client.
@@ -126,6 +129,10 @@ impl Get for ClientWithMiddleware {
 
     async fn get_status(self, url: String) -> Result<StatusCode, Self::Error> {
         self.get(url).send().await.map(|r| r.status())
+    }
+
+    fn token_error(error: &Self::Error) -> Option<&tower_token_refresh::Error> {
+        tower_token_refresh_reqwest::token_error(error)
     }
 }
 
@@ -136,6 +143,10 @@ impl Get for TokenRefresh<ReqwestService> {
     async fn get_status(self, url: String) -> Result<StatusCode, Self::Error> {
         let response = self.oneshot(Request::get(url).body(Bytes::new())?).await?;
         Ok(response.status())
+    }
+
+    fn token_error(error: &Self::Error) -> Option<&tower_token_refresh::Error> {
+        error.downcast_ref()
     }
 }
 
@@ -221,4 +232,18 @@ pub async fn concurrent_rejections_share_one_refresh_grant<C: Get>(
     assert_eq!(s.auth.stats().token_requests, 1);
     assert_eq!(s.tokens.stats().replays, n as u64);
     s
+}
+
+/// Returns the servers, the other origin's server and the error.
+pub async fn a_request_to_another_origin_is_refused_and_nothing_reaches_it<C: Get>(
+    client: impl FnOnce(&Servers) -> C,
+) -> (Servers, ResourceServer, C::Error) {
+    let s = servers(|b| b).await;
+    let other = ResourceServer::start(&s.auth).await.unwrap();
+    let client = client(&s);
+    let error = get(&client, &other.url("/api/data")).await.unwrap_err();
+    let token_error = C::token_error(&error).expect("a token error");
+    assert_eq!(token_error.kind(), ErrorKind::Policy);
+    assert_eq!(other.stats().requests, 0);
+    (s, other, error)
 }
