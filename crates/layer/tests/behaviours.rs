@@ -40,7 +40,7 @@ async fn fresh_token_is_attached_and_nothing_is_refreshed() {
 /// refresh may finish (the token endpoint holds it until then).
 async fn rejected_together(n: usize) {
     let w = world(|b| b).await;
-    let gate = w.revoke_and_hold_refresh();
+    let gate = w.auth.expire_and_hold_refresh();
     let tasks: Vec<_> = (0..n).map(|_| w.spawn_get("/api/data")).collect();
     until("every first attempt was rejected", || {
         w.api.stats().rejected == n as u64
@@ -232,7 +232,7 @@ async fn a_late_rejection_of_an_older_generation_replays_without_refreshing() {
 #[tokio::test]
 async fn a_rejection_while_a_refresh_is_in_flight_joins_it() {
     let w = world(|b| b).await;
-    let gate = w.revoke_and_hold_refresh();
+    let gate = w.auth.expire_and_hold_refresh();
     let first = w.spawn_get("/api/data");
     w.until_token_requests(1).await;
     // This request is rejected while that refresh is in flight.
@@ -275,7 +275,7 @@ async fn invalid_grant_expires_the_session_for_every_waiter() {
         }
     })
     .await;
-    let gate = w.revoke_and_hold_refresh();
+    let gate = w.auth.expire_and_hold_refresh();
     w.auth.inject(Fault::InvalidGrant, 1);
     // The held request is the refresh; the InvalidGrant answers it after
     // the hold (faults queue one per request, so hold, then refuse).
@@ -387,7 +387,7 @@ async fn a_refused_connection_to_the_token_endpoint_is_a_transient_error() {
 #[tokio::test]
 async fn a_dropped_caller_does_not_abandon_a_rotating_refresh() {
     let w = world(|b| b).await;
-    let gate = w.revoke_and_hold_refresh();
+    let gate = w.auth.expire_and_hold_refresh();
     let caller = w.spawn_get("/api/data");
     w.until_token_requests(1).await;
     caller.abort();
@@ -686,7 +686,7 @@ async fn one_refresh_per_revocation_on_a_multi_thread_runtime() {
     let w = world(|b| b.min_refresh_interval(Duration::ZERO)).await;
     for round in 1..=ROUNDS {
         let rejected_before = w.api.stats().rejected;
-        let gate = w.revoke_and_hold_refresh();
+        let gate = w.auth.expire_and_hold_refresh();
         let tasks: Vec<_> = (0..N).map(|_| w.spawn_get("/api/data")).collect();
         until("every first attempt of the round was rejected", || {
             w.api.stats().rejected - rejected_before == N as u64

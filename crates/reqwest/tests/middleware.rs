@@ -15,7 +15,6 @@ use http::StatusCode;
 use http_body_util::Full;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use support::*;
-use tokio::task::JoinHandle;
 use tower_token_refresh::{ErrorKind, SkipAuth};
 use tower_token_refresh_reqwest::{TokenRefreshMiddleware, token_error};
 use tower_token_refresh_test_util::{AuthConfig, Fault, Gate, ResourceServer};
@@ -34,58 +33,15 @@ fn client_with(
     ClientBuilder::new(s.http.clone()).with(middleware).build()
 }
 
-async fn get(client: &ClientWithMiddleware, url: &str) -> reqwest_middleware::Result<StatusCode> {
-    client.get(url).send().await.map(|r| r.status())
-}
-
-fn spawn_get(
-    client: &ClientWithMiddleware,
-    url: String,
-) -> JoinHandle<reqwest_middleware::Result<StatusCode>> {
-    let client = client.clone();
-    tokio::spawn(async move { get(&client, &url).await })
-}
-
 #[tokio::test]
 async fn the_token_is_attached_and_nothing_is_refreshed() {
-    let s = servers(|b| b).await;
-    let client = client(&s);
-    for _ in 0..3 {
-        assert_eq!(get(&client, &s.api.url("/api/data")).await.unwrap(), 200);
-    }
-    assert_eq!(s.api.requests_with(&s.login.access_token), 3);
-    assert_eq!(s.auth.stats().token_requests, 0);
+    support::the_token_is_attached_and_nothing_is_refreshed(client).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn past_expiry_a_request_waits_for_the_refresh_and_goes_with_the_new_token() {
-    let s = servers_with(
-        AuthConfig::default().access_lifetime(Duration::from_secs(100)),
-        |b| {
-            b.refresh_ahead(Duration::ZERO)
-                .expiry_leeway(Duration::from_secs(5))
-        },
-    )
-    .await;
-    let client = client(&s);
-    let gate = Gate::new();
-    s.auth.inject(Fault::Hold(gate.clone()), 1);
-    tokio::time::advance(Duration::from_secs(96)).await;
-    let waiting = spawn_get(&client, s.api.url("/api/data"));
-    until("the refresh is at the token endpoint", || {
-        s.auth.stats().token_requests == 1
-    })
-    .await;
-    assert_eq!(
-        s.api.stats().requests,
-        0,
-        "nothing sent with the expiring token"
-    );
-    gate.open();
-    assert_eq!(waiting.await.unwrap().unwrap(), 200);
-    assert_eq!(s.auth.stats().refresh_grants, 1);
+    let s = support::past_expiry_a_request_waits_for_the_refresh(client).await;
     assert_eq!(s.api.stats().rejected, 0);
-    assert_eq!(s.api.requests_with(&s.login.access_token), 0);
 }
 
 #[tokio::test]
@@ -104,26 +60,9 @@ async fn a_revoked_token_is_refreshed_once_and_the_request_replayed() {
 #[tokio::test]
 async fn concurrent_rejections_share_one_refresh_grant() {
     const N: usize = 20;
-    let s = servers(|b| b).await;
-    let client = client(&s);
-    let gate = s.revoke_and_hold_refresh();
-    let tasks: Vec<_> = (0..N)
-        .map(|_| spawn_get(&client, s.api.url("/api/data")))
-        .collect();
-    // Every first attempt is rejected before the one refresh may finish.
-    until("every first attempt was rejected", || {
-        s.api.stats().rejected == N as u64
-    })
-    .await;
-    gate.open();
-    for task in tasks {
-        assert_eq!(task.await.unwrap().unwrap(), 200);
-    }
-    assert_eq!(s.auth.stats().refresh_grants, 1);
-    assert_eq!(s.auth.stats().token_requests, 1);
+    let s = support::concurrent_rejections_share_one_refresh_grant(N, client).await;
     assert_eq!(s.api.requests_with(&s.login.access_token), N as u64);
     assert_eq!(s.api.stats().requests, 2 * N as u64);
-    assert_eq!(s.tokens.stats().replays, N as u64);
 }
 
 #[tokio::test]
@@ -201,17 +140,12 @@ async fn a_streaming_body_is_sent_once_its_401_returned_and_the_token_refreshed(
 
 #[tokio::test]
 async fn a_request_to_another_origin_is_refused_and_nothing_reaches_it() {
-    let s = servers(|b| b).await;
-    let other = ResourceServer::start(&s.auth).await.unwrap();
-    let client = client(&s);
-    let error = client.get(other.url("/api/data")).send().await.unwrap_err();
-    let token_error = token_error(&error).expect("a token error");
-    assert_eq!(token_error.kind(), ErrorKind::Policy);
+    let (s, _other, error) =
+        support::a_request_to_another_origin_is_refused_and_nothing_reaches_it(client).await;
     assert!(
         !error.to_string().contains(&s.login.access_token),
         "{error}"
     );
-    assert_eq!(other.stats().requests, 0);
     assert_eq!(s.auth.stats().token_requests, 0);
 }
 

@@ -5,17 +5,14 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use support::*;
-use tokio::task::JoinHandle;
 use tower::{Layer, ServiceExt};
 use tower_token_refresh::{BoxError, ErrorKind, TokenRefresh, TokenRefreshLayer};
 use tower_token_refresh_reqwest::ReqwestService;
-use tower_token_refresh_test_util::{AuthConfig, Fault, Gate, ResourceServer};
+use tower_token_refresh_test_util::Fault;
 
 type Client = TokenRefresh<ReqwestService>;
 
@@ -31,51 +28,14 @@ async fn send(client: &Client, request: Request<Bytes>) -> Result<(StatusCode, B
     Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
-async fn get(client: &Client, url: &str) -> Result<StatusCode, BoxError> {
-    let request = Request::get(url).body(Bytes::new()).unwrap();
-    send(client, request).await.map(|(status, _)| status)
-}
-
-fn spawn_get(client: &Client, url: String) -> JoinHandle<Result<StatusCode, BoxError>> {
-    let client = client.clone();
-    tokio::spawn(async move { get(&client, &url).await })
-}
-
 #[tokio::test]
 async fn the_token_is_attached_and_nothing_is_refreshed() {
-    let s = servers(|b| b).await;
-    let client = client(&s);
-    for _ in 0..3 {
-        assert_eq!(get(&client, &s.api.url("/api/data")).await.unwrap(), 200);
-    }
-    assert_eq!(s.api.requests_with(&s.login.access_token), 3);
-    assert_eq!(s.auth.stats().token_requests, 0);
+    support::the_token_is_attached_and_nothing_is_refreshed(client).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn past_expiry_a_request_waits_for_the_refresh() {
-    let s = servers_with(
-        AuthConfig::default().access_lifetime(Duration::from_secs(100)),
-        |b| {
-            b.refresh_ahead(Duration::ZERO)
-                .expiry_leeway(Duration::from_secs(5))
-        },
-    )
-    .await;
-    let client = client(&s);
-    let gate = Gate::new();
-    s.auth.inject(Fault::Hold(gate.clone()), 1);
-    tokio::time::advance(Duration::from_secs(96)).await;
-    let waiting = spawn_get(&client, s.api.url("/api/data"));
-    until("the refresh is at the token endpoint", || {
-        s.auth.stats().token_requests == 1
-    })
-    .await;
-    assert_eq!(s.api.stats().requests, 0);
-    gate.open();
-    assert_eq!(waiting.await.unwrap().unwrap(), 200);
-    assert_eq!(s.auth.stats().refresh_grants, 1);
-    assert_eq!(s.api.requests_with(&s.login.access_token), 0);
+    support::past_expiry_a_request_waits_for_the_refresh(client).await;
 }
 
 #[tokio::test]
@@ -98,24 +58,7 @@ async fn a_revoked_token_is_refreshed_once_and_a_post_replayed_with_its_body() {
 
 #[tokio::test]
 async fn concurrent_rejections_share_one_refresh_grant() {
-    const N: usize = 20;
-    let s = servers(|b| b).await;
-    let client = client(&s);
-    let gate = s.revoke_and_hold_refresh();
-    let tasks: Vec<_> = (0..N)
-        .map(|_| spawn_get(&client, s.api.url("/api/data")))
-        .collect();
-    until("every first attempt was rejected", || {
-        s.api.stats().rejected == N as u64
-    })
-    .await;
-    gate.open();
-    for task in tasks {
-        assert_eq!(task.await.unwrap().unwrap(), 200);
-    }
-    assert_eq!(s.auth.stats().refresh_grants, 1);
-    assert_eq!(s.auth.stats().token_requests, 1);
-    assert_eq!(s.tokens.stats().replays, N as u64);
+    support::concurrent_rejections_share_one_refresh_grant(20, client).await;
 }
 
 #[tokio::test]
@@ -132,13 +75,7 @@ async fn a_second_rejection_is_returned_as_it_is() {
 
 #[tokio::test]
 async fn a_request_to_another_origin_is_refused_and_nothing_reaches_it() {
-    let s = servers(|b| b).await;
-    let other = ResourceServer::start(&s.auth).await.unwrap();
-    let client = client(&s);
-    let error = get(&client, &other.url("/api/data")).await.unwrap_err();
-    let error = error.downcast_ref::<tower_token_refresh::Error>().unwrap();
-    assert_eq!(error.kind(), ErrorKind::Policy);
-    assert_eq!(other.stats().requests, 0);
+    support::a_request_to_another_origin_is_refused_and_nothing_reaches_it(client).await;
 }
 
 #[tokio::test]

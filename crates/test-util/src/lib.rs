@@ -17,6 +17,7 @@
 //!   for unit tests, with call counting, latency and injected failures.
 //! - [`dpop::verify_proof`]: checks a DPoP proof as a server would.
 //! - [`hyper_client`]: the plain hyper-util client tests and examples share.
+//! - [`until`]: a bounded wait on tokio's clock for a condition to hold.
 //!
 //! Servers run in tasks spawned on the current runtime and read only tokio's
 //! clock, so a test under `#[tokio::test(start_paused = true)]` can advance
@@ -60,6 +61,7 @@ mod grpc;
 mod resource;
 mod serve;
 mod source;
+mod wait;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -75,6 +77,7 @@ pub use auth::{
 pub use grpc::{BytesCodec, GrpcServer, GrpcStats};
 pub use resource::{ResourceServer, ResourceStats};
 pub use source::CountingSource;
+pub use wait::until;
 
 /// A hyper-util client for plain HTTP with a [`Full`] body, on the tokio
 /// executor: the client tests, examples and benches send requests with.

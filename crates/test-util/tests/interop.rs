@@ -6,21 +6,14 @@
 //! why and passes without checking anything.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod support;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-use tower::{ServiceBuilder, ServiceExt};
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use support::interop::{Provider, all_ok_at_once};
+use tower::ServiceBuilder;
 use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenManager, TokenRefreshLayer, TokenSet, TokenSource,
     oauth2::{ClientAuth, ProviderMetadata, TokenTypeHint},
@@ -32,141 +25,23 @@ const ACCESS_TTL: u64 = 3;
 const ROUNDS: u64 = 4;
 const CONCURRENT: usize = 25;
 
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
-}
-
-/// The provider's process and the `EVENT` lines it printed.
-struct Provider {
-    issuer: String,
-    events: Arc<Mutex<Vec<String>>>,
-    _child: Child,
-}
-
+/// The interop server's own counters and a test user's login.
 impl Provider {
-    async fn start() -> Option<Provider> {
-        let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
-        if Command::new(&node).arg("--version").output().await.is_err() {
-            println!("SKIPPED interop: `{node}` not found; install node >= 20 to run this test");
-            return None;
-        }
-        let dir = interop_dir();
-        if !dir.join("node_modules/oidc-provider").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .await
-                .expect("npm is needed to install interop/'s server");
-            assert!(status.success(), "npm ci in interop/ failed");
-        }
-        let mut child = Command::new(&node)
-            .arg("server.mjs")
-            .current_dir(&dir)
-            .env("PORT", "0")
-            .env("ACCESS_TTL", ACCESS_TTL.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start interop/server.mjs");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let issuer = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let line = lines.next_line().await.unwrap().expect("server exited");
-                if let Some(issuer) = line.strip_prefix("LISTENING ") {
-                    return issuer.to_owned();
-                }
-            }
-        })
-        .await
-        .expect("server did not start within 30 s");
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(event) = line.strip_prefix("EVENT ") {
-                    sink.lock().unwrap().push(event.to_owned());
-                }
-            }
-        });
-        Some(Provider {
-            issuer,
-            events,
-            _child: child,
-        })
-    }
-
-    /// How many times the server logged `event`.
-    fn count(&self, event: &str) -> usize {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| *e == event)
-            .count()
-    }
-
-    /// The count of `event` once it reaches `expected`, or what it is after
-    /// 5 s: the server logs an event on its stdout, read by a task of ours,
-    /// so the log line may come a moment after the HTTP answer.
-    async fn count_reaching(&self, event: &str, expected: usize) -> usize {
-        for _ in 0..500 {
-            if self.count(event) >= expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.count(event)
-    }
-
-    /// The count of `event` once no new one came for 100 ms (at most 5 s).
-    async fn settled_count(&self, event: &str) -> usize {
-        let mut last = self.count(event);
-        for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = self.count(event);
-            if now == last {
-                break;
-            }
-            last = now;
-        }
-        last
-    }
-
     /// The server's own counters (GET /test/stats).
     async fn stats(&self) -> serde_json::Value {
-        let response = hyper_client()
-            .request(
-                Request::get(format!("{}/test/stats", self.issuer))
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice(&body).unwrap()
+        self.call(Method::GET, "/test/stats").await
     }
 
     /// A test user's refresh token, as the end of a login would give it.
     async fn login(&self) -> String {
-        let response = hyper_client()
-            .request(
-                Request::post(format!("{}/test/login", self.issuer))
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let value = self.call(Method::POST, "/test/login").await;
         value["refresh_token"].as_str().unwrap().to_owned()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_provider_interop() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = Provider::start(&[("ACCESS_TTL", &ACCESS_TTL.to_string())]).await else {
         return;
     };
     let http = ServiceClient::new(hyper_client());
@@ -213,22 +88,7 @@ async fn oidc_provider_interop() {
         let before = provider.stats().await["refresh_token_grants"]
             .as_u64()
             .unwrap();
-        let mut tasks = Vec::new();
-        for _ in 0..CONCURRENT {
-            let client = client.clone();
-            let api = api.clone();
-            tasks.push(tokio::spawn(async move {
-                let request = Request::get(api).body(Full::<Bytes>::default()).unwrap();
-                client.oneshot(request).await.map(|r| r.status())
-            }));
-        }
-        for task in tasks {
-            assert_eq!(
-                task.await.unwrap().unwrap(),
-                StatusCode::OK,
-                "round {round}"
-            );
-        }
+        all_ok_at_once(&client, &api, CONCURRENT as u64, round).await;
         let after = provider.stats().await["refresh_token_grants"]
             .as_u64()
             .unwrap();

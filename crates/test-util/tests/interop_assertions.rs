@@ -11,20 +11,12 @@
 //! why and passes without checking anything.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod support;
 
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use serde_json::json;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use support::interop::Provider;
 use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenManager, TokenSet, TokenSource,
     jose::SigningKey,
@@ -45,103 +37,23 @@ fn registered_key() -> SigningKey {
         .with_key_id(KEY_ID)
 }
 
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
-}
-
-/// The provider's process and the `EVENT` lines it printed.
-struct Provider {
-    issuer: String,
-    events: Arc<Mutex<Vec<String>>>,
-    _child: Child,
+/// Starts the provider with the assertion clients registered: the public
+/// JWK of [`registered_key`] and the `client_secret_jwt` secret.
+async fn start() -> Option<Provider> {
+    let jwks = json!({ "keys": [registered_key().public_jwk().unwrap()] });
+    Provider::start(&[
+        ("ASSERTION_JWKS", &jwks.to_string()),
+        ("ASSERTION_SECRET", SECRET),
+    ])
+    .await
 }
 
 impl Provider {
-    /// Starts interop/server.mjs with the assertion clients registered.
-    async fn start() -> Option<Provider> {
-        let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
-        if Command::new(&node).arg("--version").output().await.is_err() {
-            println!("SKIPPED interop: `{node}` not found; install node >= 20 to run this test");
-            return None;
-        }
-        let dir = interop_dir();
-        if !dir.join("node_modules/oidc-provider").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .await
-                .expect("npm is needed to install interop/'s server");
-            assert!(status.success(), "npm ci in interop/ failed");
-        }
-        let jwks = json!({ "keys": [registered_key().public_jwk().unwrap()] });
-        let mut child = Command::new(&node)
-            .arg("server.mjs")
-            .current_dir(&dir)
-            .env("PORT", "0")
-            .env("ASSERTION_JWKS", jwks.to_string())
-            .env("ASSERTION_SECRET", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start interop/server.mjs");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let issuer = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let line = lines.next_line().await.unwrap().expect("server exited");
-                if let Some(issuer) = line.strip_prefix("LISTENING ") {
-                    return issuer.to_owned();
-                }
-            }
-        })
-        .await
-        .expect("server did not start within 30 s");
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(event) = line.strip_prefix("EVENT ") {
-                    sink.lock().unwrap().push(event.to_owned());
-                }
-            }
-        });
-        Some(Provider {
-            issuer,
-            events,
-            _child: child,
-        })
-    }
-
-    /// The count of `event` once it reaches `expected`, or what it is after
-    /// 5 s (the server's log line may come a moment after its answer).
-    async fn count_reaching(&self, event: &str, expected: usize) -> usize {
-        let count = || {
-            let events = self.events.lock().unwrap();
-            events.iter().filter(|e| *e == event).count()
-        };
-        for _ in 0..500 {
-            if count() >= expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        count()
-    }
-
     /// A refresh token for `client_id`, as the end of a login would give it.
     async fn login(&self, client_id: &str) -> String {
-        let url = format!(
-            "{}/test/assertions/login?client_id={client_id}",
-            self.issuer
-        );
-        let response = hyper_client()
-            .request(Request::post(url).body(Full::default()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let path = format!("/test/assertions/login?client_id={client_id}");
+        let (status, value) = self.call_with_status(Method::POST, &path).await;
+        assert_eq!(status, StatusCode::OK);
         value["refresh_token"].as_str().unwrap().to_owned()
     }
 
@@ -232,7 +144,7 @@ async fn accepted_for_both_grants(provider: &Provider, auth: ClientAuth, client_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_provider_accepts_private_key_jwt() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = start().await else {
         return;
     };
     let auth = ClientAuth::private_key_jwt(PRIVATE_KEY_CLIENT, registered_key());
@@ -259,7 +171,7 @@ async fn oidc_provider_accepts_private_key_jwt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_provider_accepts_client_secret_jwt() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = start().await else {
         return;
     };
     let auth = ClientAuth::client_secret_jwt(SECRET_CLIENT, SECRET);
@@ -268,7 +180,7 @@ async fn oidc_provider_accepts_client_secret_jwt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_provider_refuses_a_wrong_key_as_invalid_client() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = start().await else {
         return;
     };
     let http: Http = ServiceClient::new(hyper_client());

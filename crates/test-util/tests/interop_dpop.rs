@@ -10,20 +10,13 @@
 //! why and passes without checking anything.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+mod support;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-use tower::{ServiceBuilder, ServiceExt};
+use std::time::Duration;
+
+use http::Method;
+use support::interop::{Provider, all_ok_at_once};
+use tower::ServiceBuilder;
 use tower_token_refresh::{
     ServiceClient, TokenManager, TokenRefreshLayer, TokenSet, TokenSource,
     dpop::{DpopKey, DpopLayer},
@@ -37,79 +30,11 @@ const ACCESS_TTL: u64 = 3;
 const ROUNDS: u64 = 3;
 const CONCURRENT: u64 = 5;
 
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
-}
-
-/// The provider's process.
-struct Provider {
-    issuer: String,
-    _child: Child,
-}
-
 impl Provider {
-    async fn start() -> Option<Provider> {
-        let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
-        if Command::new(&node).arg("--version").output().await.is_err() {
-            println!(
-                "SKIPPED interop_dpop: `{node}` not found; install node >= 20 to run this test"
-            );
-            return None;
-        }
-        let dir = interop_dir();
-        if !dir.join("node_modules/oidc-provider").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .await
-                .expect("npm is needed to install interop/'s server");
-            assert!(status.success(), "npm ci in interop/ failed");
-        }
-        let mut child = Command::new(&node)
-            .arg("server.mjs")
-            .current_dir(&dir)
-            .env("PORT", "0")
-            .env("ACCESS_TTL", ACCESS_TTL.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start interop/server.mjs");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let issuer = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let line = lines.next_line().await.unwrap().expect("server exited");
-                if let Some(issuer) = line.strip_prefix("LISTENING ") {
-                    return issuer.to_owned();
-                }
-            }
-        })
-        .await
-        .expect("server did not start within 30 s");
-        // Keep reading, so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Some(Provider {
-            issuer,
-            _child: child,
-        })
-    }
-
-    async fn call(&self, method: &str, path: &str) -> serde_json::Value {
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.issuer))
-            .body(Full::default())
-            .unwrap();
-        let response = hyper_client().request(request).await.unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice(&body).unwrap()
-    }
-
     /// A refresh token bound to `jkt`, as the end of a DPoP login gives it.
     async fn login(&self, jkt: &str) -> String {
         let value = self
-            .call("POST", &format!("/test/dpop/login?jkt={jkt}"))
+            .call(Method::POST, &format!("/test/dpop/login?jkt={jkt}"))
             .await;
         value["refresh_token"].as_str().unwrap().to_owned()
     }
@@ -122,7 +47,7 @@ impl Provider {
 
     async fn refresh_grants(&self) -> u64 {
         Self::number(
-            &self.call("GET", "/test/stats").await,
+            &self.call(Method::GET, "/test/stats").await,
             "refresh_token_grants",
         )
     }
@@ -130,7 +55,7 @@ impl Provider {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dpop_bound_session_through_several_expiries() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = Provider::start(&[("ACCESS_TTL", &ACCESS_TTL.to_string())]).await else {
         return;
     };
     let http = ServiceClient::new(hyper_client());
@@ -166,22 +91,7 @@ async fn a_dpop_bound_session_through_several_expiries() {
         // the round needs a new token and a new nonce.
         tokio::time::sleep(Duration::from_millis(ACCESS_TTL * 1000 + 300)).await;
         let before = provider.refresh_grants().await;
-        let mut tasks = Vec::new();
-        for _ in 0..CONCURRENT {
-            let client = client.clone();
-            let api = api.clone();
-            tasks.push(tokio::spawn(async move {
-                let request = Request::get(api).body(Full::<Bytes>::default()).unwrap();
-                client.oneshot(request).await.map(|r| r.status())
-            }));
-        }
-        for task in tasks {
-            assert_eq!(
-                task.await.unwrap().unwrap(),
-                StatusCode::OK,
-                "round {round}"
-            );
-        }
+        all_ok_at_once(&client, &api, CONCURRENT, round).await;
         let after = provider.refresh_grants().await;
         assert_eq!(
             after - before,
@@ -199,7 +109,7 @@ async fn a_dpop_bound_session_through_several_expiries() {
     // token endpoint's nonce challenge answered (else no grant), and each
     // resource challenge answered by exactly one resend that passed.
     assert_eq!(provider.refresh_grants().await, 1 + ROUNDS);
-    let stats = provider.call("GET", "/test/dpop/stats").await;
+    let stats = provider.call(Method::GET, "/test/dpop/stats").await;
     let count = |name| Provider::number(&stats, name);
     // One challenge: the nonce it gave (and any new one a success answer
     // brings) serves every later refresh, though the resource on the same

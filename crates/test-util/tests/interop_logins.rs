@@ -9,9 +9,9 @@
 //! passes without checking anything, as `interop.rs` does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,10 +19,7 @@ use std::{
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use support::interop::Provider;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenManager, TokenRefreshLayer,
@@ -52,57 +49,7 @@ fn http() -> Http {
     ServiceClient::new(hyper_client())
 }
 
-/// The provider's process; killed when dropped.
-struct Provider {
-    issuer: String,
-    _child: Child,
-}
-
 impl Provider {
-    async fn start() -> Option<Provider> {
-        let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
-        if Command::new(&node).arg("--version").output().await.is_err() {
-            println!("SKIPPED interop_logins: `{node}` not found; install node >= 20");
-            return None;
-        }
-        let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop");
-        if !dir.join("node_modules/oidc-provider").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .await
-                .expect("npm is needed to install interop/'s server");
-            assert!(status.success(), "npm ci in interop/ failed");
-        }
-        let mut child = Command::new(&node)
-            .arg("server.mjs")
-            .current_dir(&dir)
-            .env("PORT", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start interop/server.mjs");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let issuer = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let line = lines.next_line().await.unwrap().expect("server exited");
-                if let Some(issuer) = line.strip_prefix("LISTENING ") {
-                    return issuer.to_owned();
-                }
-            }
-        })
-        .await
-        .expect("server did not start within 30 s");
-        // Keep draining its output so that it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Some(Provider {
-            issuer,
-            _child: child,
-        })
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
     }
@@ -296,7 +243,7 @@ impl Browser {
 
 #[tokio::test]
 async fn a_public_client_logs_in_with_pkce_through_a_loopback_redirect() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = Provider::start(&[]).await else {
         return;
     };
     let browser = Browser::default();
@@ -334,7 +281,7 @@ async fn a_public_client_logs_in_with_pkce_through_a_loopback_redirect() {
 
 #[tokio::test]
 async fn a_dpop_bound_pkce_login_starts_a_session_the_dpop_resource_accepts() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = Provider::start(&[]).await else {
         return;
     };
     let dpop = DpopKey::generate().unwrap();
@@ -391,7 +338,7 @@ async fn a_dpop_bound_pkce_login_starts_a_session_the_dpop_resource_accepts() {
 
 #[tokio::test]
 async fn a_confidential_client_logs_in_with_step_up_hints() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = Provider::start(&[]).await else {
         return;
     };
     let login = provider
@@ -412,7 +359,7 @@ async fn a_confidential_client_logs_in_with_step_up_hints() {
 
 #[tokio::test]
 async fn a_user_who_refuses_ends_the_login_with_access_denied() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = Provider::start(&[]).await else {
         return;
     };
     let login = provider
@@ -429,7 +376,7 @@ async fn a_user_who_refuses_ends_the_login_with_access_denied() {
 
 #[tokio::test]
 async fn the_device_flow_is_the_last_link_of_a_chain_and_says_it_answered() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = Provider::start(&[]).await else {
         return;
     };
     let answered = Arc::new(Mutex::new(Vec::new()));
@@ -469,7 +416,7 @@ async fn the_device_flow_is_the_last_link_of_a_chain_and_says_it_answered() {
 
 #[tokio::test]
 async fn a_device_code_the_user_aborts_is_access_denied() {
-    let Some(provider) = Provider::start().await else {
+    let Some(provider) = Provider::start(&[]).await else {
         return;
     };
     let login = provider

@@ -15,6 +15,7 @@ use tower_token_refresh::{
     TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
+pub use tower_token_refresh_test_util::until;
 use tower_token_refresh_test_util::{
     AuthConfig, AuthServer, IssuedTokens, ResourceServer, hyper_client,
 };
@@ -100,17 +101,6 @@ where
     ))
 }
 
-/// Waits, in bounded steps of 1 ms on tokio's clock, until `cond` holds.
-pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..10_000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 pub fn session_error(err: &BoxError) -> Option<&tower_token_refresh::Error> {
     err.downcast_ref::<tower_token_refresh::Error>()
 }
@@ -130,17 +120,6 @@ impl World {
 }
 
 impl World {
-    /// Revokes every access token at the server and holds the next token
-    /// request until the returned gate opens: every request that follows is
-    /// rejected while the one refresh cannot finish yet.
-    pub fn revoke_and_hold_refresh(&self) -> tower_token_refresh_test_util::Gate {
-        self.auth.expire_access_tokens();
-        let gate = tower_token_refresh_test_util::Gate::new();
-        self.auth
-            .inject(tower_token_refresh_test_util::Fault::Hold(gate.clone()), 1);
-        gate
-    }
-
     /// Waits until `n` requests have reached the token endpoint.
     pub async fn until_token_requests(&self, n: u64) {
         until("the refresh is at the token endpoint", || {

@@ -9,13 +9,20 @@ use std::{
 };
 
 use bytes::Bytes;
+use http::{Request, StatusCode};
 use reqwest::dns::{Name, Resolve, Resolving};
+use reqwest_middleware::ClientWithMiddleware;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
 use tower_token_refresh::{
-    Origin, ServiceClient, TokenManager, TokenManagerBuilder,
+    BoxError, ErrorKind, Origin, ServiceClient, TokenManager, TokenManagerBuilder, TokenRefresh,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
 use tower_token_refresh_reqwest::ReqwestService;
-use tower_token_refresh_test_util::{AuthConfig, AuthServer, Gate, IssuedTokens, ResourceServer};
+pub use tower_token_refresh_test_util::until;
+use tower_token_refresh_test_util::{
+    AuthConfig, AuthServer, Fault, Gate, IssuedTokens, ResourceServer,
+};
 
 pub const HOUR: Duration = Duration::from_secs(3600);
 
@@ -100,25 +107,143 @@ pub async fn servers_with(
     }
 }
 
-impl Servers {
-    /// Revokes every access token at the server and holds the next token
-    /// request until the returned gate opens.
-    pub fn revoke_and_hold_refresh(&self) -> Gate {
-        self.auth.expire_access_tokens();
-        let gate = Gate::new();
-        self.auth
-            .inject(tower_token_refresh_test_util::Fault::Hold(gate.clone()), 1);
-        gate
+/// The two ways this crate puts the layer's behaviour in front of reqwest,
+/// as the shared scenarios below drive them: one GET, its status.
+pub trait Get: Clone + Send + Sync + 'static {
+    type Error: std::fmt::Debug + Send + 'static;
+
+    /// Takes the client and the URL by value so that the future borrows
+    /// nothing and can be spawned.
+    fn get_status(
+        self,
+        url: String,
+    ) -> impl Future<Output = Result<StatusCode, Self::Error>> + Send;
+
+    /// The layer's own error inside one of this client's errors.
+    fn token_error(error: &Self::Error) -> Option<&tower_token_refresh::Error>;
+}
+
+/// `TokenRefreshMiddleware` in a reqwest-middleware client.
+impl Get for ClientWithMiddleware {
+    type Error = reqwest_middleware::Error;
+
+    async fn get_status(self, url: String) -> Result<StatusCode, Self::Error> {
+        self.get(url).send().await.map(|r| r.status())
+    }
+
+    fn token_error(error: &Self::Error) -> Option<&tower_token_refresh::Error> {
+        tower_token_refresh_reqwest::token_error(error)
     }
 }
 
-/// Waits, in bounded steps of 1 ms on tokio's clock, until `cond` holds.
-pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..10_000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+/// `ReqwestService` under `TokenRefreshLayer`.
+impl Get for TokenRefresh<ReqwestService> {
+    type Error = BoxError;
+
+    async fn get_status(self, url: String) -> Result<StatusCode, Self::Error> {
+        let response = self.oneshot(Request::get(url).body(Bytes::new())?).await?;
+        Ok(response.status())
     }
-    panic!("timed out waiting until {what}");
+
+    fn token_error(error: &Self::Error) -> Option<&tower_token_refresh::Error> {
+        error.downcast_ref()
+    }
+}
+
+pub async fn get<C: Get>(client: &C, url: &str) -> Result<StatusCode, C::Error> {
+    client.clone().get_status(url.to_owned()).await
+}
+
+/// Sends a GET from a task of its own.
+pub fn spawn_get<C: Get>(client: &C, url: String) -> JoinHandle<Result<StatusCode, C::Error>> {
+    tokio::spawn(client.clone().get_status(url))
+}
+
+// The scenarios both test files run, each through its own client (`client`
+// builds it from the servers). Each returns the servers so that a file can
+// check what only its client shows.
+
+pub async fn the_token_is_attached_and_nothing_is_refreshed<C: Get>(
+    client: impl FnOnce(&Servers) -> C,
+) -> Servers {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    for _ in 0..3 {
+        assert_eq!(get(&client, &s.api.url("/api/data")).await.unwrap(), 200);
+    }
+    assert_eq!(s.api.requests_with(&s.login.access_token), 3);
+    assert_eq!(s.auth.stats().token_requests, 0);
+    s
+}
+
+/// Run under paused time.
+pub async fn past_expiry_a_request_waits_for_the_refresh<C: Get>(
+    client: impl FnOnce(&Servers) -> C,
+) -> Servers {
+    let s = servers_with(
+        AuthConfig::default().access_lifetime(Duration::from_secs(100)),
+        |b| {
+            b.refresh_ahead(Duration::ZERO)
+                .expiry_leeway(Duration::from_secs(5))
+        },
+    )
+    .await;
+    let client = client(&s);
+    let gate = Gate::new();
+    s.auth.inject(Fault::Hold(gate.clone()), 1);
+    tokio::time::advance(Duration::from_secs(96)).await;
+    let waiting = spawn_get(&client, s.api.url("/api/data"));
+    until("the refresh is at the token endpoint", || {
+        s.auth.stats().token_requests == 1
+    })
+    .await;
+    assert_eq!(
+        s.api.stats().requests,
+        0,
+        "nothing sent with the expiring token"
+    );
+    gate.open();
+    assert_eq!(waiting.await.unwrap().unwrap(), 200);
+    assert_eq!(s.auth.stats().refresh_grants, 1);
+    assert_eq!(s.api.requests_with(&s.login.access_token), 0);
+    s
+}
+
+pub async fn concurrent_rejections_share_one_refresh_grant<C: Get>(
+    n: usize,
+    client: impl FnOnce(&Servers) -> C,
+) -> Servers {
+    let s = servers(|b| b).await;
+    let client = client(&s);
+    let gate = s.auth.expire_and_hold_refresh();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| spawn_get(&client, s.api.url("/api/data")))
+        .collect();
+    // Every first attempt is rejected before the one refresh may finish.
+    until("every first attempt was rejected", || {
+        s.api.stats().rejected == n as u64
+    })
+    .await;
+    gate.open();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(s.auth.stats().refresh_grants, 1);
+    assert_eq!(s.auth.stats().token_requests, 1);
+    assert_eq!(s.tokens.stats().replays, n as u64);
+    s
+}
+
+/// Returns the servers, the other origin's server and the error.
+pub async fn a_request_to_another_origin_is_refused_and_nothing_reaches_it<C: Get>(
+    client: impl FnOnce(&Servers) -> C,
+) -> (Servers, ResourceServer, C::Error) {
+    let s = servers(|b| b).await;
+    let other = ResourceServer::start(&s.auth).await.unwrap();
+    let client = client(&s);
+    let error = get(&client, &other.url("/api/data")).await.unwrap_err();
+    let token_error = C::token_error(&error).expect("a token error");
+    assert_eq!(token_error.kind(), ErrorKind::Policy);
+    assert_eq!(other.stats().requests, 0);
+    (s, other, error)
 }

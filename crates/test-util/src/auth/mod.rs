@@ -304,6 +304,18 @@ impl AuthServer {
         self.shared.lock().tokens.expire_access_tokens(now);
     }
 
+    /// Expires every access token issued so far (as
+    /// [`expire_access_tokens`](Self::expire_access_tokens)) and holds the
+    /// next token request ([`Fault::Hold`]) until the returned gate opens:
+    /// every request sent meanwhile is rejected while the one refresh it
+    /// starts cannot finish yet.
+    pub fn expire_and_hold_refresh(&self) -> Gate {
+        self.expire_access_tokens();
+        let gate = Gate::new();
+        self.inject(Fault::Hold(gate.clone()), 1);
+        gate
+    }
+
     /// Sets the lifetime of access tokens issued from now on.
     pub fn set_access_lifetime(&self, lifetime: Duration) {
         self.shared.lock().tokens.set_access_lifetime(lifetime);
