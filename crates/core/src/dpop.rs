@@ -28,11 +28,7 @@
 //!   token set it is as protected as the refresh token beside it (the
 //!   store's [`Sealer`](crate::Sealer)).
 
-use std::{
-    collections::HashMap,
-    fmt,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, fmt, sync::Arc};
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Method, Uri};
@@ -85,7 +81,9 @@ pub struct DpopKey {
 
 struct Shared {
     key: ArcSwap<Keyed>,
-    nonces: Mutex<Nonces>,
+    /// Read on every proof, written only when a server hands out a new
+    /// nonce: copied on write, so a proof takes no lock.
+    nonces: ArcSwap<Nonces>,
 }
 
 /// A key with what every proof of it repeats.
@@ -96,7 +94,7 @@ struct Keyed {
     thumbprint: String,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Nonces {
     by_origin: HashMap<String, Arc<str>>,
     /// Insertion order, for eviction past [`MAX_ORIGINS`].
@@ -159,7 +157,7 @@ impl DpopKey {
         Ok(DpopKey {
             shared: Arc::new(Shared {
                 key: ArcSwap::from_pointee(Keyed::new(key)?),
-                nonces: Mutex::new(Nonces::default()),
+                nonces: ArcSwap::from_pointee(Nonces::default()),
             }),
         })
     }
@@ -249,16 +247,24 @@ impl DpopKey {
             return false;
         };
         let key = target.key(scope);
-        let mut nonces = self.lock_nonces();
-        let nonces = &mut *nonces;
-        if !nonces.by_origin.contains_key(key) {
-            if nonces.order.len() >= MAX_ORIGINS {
-                let oldest = nonces.order.remove(0);
-                nonces.by_origin.remove(&oldest);
-            }
-            nonces.order.push(key.to_owned());
+        // Servers may repeat the same nonce on every answer: only a new one
+        // is worth a copy of the map.
+        if self.nonce_for(key).as_deref() == Some(nonce) {
+            return true;
         }
-        nonces.by_origin.insert(key.to_owned(), Arc::from(nonce));
+        let nonce: Arc<str> = Arc::from(nonce);
+        self.shared.nonces.rcu(|current| {
+            let mut nonces = Nonces::clone(current);
+            if !nonces.by_origin.contains_key(key) {
+                if nonces.order.len() >= MAX_ORIGINS {
+                    let oldest = nonces.order.remove(0);
+                    nonces.by_origin.remove(&oldest);
+                }
+                nonces.order.push(key.to_owned());
+            }
+            nonces.by_origin.insert(key.to_owned(), nonce.clone());
+            nonces
+        });
         true
     }
 
@@ -269,12 +275,7 @@ impl DpopKey {
     }
 
     fn nonce_for(&self, origin: &str) -> Option<Arc<str>> {
-        self.lock_nonces().by_origin.get(origin).cloned()
-    }
-
-    fn lock_nonces(&self) -> std::sync::MutexGuard<'_, Nonces> {
-        // Nothing panics while holding it; the map stays whole if it did.
-        self.shared.nonces.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.nonces.load().by_origin.get(origin).cloned()
     }
 
     /// Makes `tokens` and this key agree: a set bound to another key (loaded
@@ -425,7 +426,7 @@ mod tests {
             let uri: Uri = format!("https://h{i}.example/").parse().unwrap();
             dpop.remember_nonce(&uri, &answer);
         }
-        assert_eq!(dpop.lock_nonces().by_origin.len(), MAX_ORIGINS);
+        assert_eq!(dpop.shared.nonces.load().by_origin.len(), MAX_ORIGINS);
         assert_eq!(dpop.nonce(&a), None, "the oldest origin went first");
     }
 
