@@ -238,7 +238,7 @@ where
         // that `poll_ready` readied (see tower-service's docs on `call`).
         let clone = self.auth.clone();
         let service = mem::replace(&mut self.auth, clone);
-        let deadline = self.read_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+        let deadline = self.read_timeout.map(tokio::time::sleep);
         BufferFuture {
             state: State::Reading {
                 read: Some(Box::new(Read {
@@ -249,8 +249,8 @@ where
                     len: 0,
                     limit: self.limit,
                     trailers: None,
-                    deadline,
                 })),
+                deadline,
             },
         }
     }
@@ -274,7 +274,12 @@ pin_project! {
     where
         Rebuild<S, F>: Service<Request<Buffered<B>>>,
     {
-        Reading { read: Option<Box<Read<S, B, F, C>>> },
+        Reading {
+            read: Option<Box<Read<S, B, F, C>>>,
+            // Beside the box, pinned in place: no allocation of its own.
+            #[pin]
+            deadline: Option<tokio::time::Sleep>,
+        },
         Sending { #[pin] future: ResponseFuture<Rebuild<S, F>, Buffered<B>, CloneBody, C> },
     }
 }
@@ -289,7 +294,6 @@ struct Read<S, B, F, C> {
     len: usize,
     limit: usize,
     trailers: Option<HeaderMap>,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Frames read in one poll before yielding, so that a body that is always
@@ -313,8 +317,12 @@ where
     B::Error: Into<BoxError>,
 {
     /// Reads until the body ends (`Ok(true)`) or passes the limit
-    /// (`Ok(false)`).
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, ReadBodyError>> {
+    /// (`Ok(false)`), or `deadline` passes.
+    fn poll_read(
+        &mut self,
+        deadline: Pin<&mut Option<tokio::time::Sleep>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<bool, ReadBodyError>> {
         for _ in 0..FRAMES_PER_POLL {
             let frame = match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => frame,
@@ -323,8 +331,8 @@ where
                 }
                 Poll::Ready(None) => return Poll::Ready(Ok(true)),
                 Poll::Pending => {
-                    if let Some(deadline) = &mut self.deadline {
-                        if deadline.as_mut().poll(cx).is_ready() {
+                    if let Some(deadline) = deadline.as_pin_mut() {
+                        if deadline.poll(cx).is_ready() {
                             return Poll::Ready(Err(ReadBodyError::timed_out()));
                         }
                     }
@@ -372,7 +380,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = f.debug_struct("BufferFuture");
         match &self.state {
-            State::Reading { read } => out
+            State::Reading { read, .. } => out
                 .field("state", &"reading body")
                 .field("read", &read.as_ref().map_or(0, |r| r.len)),
             State::Sending { future } => out.field("state", &"sending").field("future", future),
@@ -393,16 +401,16 @@ where
     type Output = Result<Response<R>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let read = match self.as_mut().project().state.project() {
+        let (read, deadline) = match self.as_mut().project().state.project() {
             StateProj::Sending { future } => return future.poll(cx),
-            StateProj::Reading { read } => read,
+            StateProj::Reading { read, deadline } => (read, deadline),
         };
         let Some(reading) = read.as_mut() else {
             return Poll::Ready(Err(
                 "tower-token-refresh: response future polled after completion".into(),
             ));
         };
-        let whole = match ready!(reading.poll_read(cx)) {
+        let whole = match ready!(reading.poll_read(deadline, cx)) {
             Ok(whole) => whole,
             Err(error) => {
                 *read = None;
