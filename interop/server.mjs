@@ -187,6 +187,25 @@ async function main() {
     cookies: { keys: ['interop-test-cookie-key'] },
   });
 
+  // A grant and a refresh token for the test user, as the end of an
+  // authorization_code flow would leave them (the flow itself needs a
+  // browser); `extra` adds fields such as a DPoP key's `jkt`.
+  const mintRefreshToken = async (forClientId, extra = {}) => {
+    const grant = new provider.Grant({ accountId: 'interop-user', clientId: forClientId });
+    grant.addOIDCScope('openid offline_access api');
+    const grantId = await grant.save();
+    const client = await provider.Client.find(forClientId);
+    const refreshToken = new provider.RefreshToken({
+      accountId: 'interop-user',
+      client,
+      grantId,
+      scope: 'openid offline_access api',
+      gty: 'authorization_code',
+      ...extra,
+    });
+    return refreshToken.save();
+  };
+
   provider.on('grant.success', (ctx) => {
     const type = ctx.oidc.params?.grant_type;
     if (type === 'refresh_token') stats.refresh_token_grants += 1;
@@ -215,18 +234,7 @@ async function main() {
     if (ctx.path === '/token/revocation' && ctx.method === 'POST') stats.revocations += 1;
 
     if (ctx.path === '/test/login' && ctx.method === 'POST') {
-      const grant = new provider.Grant({ accountId: 'interop-user', clientId });
-      grant.addOIDCScope('openid offline_access api');
-      const grantId = await grant.save();
-      const client = await provider.Client.find(clientId);
-      const refreshToken = new provider.RefreshToken({
-        accountId: 'interop-user',
-        client,
-        grantId,
-        scope: 'openid offline_access api',
-        gty: 'authorization_code',
-      });
-      ctx.body = { refresh_token: await refreshToken.save() };
+      ctx.body = { refresh_token: await mintRefreshToken(clientId) };
       return;
     }
     // ---- LOGINS: the test-only interaction ---------------------------------
@@ -311,18 +319,7 @@ async function main() {
         ctx.body = { error: 'unknown assertion client' };
         return;
       }
-      const grant = new provider.Grant({ accountId: 'interop-user', clientId: loginClientId });
-      grant.addOIDCScope('openid offline_access api');
-      const grantId = await grant.save();
-      const client = await provider.Client.find(loginClientId);
-      const refreshToken = new provider.RefreshToken({
-        accountId: 'interop-user',
-        client,
-        grantId,
-        scope: 'openid offline_access api',
-        gty: 'authorization_code',
-      });
-      ctx.body = { refresh_token: await refreshToken.save() };
+      ctx.body = { refresh_token: await mintRefreshToken(loginClientId) };
       return;
     }
     await next();
@@ -345,20 +342,9 @@ async function main() {
   };
   provider.use(async (ctx, next) => {
     if (ctx.path === '/test/dpop/login' && ctx.method === 'POST') {
-      const dpopClientId = 'interop-dpop-client';
-      const grant = new provider.Grant({ accountId: 'interop-user', clientId: dpopClientId });
-      grant.addOIDCScope('openid offline_access api');
-      const grantId = await grant.save();
-      const client = await provider.Client.find(dpopClientId);
-      const refreshToken = new provider.RefreshToken({
-        accountId: 'interop-user',
-        client,
-        grantId,
-        scope: 'openid offline_access api',
-        gty: 'authorization_code',
-        jkt: ctx.query.jkt,
-      });
-      ctx.body = { refresh_token: await refreshToken.save() };
+      ctx.body = {
+        refresh_token: await mintRefreshToken('interop-dpop-client', { jkt: ctx.query.jkt }),
+      };
       return;
     }
     if (ctx.path === '/test/dpop/stats' && ctx.method === 'GET') {
