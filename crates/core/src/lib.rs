@@ -62,9 +62,9 @@ mod crypto;
 pub mod dpop;
 mod error;
 mod file_store;
-mod lock_file;
 #[cfg(feature = "jose")]
 pub mod jose;
+mod lock_file;
 mod manager;
 pub mod oauth2;
 mod seal;

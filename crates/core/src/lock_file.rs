@@ -68,7 +68,9 @@ impl LockFile {
                 use std::os::unix::fs::OpenOptionsExt as _;
                 options.mode(0o600);
             }
-            options.open(&path).map_err(|e| lock_error("open", &path, e))
+            options
+                .open(&path)
+                .map_err(|e| lock_error("open", &path, e))
         })
         .await
     }

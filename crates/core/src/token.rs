@@ -272,9 +272,12 @@ impl TokenSet {
     /// fingerprint is that of `other`'s refresh token.
     pub(crate) fn buries(&self, other: &TokenSet) -> bool {
         match (&self.mark, other.refresh_token()) {
-            (RefreshMark::Ended { fingerprint: fp, .. }, Some(token)) => {
-                !fp.is_empty() && **fp == *fingerprint(token)
-            }
+            (
+                RefreshMark::Ended {
+                    fingerprint: fp, ..
+                },
+                Some(token),
+            ) => !fp.is_empty() && **fp == *fingerprint(token),
             _ => false,
         }
     }

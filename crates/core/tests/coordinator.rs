@@ -11,8 +11,8 @@ use std::{
 
 use tokio::time::{Instant, sleep};
 use tower_token_refresh_core::{
-    EndReason, Error, ErrorKind, Lookup, LookupCache, MemoryStore, Rotation, TokenManager, TokenSet,
-    TokenSource, TokenStore, source,
+    EndReason, Error, ErrorKind, Lookup, LookupCache, MemoryStore, Rotation, TokenManager,
+    TokenSet, TokenSource, TokenStore, source,
 };
 
 /// A source that issues `token-N`/`refresh-N`, counts calls, waits

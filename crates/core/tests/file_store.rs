@@ -206,7 +206,10 @@ async fn a_manager_reports_a_corrupt_file_instead_of_starting_empty() {
 async fn the_refresh_lock_file_sits_beside_the_session_file_owner_only() {
     let dir = TempDir::new("lockfile");
     let store = FileStore::new(dir.path("tokens.json"));
-    assert_eq!(store.lock_path(), Some(dir.path(".tokens.json.lock").as_path()));
+    assert_eq!(
+        store.lock_path(),
+        Some(dir.path(".tokens.json.lock").as_path())
+    );
     store.save(&sample()).await.unwrap();
     let meta = std::fs::metadata(dir.path(".tokens.json.lock")).unwrap();
     #[cfg(unix)]
@@ -215,7 +218,12 @@ async fn the_refresh_lock_file_sits_beside_the_session_file_owner_only() {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
     let _ = meta;
-    assert_eq!(FileStore::new(dir.path("t.json")).without_lock().lock_path(), None);
+    assert_eq!(
+        FileStore::new(dir.path("t.json"))
+            .without_lock()
+            .lock_path(),
+        None
+    );
 }
 
 // --- Writers killed mid-save -------------------------------------------

@@ -30,7 +30,9 @@ use super::{
     flight::Outcome,
     refresh::{ended_elsewhere, far, remaining},
 };
-use crate::{EndReason, Error, ErrorKind, RefreshLease, RefreshToken, TokenSet, token::RefreshMark};
+use crate::{
+    EndReason, Error, ErrorKind, RefreshLease, RefreshToken, TokenSet, token::RefreshMark,
+};
 
 /// What taking a stored set did.
 pub(super) enum Adopted {
@@ -282,7 +284,9 @@ impl Inner {
     ) {
         let Some(current) = current else { return };
         tracing::debug!(?reason, "recording the session's end in the store");
-        let _ = self.write_mark(from, current.tombstone(reason), lease).await;
+        let _ = self
+            .write_mark(from, current.tombstone(reason), lease)
+            .await;
     }
 
     /// Saves `tokens` (the set of generation `from` with a new mark), unless
@@ -300,7 +304,10 @@ impl Inner {
         let deadline = far(self.config.attempt_timeout);
         match lease {
             Some(lease) => self.store_op("save", lease.commit(&tokens), deadline).await,
-            None => self.store_op("save", self.store.save(&tokens), deadline).await,
+            None => {
+                self.store_op("save", self.store.save(&tokens), deadline)
+                    .await
+            }
         }
     }
 

@@ -128,7 +128,11 @@ impl Inner {
     /// Joins the refresh in flight, or starts one to replace `generation`.
     /// `rejected`: a server rejected that generation (or the caller wants
     /// it replaced now), as opposed to a lookup that found it expiring.
-    pub(super) fn start_or_join(self: &Arc<Self>, generation: u64, rejected: bool) -> RefreshFuture {
+    pub(super) fn start_or_join(
+        self: &Arc<Self>,
+        generation: u64,
+        rejected: bool,
+    ) -> RefreshFuture {
         let mut flight = self.lock_flight();
         flight.wanted = flight.wanted.max(generation);
         if rejected {

@@ -298,7 +298,11 @@ impl TokenManager {
             let _commit = inner.commit.lock().await;
             // A tombstone, not an empty store: the other processes sharing
             // the store must not go on with the refresh token they hold.
-            let tombstone = inner.state.load().tokens().map(|t| t.tombstone(EndReason::Logout));
+            let tombstone = inner
+                .state
+                .load()
+                .tokens()
+                .map(|t| t.tombstone(EndReason::Logout));
             let cleared = match tombstone {
                 Some(tombstone) => {
                     inner

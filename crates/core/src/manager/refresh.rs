@@ -28,14 +28,12 @@ use tokio::time::Instant;
 
 use super::{
     Inner, Rotation,
-    credential::Status,
     commit::{Adopted, is_newer},
+    credential::Status,
     flight::Outcome,
 };
 use crate::{
-    EndReason, Error, RefreshLease, RefreshToken, TokenSet,
-    store::RefreshTurn,
-    token::RefreshMark,
+    EndReason, Error, RefreshLease, RefreshToken, TokenSet, store::RefreshTurn, token::RefreshMark,
 };
 
 /// Values of `Inner::rotation_seen`: what the last refresh answer showed.
@@ -127,11 +125,7 @@ impl Inner {
     /// One attempt: adopt what the store holds if it is newer (or the
     /// session's end), else take the store's turn and present the refresh
     /// token under it. `from` follows what it publishes.
-    async fn attempt(
-        self: &Arc<Self>,
-        from: &mut u64,
-        deadline: Instant,
-    ) -> Result<(), Error> {
+    async fn attempt(self: &Arc<Self>, from: &mut u64, deadline: Instant) -> Result<(), Error> {
         // Bounded: every turn either returns or waits on the store (each
         // wait bounded by the deadline), and the loop ends at the deadline.
         loop {
@@ -145,6 +139,7 @@ impl Inner {
             // A store that cannot be read fails the attempt: refreshing anyway
             // could present a refresh token another process already rotated.
             let stored = self.store_op("load", self.store.load(), deadline).await?;
+            let unanswered = unanswered_mark(stored.as_ref(), current);
             match self.reconcile(from, current, stored).await {
                 Reconciled::Done(result) => return result,
                 Reconciled::Again => continue,
@@ -155,7 +150,9 @@ impl Inner {
                 .await?
             {
                 RefreshTurn::Uncoordinated => {
-                    return self.fetch(from, current, None, false, deadline).await;
+                    return self
+                        .present(from, current, unanswered, None, deadline)
+                        .await;
                 }
                 RefreshTurn::Leader(lease) => {
                     let result = self.lead(from, current, &*lease, deadline).await;
@@ -174,7 +171,10 @@ impl Inner {
                     // Never present the refresh token while another
                     // process holds the lock: wait, then look at the store
                     // again (it holds their answer, or their tombstone).
-                    if tokio::time::timeout(remaining(deadline), wait).await.is_err() {
+                    if tokio::time::timeout(remaining(deadline), wait)
+                        .await
+                        .is_err()
+                    {
                         return Err(Error::transient(
                             "another process's refresh did not finish in time",
                         ));
@@ -224,32 +224,7 @@ impl Inner {
             Ok(stored) => stored,
             Err(e) => return Led::Done(Err(e)),
         };
-        let mut retry = false;
-        if let (Some(stored), Some(current)) = (&stored, current)
-            && !is_newer(stored, Some(current))
-            && stored.refresh_token().is_some()
-            && stored.refresh_token() == current.refresh_token()
-            && let RefreshMark::Presented {
-                at_unix_ms,
-                retried,
-            } = *stored.mark()
-        {
-            // A process presented this refresh token and recorded no
-            // answer: it died or gave up mid-request, and the server may
-            // have spent the token.
-            match self.after_unanswered(at_unix_ms, retried) {
-                Unanswered::PresentAgain => {}
-                Unanswered::Retry => retry = true,
-                Unanswered::End => {
-                    let err = unanswered_error(Error::transient(
-                        "another process presented the refresh token and got no answer",
-                    ));
-                    self.bury(*from, Some(current), EndReason::Unanswered, Some(lease))
-                        .await;
-                    return Led::Done(Err(err));
-                }
-            }
-        }
+        let unanswered = unanswered_mark(stored.as_ref(), current);
         match self.reconcile(from, current, stored).await {
             Reconciled::Done(result) => return Led::Done(result),
             Reconciled::Again => return Led::Again,
@@ -260,26 +235,67 @@ impl Inner {
                 "lost the shared refresh lock before the token request",
             )));
         }
-        Led::Done(self.fetch(from, current, Some(lease), retry, deadline).await)
+        Led::Done(
+            self.present(from, current, unanswered, Some(lease), deadline)
+                .await,
+        )
+    }
+
+    /// Presents the refresh token, unless an earlier presentation of it
+    /// got no answer (`unanswered`: when, and whether it was retried) and
+    /// the server may have spent it.
+    async fn present(
+        &self,
+        from: &mut u64,
+        current: Option<&TokenSet>,
+        unanswered: Option<(u64, bool)>,
+        lease: Option<&dyn RefreshLease>,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let mut retry = None;
+        if let Some((at_unix_ms, retried)) = unanswered {
+            // A process presented this refresh token and recorded no answer:
+            // it died or gave up mid-request, and the server may have spent
+            // the token.
+            match self.after_unanswered(at_unix_ms, retried) {
+                Unanswered::PresentAgain => {}
+                Unanswered::Retry => retry = Some(at_unix_ms),
+                Unanswered::Wait(after) => {
+                    return Err(Error::transient(
+                        "a refresh got no answer; presenting the refresh token once more \
+                         when that request can no longer arrive (the server's reuse grace)",
+                    )
+                    .with_retry_after(after));
+                }
+                Unanswered::End => {
+                    let err = unanswered_error(Error::transient(
+                        "the refresh token was presented before and got no answer",
+                    ));
+                    self.bury(*from, current, EndReason::Unanswered, lease)
+                        .await;
+                    return Err(err);
+                }
+            }
+        }
+        self.fetch(from, current, lease, retry, deadline).await
     }
 
     /// The token request, then the commit of what it brought. `retry`: this
-    /// is the one retry of an unanswered refresh token within the reuse
-    /// grace.
+    /// is the one retry, within the reuse grace, of a presentation at that
+    /// time that got no answer.
     async fn fetch(
         &self,
         from: &mut u64,
         current: Option<&TokenSet>,
         lease: Option<&dyn RefreshLease>,
-        retry: bool,
+        retry: Option<u64>,
         deadline: Instant,
     ) -> Result<(), Error> {
         let spent = current.and_then(|c| c.refresh_token()).cloned();
-        let mut presented_at = now_unix_ms();
+        let presented_at = retry.unwrap_or_else(now_unix_ms);
+        let retry = retry.is_some();
+        let limit = self.config.attempt_timeout.min(remaining(deadline));
         if let (Some(current), Some(_)) = (current, &spent) {
-            if let (true, RefreshMark::Presented { at_unix_ms, .. }) = (retry, current.mark()) {
-                presented_at = *at_unix_ms;
-            }
             // Recorded before the request leaves: if this process dies with
             // the request in flight, whoever takes the lock next knows the
             // token may be spent.
@@ -297,7 +313,6 @@ impl Inner {
                 return Err(e);
             }
         }
-        let limit = self.config.attempt_timeout.min(remaining(deadline));
         let call = AssertUnwindSafe(self.source.fetch(current)).catch_unwind();
         let result = match tokio::time::timeout(limit, call).await {
             Err(_) => {
@@ -339,9 +354,19 @@ impl Inner {
             return err;
         }
         if !err.is_outcome_unknown() {
-            // The server answered without spending it: clear the mark.
+            // The server answered without spending it: clear this request's
+            // mark. After a grace retry that leaves the first, unanswered
+            // presentation, which may still have spent it (model check).
+            let mark = if retry {
+                RefreshMark::Presented {
+                    at_unix_ms: presented_at,
+                    retried: false,
+                }
+            } else {
+                RefreshMark::Live
+            };
             let _ = self
-                .write_mark(from, current.clone().with_mark(RefreshMark::Live), lease)
+                .write_mark(from, current.clone().with_mark(mark), lease)
                 .await;
             return err;
         }
@@ -356,6 +381,7 @@ impl Inner {
             // The mark stays: the next leader (this process or another)
             // makes the one retry the grace allows.
             Unanswered::Retry => err,
+            Unanswered::Wait(after) => err.with_retry_after(after),
             Unanswered::End => {
                 self.bury(from, Some(current), EndReason::Unanswered, lease)
                     .await;
@@ -366,14 +392,27 @@ impl Inner {
 
     /// What to do with a refresh token whose presentation at `at_unix_ms`
     /// got no answer; `retried`: it was already presented again once.
+    ///
+    /// Within a reuse grace `g`, with requests bounded by the attempt
+    /// timeout `d`, the one retry is made in `[at + d, at + g - d)`: not
+    /// before the first request can no longer reach the server (a server
+    /// that mints a new token for a reuse would otherwise kill the retry's
+    /// answer), and early enough that the retry itself arrives within the
+    /// grace. So a grace shorter than twice the attempt timeout allows no
+    /// retry. (Found by the model check in `tests/protocol_model.rs`.)
     fn after_unanswered(&self, at_unix_ms: u64, retried: bool) -> Unanswered {
         match self.config.rotation {
             Rotation::Grace(grace) if !retried => {
-                let age = now_unix_ms().saturating_sub(at_unix_ms);
-                if u128::from(age) < grace.as_millis() {
-                    Unanswered::Retry
-                } else {
+                let age = u128::from(now_unix_ms().saturating_sub(at_unix_ms));
+                let bound = self.config.attempt_timeout.as_millis();
+                if age + bound >= grace.as_millis() {
                     Unanswered::End
+                } else if age < bound {
+                    Unanswered::Wait(Duration::from_millis(
+                        u64::try_from(bound - age).unwrap_or(u64::MAX),
+                    ))
+                } else {
+                    Unanswered::Retry
                 }
             }
             _ if self.may_rotate() => Unanswered::End,
@@ -422,8 +461,28 @@ enum Unanswered {
     PresentAgain,
     /// Within the reuse grace, and not retried yet: one more presentation.
     Retry,
+    /// The retry the grace allows, once the first request can no longer
+    /// arrive: after this long.
+    Wait(Duration),
     /// It may be spent: the session ends.
     End,
+}
+
+/// When `current`'s refresh token was presented without a recorded answer,
+/// and whether that was already the grace retry: what `stored` says of the
+/// same refresh token.
+fn unanswered_mark(stored: Option<&TokenSet>, current: Option<&TokenSet>) -> Option<(u64, bool)> {
+    let (stored, current) = (stored?, current?);
+    if stored.refresh_token().is_none() || stored.refresh_token() != current.refresh_token() {
+        return None;
+    }
+    match *stored.mark() {
+        RefreshMark::Presented {
+            at_unix_ms,
+            retried,
+        } => Some((at_unix_ms, retried)),
+        _ => None,
+    }
 }
 
 /// The session's end after a refresh token may have been spent unanswered.
