@@ -1,0 +1,1260 @@
+//! An exhaustive model check of the cross-process refresh protocol of
+//! `notes/protocol.md` (issue 18): three processes share one store and one
+//! authorization server, and every interleaving of their steps, crashes,
+//! lost messages and expiries is explored breadth-first.
+//!
+//! The model follows the spec, not today's code. A token set is a pair
+//! `a/R`: `a` numbers access tokens in the order the server issued them (a
+//! later one expires later, so "newer" is "larger `a`"), `R` numbers refresh
+//! tokens. The store holds one record (a set and its mark: `Live`,
+//! `Presented{retried}` or `Ended{reason}`) and the refresh lock. Each
+//! process holds a set in memory (or is degraded / ended) and a program
+//! counter in the protocol: idle, asking for the lock (step 2), holding it
+//! before the re-read (3), before writing the `Presented` mark (4), before
+//! sending, awaiting the answer (5). Every step is one atomic action; a
+//! crash can hit between any two of them (the lock frees, memory is lost,
+//! the process restarts by loading the store). The server rotates on every
+//! refresh (or never, for `Rotation::Never`), detects reuse (a refresh token
+//! it rotated away and does not accept under its grace) by revoking the
+//! grant, and may answer 5xx (nothing spent). Requests can be dropped on the
+//! way, answers lost, or delivered after the client gave up (a late answer:
+//! ignored); the server can process a request whose sender is gone.
+//!
+//! Time is abstract. "Access tokens expire" is an action that makes every
+//! set issued so far due; only due processes start a refresh. The grace
+//! window is two booleans: the client's (the mark's `now - at < g`, closed
+//! by an action) and the server's (from the rotation, closed by another
+//! action). Three timing assumptions bound what these actions may do, each
+//! justified by a bound `D` on how long a request may travel before the
+//! server processes it: (T1) a request sent while its refresh token was
+//! live reaches the server inside the grace that the rotation of that token
+//! opens (`D < g`); (T2) with the retry margin (see below) so does a grace
+//! retry decided inside a client window that opened before the rotation;
+//! (T3) a request in flight when the server issued a newer set is processed
+//! or lost before that set expires (`D` < access-token lifetime). Without
+//! them any protocol can be broken by a request that arrives a year late.
+//!
+//! Budgets (expiries, crashes, faults = lost request, lost or late answer,
+//! 5xx answers, administrative revocations) keep the space finite. The
+//! checks: I1 the server never detects reuse; I2 a session ends (tombstone
+//! or own end) only after the server revoked the grant, or after a
+//! presentation of that refresh token went unanswered and could not be
+//! retried (no grace, grace window over, or the retry itself unanswered);
+//! I3 at most one presentation awaited at a time (requests whose sender
+//! crashed or gave up do not count); no state where nothing can move has a
+//! process in the middle of the protocol; and some reachable final state
+//! has every process on the newest set (the protocol makes progress).
+//!
+//! Flags in [`Protocol`] turn the spec into known-bad variants (mutants), to
+//! show the checker catches them, and switch on the fixes this model argues
+//! for (see the tests whose names say "as specified" and "fixed").
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    hash::{BuildHasherDefault, Hasher},
+    time::{Duration, Instant},
+};
+
+/// Processes sharing the store.
+const N: usize = 3;
+/// Requests in flight at once (awaited ones plus orphans); the budgets keep
+/// it below this.
+const MAX_REQUESTS: usize = 6;
+
+// ---------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------
+
+/// Why a session ended, as the tombstone says.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+enum Reason {
+    InvalidGrant,
+    Unanswered,
+}
+
+/// The record's mark about its refresh token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Mark {
+    Live,
+    Presented { retried: bool },
+    Ended(Reason),
+}
+
+/// The store's record: set `a/r` and its mark. For `Ended`, `r` stands for
+/// the fingerprint (the token itself is gone).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Record {
+    a: u8,
+    r: u8,
+    mark: Mark,
+}
+
+/// What a process holds in memory.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Mem {
+    Set { a: u8, r: u8 },
+    /// Refresh token dead (unanswered); serves its access token until it
+    /// expires, never refreshes. Its access token no longer matters here.
+    Degraded,
+    /// Ended by invalid_grant.
+    Ended,
+}
+
+/// Where a process is in the protocol. Everything from `Reread` to
+/// `Awaiting` holds the lock (unless the lock is mutated away).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Pc {
+    Idle,
+    /// Step 1 found nothing newer: asks for the lock (step 2).
+    WantLock,
+    /// Holds the lock; the re-read is next (step 3).
+    Reread,
+    /// Decided to present; writes the `Presented` mark next (step 4).
+    /// `timely`: a retry decided inside a client window that protects it (T2).
+    Mark { retry: bool, timely: bool },
+    /// Mark written (or skipped); sends the request next.
+    Send { retry: bool, timely: bool },
+    /// Request sent; awaits the answer (step 5).
+    Awaiting { retry: bool },
+    /// Mutant (b) only: released the lock, writes the tombstone next.
+    Tombstone(Reason),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Proc {
+    mem: Mem,
+    pc: Pc,
+}
+
+/// The token endpoint's answer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+enum Answer {
+    Tokens { a: u8, r: u8 },
+    InvalidGrant,
+    /// 5xx / 429: nothing was spent.
+    Transient,
+}
+
+/// A token request presenting refresh token `r`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+struct Request {
+    /// The process still awaiting it; `None` once it crashed or gave up.
+    owner: Option<u8>,
+    r: u8,
+    /// A declared grace retry.
+    retry: bool,
+    /// Reaches the server inside the server's grace for `r` (T1, T2).
+    timely: bool,
+    /// Was in flight when the server issued a newer set (T3).
+    old: bool,
+    /// `None` until the server processed it. Orphans' answers are dropped
+    /// at once (nobody listens), so only owned requests carry one.
+    answer: Option<Answer>,
+}
+
+/// The authorization server's view of the grant.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Server {
+    /// The refresh token it accepts.
+    live: u8,
+    next_r: u8,
+    /// The newest access token issued.
+    issued: u8,
+    /// The refresh token rotated away last, and whether its grace is open
+    /// and unused (grace only).
+    prev: Option<u8>,
+    prev_open: bool,
+    grace_used: bool,
+    revoked: bool,
+}
+
+/// The client-side grace window, `now - at < g` for the last first
+/// presentation of `r`. `early`: that mark was written while `r` was still
+/// live, so the window opened before the server's (which opens at the
+/// rotation) and closes before it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Window {
+    r: u8,
+    early: bool,
+}
+
+/// What is left of each bounded nondeterministic event.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Budget {
+    expiries: u8,
+    crashes: u8,
+    /// Requests dropped, answers lost, answers late.
+    faults: u8,
+    /// 5xx answers.
+    transients: u8,
+    /// The grant revoked by an administrator / a logout elsewhere.
+    revocations: u8,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct State {
+    record: Record,
+    lock: Option<u8>,
+    server: Server,
+    procs: [Proc; N],
+    /// Sorted (so equal sets of requests are equal states); `None`s first.
+    requests: [Option<Request>; MAX_REQUESTS],
+    window: Option<Window>,
+    /// Sets with `a < due_below` have expired: their holders refresh.
+    due_below: u8,
+    left: Budget,
+    // Ghost state, for the checks only: the last refresh token a
+    // presentation of which went unanswered (its sender timed out or
+    // crashed), and the same for grace retries.
+    unanswered: Option<u8>,
+    retry_unanswered: Option<u8>,
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+/// How the server treats refresh tokens.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rotation {
+    /// Rotates on every refresh; any rotated-away token is reuse.
+    Strict,
+    /// Rotates, and accepts the token just rotated away once while its
+    /// grace is open.
+    Grace(GraceReply),
+    /// Never rotates (`Rotation::Never`).
+    Never,
+}
+
+/// What a server answers to the accepted grace reuse of the previous token.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum GraceReply {
+    /// The refresh token it issued on the rotation (a new access token):
+    /// the lineage does not fork (django-oauth-toolkit, Keycloak's reuse
+    /// count).
+    Reissue,
+    /// A new refresh token, and the one issued on the rotation dies: "only
+    /// the most recent new token pair is valid" (Airlock IAM's grace).
+    Mint,
+}
+
+/// The protocol's switches: `SPEC` is `notes/protocol.md`; the mutants
+/// break one rule each; the `fix_*` fields are this model's proposals.
+#[derive(Clone, Copy, Debug)]
+struct Protocol {
+    /// Step 3: re-read the record after taking the lock. Mutant (a): off.
+    reread: bool,
+    /// Step 3/5: write `Ended` before releasing. Mutant (b): release first
+    /// (today's Redis store clears after the lease is gone).
+    tombstone_before_release: bool,
+    /// Step 2: the refresh lock. Mutant (c): none (today's FileStore).
+    lock: bool,
+    /// Step 4: write `Presented` before presenting. Mutant (d): off.
+    presented_mark: bool,
+    /// Fix 1: the client's grace window is `now - at < g - D`, so that a
+    /// retry reaches the server before the server's grace (opened at the
+    /// rotation, after `at`) closes. The spec says `now - at < g`.
+    fix_retry_margin: bool,
+    /// Fix 2: a grace retry waits until the unanswered presentation can no
+    /// longer reach the server (`now - at >= D`), backing off until then.
+    fix_retry_after_original: bool,
+    /// Fix 3: an answer that says nothing was spent (5xx) restores the mark
+    /// the presentation replaced (`Presented{at, retried: false}` for a
+    /// retry) instead of writing `Live`, which forgot the unanswered
+    /// presentation before it and reopened the grace window.
+    fix_restore_mark: bool,
+}
+
+impl Protocol {
+    const SPEC: Self = Self {
+        reread: true,
+        tombstone_before_release: true,
+        lock: true,
+        presented_mark: true,
+        fix_retry_margin: false,
+        fix_retry_after_original: false,
+        fix_restore_mark: false,
+    };
+
+    const FIXED: Self = Self {
+        fix_retry_margin: true,
+        fix_retry_after_original: true,
+        fix_restore_mark: true,
+        ..Self::SPEC
+    };
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    rotation: Rotation,
+    protocol: Protocol,
+    budget: Budget,
+    /// I2 read strictly: only a request that actually left counts as an
+    /// unanswered presentation, not a crash between the mark and the send.
+    i2_only_sent_requests: bool,
+    /// Give up (and fail the test) beyond this many states.
+    max_states: usize,
+}
+
+impl Config {
+    fn new(rotation: Rotation, protocol: Protocol) -> Self {
+        Self {
+            rotation,
+            protocol,
+            budget: Budget {
+                expiries: 2,
+                crashes: 1,
+                faults: 2,
+                transients: 1,
+                revocations: 0,
+            },
+            i2_only_sent_requests: false,
+            max_states: 20_000_000,
+        }
+    }
+
+    fn grace(&self) -> bool {
+        matches!(self.rotation, Rotation::Grace(_))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Transitions
+// ---------------------------------------------------------------------------
+
+/// One atomic action; a trace is a list of them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Action {
+    Expire,
+    Start(u8),
+    Lock(u8),
+    GiveUp(u8),
+    Reread(u8),
+    Mark(u8),
+    Send(u8),
+    Deliver(u8),
+    Timeout(u8),
+    Tombstone(u8),
+    Crash(u8),
+    Serve(Request),
+    Fail5xx(Request),
+    Drop(Request),
+    LoseAnswer(Request),
+    ClientGraceEnds,
+    ServerGraceEnds,
+    Revoke,
+}
+
+/// A broken invariant.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Violation {
+    /// I1: the server saw refresh token `r` after rotating it away.
+    Reuse { r: u8 },
+    /// I2: process `p` ended refresh token `r` without cause.
+    UnjustifiedEnd { p: u8, r: u8, reason: Reason },
+    /// I3: two presentations awaited at once.
+    TwoPresentations,
+    /// Nothing can move, yet a process is mid-protocol.
+    Stuck,
+}
+
+struct Succ {
+    action: Action,
+    next: State,
+    violation: Option<Violation>,
+}
+
+fn ended(reason: Reason) -> Mem {
+    match reason {
+        Reason::InvalidGrant => Mem::Ended,
+        Reason::Unanswered => Mem::Degraded,
+    }
+}
+
+/// What a process takes from the record (adoption, restart).
+fn adopt(rec: Record) -> Mem {
+    match rec.mark {
+        Mark::Ended(reason) => ended(reason),
+        Mark::Live | Mark::Presented { .. } => Mem::Set { a: rec.a, r: rec.r },
+    }
+}
+
+impl State {
+    fn initial(cfg: &Config) -> Self {
+        Self {
+            record: Record {
+                a: 0,
+                r: 0,
+                mark: Mark::Live,
+            },
+            lock: None,
+            server: Server {
+                live: 0,
+                next_r: 1,
+                issued: 0,
+                prev: None,
+                prev_open: false,
+                grace_used: false,
+                revoked: false,
+            },
+            procs: [Proc {
+                mem: Mem::Set { a: 0, r: 0 },
+                pc: Pc::Idle,
+            }; N],
+            requests: [None; MAX_REQUESTS],
+            window: None,
+            due_below: 0,
+            left: cfg.budget,
+            unanswered: None,
+            retry_unanswered: None,
+        }
+    }
+
+    fn requests(&self) -> impl Iterator<Item = Request> + '_ {
+        self.requests.iter().flatten().copied()
+    }
+
+    fn add_request(&mut self, req: Request) {
+        let Some(slot) = self.requests.iter_mut().find(|s| s.is_none()) else {
+            panic!("more than {MAX_REQUESTS} requests in flight: raise MAX_REQUESTS");
+        };
+        *slot = Some(req);
+        self.requests.sort();
+    }
+
+    fn remove_request(&mut self, req: Request) {
+        if let Some(slot) = self.requests.iter_mut().find(|s| **s == Some(req)) {
+            *slot = None;
+        }
+        self.requests.sort();
+    }
+
+    fn replace_request(&mut self, old: Request, new: Request) {
+        if let Some(slot) = self.requests.iter_mut().find(|s| **s == Some(old)) {
+            *slot = Some(new);
+        }
+        self.requests.sort();
+    }
+
+    fn owned_by(&self, p: u8) -> Option<Request> {
+        self.requests().find(|q| q.owner == Some(p))
+    }
+
+    fn release(&mut self, p: usize) {
+        if self.lock == Some(p as u8) {
+            self.lock = None;
+        }
+    }
+
+    fn window_open_for(&self, r: u8) -> bool {
+        self.window.is_some_and(|w| w.r == r)
+    }
+
+    /// A request presenting `r` has not reached the server yet.
+    fn presenting(&self, r: u8) -> bool {
+        self.requests().any(|q| q.answer.is_none() && q.r == r)
+    }
+
+    fn set_of(&self, p: usize) -> Option<(u8, u8)> {
+        match self.procs[p].mem {
+            Mem::Set { a, r } => Some((a, r)),
+            Mem::Degraded | Mem::Ended => None,
+        }
+    }
+
+    /// I2, at the moment process `p` ends refresh token `r` for `reason`.
+    fn end_is_justified(&self, cfg: &Config, r: u8, reason: Reason) -> bool {
+        if self.server.revoked {
+            return true;
+        }
+        match reason {
+            // The server answers invalid_grant only once it revoked.
+            Reason::InvalidGrant => false,
+            Reason::Unanswered => {
+                let could_retry = cfg.grace()
+                    && self.window_open_for(r)
+                    && self.retry_unanswered != Some(r);
+                self.unanswered == Some(r) && !could_retry
+            }
+        }
+    }
+
+    /// I3.
+    fn check(&self) -> Option<Violation> {
+        let awaiting = self
+            .procs
+            .iter()
+            .filter(|p| matches!(p.pc, Pc::Awaiting { .. }))
+            .count();
+        (awaiting > 1).then_some(Violation::TwoPresentations)
+    }
+
+    /// Progress: nothing left to expire, and every process idle on the
+    /// newest set the server issued, the store holding it too.
+    fn settled_on_newest(&self) -> bool {
+        let newest = Mem::Set {
+            a: self.server.issued,
+            r: self.server.live,
+        };
+        self.left.expiries == 0
+            && !self.server.revoked
+            && self.server.issued > 0
+            && self.requests().next().is_none()
+            && self.record
+                == Record {
+                    a: self.server.issued,
+                    r: self.server.live,
+                    mark: Mark::Live,
+                }
+            && self
+                .procs
+                .iter()
+                .all(|p| p.pc == Pc::Idle && p.mem == newest)
+    }
+}
+
+/// Writes the tombstone (before or after releasing, per the protocol) and
+/// ends the process; checks I2 first.
+fn tombstone(
+    n: &mut State,
+    cfg: &Config,
+    p: usize,
+    a: u8,
+    r: u8,
+    reason: Reason,
+) -> Option<Violation> {
+    let violation = (!n.end_is_justified(cfg, r, reason)).then_some(Violation::UnjustifiedEnd {
+        p: p as u8,
+        r,
+        reason,
+    });
+    if cfg.protocol.tombstone_before_release {
+        n.record = Record {
+            a,
+            r,
+            mark: Mark::Ended(reason),
+        };
+        n.procs[p] = Proc {
+            mem: ended(reason),
+            pc: Pc::Idle,
+        };
+    } else {
+        n.procs[p].pc = Pc::Tombstone(reason);
+    }
+    n.release(p);
+    violation
+}
+
+/// Step 4 onwards: write the mark (unless mutated away), then send. A
+/// presentation decided while `r` is live reaches the server inside the
+/// grace its rotation opens (T1); a retry, per `timely` (T2).
+fn present(n: &mut State, cfg: &Config, p: usize, r: u8, retry: bool, timely: bool) {
+    let timely = timely || n.server.live == r;
+    n.procs[p].pc = if cfg.protocol.presented_mark {
+        Pc::Mark { retry, timely }
+    } else {
+        Pc::Send { retry, timely }
+    };
+}
+
+/// The server processes a request presenting `r`.
+fn serve(server: &mut Server, cfg: &Config, r: u8) -> (Answer, Option<Violation>) {
+    if server.revoked {
+        return (Answer::InvalidGrant, None);
+    }
+    if r == server.live {
+        server.issued += 1;
+        if cfg.rotation != Rotation::Never {
+            server.prev = Some(r);
+            server.prev_open = cfg.grace();
+            server.grace_used = false;
+            server.live = server.next_r;
+            server.next_r += 1;
+        }
+        return (
+            Answer::Tokens {
+                a: server.issued,
+                r: server.live,
+            },
+            None,
+        );
+    }
+    if let Rotation::Grace(reply) = cfg.rotation
+        && server.prev == Some(r)
+        && server.prev_open
+        && !server.grace_used
+    {
+        server.grace_used = true;
+        server.issued += 1;
+        if reply == GraceReply::Mint {
+            server.live = server.next_r;
+            server.next_r += 1;
+        }
+        return (
+            Answer::Tokens {
+                a: server.issued,
+                r: server.live,
+            },
+            None,
+        );
+    }
+    // Reuse detection: the whole grant is revoked.
+    server.revoked = true;
+    (Answer::InvalidGrant, Some(Violation::Reuse { r }))
+}
+
+fn successors(s: &State, cfg: &Config, out: &mut Vec<Succ>) {
+    let mut push = |action, next, violation| {
+        out.push(Succ {
+            action,
+            next,
+            violation,
+        })
+    };
+    for p in 0..N {
+        process_steps(s, cfg, p, &mut push);
+    }
+    server_steps(s, cfg, &mut push);
+    time_steps(s, cfg, &mut push);
+}
+
+fn process_steps(
+    s: &State,
+    cfg: &Config,
+    p: usize,
+    push: &mut impl FnMut(Action, State, Option<Violation>),
+) {
+    let pid = p as u8;
+    let me = s.procs[p];
+    // A crash at any step but idle (an idle crash only reloads the store,
+    // which step 1 does anyway).
+    if me.pc != Pc::Idle && s.left.crashes > 0 {
+        let mut n = *s;
+        n.left.crashes -= 1;
+        n.release(p);
+        if let Some(req) = s.owned_by(pid) {
+            if req.answer.is_some() {
+                n.remove_request(req);
+            } else {
+                n.replace_request(req, Request { owner: None, ..req });
+            }
+        }
+        let began = match me.pc {
+            Pc::Awaiting { retry } => Some(retry),
+            Pc::Send { retry, .. } if !cfg.i2_only_sent_requests && cfg.protocol.presented_mark => {
+                Some(retry)
+            }
+            _ => None,
+        };
+        if let (Some(retry), Some((_, r))) = (began, s.set_of(p)) {
+            n.unanswered = Some(r);
+            if retry {
+                n.retry_unanswered = Some(r);
+            }
+        }
+        n.procs[p] = Proc {
+            mem: adopt(s.record),
+            pc: Pc::Idle,
+        };
+        push(Action::Crash(pid), n, None);
+    }
+    let mut n = *s;
+    let mut violation = None;
+    match me.pc {
+        Pc::Idle => {
+            let Some((a, r)) = s.set_of(p) else { return };
+            if a >= s.due_below {
+                return;
+            }
+            // Step 1: load without the lock.
+            let rec = s.record;
+            if rec.a > a {
+                n.procs[p].mem = adopt(rec);
+            } else if let (true, Mark::Ended(reason)) = (rec.a == a && rec.r == r, rec.mark) {
+                n.procs[p].mem = ended(reason);
+            } else {
+                n.procs[p].pc = Pc::WantLock;
+            }
+            push(Action::Start(pid), n, None);
+        }
+        Pc::WantLock => {
+            if !cfg.protocol.lock {
+                n.procs[p].pc = Pc::Reread;
+                push(Action::Lock(pid), n, None);
+            } else if s.lock.is_none() {
+                n.lock = Some(pid);
+                n.procs[p].pc = Pc::Reread;
+                push(Action::Lock(pid), n, None);
+            } else {
+                // Busy: wait until it frees or the record changes (or the
+                // deadline passes), then step 1 again.
+                n.procs[p].pc = Pc::Idle;
+                push(Action::GiveUp(pid), n, None);
+            }
+        }
+        Pc::Reread => {
+            let Some((a, r)) = s.set_of(p) else { return };
+            let rec = s.record;
+            if !cfg.protocol.reread {
+                present(&mut n, cfg, p, r, false, false);
+            } else if rec.a > a {
+                n.procs[p].mem = adopt(rec);
+                n.procs[p].pc = Pc::Idle;
+                n.release(p);
+            } else if let (true, Mark::Ended(reason)) = (rec.r == r, rec.mark) {
+                n.procs[p] = Proc {
+                    mem: ended(reason),
+                    pc: Pc::Idle,
+                };
+                n.release(p);
+            } else if let (true, Mark::Presented { retried }) = (rec.r == r && rec.a == a, rec.mark)
+            {
+                // A previous holder's presentation of R got no answer.
+                match cfg.rotation {
+                    Rotation::Never => present(&mut n, cfg, p, r, false, false),
+                    Rotation::Grace(_) if !retried && s.window_open_for(r) => {
+                        if cfg.protocol.fix_retry_after_original && s.presenting(r) {
+                            // Too early: the first request may still reach
+                            // the server. Back off, mark untouched.
+                            n.procs[p].pc = Pc::Idle;
+                            n.release(p);
+                        } else {
+                            let timely = cfg.protocol.fix_retry_margin
+                                && s.window.is_some_and(|w| w.early);
+                            present(&mut n, cfg, p, r, true, timely);
+                        }
+                    }
+                    Rotation::Grace(_) | Rotation::Strict => {
+                        violation = tombstone(&mut n, cfg, p, a, r, Reason::Unanswered);
+                    }
+                }
+            } else {
+                present(&mut n, cfg, p, r, false, false);
+            }
+            push(Action::Reread(pid), n, violation);
+        }
+        Pc::Mark { retry, timely } => {
+            let Some((a, r)) = s.set_of(p) else { return };
+            n.record = Record {
+                a,
+                r,
+                mark: Mark::Presented { retried: retry },
+            };
+            if !retry {
+                // A new `at`: a new client window.
+                n.window = Some(Window {
+                    r,
+                    early: s.server.live == r,
+                });
+            }
+            n.procs[p].pc = Pc::Send { retry, timely };
+            push(Action::Mark(pid), n, None);
+        }
+        Pc::Send { retry, timely } => {
+            let Some((_, r)) = s.set_of(p) else { return };
+            n.add_request(Request {
+                owner: Some(pid),
+                r,
+                retry,
+                timely: timely || s.server.live == r,
+                old: false,
+                answer: None,
+            });
+            n.procs[p].pc = Pc::Awaiting { retry };
+            push(Action::Send(pid), n, None);
+        }
+        Pc::Awaiting { retry } => {
+            let Some((a, r)) = s.set_of(p) else { return };
+            let owned = s.owned_by(pid);
+            // The answer arrives.
+            if let Some(req @ Request {
+                answer: Some(answer),
+                ..
+            }) = owned
+            {
+                let mut n = *s;
+                n.remove_request(req);
+                let mut violation = None;
+                match answer {
+                    Answer::Tokens { a: a2, r: r2 } => {
+                        n.record = Record {
+                            a: a2,
+                            r: r2,
+                            mark: Mark::Live,
+                        };
+                        n.procs[p] = Proc {
+                            mem: Mem::Set { a: a2, r: r2 },
+                            pc: Pc::Idle,
+                        };
+                        n.release(p);
+                    }
+                    Answer::InvalidGrant => {
+                        violation = tombstone(&mut n, cfg, p, a, r, Reason::InvalidGrant);
+                    }
+                    Answer::Transient => {
+                        let mark = if cfg.protocol.fix_restore_mark && retry {
+                            Mark::Presented { retried: false }
+                        } else {
+                            Mark::Live
+                        };
+                        n.record = Record { a, r, mark };
+                        n.procs[p].pc = Pc::Idle;
+                        n.release(p);
+                    }
+                }
+                push(Action::Deliver(pid), n, violation);
+            }
+            // The attempt times out: free if the request or its answer is
+            // already gone, a fault if it is late.
+            let late = owned.is_some();
+            if late && s.left.faults == 0 {
+                return;
+            }
+            if let Some(req) = owned {
+                n.left.faults -= 1;
+                if req.answer.is_some() {
+                    n.remove_request(req);
+                } else {
+                    n.replace_request(req, Request { owner: None, ..req });
+                }
+            }
+            n.unanswered = Some(r);
+            if retry {
+                n.retry_unanswered = Some(r);
+            }
+            match cfg.rotation {
+                Rotation::Never => {
+                    n.record = Record {
+                        a,
+                        r,
+                        mark: Mark::Live,
+                    };
+                    n.procs[p].pc = Pc::Idle;
+                    n.release(p);
+                }
+                Rotation::Grace(_) if !retry && s.window_open_for(r) => {
+                    // Leave `Presented`: the next leader retries once.
+                    n.procs[p].pc = Pc::Idle;
+                    n.release(p);
+                }
+                Rotation::Grace(_) | Rotation::Strict => {
+                    violation = tombstone(&mut n, cfg, p, a, r, Reason::Unanswered);
+                }
+            }
+            push(Action::Timeout(pid), n, violation);
+            return;
+        }
+        Pc::Tombstone(reason) => {
+            let Some((a, r)) = s.set_of(p) else { return };
+            n.record = Record {
+                a,
+                r,
+                mark: Mark::Ended(reason),
+            };
+            n.procs[p] = Proc {
+                mem: ended(reason),
+                pc: Pc::Idle,
+            };
+            push(Action::Tombstone(pid), n, None);
+        }
+    }
+}
+
+fn server_steps(s: &State, cfg: &Config, push: &mut impl FnMut(Action, State, Option<Violation>)) {
+    for (i, req) in s.requests().enumerate() {
+        // Equal requests give equal successors.
+        if s.requests().take(i).any(|q| q == req) {
+            continue;
+        }
+        if req.answer.is_some() {
+            if s.left.faults > 0 {
+                let mut n = *s;
+                n.left.faults -= 1;
+                n.remove_request(req);
+                push(Action::LoseAnswer(req), n, None);
+            }
+            continue;
+        }
+        // Processed.
+        let mut n = *s;
+        n.remove_request(req);
+        let (answer, violation) = serve(&mut n.server, cfg, req.r);
+        if matches!(answer, Answer::Tokens { .. }) {
+            // T3: whatever else is in flight is now older than the newest set.
+            for q in n.requests.iter_mut().flatten() {
+                if q.answer.is_none() {
+                    q.old = true;
+                }
+            }
+        }
+        if req.owner.is_some() {
+            n.add_request(Request {
+                answer: Some(answer),
+                ..req
+            });
+        }
+        push(Action::Serve(req), n, violation);
+        // 5xx: nothing spent.
+        if s.left.transients > 0 {
+            let mut n = *s;
+            n.left.transients -= 1;
+            if req.owner.is_some() {
+                n.replace_request(
+                    req,
+                    Request {
+                        answer: Some(Answer::Transient),
+                        ..req
+                    },
+                );
+            } else {
+                n.remove_request(req);
+            }
+            push(Action::Fail5xx(req), n, None);
+        }
+        // Lost on the way.
+        if s.left.faults > 0 {
+            let mut n = *s;
+            n.left.faults -= 1;
+            n.remove_request(req);
+            push(Action::Drop(req), n, None);
+        }
+    }
+}
+
+fn time_steps(s: &State, cfg: &Config, push: &mut impl FnMut(Action, State, Option<Violation>)) {
+    // T3: a set expires only once the requests older than it are gone.
+    if s.left.expiries > 0
+        && s.due_below <= s.server.issued
+        && !s.requests().any(|q| q.answer.is_none() && q.old)
+    {
+        let mut n = *s;
+        n.left.expiries -= 1;
+        n.due_below = s.server.issued + 1;
+        push(Action::Expire, n, None);
+    }
+    if s.window.is_some() {
+        let mut n = *s;
+        n.window = None;
+        push(Action::ClientGraceEnds, n, None);
+    }
+    // The server's grace for `prev` opened at its rotation: it closes after
+    // a client window that opened before it, and after the requests that
+    // T1/T2 say reach it in time.
+    if s.server.prev_open
+        && let Some(prev) = s.server.prev
+        && s.window != Some(Window {
+            r: prev,
+            early: true,
+        })
+        && !s
+            .requests()
+            .any(|q| q.answer.is_none() && q.r == prev && q.timely)
+        && !s.procs.iter().any(|p| match (p.mem, p.pc) {
+            (Mem::Set { r, .. }, Pc::Mark { timely, .. } | Pc::Send { timely, .. }) => {
+                r == prev && timely
+            }
+            _ => false,
+        })
+    {
+        let mut n = *s;
+        n.server.prev_open = false;
+        push(Action::ServerGraceEnds, n, None);
+    }
+    if s.left.revocations > 0 && !s.server.revoked {
+        let mut n = *s;
+        n.left.revocations -= 1;
+        n.server.revoked = true;
+        push(Action::Revoke, n, None);
+    }
+    let _ = cfg;
+}
+
+// ---------------------------------------------------------------------------
+// Explorer
+// ---------------------------------------------------------------------------
+
+/// A small multiplicative hasher (the states are a few dozen bytes of
+/// small integers; SipHash would dominate the run time in a debug build).
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Visited = HashMap<State, u32, BuildHasherDefault<FxHasher>>;
+
+/// A violation and the shortest trace to it.
+struct Counterexample {
+    violation: Violation,
+    trace: Vec<String>,
+}
+
+struct Outcome {
+    states: usize,
+    transitions: usize,
+    elapsed: Duration,
+    violation: Option<Counterexample>,
+    /// Some reachable final state has every process on the newest set.
+    progress: bool,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} states, {} transitions, {:.1?}, progress reachable: {}",
+            self.states, self.transitions, self.elapsed, self.progress
+        )?;
+        if let Some(c) = &self.violation {
+            write!(f, "\nVIOLATION: {:?}\n", c.violation)?;
+            for line in &c.trace {
+                writeln!(f, "  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Breadth-first over every reachable state; stops at the first violation
+/// (so its trace is a shortest one).
+fn explore(cfg: &Config) -> Outcome {
+    let started = Instant::now();
+    let init = State::initial(cfg);
+    let mut visited = Visited::default();
+    // For each state id: its parent's id and the action that led to it.
+    let mut parents: Vec<(u32, Option<Action>)> = vec![(0, None)];
+    let mut queue = VecDeque::new();
+    visited.insert(init, 0);
+    queue.push_back((init, 0u32));
+    let mut succs = Vec::new();
+    let mut transitions = 0;
+    let mut progress = false;
+    let found = |parents: &[(u32, Option<Action>)], id: u32, last: Option<Action>, v| {
+        let mut actions: Vec<Action> = last.into_iter().collect();
+        let mut at = id;
+        while let (parent, Some(action)) = parents[at as usize] {
+            actions.push(action);
+            at = parent;
+        }
+        actions.reverse();
+        Some(Counterexample {
+            violation: v,
+            trace: replay(cfg, &actions),
+        })
+    };
+    let mut violation = None;
+    'search: while let Some((s, id)) = queue.pop_front() {
+        succs.clear();
+        successors(&s, cfg, &mut succs);
+        if succs.is_empty() {
+            if s.procs.iter().any(|p| p.pc != Pc::Idle) {
+                violation = found(&parents, id, None, Violation::Stuck);
+                break;
+            }
+            progress |= s.settled_on_newest();
+        }
+        for succ in succs.drain(..) {
+            transitions += 1;
+            if let Some(v) = succ.violation.or_else(|| succ.next.check()) {
+                violation = found(&parents, id, Some(succ.action), v);
+                break 'search;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = visited.entry(succ.next) {
+                let nid = parents.len() as u32;
+                e.insert(nid);
+                parents.push((id, Some(succ.action)));
+                queue.push_back((succ.next, nid));
+            }
+        }
+        assert!(
+            visited.len() <= cfg.max_states,
+            "more than {} states: shrink the budgets",
+            cfg.max_states
+        );
+    }
+    Outcome {
+        states: visited.len(),
+        transitions,
+        elapsed: started.elapsed(),
+        violation,
+        progress,
+    }
+}
+
+/// The trace, one line per action with the state it leads to.
+fn replay(cfg: &Config, actions: &[Action]) -> Vec<String> {
+    let mut s = State::initial(cfg);
+    let mut lines = vec![format!("start: {s}")];
+    let mut succs = Vec::new();
+    for &action in actions {
+        succs.clear();
+        successors(&s, cfg, &mut succs);
+        let Some(succ) = succs.iter().find(|x| x.action == action) else {
+            lines.push(format!("(replay lost: {action:?})"));
+            break;
+        };
+        s = succ.next;
+        lines.push(format!("{:<34} => {s}", describe(action)));
+    }
+    lines
+}
+
+fn describe(action: Action) -> String {
+    let req = |q: Request| {
+        let who = q.owner.map_or("orphan".to_string(), |p| format!("P{p}"));
+        let retry = if q.retry { " (grace retry)" } else { "" };
+        format!("R{} from {who}{retry}", q.r)
+    };
+    match action {
+        Action::Expire => "access tokens expire".into(),
+        Action::Start(p) => format!("P{p} step 1: load"),
+        Action::Lock(p) => format!("P{p} step 2: lock"),
+        Action::GiveUp(p) => format!("P{p} lock busy: back to step 1"),
+        Action::Reread(p) => format!("P{p} step 3: re-read"),
+        Action::Mark(p) => format!("P{p} step 4: write Presented"),
+        Action::Send(p) => format!("P{p} sends the request"),
+        Action::Deliver(p) => format!("P{p} step 5: gets the answer"),
+        Action::Timeout(p) => format!("P{p} step 5: times out"),
+        Action::Tombstone(p) => format!("P{p} writes the tombstone"),
+        Action::Crash(p) => format!("P{p} crashes, restarts"),
+        Action::Serve(q) => format!("server processes {}", req(q)),
+        Action::Fail5xx(q) => format!("server 5xx to {}", req(q)),
+        Action::Drop(q) => format!("request lost: {}", req(q)),
+        Action::LoseAnswer(q) => format!("answer lost: {}", req(q)),
+        Action::ClientGraceEnds => "client grace window ends".into(),
+        Action::ServerGraceEnds => "server grace window ends".into(),
+        Action::Revoke => "grant revoked (admin)".into(),
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rec = self.record;
+        let mark = match rec.mark {
+            Mark::Live => "Live".to_string(),
+            Mark::Presented { retried } => format!("Presented{{retried:{retried}}}"),
+            Mark::Ended(reason) => format!("Ended({reason:?})"),
+        };
+        write!(f, "store a{}/R{} {mark}", rec.a, rec.r)?;
+        if let Some(p) = self.lock {
+            write!(f, ", lock P{p}")?;
+        }
+        let sv = self.server;
+        write!(f, " | server R{} live", sv.live)?;
+        if let Some(prev) = sv.prev {
+            let grace = match (sv.prev_open, sv.grace_used) {
+                (true, false) => " (grace open)",
+                (true, true) => " (grace used)",
+                (false, _) => "",
+            };
+            write!(f, ", R{prev} prev{grace}")?;
+        }
+        if sv.revoked {
+            write!(f, ", REVOKED")?;
+        }
+        if let Some(w) = self.window {
+            write!(f, " | client window R{}", w.r)?;
+        }
+        write!(f, " |")?;
+        for (i, p) in self.procs.iter().enumerate() {
+            let mem = match p.mem {
+                Mem::Set { a, r } => format!("a{a}/R{r}"),
+                Mem::Degraded => "degraded".into(),
+                Mem::Ended => "ended".into(),
+            };
+            let pc = match p.pc {
+                Pc::Idle => String::new(),
+                Pc::WantLock => " wants lock".into(),
+                Pc::Reread => " re-read next".into(),
+                Pc::Mark { .. } => " mark next".into(),
+                Pc::Send { .. } => " send next".into(),
+                Pc::Awaiting { .. } => " awaiting".into(),
+                Pc::Tombstone(_) => " tombstone next".into(),
+            };
+            write!(f, " P{i} {mem}{pc};")?;
+        }
+        for q in self.requests() {
+            let who = q.owner.map_or("orphan".to_string(), |p| format!("P{p}"));
+            let answer = match q.answer {
+                None => String::new(),
+                Some(Answer::Tokens { a, r }) => format!(" -> a{a}/R{r}"),
+                Some(a) => format!(" -> {a:?}"),
+            };
+            write!(f, " [R{} {who}{answer}]", q.r)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// Explores `cfg`, prints the numbers, and asserts that the protocol holds
+/// every invariant and can make progress.
+fn assert_holds(name: &str, cfg: &Config) -> Outcome {
+    let outcome = explore(cfg);
+    println!("{name}: {outcome}");
+    assert!(outcome.violation.is_none(), "{name}: {outcome}");
+    assert!(outcome.progress, "{name}: no final state on the newest set");
+    outcome
+}
+
+/// Explores `cfg` and asserts that the checker finds `expected` (the kind).
+fn assert_finds(name: &str, cfg: &Config, expected: fn(&Violation) -> bool) -> Outcome {
+    let outcome = explore(cfg);
+    println!("{name}: {outcome}");
+    let Some(c) = &outcome.violation else {
+        panic!("{name}: the checker found no violation in {outcome}");
+    };
+    assert!(expected(&c.violation), "{name}: unexpected {outcome}");
+    outcome
+}
+
+fn reuse(v: &Violation) -> bool {
+    matches!(v, Violation::Reuse { .. })
+}
+
+#[test]
+fn three_processes_never_present_a_spent_refresh_token_under_strict_rotation() {
+    assert_holds(
+        "strict, spec",
+        &Config::new(Rotation::Strict, Protocol::SPEC),
+    );
+}
+
+#[test]
+fn exploration_probe_grace() {
+    explore_print("grace reissue spec", &Config::new(Rotation::Grace(GraceReply::Reissue), Protocol::SPEC));
+    explore_print("grace mint spec", &Config::new(Rotation::Grace(GraceReply::Mint), Protocol::SPEC));
+    explore_print("grace reissue fixed", &Config::new(Rotation::Grace(GraceReply::Reissue), Protocol::FIXED));
+    explore_print("grace mint fixed", &Config::new(Rotation::Grace(GraceReply::Mint), Protocol::FIXED));
+    explore_print("never", &Config::new(Rotation::Never, Protocol::SPEC));
+}
+
+fn explore_print(name: &str, cfg: &Config) {
+    let o = explore(cfg);
+    println!("{name}: {o}");
+}
