@@ -1,53 +1,64 @@
 //! An exhaustive model check of the cross-process refresh protocol of
 //! `notes/protocol.md` (issue 18): three processes share one store and one
 //! authorization server, and every interleaving of their steps, crashes,
-//! lost messages and expiries is explored breadth-first.
+//! lost messages and expiries is explored breadth-first, with a set of
+//! visited states. The model follows the spec, not today's code.
 //!
-//! The model follows the spec, not today's code. A token set is a pair
-//! `a/R`: `a` numbers access tokens in the order the server issued them (a
-//! later one expires later, so "newer" is "larger `a`"), `R` numbers refresh
-//! tokens. The store holds one record (a set and its mark: `Live`,
-//! `Presented{retried}` or `Ended{reason}`) and the refresh lock. Each
-//! process holds a set in memory (or is degraded / ended) and a program
-//! counter in the protocol: idle, asking for the lock (step 2), holding it
-//! before the re-read (3), before writing the `Presented` mark (4), before
-//! sending, awaiting the answer (5). Every step is one atomic action; a
-//! crash can hit between any two of them (the lock frees, memory is lost,
-//! the process restarts by loading the store). The server rotates on every
-//! refresh (or never, for `Rotation::Never`), detects reuse (a refresh token
-//! it rotated away and does not accept under its grace) by revoking the
-//! grant, and may answer 5xx (nothing spent). Requests can be dropped on the
-//! way, answers lost, or delivered after the client gave up (a late answer:
-//! ignored); the server can process a request whose sender is gone.
+//! State. A token set is a pair `a/R`: `a` numbers access tokens in the
+//! order the server issued them (a later one expires later, so "newer" is
+//! "larger `a`"), `R` numbers refresh tokens. The store holds one record (a
+//! set and its mark: `Live`, `Presented{retried}`, `Ended{reason}`) and the
+//! refresh lock. Each process holds a set in memory (or is degraded /
+//! ended) and a program counter: idle, asking for the lock (step 2),
+//! holding it before the re-read (3), before writing `Presented` (4),
+//! before sending, awaiting the answer (5). Each step is one atomic action;
+//! a crash can hit between any two (the lock frees, memory is lost, the
+//! process restarts at once by loading the store, so no "crashed" flag is
+//! kept; a crash of an idle process is left out, as it only reloads the
+//! store like step 1). The server rotates on every refresh (or never, for
+//! `Rotation::Never`), detects reuse of a token it rotated away and does
+//! not accept under its grace by revoking the grant, and may answer 5xx.
+//! Requests can be lost on the way, answers lost or late (the client gave
+//! up: ignored), and the server processes requests whose sender is gone.
 //!
 //! Time is abstract. "Access tokens expire" is an action that makes every
-//! set issued so far due; only due processes start a refresh. The grace
-//! window is two booleans: the client's (the mark's `now - at < g`, closed
-//! by an action) and the server's (from the rotation, closed by another
-//! action). Three timing assumptions bound what these actions may do, each
-//! justified by a bound `D` on how long a request may travel before the
-//! server processes it: (T1) a request sent while its refresh token was
-//! live reaches the server inside the grace that the rotation of that token
-//! opens (`D < g`); (T2) with the retry margin (see below) so does a grace
-//! retry decided inside a client window that opened before the rotation;
-//! (T3) a request in flight when the server issued a newer set is processed
-//! or lost before that set expires (`D` < access-token lifetime). Without
-//! them any protocol can be broken by a request that arrives a year late.
+//! set issued so far due; only due processes refresh. The grace window is
+//! two booleans closed by actions: the client's (`now - at < g` for the
+//! mark's `at`) and the server's (opened by the rotation, so later). What
+//! they may do is bounded by three assumptions, each from a bound `D` on
+//! how long a request may travel before the server processes it: (T1) a
+//! request decided while its refresh token was live reaches the server
+//! inside the grace that token's rotation opens (`D < g`); (T2) with the
+//! retry margin (fix 1) so does a grace retry decided in a client window
+//! that opened before the rotation; (T3) a request in flight when the
+//! server issued a newer set is processed or lost before that set expires
+//! (`D` < access-token lifetime). Without them any protocol falls to a
+//! request that arrives a year late.
 //!
-//! Budgets (expiries, crashes, faults = lost request, lost or late answer,
-//! 5xx answers, administrative revocations) keep the space finite. The
-//! checks: I1 the server never detects reuse; I2 a session ends (tombstone
-//! or own end) only after the server revoked the grant, or after a
-//! presentation of that refresh token went unanswered and could not be
-//! retried (no grace, grace window over, or the retry itself unanswered);
-//! I3 at most one presentation awaited at a time (requests whose sender
-//! crashed or gave up do not count); no state where nothing can move has a
-//! process in the middle of the protocol; and some reachable final state
-//! has every process on the newest set (the protocol makes progress).
+//! Checks, in every reachable state: I1 the server never detects reuse; I2
+//! a process ends a session (tombstone, or its own end) only after the
+//! server revoked the grant, or after a presentation of that refresh token
+//! (its `Presented` mark written) went unanswered and could not be retried
+//! (no grace, client window over, or the retry itself unanswered); I3 at
+//! most one presentation awaited at once (senders that crashed or gave up
+//! do not count); no stuck state (nothing can move, a process
+//! mid-protocol). And progress: some reachable quiet state (expiries spent,
+//! nothing in flight) has every process and the store on the newest set.
+//! Budgets (expiries, crashes, faults = lost request / lost or late
+//! answer, 5xx answers, revocations, lost leases) keep the space finite.
+//! Not modeled: logins and logouts (`set`, `clear`), store writes that
+//! fail other than by a lost lease, `Rotation::Detect`, the degraded access
+//! token's own expiry.
 //!
-//! Flags in [`Protocol`] turn the spec into known-bad variants (mutants), to
-//! show the checker catches them, and switch on the fixes this model argues
-//! for (see the tests whose names say "as specified" and "fixed").
+//! Findings (each pinned by a test below, with its trace printed): the
+//! spec's grace retry has three holes, fixed by [`Protocol::FIXED`] (the
+//! retry margin; a 5xx restores the mark instead of writing `Live`; against
+//! a server whose grace mints a new token, the retry waits out the first
+//! request), and a Redis lease that expires mid-request lets a second
+//! leader act on a live presentation (fix: the lease must outlive the
+//! request). Strict rotation and `Rotation::Never` hold as specified. The
+//! mutants (no re-read, release before the tombstone, no lock, no mark)
+//! are each caught.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -93,7 +104,10 @@ struct Record {
 /// What a process holds in memory.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Mem {
-    Set { a: u8, r: u8 },
+    Set {
+        a: u8,
+        r: u8,
+    },
     /// Refresh token dead (unanswered); serves its access token until it
     /// expires, never refreshes. Its access token no longer matters here.
     Degraded,
@@ -112,11 +126,19 @@ enum Pc {
     Reread,
     /// Decided to present; writes the `Presented` mark next (step 4).
     /// `timely`: a retry decided inside a client window that protects it (T2).
-    Mark { retry: bool, timely: bool },
+    Mark {
+        retry: bool,
+        timely: bool,
+    },
     /// Mark written (or skipped); sends the request next.
-    Send { retry: bool, timely: bool },
+    Send {
+        retry: bool,
+        timely: bool,
+    },
     /// Request sent; awaits the answer (step 5).
-    Awaiting { retry: bool },
+    Awaiting {
+        retry: bool,
+    },
     /// Mutant (b) only: released the lock, writes the tombstone next.
     Tombstone(Reason),
 }
@@ -130,7 +152,10 @@ struct Proc {
 /// The token endpoint's answer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 enum Answer {
-    Tokens { a: u8, r: u8 },
+    Tokens {
+        a: u8,
+        r: u8,
+    },
     InvalidGrant,
     /// 5xx / 429: nothing was spent.
     Transient,
@@ -233,12 +258,12 @@ enum Rotation {
 /// What a server answers to the accepted grace reuse of the previous token.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum GraceReply {
-    /// The refresh token it issued on the rotation (a new access token):
-    /// the lineage does not fork (django-oauth-toolkit, Keycloak's reuse
-    /// count).
+    /// The refresh token it issued on the rotation, with a new access
+    /// token: the lineage does not fork.
     Reissue,
-    /// A new refresh token, and the one issued on the rotation dies: "only
-    /// the most recent new token pair is valid" (Airlock IAM's grace).
+    /// A new refresh token, and the one issued on the rotation dies. Airlock
+    /// IAM documents its grace period so: "only the most recent new token
+    /// pair is valid".
     Mint,
 }
 
@@ -490,9 +515,8 @@ impl State {
             // The server answers invalid_grant only once it revoked.
             Reason::InvalidGrant => false,
             Reason::Unanswered => {
-                let could_retry = cfg.grace()
-                    && self.window_open_for(r)
-                    && self.retry_unanswered != Some(r);
+                let could_retry =
+                    cfg.grace() && self.window_open_for(r) && self.retry_unanswered != Some(r);
                 self.unanswered == Some(r) && !could_retry
             }
         }
@@ -636,7 +660,7 @@ fn successors(s: &State, cfg: &Config, out: &mut Vec<Succ>) {
         process_steps(s, cfg, p, &mut push);
     }
     server_steps(s, cfg, &mut push);
-    time_steps(s, cfg, &mut push);
+    time_steps(s, &mut push);
 }
 
 fn process_steps(
@@ -753,8 +777,8 @@ fn process_steps(
                             n.procs[p].pc = Pc::Idle;
                             n.release(p);
                         } else {
-                            let timely = cfg.protocol.fix_retry_margin
-                                && s.window.is_some_and(|w| w.early);
+                            let timely =
+                                cfg.protocol.fix_retry_margin && s.window.is_some_and(|w| w.early);
                             present(&mut n, cfg, p, r, true, timely);
                         }
                     }
@@ -813,10 +837,12 @@ fn process_steps(
             let Some((a, r)) = s.set_of(p) else { return };
             let owned = s.owned_by(pid);
             // The answer arrives.
-            if let Some(req @ Request {
-                answer: Some(answer),
-                ..
-            }) = owned
+            if let Some(
+                req @ Request {
+                    answer: Some(answer),
+                    ..
+                },
+            ) = owned
             {
                 let mut n = *s;
                 n.remove_request(req);
@@ -896,7 +922,6 @@ fn process_steps(
                 }
             }
             push(Action::Timeout(pid), n, violation);
-            return;
         }
         Pc::Tombstone(reason) => {
             let Some((a, r)) = s.set_of(p) else { return };
@@ -975,7 +1000,7 @@ fn server_steps(s: &State, cfg: &Config, push: &mut impl FnMut(Action, State, Op
     }
 }
 
-fn time_steps(s: &State, cfg: &Config, push: &mut impl FnMut(Action, State, Option<Violation>)) {
+fn time_steps(s: &State, push: &mut impl FnMut(Action, State, Option<Violation>)) {
     // T3: a set expires only once the requests older than it are gone.
     if s.left.expiries > 0
         && s.due_below <= s.server.issued
@@ -996,10 +1021,11 @@ fn time_steps(s: &State, cfg: &Config, push: &mut impl FnMut(Action, State, Opti
     // T1/T2 say reach it in time.
     if s.server.prev_open
         && let Some(prev) = s.server.prev
-        && s.window != Some(Window {
-            r: prev,
-            early: true,
-        })
+        && s.window
+            != Some(Window {
+                r: prev,
+                early: true,
+            })
         && !s
             .requests()
             .any(|q| q.answer.is_none() && q.r == prev && q.timely)
@@ -1020,7 +1046,6 @@ fn time_steps(s: &State, cfg: &Config, push: &mut impl FnMut(Action, State, Opti
         n.server.revoked = true;
         push(Action::Revoke, n, None);
     }
-    let _ = cfg;
 }
 
 // ---------------------------------------------------------------------------
@@ -1345,8 +1370,7 @@ fn three_processes_never_present_a_spent_refresh_token_under_strict_rotation() {
 
 #[test]
 fn a_server_that_never_rotates_never_has_a_session_ended_by_a_race() {
-    let mut cfg = Config::new(Rotation::Never, Protocol::SPEC);
-    cfg.budget.revocations = 1;
+    let cfg = Config::new(Rotation::Never, Protocol::SPEC);
     let outcome = assert_holds("Rotation::Never, spec", &cfg);
     // An unanswered refresh is retried, never ends the session.
     assert!(!outcome.coverage.degraded);
