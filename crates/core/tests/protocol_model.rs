@@ -284,14 +284,14 @@ struct Protocol {
     /// retry reaches the server before the server's grace (opened at the
     /// rotation, after `at`) closes. The spec says `now - at < g`.
     fix_retry_margin: bool,
-    /// Fix 2: a grace retry waits until the unanswered presentation can no
-    /// longer reach the server (`now - at >= D`), backing off until then.
-    fix_retry_after_original: bool,
-    /// Fix 3: an answer that says nothing was spent (5xx) restores the mark
+    /// Fix 2: an answer that says nothing was spent (5xx) restores the mark
     /// the presentation replaced (`Presented{at, retried: false}` for a
     /// retry) instead of writing `Live`, which forgot the unanswered
     /// presentation before it and reopened the grace window.
     fix_restore_mark: bool,
+    /// Fix 3: a grace retry waits until the unanswered presentation can no
+    /// longer reach the server (`now - at >= D`), backing off until then.
+    fix_retry_after_original: bool,
     /// Fix 4: at step 4 the leader checks that its lease has at least the
     /// attempt timeout (plus the save) left, and bounds the request by it,
     /// so the lock cannot expire while a presentation is awaited. The spec
@@ -1391,7 +1391,7 @@ fn with_a_reuse_grace_the_spec_as_written_lets_a_retry_arrive_after_the_servers_
 /// Hole 2: a 5xx to the grace retry makes step 5 write `S` back `Live`.
 /// That forgets that R's first presentation went unanswered (the server
 /// may have rotated R already), and the next leader presents R afresh with
-/// a new `at` — outside the server's grace, or a second grace use. Fix 3:
+/// a new `at` — outside the server's grace, or a second grace use. Fix 2:
 /// an answer that says nothing was spent restores the mark the
 /// presentation replaced: `Presented{at, retried: false}` after a retry.
 #[test]
@@ -1405,7 +1405,7 @@ fn a_5xx_to_a_grace_retry_that_clears_the_mark_lets_the_next_leader_reuse() {
 /// kills the one the rotation issued ("only the most recent pair is
 /// valid"), the unanswered first request, still on its way, can reach the
 /// server after the retry: the retry's answer (saved) is then dead, and the
-/// next refresh presents it. Fix 2: retry only once the first request can
+/// next refresh presents it. Fix 3: retry only once the first request can
 /// no longer reach the server (`now - at >= D`); the window for the retry
 /// is then `[at + D, at + g - D)`, which needs `g > 2D`.
 #[test]
@@ -1415,12 +1415,12 @@ fn a_grace_that_mints_lets_the_unanswered_request_kill_the_retrys_refresh_token(
         p.fix_restore_mark = true;
     });
     let cfg = Config::new(Rotation::Grace(GraceReply::Mint), protocol);
-    assert_finds("minting grace, fixes 1 and 3", &cfg, reuse);
+    assert_finds("minting grace, fixes 1 and 2", &cfg, reuse);
 }
 
-/// THE FIXED PROTOCOL (fixes 1-3, not the spec as written) holds with
+/// THE FIXED PROTOCOL (fixes 1-4, not the spec as written) holds with
 /// either kind of grace server; against a server whose grace reissues the
-/// rotated token, fixes 1 and 3 suffice.
+/// rotated token, fixes 1 and 2 suffice.
 #[test]
 fn the_fixed_protocol_never_presents_a_spent_refresh_token_under_a_reuse_grace() {
     for reply in [GraceReply::Reissue, GraceReply::Mint] {
@@ -1431,7 +1431,7 @@ fn the_fixed_protocol_never_presents_a_spent_refresh_token_under_a_reuse_grace()
     }
     let protocol = fixed_with(|p| p.fix_retry_after_original = false);
     let cfg = Config::new(Rotation::Grace(GraceReply::Reissue), protocol);
-    assert_holds("grace (Reissue), fixes 1 and 3", &cfg);
+    assert_holds("grace (Reissue), fixes 1 and 2", &cfg);
 }
 
 /// Mutant (a): the leader presents what it loaded before it took the lock,
@@ -1543,7 +1543,10 @@ fn a_crash_between_the_mark_and_the_request_ends_a_session_nothing_was_spent_on(
 /// ends a session whose request is still on its way (or, with a grace,
 /// presents R a second time while the first is awaited), and the first
 /// holder's save is refused. Fix 4: step 4 checks that the lease has the
-/// attempt timeout (plus the save) left and bounds the request by it.
+/// attempt timeout (plus the save) left and bounds the request by it. (The
+/// model reads "under the lock" as "through the lease": a write the lease
+/// refuses is not made, and at step 3 it fails the attempt rather than
+/// ending the session.)
 #[test]
 fn a_lease_that_expires_mid_request_lets_a_second_leader_act_on_a_live_presentation() {
     let mut cfg = Config::new(Rotation::Strict, Protocol::SPEC);
