@@ -1434,11 +1434,19 @@ fn the_fixed_protocol_never_presents_a_spent_refresh_token_under_a_reuse_grace()
     assert_holds("grace (Reissue), fixes 1 and 2", &cfg);
 }
 
-/// Mutant (a): the leader presents what it loaded before it took the lock,
-/// though another process refreshed in between.
+/// Mutant (a): no re-read after the lock. With no faults at all, the leader
+/// presents what it loaded before it took the lock, though another process
+/// refreshed in between (the classic race). With faults, the shortest trace
+/// is a leader that never sees the `Presented` mark its crashed
+/// predecessor left (only the re-read looks at it).
 #[test]
 fn without_a_reread_after_the_lock_a_leader_presents_a_spent_refresh_token() {
     let protocol = spec_with(|p| p.reread = false);
+    let mut cfg = Config::new(Rotation::Strict, protocol);
+    cfg.budget.crashes = 0;
+    cfg.budget.faults = 0;
+    cfg.budget.transients = 0;
+    assert_finds("mutant (a) no re-read, strict, no faults", &cfg, reuse);
     assert_finds(
         "mutant (a) no re-read, strict",
         &Config::new(Rotation::Strict, protocol),
