@@ -508,10 +508,20 @@ pub(super) fn ended_elsewhere(tombstone: &TokenSet) -> Error {
 }
 
 /// Now, as wall-clock Unix milliseconds: what presentation marks record,
-/// since they are compared across processes.
+/// since they are compared across processes. Read off tokio's clock from a
+/// wall-clock anchor taken once, so that paused test time moves it too.
 pub(super) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static ANCHOR: std::sync::OnceLock<(SystemTime, Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = *ANCHOR.get_or_init(|| (SystemTime::now(), Instant::now()));
+    let now = Instant::now();
+    let wall_now = if now >= at {
+        wall.checked_add(now - at)
+    } else {
+        wall.checked_sub(at - now)
+    };
+    wall_now
+        .and_then(|w| w.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
