@@ -544,6 +544,37 @@ async fn html_502_fault_is_an_html_page() -> TestResult {
 }
 
 #[tokio::test]
+async fn oversized_body_fault_pads_an_error_or_a_served_grant_past_64_kib() -> TestResult {
+    let auth = AuthServer::start(AuthConfig::default()).await?;
+    let client = hyper_client();
+    let login = auth.login();
+    auth.inject(Fault::OversizedBody(400), 1);
+    auth.inject(Fault::OversizedBody(503), 1);
+    auth.inject(Fault::OversizedBody(200), 1);
+
+    for (status, error) in [
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+    ] {
+        let reply = refresh(&client, &auth, &login.refresh_token).await;
+        assert_eq!(reply.status, status);
+        assert!(reply.body.len() > 64 * 1024, "{}", reply.body.len());
+        assert_eq!(reply.json()["error"], error);
+    }
+    assert!(auth.is_refresh_token_active(&login.refresh_token));
+
+    // A 2xx is the grant served, its answer padded.
+    let reply = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.len() > 64 * 1024, "{}", reply.body.len());
+    assert!(TokenSet::from_response_json(&reply.body).is_ok());
+    assert!(!auth.is_refresh_token_active(&login.refresh_token));
+    let stats = auth.stats();
+    assert_eq!((stats.faults_served, stats.refresh_grants), (3, 1));
+    Ok(())
+}
+
+#[tokio::test]
 async fn drop_connection_fault_gives_the_client_a_connection_error() -> TestResult {
     let auth = AuthServer::start(AuthConfig::default()).await?;
     let client = hyper_client();

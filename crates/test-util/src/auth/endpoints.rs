@@ -18,7 +18,7 @@ use tokio::{sync::oneshot, time::Instant};
 
 use super::{
     MetadataDocuments,
-    faults::{Endpoint, Fault, Served, hang_up, serve_faults, take_faults},
+    faults::{Endpoint, Fault, OVERSIZED_PADDING, Served, hang_up, serve_faults, take_faults},
     oauth::{OAuthError, authenticate_client, invalid_request, json_response, read_form},
     state::AuthShared,
 };
@@ -142,6 +142,7 @@ fn token_request(
     if let Some(refresh_token) = grant.refresh_token {
         body["refresh_token"] = refresh_token.into();
     }
+    let mut status = StatusCode::OK;
     match modifier {
         Some(Fault::ExpiresInString) => {
             body["expires_in"] = grant.lifetime.as_secs().max(1).to_string().into();
@@ -151,9 +152,15 @@ fn token_request(
                 map.remove(field);
             }
         }
-        _ => {}
+        Some(fault) => {
+            if let Some(oversized) = fault.oversized_success() {
+                status = oversized;
+                body["padding"] = "x".repeat(OVERSIZED_PADDING).into();
+            }
+        }
+        None => {}
     }
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(json_response(status, &body))
 }
 
 async fn introspection_endpoint(

@@ -88,6 +88,41 @@ pub enum Fault {
     /// or both; as sent, decoded or re-encoded; in `error_description` or
     /// a plain-text body), as servers that echo what they received do.
     Echo(Echo),
+    /// Answer with this status and a JSON body of about 70 KiB, more than
+    /// the 64 KiB a client reads by default (`ServiceClient`'s
+    /// `DEFAULT_MAX_BODY`).
+    ///
+    /// A 2xx serves the grant normally (tokens are issued and, with
+    /// rotation, the refresh token presented is spent) with a `padding`
+    /// member in the token response: an answer the client may not be able
+    /// to read. Any other status answers with an OAuth2 error body
+    /// (`temporarily_unavailable` for a 5xx, `invalid_request` otherwise)
+    /// padded in its `error_description`; the grant is not served. A
+    /// number that is not a valid final status code answers 500.
+    OversizedBody(u16),
+}
+
+/// How much padding [`Fault::OversizedBody`] adds: 70 KiB.
+pub(super) const OVERSIZED_PADDING: usize = 70 * 1024;
+
+/// A final status code for `code`, or 500.
+fn final_status(code: u16) -> StatusCode {
+    // A 1xx is not a final response; hyper would not send it as one.
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+impl Fault {
+    /// The status of a [`Fault::OversizedBody`] if it is a 2xx: then the
+    /// grant is served, and the fault only changes its answer.
+    pub(super) fn oversized_success(&self) -> Option<StatusCode> {
+        match self {
+            Fault::OversizedBody(code) => Some(final_status(*code)).filter(|s| s.is_success()),
+            _ => None,
+        }
+    }
 }
 
 /// Holds token requests served [`Fault::Hold`] until [`open`](Gate::open)
@@ -225,6 +260,9 @@ pub(super) async fn take_faults(
             Some(fault @ (Fault::ExpiresInString | Fault::OmitField(_))) => {
                 return Served::Normal(Some(fault));
             }
+            Some(fault) if fault.oversized_success().is_some() => {
+                return Served::Normal(Some(fault));
+            }
             Some(Fault::Echo(echo)) => return Served::Instead(echo.respond(headers, body)),
             Some(fault) => return Served::Instead(fault_response(fault)),
         }
@@ -248,11 +286,7 @@ pub(super) async fn hang_up(conn: Option<Extension<ConnControl>>) -> Response {
 fn fault_response(fault: Fault) -> Response {
     match fault {
         Fault::Status(code) => {
-            // A 1xx is not a final response; hyper would not send it as one.
-            let status = StatusCode::from_u16(code)
-                .ok()
-                .filter(|s| !s.is_informational())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = final_status(code);
             (
                 status,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -299,7 +333,22 @@ fn fault_response(fault: Fault) -> Response {
             }
             response
         }
-        // `serve_faults` handles these before it gets here.
+        Fault::OversizedBody(code) => {
+            let status = final_status(code);
+            let error = if status.is_server_error() {
+                "temporarily_unavailable"
+            } else {
+                "invalid_request"
+            };
+            json_response(
+                status,
+                &json!({
+                    "error": error,
+                    "error_description": "x".repeat(OVERSIZED_PADDING),
+                }),
+            )
+        }
+        // `take_faults` handles these before it gets here.
         Fault::Delay(_)
         | Fault::DropConnection
         | Fault::Hold(_)

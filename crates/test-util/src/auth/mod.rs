@@ -352,9 +352,9 @@ impl AuthServer {
     }
 
     /// Makes the next `times` requests to `endpoint` get `fault`, after any
-    /// faults already queued for it. [`Fault::ExpiresInString`] and
-    /// [`Fault::OmitField`] only mean something at the token endpoint;
-    /// elsewhere they answer normally.
+    /// faults already queued for it. [`Fault::ExpiresInString`],
+    /// [`Fault::OmitField`] and a 2xx [`Fault::OversizedBody`] only mean
+    /// something at the token endpoint; elsewhere they answer normally.
     pub fn inject_at(&self, endpoint: Endpoint, fault: Fault, times: usize) {
         self.shared.lock().faults.push(endpoint, fault, times);
     }
