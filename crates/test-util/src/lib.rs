@@ -3,7 +3,7 @@
 //! 127.0.0.1, in the test's own process and runtime.
 //!
 //! - [`AuthServer`]: a token endpoint with refresh token rotation and reuse
-//!   detection, `client_credentials`, introspection (RFC 7662), revocation
+//!   detection (with an optional reuse grace), `client_credentials`, introspection (RFC 7662), revocation
 //!   (RFC 7009), OpenID Connect discovery, and queued [`Fault`]s (delays,
 //!   5xx, `invalid_grant`, malformed JSON, HTML error pages, dropped
 //!   connections, `Retry-After`, string `expires_in`, missing fields).
