@@ -3,7 +3,7 @@
 //! 127.0.0.1, in the test's own process and runtime.
 //!
 //! - [`AuthServer`]: a token endpoint with refresh token rotation and reuse
-//!   detection, `client_credentials`, introspection (RFC 7662), revocation
+//!   detection (with an optional reuse grace), `client_credentials`, introspection (RFC 7662), revocation
 //!   (RFC 7009), OpenID Connect discovery, and queued [`Fault`]s (delays,
 //!   5xx, `invalid_grant`, malformed JSON, HTML error pages, dropped
 //!   connections, `Retry-After`, string `expires_in`, missing fields).
@@ -18,6 +18,9 @@
 //! - [`dpop::verify_proof`]: checks a DPoP proof as a server would.
 //! - [`hyper_client`]: the plain hyper-util client tests and examples share.
 //! - [`until`]: a bounded wait on tokio's clock for a condition to hold.
+//! - [`process`]: one login shared by several processes: the `ttr-session`
+//!   program (resumes a login from a `FileStore` file, calls an API, reports
+//!   in JSON), and the helpers that spawn it and read its report.
 //!
 //! Servers run in tasks spawned on the current runtime and read only tokio's
 //! clock, so a test under `#[tokio::test(start_paused = true)]` can advance
@@ -58,6 +61,7 @@ pub mod dpop;
 mod form;
 #[cfg(feature = "grpc")]
 mod grpc;
+pub mod process;
 mod resource;
 mod serve;
 mod source;

@@ -3,12 +3,16 @@
 //! `axum::serve` cannot close a connection in the middle of a request, which
 //! [`Fault::DropConnection`](crate::Fault::DropConnection) needs, so each
 //! connection is served by hyper directly with a [`ConnControl`] in the
-//! request extensions that a handler can use to drop it.
+//! request extensions that a handler can use to drop it, or to hand work to
+//! the server that must end even if its client hangs up (hyper drops a
+//! handler whose connection closes).
 
 use std::{
     convert::Infallible,
     fmt,
+    future::Future,
     net::{Ipv4Addr, SocketAddr},
+    pin::Pin,
     sync::Arc,
     time::Duration,
 };
@@ -18,7 +22,7 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::Notify,
+    sync::{Notify, mpsc},
     task::{JoinHandle, JoinSet},
 };
 use tower::ServiceExt;
@@ -61,10 +65,15 @@ impl fmt::Debug for ServerTask {
     }
 }
 
-/// Lets a handler close the connection its request came on, without a response.
-#[derive(Clone, Default)]
+/// Work handed to the server with [`ConnControl::detach`].
+type Detached = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Lets a handler close the connection its request came on, without a
+/// response, or [`detach`](Self::detach) work from it.
+#[derive(Clone)]
 pub(crate) struct ConnControl {
     kill: Arc<Notify>,
+    detached: mpsc::UnboundedSender<Detached>,
 }
 
 impl ConnControl {
@@ -72,29 +81,52 @@ impl ConnControl {
     pub(crate) fn drop_connection(&self) {
         self.kill.notify_one();
     }
+
+    /// Runs `work` to its end whether or not the connection stays open: the
+    /// server runs it beside its connections, so only stopping the server
+    /// stops it.
+    pub(crate) fn detach(&self, work: impl Future<Output = ()> + Send + 'static) {
+        // The accept loop holds the receiver until the server stops; after
+        // that, dropping `work` is what stopping the server means.
+        let _ = self.detached.send(Box::pin(work));
+    }
 }
 
 async fn accept_loop(listener: TcpListener, router: Router) {
-    let mut connections = JoinSet::new();
+    // Connections and detached work alike: dropping the set (when the
+    // server stops) aborts them all.
+    let mut tasks = JoinSet::new();
+    // The loop keeps a sender, so `recv` never ends while it runs.
+    let (detach, mut detached) = mpsc::unbounded_channel();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, router.clone()));
+                    tasks.spawn(serve_connection(stream, router.clone(), detach.clone()));
                 }
                 // Out of file descriptors and the like: pass, then try again
                 // rather than spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(work) = detached.recv() => {
+                tasks.spawn(work);
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
 }
 
-async fn serve_connection(stream: TcpStream, router: Router) {
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    detached: mpsc::UnboundedSender<Detached>,
+) {
     // Small request/response pairs: do not let Nagle add latency to benches.
     let _ = stream.set_nodelay(true);
-    let control = ConnControl::default();
+    let control = ConnControl {
+        kill: Arc::new(Notify::new()),
+        detached,
+    };
     let kill = control.kill.clone();
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(control.clone());

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tower_token_refresh_core::{ErrorKind, TokenSet, TokenSource};
 use tower_token_refresh_test_util::{
     AuthConfig, AuthServer, AuthStats, CountingSource, Fault, Gate, ResourceServer, ResourceStats,
-    hyper_client,
+    hyper_client, until,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -178,6 +178,102 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() -> TestResul
     assert_eq!(stats.reuse_detected, 1);
     assert_eq!(stats.invalid_grant, 2);
     assert_eq!(stats.refresh_grants, 2);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- reuse grace
+
+fn refresh_token_of(reply: &Reply) -> String {
+    reply.json()["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn reuse_grace_accepts_a_rotated_token_once_and_revokes_its_successor() -> TestResult {
+    let grace = AuthConfig::default().reuse_grace(Duration::from_secs(30));
+    let auth = AuthServer::start(grace).await?;
+    let client = hyper_client();
+    let login = auth.login();
+    let lost = refresh_token_of(&refresh(&client, &auth, &login.refresh_token).await);
+
+    // The answer never arrived, so the client presents the old token again.
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    let retry = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(retry.status, StatusCode::OK);
+    let kept = refresh_token_of(&retry);
+    assert!(!kept.is_empty() && kept != lost && kept != login.refresh_token);
+    assert!(auth.is_refresh_token_active(&kept));
+    assert!(!auth.is_refresh_token_active(&lost));
+    let stats = auth.stats();
+    assert_eq!(
+        (
+            stats.refresh_grants,
+            stats.grace_reuses,
+            stats.reuse_detected
+        ),
+        (2, 1, 0)
+    );
+
+    // The grace is spent: a third presentation is reuse, and ends the grant.
+    let reuse = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reuse.json()["error"], "invalid_grant");
+    assert!(!auth.is_refresh_token_active(&kept));
+    let stats = auth.stats();
+    assert_eq!(
+        (
+            stats.refresh_grants,
+            stats.grace_reuses,
+            stats.reuse_detected
+        ),
+        (2, 1, 1)
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn reuse_once_the_grace_is_over_revokes_the_whole_family() -> TestResult {
+    let grace = AuthConfig::default().reuse_grace(Duration::from_secs(30));
+    let auth = AuthServer::start(grace).await?;
+    let client = hyper_client();
+    let login = auth.login();
+    let successor = refresh_token_of(&refresh(&client, &auth, &login.refresh_token).await);
+
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let reuse = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reuse.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reuse.json()["error"], "invalid_grant");
+    assert!(!auth.is_refresh_token_active(&successor));
+    let stats = auth.stats();
+    assert_eq!(
+        (
+            stats.grace_reuses,
+            stats.reuse_detected,
+            stats.invalid_grant
+        ),
+        (0, 1, 1)
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn reuse_grace_does_not_cover_a_token_whose_successor_was_used() -> TestResult {
+    let grace = AuthConfig::default().reuse_grace(Duration::from_secs(30));
+    let auth = AuthServer::start(grace).await?;
+    let client = hyper_client();
+    let login = auth.login();
+    let second = refresh_token_of(&refresh(&client, &auth, &login.refresh_token).await);
+    let third = refresh_token_of(&refresh(&client, &auth, &second).await);
+
+    // Someone holds the lineage on: the old token is no lost answer's retry.
+    let reuse = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reuse.json()["error"], "invalid_grant");
+    assert!(!auth.is_refresh_token_active(&third));
+    assert_eq!(
+        (auth.stats().grace_reuses, auth.stats().reuse_detected),
+        (0, 1)
+    );
     Ok(())
 }
 
@@ -448,6 +544,37 @@ async fn html_502_fault_is_an_html_page() -> TestResult {
 }
 
 #[tokio::test]
+async fn oversized_body_fault_pads_an_error_or_a_served_grant_past_64_kib() -> TestResult {
+    let auth = AuthServer::start(AuthConfig::default()).await?;
+    let client = hyper_client();
+    let login = auth.login();
+    auth.inject(Fault::OversizedBody(400), 1);
+    auth.inject(Fault::OversizedBody(503), 1);
+    auth.inject(Fault::OversizedBody(200), 1);
+
+    for (status, error) in [
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+    ] {
+        let reply = refresh(&client, &auth, &login.refresh_token).await;
+        assert_eq!(reply.status, status);
+        assert!(reply.body.len() > 64 * 1024, "{}", reply.body.len());
+        assert_eq!(reply.json()["error"], error);
+    }
+    assert!(auth.is_refresh_token_active(&login.refresh_token));
+
+    // A 2xx is the grant served, its answer padded.
+    let reply = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.len() > 64 * 1024, "{}", reply.body.len());
+    assert!(TokenSet::from_response_json(&reply.body).is_ok());
+    assert!(!auth.is_refresh_token_active(&login.refresh_token));
+    let stats = auth.stats();
+    assert_eq!((stats.faults_served, stats.refresh_grants), (3, 1));
+    Ok(())
+}
+
+#[tokio::test]
 async fn drop_connection_fault_gives_the_client_a_connection_error() -> TestResult {
     let auth = AuthServer::start(AuthConfig::default()).await?;
     let client = hyper_client();
@@ -526,6 +653,131 @@ async fn hold_with_a_gate_never_opened_never_answers_until_the_server_is_dropped
     assert!(
         hyper_err.is_some_and(hyper::Error::is_incomplete_message),
         "{err:?}"
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------ requests hung up on
+
+/// Sends a refresh of `refresh_token` and hangs up once the server has
+/// taken the request (a fault left its queue), before any answer.
+async fn refresh_and_hang_up(auth: &AuthServer, refresh_token: &str) {
+    let served = auth.stats().faults_served;
+    let form = format!("grant_type=refresh_token&refresh_token={refresh_token}");
+    let request = hyper_client().request(token_request(auth, &form));
+    let pending = tokio::spawn(request);
+    until("the server holds the request", || {
+        auth.stats().faults_served > served
+    })
+    .await;
+    // Dropping the response future makes hyper close the connection.
+    pending.abort();
+    assert!(pending.await.is_err_and(|e| e.is_cancelled()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delayed_request_whose_client_hung_up_is_dropped_by_default() -> TestResult {
+    let auth = AuthServer::start(AuthConfig::default()).await?;
+    let login = auth.login();
+    auth.inject(Fault::Delay(Duration::from_secs(30)), 1);
+    refresh_and_hang_up(&auth, &login.refresh_token).await;
+
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(auth.is_refresh_token_active(&login.refresh_token));
+    let stats = auth.stats();
+    assert_eq!((stats.refresh_grants, stats.abandoned_completed), (0, 0));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn finish_abandoned_serves_a_delayed_grant_whose_client_hung_up() -> TestResult {
+    let auth = AuthServer::start(AuthConfig::default().finish_abandoned(true)).await?;
+    let client = hyper_client();
+    let login = auth.login();
+    auth.inject(Fault::Delay(Duration::from_secs(30)), 1);
+    refresh_and_hang_up(&auth, &login.refresh_token).await;
+    assert!(auth.is_refresh_token_active(&login.refresh_token));
+
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    until("the abandoned grant is served", || {
+        auth.stats().abandoned_completed == 1
+    })
+    .await;
+    // Rotated away to a successor nobody received: presenting it is reuse.
+    assert!(!auth.is_refresh_token_active(&login.refresh_token));
+    let reuse = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reuse.json()["error"], "invalid_grant");
+    let stats = auth.stats();
+    assert_eq!(
+        (
+            stats.refresh_grants,
+            stats.abandoned_completed,
+            stats.reuse_detected
+        ),
+        (1, 1, 1)
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn finish_abandoned_serves_a_held_grant_once_its_gate_opens() -> TestResult {
+    for finish in [false, true] {
+        let auth = AuthServer::start(AuthConfig::default().finish_abandoned(finish)).await?;
+        let login = auth.login();
+        let gate = Gate::new();
+        auth.inject(Fault::Hold(gate.clone()), 1);
+        refresh_and_hang_up(&auth, &login.refresh_token).await;
+        // Long enough for the server to see the connection close.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        gate.open();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stats = auth.stats();
+        assert_eq!(
+            (stats.refresh_grants, stats.abandoned_completed),
+            (u64::from(finish), u64::from(finish)),
+            "finish_abandoned({finish})"
+        );
+        assert_eq!(auth.is_refresh_token_active(&login.refresh_token), !finish);
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn finish_abandoned_leaves_answered_and_dropped_requests_as_they_were() -> TestResult {
+    let auth = AuthServer::start(AuthConfig::default().finish_abandoned(true)).await?;
+    let client = hyper_client();
+    let login = auth.login();
+
+    // A client that waits gets its answer, as without the switch.
+    auth.inject(Fault::Delay(Duration::from_secs(30)), 1);
+    let reply = refresh(&client, &auth, &login.refresh_token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let next = refresh_token_of(&reply);
+
+    // A connection the server drops carries nothing out.
+    auth.inject(Fault::DropConnection, 1);
+    let form = format!("grant_type=refresh_token&refresh_token={next}");
+    assert!(client.request(token_request(&auth, &form)).await.is_err());
+    assert!(auth.is_refresh_token_active(&next));
+
+    // Nor does a fault that answers instead of the server, hung up on.
+    let gate = Gate::new();
+    auth.inject(Fault::Hold(gate.clone()), 1);
+    auth.inject(Fault::TemporarilyUnavailable, 1);
+    refresh_and_hang_up(&auth, &next).await;
+    gate.open();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(auth.is_refresh_token_active(&next));
+
+    let stats = auth.stats();
+    assert_eq!(
+        (
+            stats.token_requests,
+            stats.refresh_grants,
+            stats.abandoned_completed
+        ),
+        (3, 1, 0)
     );
     Ok(())
 }

@@ -14,11 +14,11 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::json;
-use tokio::time::Instant;
+use tokio::{sync::oneshot, time::Instant};
 
 use super::{
     MetadataDocuments,
-    faults::{Endpoint, Fault, serve_faults},
+    faults::{Endpoint, Fault, OVERSIZED_PADDING, Served, hang_up, serve_faults, take_faults},
     oauth::{OAuthError, authenticate_client, invalid_request, json_response, read_form},
     state::AuthShared,
 };
@@ -55,13 +55,48 @@ async fn token_endpoint(
     body: Bytes,
 ) -> Response {
     shared.lock().stats.token_requests += 1;
-    let modifier = match serve_faults(&shared, Endpoint::Token, conn, (&headers, &body)).await {
-        Ok(modifier) => modifier,
-        Err(response) => return response,
+    let answer = match &conn {
+        // hyper drops a handler whose client hangs up; detached, the
+        // request is carried out all the same.
+        Some(Extension(control)) if shared.finish_abandoned => {
+            let (tx, rx) = oneshot::channel();
+            let shared = shared.clone();
+            control.detach(async move {
+                let (answer, carried_out) = token_answer(&shared, &headers, &body).await;
+                // The receiver is gone only if its client hung up.
+                if tx.send(answer).is_err() && carried_out {
+                    shared.lock().stats.abandoned_completed += 1;
+                }
+            });
+            // The work ends unfinished only when the server stops.
+            rx.await.unwrap_or(None)
+        }
+        _ => token_answer(&shared, &headers, &body).await.0,
     };
-    match token_request(&shared, &headers, &body, modifier) {
-        Ok(response) => response,
-        Err(refusal) => refusal.into_response(),
+    match answer {
+        Some(response) => response,
+        None => hang_up(conn).await,
+    }
+}
+
+/// The token endpoint's answer to the request with `headers` and `body`
+/// (`None`: close the connection without one), and whether the server
+/// carried the request out rather than answer with a fault.
+async fn token_answer(
+    shared: &AuthShared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Option<Response>, bool) {
+    match take_faults(shared, Endpoint::Token, (headers, body)).await {
+        Served::Normal(modifier) => {
+            let response = match token_request(shared, headers, body, modifier) {
+                Ok(response) => response,
+                Err(refusal) => refusal.into_response(),
+            };
+            (Some(response), true)
+        }
+        Served::Instead(response) => (Some(response), false),
+        Served::HangUp => (None, false),
     }
 }
 
@@ -107,6 +142,7 @@ fn token_request(
     if let Some(refresh_token) = grant.refresh_token {
         body["refresh_token"] = refresh_token.into();
     }
+    let mut status = StatusCode::OK;
     match modifier {
         Some(Fault::ExpiresInString) => {
             body["expires_in"] = grant.lifetime.as_secs().max(1).to_string().into();
@@ -116,9 +152,15 @@ fn token_request(
                 map.remove(field);
             }
         }
-        _ => {}
+        Some(fault) => {
+            if let Some(oversized) = fault.oversized_success() {
+                status = oversized;
+                body["padding"] = "x".repeat(OVERSIZED_PADDING).into();
+            }
+        }
+        None => {}
     }
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(json_response(status, &body))
 }
 
 async fn introspection_endpoint(

@@ -28,7 +28,10 @@ use crate::serve::ConnControl;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// Wait this long (tokio's clock), then answer normally.
+    /// Wait this long (tokio's clock), then answer normally. A client that
+    /// hangs up meanwhile drops the request, unless
+    /// [`AuthConfig::finish_abandoned`](super::AuthConfig::finish_abandoned)
+    /// is on.
     Delay(Duration),
     /// Answer with this status and a plain-text body. A number that is not a
     /// valid final status code (1xx, or outside 100–999) answers 500.
@@ -54,6 +57,10 @@ pub enum Fault {
     /// its grant not served) until the last
     /// [`AuthServer`](super::AuthServer) handle is dropped, which closes the
     /// connection without a response.
+    ///
+    /// A client that hangs up while its request is held drops the request,
+    /// unless [`AuthConfig::finish_abandoned`](super::AuthConfig::finish_abandoned)
+    /// is on: then it is carried out once the gate opens.
     ///
     /// ```
     /// use tower_token_refresh_test_util::{AuthConfig, AuthServer, Fault, Gate};
@@ -81,6 +88,41 @@ pub enum Fault {
     /// or both; as sent, decoded or re-encoded; in `error_description` or
     /// a plain-text body), as servers that echo what they received do.
     Echo(Echo),
+    /// Answer with this status and a JSON body of about 70 KiB, more than
+    /// the 64 KiB a client reads by default (`ServiceClient`'s
+    /// `DEFAULT_MAX_BODY`).
+    ///
+    /// A 2xx serves the grant normally (tokens are issued and, with
+    /// rotation, the refresh token presented is spent) with a `padding`
+    /// member in the token response: an answer the client may not be able
+    /// to read. Any other status answers with an OAuth2 error body
+    /// (`temporarily_unavailable` for a 5xx, `invalid_request` otherwise)
+    /// padded in its `error_description`; the grant is not served. A
+    /// number that is not a valid final status code answers 500.
+    OversizedBody(u16),
+}
+
+/// How much padding [`Fault::OversizedBody`] adds: 70 KiB.
+pub(super) const OVERSIZED_PADDING: usize = 70 * 1024;
+
+/// A final status code for `code`, or 500.
+fn final_status(code: u16) -> StatusCode {
+    // A 1xx is not a final response; hyper would not send it as one.
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+impl Fault {
+    /// The status of a [`Fault::OversizedBody`] if it is a 2xx: then the
+    /// grant is served, and the fault only changes its answer.
+    pub(super) fn oversized_success(&self) -> Option<StatusCode> {
+        match self {
+            Fault::OversizedBody(code) => Some(final_status(*code)).filter(|s| s.is_success()),
+            _ => None,
+        }
+    }
 }
 
 /// Holds token requests served [`Fault::Hold`] until [`open`](Gate::open)
@@ -161,16 +203,42 @@ impl FaultQueues {
     }
 }
 
+/// What the faults queued for a request decided.
+pub(super) enum Served {
+    /// The normal answer, changed by this fault if any
+    /// ([`Fault::ExpiresInString`], [`Fault::OmitField`]).
+    Normal(Option<Fault>),
+    /// This answer instead of the normal one.
+    Instead(Response),
+    /// No answer: close the connection ([`Fault::DropConnection`]).
+    HangUp,
+}
+
 /// Serves the faults queued for `endpoint` to the request with `headers`
-/// and `body`: `Err` is the answer to send instead of the normal one; `Ok`
-/// carries a fault that changes the normal answer
-/// ([`Fault::ExpiresInString`], [`Fault::OmitField`]), if any.
+/// and `body`: `Err` is the answer to send instead of the normal one
+/// (or, for [`Fault::DropConnection`], never comes: the connection is
+/// closed); `Ok` carries a fault that changes the normal answer, if any.
 pub(super) async fn serve_faults(
     shared: &AuthShared,
     endpoint: Endpoint,
     conn: Option<Extension<ConnControl>>,
-    (headers, body): (&HeaderMap, &[u8]),
+    request: (&HeaderMap, &[u8]),
 ) -> Result<Option<Fault>, Response> {
+    match take_faults(shared, endpoint, request).await {
+        Served::Normal(modifier) => Ok(modifier),
+        Served::Instead(response) => Err(response),
+        Served::HangUp => Err(hang_up(conn).await),
+    }
+}
+
+/// Takes the faults queued for `endpoint` until one decides the answer to
+/// the request with `headers` and `body`, waiting as `Delay` and `Hold`
+/// say.
+pub(super) async fn take_faults(
+    shared: &AuthShared,
+    endpoint: Endpoint,
+    (headers, body): (&HeaderMap, &[u8]),
+) -> Served {
     loop {
         let fault = {
             let mut state = shared.lock();
@@ -181,25 +249,36 @@ pub(super) async fn serve_faults(
             fault
         };
         match fault {
-            None => return Ok(None),
+            None => return Served::Normal(None),
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;
-                return Ok(None);
+                return Served::Normal(None);
             }
             // Held requests take the next queued fault once released.
             Some(Fault::Hold(gate)) => gate.wait().await,
-            Some(Fault::DropConnection) => match conn {
-                Some(Extension(conn)) => {
-                    conn.drop_connection();
-                    // The connection task drops this future with the connection.
-                    return Err(std::future::pending().await);
-                }
-                None => return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
-            },
-            Some(fault @ (Fault::ExpiresInString | Fault::OmitField(_))) => return Ok(Some(fault)),
-            Some(Fault::Echo(echo)) => return Err(echo.respond(headers, body)),
-            Some(fault) => return Err(fault_response(fault)),
+            Some(Fault::DropConnection) => return Served::HangUp,
+            Some(fault @ (Fault::ExpiresInString | Fault::OmitField(_))) => {
+                return Served::Normal(Some(fault));
+            }
+            Some(fault) if fault.oversized_success().is_some() => {
+                return Served::Normal(Some(fault));
+            }
+            Some(Fault::Echo(echo)) => return Served::Instead(echo.respond(headers, body)),
+            Some(fault) => return Served::Instead(fault_response(fault)),
         }
+    }
+}
+
+/// Closes the connection of `conn` without an answer: never returns then.
+/// Without a connection to close (a router called directly), a 500.
+pub(super) async fn hang_up(conn: Option<Extension<ConnControl>>) -> Response {
+    match conn {
+        Some(Extension(conn)) => {
+            conn.drop_connection();
+            // The connection task drops this future with the connection.
+            std::future::pending().await
+        }
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -207,11 +286,7 @@ pub(super) async fn serve_faults(
 fn fault_response(fault: Fault) -> Response {
     match fault {
         Fault::Status(code) => {
-            // A 1xx is not a final response; hyper would not send it as one.
-            let status = StatusCode::from_u16(code)
-                .ok()
-                .filter(|s| !s.is_informational())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = final_status(code);
             (
                 status,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -258,7 +333,22 @@ fn fault_response(fault: Fault) -> Response {
             }
             response
         }
-        // `serve_faults` handles these before it gets here.
+        Fault::OversizedBody(code) => {
+            let status = final_status(code);
+            let error = if status.is_server_error() {
+                "temporarily_unavailable"
+            } else {
+                "invalid_request"
+            };
+            json_response(
+                status,
+                &json!({
+                    "error": error,
+                    "error_description": "x".repeat(OVERSIZED_PADDING),
+                }),
+            )
+        }
+        // `take_faults` handles these before it gets here.
         Fault::Delay(_)
         | Fault::DropConnection
         | Fault::Hold(_)

@@ -55,6 +55,8 @@ pub struct AuthConfig {
     client_secret: String,
     metadata: MetadataDocuments,
     issuer_path: String,
+    finish_abandoned: bool,
+    reuse_grace: Option<Duration>,
 }
 
 /// Which metadata documents an [`AuthServer`] publishes, at the well-known
@@ -80,9 +82,10 @@ pub enum MetadataDocuments {
 }
 
 impl Default for AuthConfig {
-    /// Access tokens live 2 s, refresh tokens rotate, the client is
-    /// `test-client` / `test-secret`, both metadata documents are served
-    /// and the issuer has no path.
+    /// Access tokens live 2 s, refresh tokens rotate (no reuse grace), the
+    /// client is `test-client` / `test-secret`, both metadata documents are
+    /// served, the issuer has no path, and a request whose client hangs up
+    /// is dropped.
     fn default() -> Self {
         AuthConfig {
             access_lifetime: Duration::from_secs(2),
@@ -91,6 +94,8 @@ impl Default for AuthConfig {
             client_secret: "test-secret".to_owned(),
             metadata: MetadataDocuments::Both,
             issuer_path: String::new(),
+            finish_abandoned: false,
+            reuse_grace: None,
         }
     }
 }
@@ -151,6 +156,88 @@ impl AuthConfig {
         };
         self
     }
+
+    /// Whether a token request whose client hung up while a
+    /// [`Fault::Delay`] or [`Fault::Hold`] kept it is still carried out
+    /// (default `false`: it is dropped, as hyper drops the handler of a
+    /// closed connection).
+    ///
+    /// On, the server does what oidc-provider, Django and most servers do:
+    /// the request runs to its end once the delay is over or the gate
+    /// opens, with nobody to hear the answer. A refresh grant is served and,
+    /// with rotation, the refresh token presented is spent; the client
+    /// never sees its successor. Such requests are counted in
+    /// [`AuthStats::abandoned_completed`] (and as whatever they were:
+    /// `refresh_grants`, `invalid_grant`, …). A fault that answers instead
+    /// of the server ([`Fault::Status`], [`Fault::DropConnection`], …)
+    /// carries nothing out. Stopping the server stops these requests too.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_test_util::{AuthConfig, AuthServer, Fault, Gate, hyper_client, until};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let auth = AuthServer::start(AuthConfig::default().finish_abandoned(true)).await?;
+    /// let login = auth.login();
+    /// let gate = Gate::new();
+    /// auth.inject(Fault::Hold(gate.clone()), 1);
+    /// let request = http::Request::post(auth.token_url())
+    ///     .header("content-type", "application/x-www-form-urlencoded")
+    ///     .body(http_body_util::Full::from(format!(
+    ///         "grant_type=refresh_token&refresh_token={}&client_id=test-client&client_secret=test-secret",
+    ///         login.refresh_token
+    ///     )))?;
+    /// let client = tokio::spawn(hyper_client().request(request));
+    /// until("the request is held", || auth.stats().faults_served == 1).await;
+    /// // The client gives up and hangs up...
+    /// client.abort();
+    /// // Time for the server to see the connection close, then release it.
+    /// tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    /// gate.open();
+    /// // ...but the server spends its refresh token all the same.
+    /// until("the grant is served", || auth.stats().abandoned_completed == 1).await;
+    /// assert!(!auth.is_refresh_token_active(&login.refresh_token));
+    /// # Ok(()) }
+    /// ```
+    pub fn finish_abandoned(mut self, finish: bool) -> Self {
+        self.finish_abandoned = finish;
+        self
+    }
+
+    /// With [rotation](Self::rotation), accepts a refresh token that was
+    /// rotated away once more if it is presented again less than `grace`
+    /// (tokio's clock) after its rotation, as django-oauth-toolkit's
+    /// `REFRESH_TOKEN_GRACE_PERIOD_SECONDS`, Okta's grace period and
+    /// Auth0's reuse interval do for a client that lost the answer. Default:
+    /// no grace.
+    ///
+    /// Accepted, it rotates again: a new access token and refresh token
+    /// are issued, and the successor issued at its rotation is revoked
+    /// (that refresh token alone, not its grant; the access token issued
+    /// with it lives on until it expires). Counted in
+    /// [`AuthStats::grace_reuses`] and `refresh_grants`.
+    ///
+    /// Presented after the grace, a second time, or once its successor has
+    /// been used in turn, it is reuse as without a grace: the whole grant
+    /// is revoked and the request counted in `reuse_detected`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_token_refresh_test_util::{AuthConfig, AuthServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// let config = AuthConfig::default().reuse_grace(Duration::from_secs(30));
+    /// let auth = AuthServer::start(config).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reuse_grace(mut self, grace: Duration) -> Self {
+        self.reuse_grace = Some(grace);
+        self
+    }
 }
 
 impl fmt::Debug for AuthConfig {
@@ -162,6 +249,8 @@ impl fmt::Debug for AuthConfig {
             .field("client_secret", &"<redacted>")
             .field("metadata", &self.metadata)
             .field("issuer_path", &self.issuer_path)
+            .field("finish_abandoned", &self.finish_abandoned)
+            .field("reuse_grace", &self.reuse_grace)
             .finish()
     }
 }
@@ -177,7 +266,8 @@ impl fmt::Debug for AuthConfig {
 /// - `grant_type=refresh_token`: the token must be active. With rotation on,
 ///   the answer carries a new refresh token and the old one is retired;
 ///   presenting a retired one again revokes the whole grant family, access
-///   tokens included (RFC 9700 §4.14.2).
+///   tokens included (RFC 9700 §4.14.2), unless a
+///   [reuse grace](AuthConfig::reuse_grace) lets it through once.
 /// - `grant_type=client_credentials`: an access token, no refresh token.
 ///
 /// Other grant types get `unsupported_grant_type`, missing or repeated
@@ -262,9 +352,9 @@ impl AuthServer {
     }
 
     /// Makes the next `times` requests to `endpoint` get `fault`, after any
-    /// faults already queued for it. [`Fault::ExpiresInString`] and
-    /// [`Fault::OmitField`] only mean something at the token endpoint;
-    /// elsewhere they answer normally.
+    /// faults already queued for it. [`Fault::ExpiresInString`],
+    /// [`Fault::OmitField`] and a 2xx [`Fault::OversizedBody`] only mean
+    /// something at the token endpoint; elsewhere they answer normally.
     pub fn inject_at(&self, endpoint: Endpoint, fault: Fault, times: usize) {
         self.shared.lock().faults.push(endpoint, fault, times);
     }

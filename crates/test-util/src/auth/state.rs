@@ -15,12 +15,16 @@ use super::{
 // Every change below happens under the one lock, so whoever takes it sees:
 //
 //  1. `stats.refresh_grants` counts the refresh grants the ledger served,
+//     `stats.grace_reuses` those of them that took a rotated token within
+//     its grace (so `grace_reuses <= refresh_grants`),
 //     `stats.invalid_grant` those it refused, and `stats.reuse_detected`
 //     those refused because the token was already rotated (so
 //     `reuse_detected <= invalid_grant`). Injected faults count in neither.
 //  2. A fault counts in `faults_served` as it leaves its queue: a request a
 //     fault holds is counted before it is answered.
 //  3. The client id and secret never change once the server has started.
+//  4. `stats.abandoned_completed` counts a request after its grant is
+//     counted (a later lock): whoever sees it counted sees the grant too.
 
 /// State shared by the server task, its handles and resource servers.
 pub(crate) struct AuthShared {
@@ -28,6 +32,7 @@ pub(crate) struct AuthShared {
     pub(super) client_secret: String,
     pub(super) metadata: MetadataDocuments,
     pub(super) issuer_path: String,
+    pub(super) finish_abandoned: bool,
     state: Mutex<AuthState>,
 }
 
@@ -53,6 +58,15 @@ pub struct AuthStats {
     /// Refresh grants that presented an already-rotated refresh token, which
     /// revoked that grant family (also counted in `invalid_grant`).
     pub reuse_detected: u64,
+    /// Refresh grants that presented an already-rotated refresh token within
+    /// its [reuse grace](super::AuthConfig::reuse_grace) and were served
+    /// (also counted in `refresh_grants`).
+    pub grace_reuses: u64,
+    /// Token requests whose client hung up while a `Delay` or `Hold` kept
+    /// them, carried out all the same because of
+    /// [`finish_abandoned`](super::AuthConfig::finish_abandoned) (also
+    /// counted as what they were: `refresh_grants`, `invalid_grant`, …).
+    pub abandoned_completed: u64,
     /// Requests answered with an injected [`Fault`](super::Fault) (a `Delay`
     /// counts too).
     pub faults_served: u64,
@@ -73,8 +87,10 @@ impl AuthShared {
             client_secret: config.client_secret,
             metadata: config.metadata,
             issuer_path: config.issuer_path,
+            finish_abandoned: config.finish_abandoned,
             state: Mutex::new(AuthState {
-                tokens: Tokens::new(config.access_lifetime, config.rotation),
+                tokens: Tokens::new(config.access_lifetime, config.rotation)
+                    .with_reuse_grace(config.reuse_grace),
                 faults: FaultQueues::default(),
                 stats: AuthStats::default(),
             }),
@@ -97,12 +113,17 @@ impl AuthState {
     /// A refresh grant as the token endpoint serves it: the ledger decides,
     /// the stats count the outcome.
     pub(super) fn refresh_grant(&mut self, presented: &str) -> Result<Grant, Refusal> {
-        let outcome = self.tokens.refresh_grant(presented);
-        match outcome {
-            Ok(_) => self.stats.refresh_grants += 1,
+        let outcome = self.tokens.refresh_grant(presented, Instant::now());
+        match &outcome {
+            Ok(grant) => {
+                self.stats.refresh_grants += 1;
+                if grant.by_grace {
+                    self.stats.grace_reuses += 1;
+                }
+            }
             Err(refusal) => {
                 self.stats.invalid_grant += 1;
-                if refusal == Refusal::Reused {
+                if *refusal == Refusal::Reused {
                     self.stats.reuse_detected += 1;
                 }
             }

@@ -19,10 +19,14 @@ use tower_token_refresh_core::TokenSet;
 //
 //  1. A refresh token goes from `Active` to `Rotated` (a grant served it,
 //     with rotation on) or to `Revoked`, and never back: with rotation on,
-//     a refresh token is served at most once.
+//     a refresh token is served at most once, or twice with a reuse grace.
 //  2. Presenting a `Rotated` refresh token is reuse: it revokes the whole
 //     grant family (every refresh token and access token of it) and is
-//     refused as `Refusal::Reused`.
+//     refused as `Refusal::Reused`. The one exception is a reuse grace: the
+//     first presentation less than `reuse_grace` after the rotation, while
+//     the successor is still `Active`, is served as a new rotation, which
+//     revokes that successor alone (it was never used, so whoever holds it
+//     lost nothing it had spent).
 //  3. An access token is valid while it is not revoked and tokio's clock
 //     is before its `expires_at`; `expires_at` only ever moves earlier.
 //  4. Minted tokens are unique (a counter) and safe in a header value.
@@ -33,6 +37,7 @@ use tower_token_refresh_core::TokenSet;
 pub(super) struct Tokens {
     access_lifetime: Duration,
     rotation: bool,
+    reuse_grace: Option<Duration>,
     seed: u64,
     minted: u64,
     families: u64,
@@ -49,12 +54,19 @@ struct AccessEntry {
 struct RefreshEntry {
     family: u64,
     status: RefreshStatus,
+    /// The refresh token issued when this one was last rotated.
+    successor: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum RefreshStatus {
     Active,
-    Rotated,
+    /// Rotated away at `at`; `grace_used` once presented again within the
+    /// reuse grace.
+    Rotated {
+        at: Instant,
+        grace_used: bool,
+    },
     Revoked,
 }
 
@@ -63,6 +75,8 @@ pub(super) struct Grant {
     pub(super) access_token: String,
     pub(super) lifetime: Duration,
     pub(super) refresh_token: Option<String>,
+    /// Served to a rotated refresh token within its reuse grace.
+    pub(super) by_grace: bool,
 }
 
 /// Why a refresh grant was refused (`invalid_grant`).
@@ -126,12 +140,20 @@ impl Tokens {
         Tokens {
             access_lifetime,
             rotation,
+            reuse_grace: None,
             seed: RandomState::new().hash_one(0x746f6b656e_u64),
             minted: 0,
             families: 0,
             access: HashMap::new(),
             refresh: HashMap::new(),
         }
+    }
+
+    /// Accepts a rotated refresh token once more within `grace` of its
+    /// rotation (`None`: never).
+    pub(super) fn with_reuse_grace(mut self, grace: Option<Duration>) -> Self {
+        self.reuse_grace = grace;
+        self
     }
 
     /// Sets the lifetime of access tokens issued from now on.
@@ -168,6 +190,7 @@ impl Tokens {
             RefreshEntry {
                 family,
                 status: RefreshStatus::Active,
+                successor: None,
             },
         );
         token
@@ -186,26 +209,48 @@ impl Tokens {
         }
     }
 
-    /// A `refresh_token` grant: a new access token of the same family and,
-    /// with rotation on, a new refresh token that replaces `presented`.
-    pub(super) fn refresh_grant(&mut self, presented: &str) -> Result<Grant, Refusal> {
+    /// A `refresh_token` grant at `now`: a new access token of the same
+    /// family and, with rotation on, a new refresh token that replaces
+    /// `presented`.
+    pub(super) fn refresh_grant(
+        &mut self,
+        presented: &str,
+        now: Instant,
+    ) -> Result<Grant, Refusal> {
         let (family, status) = match self.refresh.get(presented) {
             Some(entry) => (entry.family, entry.status),
             None => return Err(Refusal::Unknown),
         };
-        match status {
-            RefreshStatus::Active => {}
+        let by_grace = match status {
+            RefreshStatus::Active => false,
             RefreshStatus::Revoked => return Err(Refusal::Revoked),
-            RefreshStatus::Rotated => {
-                self.revoke_family(family);
-                return Err(Refusal::Reused);
+            RefreshStatus::Rotated { at, grace_used } => {
+                if grace_used || !self.within_grace(at, now) || !self.successor_unused(presented) {
+                    self.revoke_family(family);
+                    return Err(Refusal::Reused);
+                }
+                true
             }
-        }
+        };
         let refresh_token = if self.rotation {
+            let successor = self.issue_refresh(family);
+            // A grace reuse keeps the time of the first rotation: the grace
+            // does not start over.
+            let at = match status {
+                RefreshStatus::Rotated { at, .. } => at,
+                _ => now,
+            };
             if let Some(entry) = self.refresh.get_mut(presented) {
-                entry.status = RefreshStatus::Rotated;
+                entry.status = RefreshStatus::Rotated {
+                    at,
+                    grace_used: by_grace,
+                };
+                let replaced = entry.successor.replace(successor.clone());
+                if let Some(replaced) = replaced.and_then(|r| self.refresh.get_mut(&r)) {
+                    replaced.status = RefreshStatus::Revoked;
+                }
             }
-            Some(self.issue_refresh(family))
+            Some(successor)
         } else {
             None
         };
@@ -214,7 +259,23 @@ impl Tokens {
             access_token,
             lifetime,
             refresh_token,
+            by_grace,
         })
+    }
+
+    /// Whether a refresh token rotated at `at` is still within the reuse
+    /// grace at `now`.
+    fn within_grace(&self, at: Instant, now: Instant) -> bool {
+        self.reuse_grace
+            .is_some_and(|grace| now.saturating_duration_since(at) < grace)
+    }
+
+    /// Whether the refresh token that replaced `token` has not been used.
+    fn successor_unused(&self, token: &str) -> bool {
+        self.refresh
+            .get(token)
+            .and_then(|entry| entry.successor.as_deref())
+            .is_some_and(|successor| self.is_refresh_active(successor))
     }
 
     /// A `client_credentials` grant: an access token of no family.
@@ -224,6 +285,7 @@ impl Tokens {
             access_token,
             lifetime,
             refresh_token: None,
+            by_grace: false,
         }
     }
 
