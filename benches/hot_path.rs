@@ -126,10 +126,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let response = std::task::ready!(Pin::new(&mut this.inner).poll(cx)).map_err(Into::into)?;
-        if response.status() == http::StatusCode::UNAUTHORIZED {
-            if let Some(seen) = &this.seen {
-                seen.fetch_add(1, Ordering::Relaxed);
-            }
+        if response.status() == http::StatusCode::UNAUTHORIZED
+            && let Some(seen) = &this.seen
+        {
+            seen.fetch_add(1, Ordering::Relaxed);
         }
         Poll::Ready(Ok(response))
     }

@@ -231,10 +231,8 @@ impl SigningKey {
         if let Some(kid) = &self.kid {
             header.insert("kid".into(), (&**kid).into());
         }
-        if embed_jwk {
-            if let Some(jwk) = self.required_members() {
-                header.insert("jwk".into(), jwk);
-            }
+        if embed_jwk && let Some(jwk) = self.required_members() {
+            header.insert("jwk".into(), jwk);
         }
         URL_SAFE_NO_PAD.encode(serde_json::Value::Object(header).to_string())
     }

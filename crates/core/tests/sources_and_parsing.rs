@@ -351,7 +351,7 @@ proptest! {
         let payload = format!(r#"{{"sub":"{sub}","exp":{exp},"iat":1}}"#);
         let mut encoded = b64url(payload.as_bytes());
         if padded {
-            while encoded.len() % 4 != 0 {
+            while !encoded.len().is_multiple_of(4) {
                 encoded.push('=');
             }
         }

@@ -331,10 +331,10 @@ where
                 }
                 Poll::Ready(None) => return Poll::Ready(Ok(true)),
                 Poll::Pending => {
-                    if let Some(deadline) = deadline.as_pin_mut() {
-                        if deadline.poll(cx).is_ready() {
-                            return Poll::Ready(Err(ReadBodyError::timed_out()));
-                        }
+                    if let Some(deadline) = deadline.as_pin_mut()
+                        && deadline.poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Err(ReadBodyError::timed_out()));
                     }
                     return Poll::Pending;
                 }

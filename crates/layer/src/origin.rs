@@ -369,23 +369,23 @@ impl OriginPolicy {
                     }
                     return self.not_allowed(|| format!("a URI of scheme {scheme:?}"));
                 };
-                if let Some(c) = connection {
-                    if !c.is(&target) {
-                        return self.not_allowed(|| {
-                            format!("{} (the connection goes to {c})", target.describe())
-                        });
-                    }
+                if let Some(c) = connection
+                    && !c.is(&target)
+                {
+                    return self.not_allowed(|| {
+                        format!("{} (the connection goes to {c})", target.describe())
+                    });
                 }
                 target
             }
             (None, Some(c)) => {
                 let target = c.target();
-                if let Some(authority) = uri.authority() {
-                    if !target.is_named_by(authority.as_str()) {
-                        return Decision::Refuse(
-                            "an authority-form URI that does not name the connection origin".into(),
-                        );
-                    }
+                if let Some(authority) = uri.authority()
+                    && !target.is_named_by(authority.as_str())
+                {
+                    return Decision::Refuse(
+                        "an authority-form URI that does not name the connection origin".into(),
+                    );
                 }
                 target
             }
@@ -401,12 +401,12 @@ impl OriginPolicy {
             return self.not_allowed(|| target.describe());
         }
         let mut hosts = headers.get_all(HOST).iter();
-        if let Some(host) = hosts.next() {
-            if hosts.next().is_some() || !names(host, &target) {
-                return Decision::Refuse(
-                    "the Host header names another origin than the request's target".into(),
-                );
-            }
+        if let Some(host) = hosts.next()
+            && (hosts.next().is_some() || !names(host, &target))
+        {
+            return Decision::Refuse(
+                "the Host header names another origin than the request's target".into(),
+            );
         }
         if !target.https && !self.allow_cleartext && !is_loopback(target.host) {
             return Decision::Refuse(

@@ -159,15 +159,15 @@ impl Watch {
     fn unauthenticated(self) {
         // Only the token the call carried is refreshed: if another call has
         // replaced it already (or a refresh is running), nothing to do.
-        if let Lookup::Ready(current) = self.manager.lookup() {
-            if *current.header() == self.sent {
-                tracing::debug!(
-                    generation = current.generation(),
-                    "gRPC UNAUTHENTICATED in trailers; refreshing for the next call"
-                );
-                // The refresh is spawned: it runs whether or not this waits.
-                drop(self.manager.refresh_if(current.generation()));
-            }
+        if let Lookup::Ready(current) = self.manager.lookup()
+            && *current.header() == self.sent
+        {
+            tracing::debug!(
+                generation = current.generation(),
+                "gRPC UNAUTHENTICATED in trailers; refreshing for the next call"
+            );
+            // The refresh is spawned: it runs whether or not this waits.
+            drop(self.manager.refresh_if(current.generation()));
         }
     }
 }
@@ -246,10 +246,8 @@ impl<B: Body> Body for WatchTrailersBody<B> {
                 .trailers_ref()
                 .and_then(|t| t.get("grpc-status"))
                 .is_some_and(|status| status.as_bytes().trim_ascii() == UNAUTHENTICATED);
-            if unauthenticated {
-                if let Some(watch) = this.watch.take() {
-                    watch.unauthenticated();
-                }
+            if unauthenticated && let Some(watch) = this.watch.take() {
+                watch.unauthenticated();
             }
         }
         frame

@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
+use tokio::time::Instant;
 use tower_token_refresh_test_util::{
     AuthConfig, AuthServer, AuthStats, Fault, Gate, ResourceServer,
     process::{self, Finished, RotationSetting, SessionConfig, SessionProcess},
@@ -292,32 +292,6 @@ async fn a_lock_holder_killed_mid_refresh_costs_one_retry_within_the_servers_gra
         stats.refresh_grants <= windows + 2,
         "one refresh per window, and the retry\n{summary}"
     );
-}
-
-/// A listener on 127.0.0.1 that accepts connections and never answers.
-struct Silent {
-    url: String,
-    task: JoinHandle<()>,
-}
-
-impl Silent {
-    async fn start() -> Silent {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let url = format!("http://{}/token", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let mut open = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                open.push(stream);
-            }
-        });
-        Silent { url, task }
-    }
-}
-
-impl Drop for Silent {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

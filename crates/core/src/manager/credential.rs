@@ -35,6 +35,9 @@ pub(crate) struct State {
     pub(super) status: Status,
 }
 
+// Ready is the large one and the common one; a State lives in an Arc and is
+// built once per change, and a Box would add a pointer chase to the hot path.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Status {
     Empty,
     Ready(Credential),

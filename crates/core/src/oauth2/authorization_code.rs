@@ -232,10 +232,10 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
             return Err(LoginError::StateMismatch.into());
         }
         // RFC 9207 §2.4: checked for error responses too.
-        if let Some(issuer) = &self.issuer {
-            if redirect.get("iss")? != Some(issuer.as_str()) {
-                return Err(LoginError::IssuerMismatch.into());
-            }
+        if let Some(issuer) = &self.issuer
+            && redirect.get("iss")? != Some(issuer.as_str())
+        {
+            return Err(LoginError::IssuerMismatch.into());
         }
         if let Some(error) = redirect.get("error")? {
             return Err(LoginError::denied(error, redirect.get("error_description")?).into());

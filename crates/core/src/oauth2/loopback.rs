@@ -114,10 +114,10 @@ impl Loopback {
                 ));
             }
             let next = poll_fn(|cx| {
-                if accepted < MAX_CONNECTIONS {
-                    if let Poll::Ready(result) = self.listener.poll_accept(cx) {
-                        return Poll::Ready(Event::Accepted(result.ok()));
-                    }
+                if accepted < MAX_CONNECTIONS
+                    && let Poll::Ready(result) = self.listener.poll_accept(cx)
+                {
+                    return Poll::Ready(Event::Accepted(result.ok()));
                 }
                 match reads.poll_next_unpin(cx) {
                     Poll::Ready(Some(read)) => Poll::Ready(Event::Read(read)),

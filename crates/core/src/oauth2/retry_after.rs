@@ -68,7 +68,7 @@ fn parse_imf_fixdate(s: &str) -> Option<SystemTime> {
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
 /// `days_from_civil`), for years from 1970; `None` for a day the month lacks.
 fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     let month_len = match month {
         2 if leap => 29,
         2 => 28,

@@ -169,13 +169,12 @@ impl<C: HttpClient> RevocationClient<C> {
         if let Some(tokens) = manager.current() {
             // The refresh token first: at most servers revoking it also
             // revokes the access tokens issued from it.
-            if let Some(refresh) = tokens.refresh_token() {
-                if let Err(e) = self
+            if let Some(refresh) = tokens.refresh_token()
+                && let Err(e) = self
                     .revoke(refresh.secret(), Some(TokenTypeHint::RefreshToken))
                     .await
-                {
-                    first_error.get_or_insert(e);
-                }
+            {
+                first_error.get_or_insert(e);
             }
             if let Err(e) = self
                 .revoke(
