@@ -13,10 +13,12 @@
 //!
 //! An `HttpClient` error is a request that may or may not have reached the
 //! server. Where it is known that it never left (the connection was
-//! refused), the client says so with [`NotSent`]; otherwise the
-//! [`RefreshTokenGrant`] reports its failure as
-//! [outcome unknown](crate::Error::is_outcome_unknown), since a server that
-//! rotates refresh tokens may already have spent the one presented.
+//! refused), the client says so with [`NotSent`]; where the answer's status
+//! arrived but its body could not be read, with [`UnreadBody`]: a status is
+//! an answer whatever its body. Otherwise the [`RefreshTokenGrant`] reports
+//! its failure as [outcome unknown](crate::Error::is_outcome_unknown), since
+//! a server that rotates refresh tokens may already have spent the one
+//! presented.
 //!
 //! With feature `jose`, a client can authenticate with signed assertions
 //! instead of a secret (`ClientAuth::private_key_jwt`,
@@ -49,6 +51,7 @@ mod redact;
 mod refresh_token;
 mod retry_after;
 mod revocation;
+mod unread;
 
 pub use authorization_code::AuthorizationCodeLogin;
 #[cfg(feature = "jose")]
@@ -68,11 +71,16 @@ pub use pkce::Pkce;
 pub(crate) use redact::Redactor;
 pub use refresh_token::RefreshTokenGrant;
 pub use revocation::{RevocationClient, TokenTypeHint};
+pub use unread::UnreadBody;
+pub(crate) use unread::{answer_of, with_unread};
 
 /// Sends one request to a token endpoint and returns the whole response.
 ///
 /// Implementations should limit the size of the body they collect (the
-/// tower adapter in `tower-token-refresh` stops at 64 KiB by default).
+/// tower adapter in `tower-token-refresh` stops at 64 KiB by default), and
+/// fail with [`UnreadBody`] when a body they started to read is too large
+/// or cannot be read: the answer's status still counts. An error before the
+/// request left is best wrapped in [`NotSent`].
 /// Any async closure `Fn(Request<Bytes>) -> Future<Output = Result<Response<Bytes>, E>>`
 /// is an `HttpClient`.
 pub trait HttpClient: Send + Sync + 'static {

@@ -8,6 +8,10 @@
 //!   service never took it, or the connection was refused). Anything after
 //!   the service took it, a [`TimedOut`] included, is left for the grant to
 //!   treat as a request that may have been carried out.
+//! - Once the head of the response arrived, the server has answered: a body
+//!   that is too large, breaks off or outlasts the timeout is an
+//!   [`UnreadBody`] carrying the status and headers, never a bare
+//!   transport error.
 
 use std::{
     error::Error as StdError,
@@ -25,7 +29,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tower_token_refresh_core::{
     BoxError, BoxFuture,
-    oauth2::{HttpClient, NotSent, was_not_sent},
+    oauth2::{HttpClient, NotSent, UnreadBody, was_not_sent},
 };
 
 use crate::SkipAuth;
@@ -54,7 +58,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// timeout as [outcome unknown](crate::Error::is_outcome_unknown); it is the
 /// [`source`](StdError::source) of the grant's [`Error`](crate::Error). A
 /// timeout while the service was still not ready comes wrapped in
-/// [`NotSent`].
+/// [`NotSent`]; one while the body was read, in [`UnreadBody`] (the status
+/// had arrived: the grant reads the answer by it).
 ///
 /// # Example
 ///
@@ -109,7 +114,11 @@ impl StdError for TimedOut {}
 /// elapses. An error that shows the request never left (the service failed
 /// before taking it, or the connection was refused) comes wrapped in
 /// [`NotSent`], so that a refresh grant knows the refresh token was not
-/// spent; every other error may mean the server carried the request out.
+/// spent. A body over the limit, broken off or cut by the timeout comes
+/// wrapped in [`UnreadBody`] with the answer's status and headers: an HTTP
+/// status is an answer whatever its body, so a 400 or a 503 is read as one
+/// (the refresh token was not spent), and only a 2xx leaves the outcome
+/// unknown. Every other error may mean the server carried the request out.
 ///
 /// Outside a tokio runtime with its time driver (which the timeout needs,
 /// as does the [`TokenManager`](crate::TokenManager) that calls it), `send`
@@ -289,16 +298,20 @@ where
                 Ok(Err(e)) => return Err(not_sent(e.into())),
                 Err(elapsed) => return Err(not_sent(elapsed.into())),
             };
-            let exchange = async move {
-                let response = ready.call(request).await.map_err(|e| {
+            let response = within(deadline, timeout, ready.call(request))
+                .await?
+                .map_err(|e| {
                     let e = e.into();
                     if was_not_sent(&*e) { not_sent(e) } else { e }
                 })?;
-                let (parts, body) = response.into_parts();
-                let body = Limited::new(body, max).collect().await?.to_bytes();
-                Ok(Response::from_parts(parts, body))
+            // The head arrived: from here on the server has answered.
+            let (head, body) = response.into_parts();
+            let body = match within(deadline, timeout, Limited::new(body, max).collect()).await {
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(e)) => return Err(Box::new(UnreadBody::new(head, e)) as BoxError),
+                Err(elapsed) => return Err(Box::new(UnreadBody::new(head, elapsed))),
             };
-            within(deadline, timeout, exchange).await?
+            Ok(Response::from_parts(head, body))
         })
     }
 }
@@ -365,6 +378,78 @@ mod tests {
         let err = client.send(Request::new(Bytes::new())).await.unwrap_err();
         let not_sent = err.downcast_ref::<NotSent>().unwrap();
         assert_eq!(not_sent.source().unwrap().to_string(), "pool closed");
+    }
+
+    /// A body that fails (`Some`) or never ends (`None`) after the head.
+    struct BrokenBody(Option<std::io::ErrorKind>);
+
+    impl Body for BrokenBody {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            match self.0 {
+                Some(kind) => Poll::Ready(Some(Err(kind.into()))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// A client whose service answers `status` with `body`.
+    fn answering<R>(status: u16, body: impl Fn() -> R + Clone + Send + 'static) -> impl HttpClient
+    where
+        R: Body<Data = Bytes> + Send + 'static,
+        R::Error: Into<BoxError>,
+    {
+        let service = tower::service_fn(move |_req: Request<Full<Bytes>>| {
+            let body = body.clone();
+            async move {
+                let mut response = Response::new(body());
+                *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                Ok::<_, BoxError>(response)
+            }
+        });
+        ServiceClient::new(service).timeout(Duration::from_secs(1))
+    }
+
+    /// The [`UnreadBody`] `err` is, with its cause.
+    fn unread(err: &BoxError) -> (&UnreadBody, String) {
+        let unread = err.downcast_ref::<UnreadBody>().unwrap();
+        let cause = unread.source().unwrap().to_string();
+        (unread, cause)
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_unread_with_the_status_kept() {
+        let client = answering(400, || {
+            Full::new(Bytes::from(vec![b'x'; DEFAULT_MAX_BODY + 1]))
+        });
+        let err = client.send(Request::new(Bytes::new())).await.unwrap_err();
+        let (unread, cause) = unread(&err);
+        assert_eq!(unread.status(), 400);
+        assert!(cause.contains("length limit"), "{cause}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_unread_with_the_status_kept() {
+        let client = answering(200, || {
+            BrokenBody(Some(std::io::ErrorKind::ConnectionReset))
+        });
+        let err = client.send(Request::new(Bytes::new())).await.unwrap_err();
+        assert_eq!(unread(&err).0.status(), 200);
+        assert!(!was_not_sent(&*err));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_while_the_body_is_read_is_unread_with_the_status_kept() {
+        let client = answering(503, || BrokenBody(None));
+        let err = client.send(Request::new(Bytes::new())).await.unwrap_err();
+        let (unread, _) = unread(&err);
+        assert_eq!(unread.status(), 503);
+        assert!(unread.source().unwrap().is::<TimedOut>());
     }
 
     #[tokio::test(start_paused = true)]

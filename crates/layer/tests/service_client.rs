@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
+    error::Error as _,
     net::SocketAddr,
     sync::{
         Arc,
@@ -27,7 +28,7 @@ use tower::{ServiceBuilder, ServiceExt, util::BoxCloneService};
 use tower_token_refresh::{
     BoxError, DEFAULT_TIMEOUT, ErrorKind, ServiceClient, TimedOut, TokenManager, TokenRefreshLayer,
     TokenSet, TokenSource,
-    oauth2::{ClientAuth, HttpClient, NotSent, RefreshTokenGrant},
+    oauth2::{ClientAuth, HttpClient, NotSent, RefreshTokenGrant, UnreadBody},
 };
 use tower_token_refresh_test_util::{AuthConfig, AuthServer, ResourceServer, hyper_client};
 
@@ -109,7 +110,13 @@ async fn a_body_that_stops_coming_is_cut_off_by_the_same_timeout() {
     let client = ServiceClient::new(hyper_client()).timeout(timeout);
     let (result, took) = send_bounded(&client, token_request(addr)).await;
     let err = result.unwrap_err();
-    assert!(err.is::<TimedOut>(), "{err:?}");
+    // The head had arrived: an answer whose body the timeout cut.
+    let unread = err.downcast_ref::<UnreadBody>().expect("an UnreadBody");
+    assert_eq!(unread.status(), 200);
+    assert!(
+        unread.source().is_some_and(|e| e.is::<TimedOut>()),
+        "{err:?}"
+    );
     assert!(took >= timeout && took < timeout + Duration::from_millis(10));
     assert_eq!(received.load(Ordering::SeqCst), 1);
 }

@@ -18,15 +18,14 @@
 
 use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http::{Response, Uri};
+use http::Uri;
 use serde::Deserialize;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::{
-    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, TokenClient, error_response,
-    login::form_of, token_request,
+    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, TokenClient, answer_of,
+    error_response, login::form_of, token_request, with_unread,
 };
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
@@ -275,19 +274,18 @@ impl<C: HttpClient> DeviceLogin<C> {
         hints.apply(&self.params, &mut pairs);
         let (request, redactor) =
             token_request(&self.device_url, &self.token.auth, form_of(&pairs))?;
-        let response: Response<Bytes> = self.token.client.send(request).await.map_err(|e| {
+        let (response, unread) = answer_of(self.token.client.send(request).await).map_err(|e| {
             Error::transient("no answer from the device authorization endpoint").with_source(e)
         })?;
         let answered = Instant::now();
         if !response.status().is_success() {
-            return Err(error_response(
-                &response,
-                "device authorization endpoint",
-                &redactor,
-            ));
+            let err = error_response(&response, "device authorization endpoint", &redactor);
+            return Err(with_unread(err, unread));
         }
         let raw: RawAuthorization = serde_json::from_slice(response.body()).map_err(|_| {
-            Error::invalid_response("the device authorization answer is not the expected JSON")
+            let err =
+                Error::invalid_response("the device authorization answer is not the expected JSON");
+            with_unread(err, unread)
         })?;
         if raw.device_code.is_empty() || raw.user_code.is_empty() || raw.expires_in == 0 {
             return Err(Error::invalid_response(
@@ -361,6 +359,7 @@ impl<C: HttpClient> TokenSource for DeviceLogin<C> {
 mod tests {
     use std::sync::Mutex;
 
+    use bytes::Bytes;
     use http::Request;
 
     use super::*;

@@ -6,9 +6,9 @@ use serde::Deserialize;
 
 use super::{
     AuthorizationCodeLogin, ClientAuth, ClientCredentialsGrant, DeviceLogin, HttpClient,
-    IntrospectionClient, Redactor, RefreshTokenGrant, RevocationClient,
+    IntrospectionClient, Redactor, RefreshTokenGrant, RevocationClient, answer_of,
     endpoint::{check_discovered, check_transport},
-    error_response,
+    error_response, with_unread,
 };
 use crate::{Error, ErrorKind};
 
@@ -488,11 +488,13 @@ async fn fetch_document<C: HttpClient>(
     request
         .headers_mut()
         .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-    let response = client
-        .send(request)
-        .await
+    let (response, unread) = answer_of(client.send(request).await)
         .map_err(|e| Error::transient("discovery endpoint unreachable").with_source(e))?;
-    read_document(&response, doc, issuer)
+    match read_document(&response, doc, issuer) {
+        Ok(Fetched::Absent(err)) => Ok(Fetched::Absent(with_unread(err, unread))),
+        Ok(found) => Ok(found),
+        Err(err) => Err(with_unread(err, unread)),
+    }
 }
 
 fn read_document(

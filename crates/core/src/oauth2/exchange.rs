@@ -18,7 +18,11 @@
 //! - A transport failure of a request that presented a refresh token is
 //!   [outcome unknown](Error::is_outcome_unknown) unless the error shows the
 //!   request never left ([`was_not_sent`]). An HTTP answer, of any status,
-//!   is an answer: never outcome unknown.
+//!   is an answer: never outcome unknown, even when its body could not be
+//!   read ([`UnreadBody`](super::UnreadBody)). The one exception is a 2xx
+//!   whose body could not be read, to a request that presented a refresh
+//!   token: the server carried the grant out and may have rotated the
+//!   refresh token, and the new one is in the body we lost.
 
 use std::{borrow::Cow, time::SystemTime};
 
@@ -26,10 +30,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 use super::{
-    ClientAuth, HttpClient, endpoint::Endpoint, redact::Redactor, retry_after::parse_retry_after,
-    was_not_sent,
+    ClientAuth, HttpClient, answer_of, endpoint::Endpoint, redact::Redactor,
+    retry_after::parse_retry_after, was_not_sent,
 };
-use crate::{Error, ErrorKind, TokenSet, token::OAuthErrorBody};
+use crate::{BoxError, Error, ErrorKind, TokenSet, token::OAuthErrorBody};
 
 /// The DPoP key a grant proves possession of, if it has one (feature
 /// `jose`; without it, never).
@@ -111,12 +115,9 @@ impl<C: HttpClient> TokenClient<C> {
                 .await;
         }
         let (request, redactor) = token_request(&self.url, &self.auth, form()?)?;
-        let response = self
-            .client
-            .send(request)
-            .await
+        let (response, unread) = answer_of(self.client.send(request).await)
             .map_err(|e| transport_error(e, presents_refresh_token))?;
-        token_answer(response, &redactor)
+        received_answer(response, unread, &redactor, presents_refresh_token)
     }
 
     /// [`exchange`](Self::exchange) with DPoP proofs: a new proof per
@@ -141,11 +142,9 @@ impl<C: HttpClient> TokenClient<C> {
             let (mut request, redactor) = token_request(&self.url, &self.auth, form()?)?;
             let proof = dpop.endpoint_proof(request.method(), uri)?;
             request.headers_mut().insert(crate::dpop::DPOP, proof);
-            let response = self
-                .client
-                .send(request)
-                .await
+            let (response, unread) = answer_of(self.client.send(request).await)
                 .map_err(|e| transport_error(e, presents_refresh_token))?;
+            // An answer whose body was lost still brings its headers.
             let fresh_nonce = dpop.remember_endpoint_nonce(uri, response.headers());
             // RFC 9449 §8: the server refused the proof for want of a nonce
             // before it carried out the grant. Presenting the same refresh
@@ -157,7 +156,8 @@ impl<C: HttpClient> TokenClient<C> {
                 retried = true;
                 continue;
             }
-            return token_answer(response, &redactor).map(|t| t.with_dpop_key(key));
+            return received_answer(response, unread, &redactor, presents_refresh_token)
+                .map(|t| t.with_dpop_key(key));
         }
     }
 }
@@ -206,6 +206,44 @@ pub(crate) fn token_request(
     *request.headers_mut() = headers;
     let redactor = Redactor::of(&request);
     Ok((request, redactor))
+}
+
+/// [`token_answer`] for what a client brought back: `unread` is why the
+/// body of `response` could not be read, if it could not (then `response`
+/// has only the status and headers).
+fn received_answer(
+    response: Response<Bytes>,
+    unread: Option<BoxError>,
+    redactor: &Redactor,
+    presented_refresh_token: bool,
+) -> Result<TokenSet, Error> {
+    let Some(cause) = unread else {
+        return token_answer(response, redactor);
+    };
+    let status = response.status();
+    if !status.is_success() {
+        // The server refused, whatever the body said: read as an error body
+        // that is no OAuth2 error.
+        return Err(error_response(&response, "token endpoint", redactor).with_source(cause));
+    }
+    // The server carried the grant out and its tokens are in the body we
+    // lost. That is a wrong answer, not a lost one, but for one thing: a
+    // server that rotates refresh tokens has spent the one presented and
+    // sent its successor in that body. Only for that is it outcome unknown.
+    let err = if presented_refresh_token {
+        Error::invalid_response(format!(
+            "token endpoint answered HTTP {} with a body that could not be read; \
+             the server may have rotated the refresh token, and the new one is in that body",
+            status.as_u16()
+        ))
+        .with_outcome_unknown()
+    } else {
+        Error::invalid_response(format!(
+            "token endpoint answered HTTP {} with a body that could not be read",
+            status.as_u16()
+        ))
+    };
+    Err(err.with_source(cause))
 }
 
 fn token_answer(response: Response<Bytes>, redactor: &Redactor) -> Result<TokenSet, Error> {

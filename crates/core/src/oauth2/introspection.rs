@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http::{Response, Uri};
 
 use super::{
-    ClientAuth, Endpoint, Form, HttpClient, Redactor, TokenTypeHint, error_response, token_request,
+    ClientAuth, Endpoint, Form, HttpClient, Redactor, TokenTypeHint, answer_of, error_response,
+    token_request, with_unread,
 };
 use crate::{Error, TokenManager};
 
@@ -101,11 +102,9 @@ impl<C: HttpClient> IntrospectionClient<C> {
             form.pair("token_type_hint", hint.as_str());
         }
         let (request, redactor) = token_request(&self.url, &self.auth, form)?;
-        let response =
-            self.client.send(request).await.map_err(|e| {
-                Error::transient("introspection endpoint unreachable").with_source(e)
-            })?;
-        parse_introspection(&response, &redactor)
+        let (response, unread) = answer_of(self.client.send(request).await)
+            .map_err(|e| Error::transient("introspection endpoint unreachable").with_source(e))?;
+        parse_introspection(&response, &redactor).map_err(|e| with_unread(e, unread))
     }
 
     /// Introspects the manager's current access token. An inactive one (or

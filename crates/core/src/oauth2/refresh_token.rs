@@ -32,6 +32,13 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 /// [outcome unknown](Error::is_outcome_unknown): the server may have carried
 /// out the refresh and rotated the refresh token presented.
 ///
+/// An answer whose body could not be read ([`UnreadBody`](super::UnreadBody):
+/// too large, broken off) is still an answer, read by its status: a non-2xx
+/// maps as an error body that is no OAuth2 error would, never outcome
+/// unknown; a 2xx is [`InvalidResponse`](crate::ErrorKind::InvalidResponse)
+/// and outcome unknown, since the refresh token that replaced the one
+/// presented may be in the body that was lost.
+///
 /// # Example
 ///
 /// ```
@@ -250,6 +257,44 @@ mod tests {
         assert!(!refused.is_outcome_unknown(), "{refused:?}");
         let not_sent = failure(|| Box::new(super::super::NotSent::new("proxy down"))).await;
         assert!(!not_sent.is_outcome_unknown(), "{not_sent:?}");
+    }
+
+    /// An [`UnreadBody`](super::super::UnreadBody) error: an answer of
+    /// `status` (with `Retry-After: 7`) whose body could not be read.
+    fn unread(status: u16) -> crate::BoxError {
+        let head = Response::builder()
+            .status(status)
+            .header(http::header::RETRY_AFTER, "7")
+            .body(())
+            .unwrap();
+        let cause = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        Box::new(super::super::UnreadBody::new(head.into_parts().0, cause))
+    }
+
+    #[tokio::test]
+    async fn an_error_status_whose_body_could_not_be_read_is_read_by_its_status() {
+        for (status, kind) in [
+            (400, ErrorKind::InvalidResponse),
+            (401, ErrorKind::InvalidResponse),
+            (429, ErrorKind::Transient),
+            (503, ErrorKind::Transient),
+        ] {
+            let err = failure(move || unread(status)).await;
+            assert_eq!(err.kind(), kind, "{status}: {err:?}");
+            assert!(!err.is_outcome_unknown(), "{status}: {err:?}");
+            assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(7)));
+        }
+        // Wrapped, as a client may return it.
+        let err = failure(|| std::io::Error::other(unread(400)).into()).await;
+        assert!(!err.is_outcome_unknown(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_success_whose_body_could_not_be_read_may_have_rotated_the_refresh_token() {
+        let err = failure(|| unread(200)).await;
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+        assert!(err.is_outcome_unknown(), "{err:?}");
+        assert!(err.message().contains("rotated the refresh token"), "{err}");
     }
 
     #[tokio::test]

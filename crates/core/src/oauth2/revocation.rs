@@ -4,7 +4,9 @@ use std::{fmt, time::Duration};
 
 use http::{StatusCode, Uri};
 
-use super::{ClientAuth, Endpoint, Form, HttpClient, error_response, token_request};
+use super::{
+    ClientAuth, Endpoint, Form, HttpClient, answer_of, error_response, token_request, with_unread,
+};
 use crate::{Error, ErrorKind, TokenManager};
 
 /// Which kind of token is presented (`token_type_hint`, RFC 7009 §2.1,
@@ -133,11 +135,16 @@ impl<C: HttpClient> RevocationClient<C> {
                 form.pair("token_type_hint", hint.as_str());
             }
             let (request, redactor) = token_request(&self.url, &self.auth, form)?;
-            let err = match self.client.send(request).await {
-                Ok(response) if response.status() == StatusCode::OK => return Ok(()),
+            // The status is the answer: a 200 whose body could not be read
+            // is a revocation done.
+            let err = match answer_of(self.client.send(request).await) {
+                Ok((response, _)) if response.status() == StatusCode::OK => return Ok(()),
                 // Some servers answer 204; RFC 7009 says 200, nobody minds.
-                Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) => error_response(&response, "revocation endpoint", &redactor),
+                Ok((response, _)) if response.status().is_success() => return Ok(()),
+                Ok((response, unread)) => with_unread(
+                    error_response(&response, "revocation endpoint", &redactor),
+                    unread,
+                ),
                 Err(e) => Error::transient("revocation endpoint unreachable").with_source(e),
             };
             if err.kind() != ErrorKind::Transient || attempt >= self.attempts {
