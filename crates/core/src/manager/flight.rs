@@ -187,22 +187,20 @@ impl Inner {
     /// Checked under the flight lock, so no caller can join after it and be
     /// handed the credential it rejected.
     pub(super) fn try_land_doomed(&self, id: u64, from: u64) -> bool {
-        let mut flight = self.lock_flight();
-        if flight.rejected >= from {
-            return false;
-        }
-        if flight.running.as_ref().is_some_and(|r| r.id == id) {
-            flight.running = None;
-            self.refreshing.store(false, Ordering::Release);
-        }
-        true
+        self.land_unless(id, |flight| flight.rejected >= from)
     }
 
     /// Ends flight `id` if no caller wants `published` replaced; otherwise
     /// the flight goes on (returns false).
     pub(super) fn try_land(&self, id: u64, published: u64) -> bool {
+        self.land_unless(id, |flight| flight.wanted >= published)
+    }
+
+    /// Ends flight `id` unless `goes_on` says otherwise, under one hold of
+    /// the flight lock (returns whether it ended).
+    fn land_unless(&self, id: u64, goes_on: impl FnOnce(&Flight) -> bool) -> bool {
         let mut flight = self.lock_flight();
-        if flight.wanted >= published {
+        if goes_on(&flight) {
             return false;
         }
         if flight.running.as_ref().is_some_and(|r| r.id == id) {
