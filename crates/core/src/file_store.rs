@@ -11,7 +11,9 @@ use std::{
 
 use zeroize::Zeroizing;
 
-use crate::{BoxFuture, Error, ErrorKind, Sealer, TokenSet, TokenStore};
+use crate::{
+    BoxFuture, Error, ErrorKind, RefreshTurn, Sealer, TokenSet, TokenStore, lock_file::LockFile,
+};
 
 /// Keeps the token set in a JSON file ([`TokenSet::to_stored_json`]), so
 /// that tokens survive a process restart.
@@ -56,15 +58,76 @@ use crate::{BoxFuture, Error, ErrorKind, Sealer, TokenSet, TokenStore};
 pub struct FileStore {
     path: Arc<Path>,
     sealer: Option<Arc<dyn Sealer>>,
+    /// The refresh lock beside the file; `None` after
+    /// [`without_lock`](FileStore::without_lock).
+    lock: Option<LockFile>,
 }
 
 impl FileStore {
     /// A store in the file at `path`. Nothing is read or written yet.
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path: Arc<Path> = Arc::from(path.into());
         FileStore {
-            path: Arc::from(path.into()),
+            lock: Some(LockFile::beside(&path)),
+            path,
             sealer: None,
         }
+    }
+
+    /// No lock file: for a file only one process ever uses, or on a network
+    /// file system where advisory locks are not reliable (then give the
+    /// processes one [`RedisStore`-like](crate::TokenStore) store instead,
+    /// or one process each its own file). Several processes refreshing
+    /// through an unlocked file present the same refresh token, which a
+    /// rotating server punishes by ending the session.
+    pub fn without_lock(mut self) -> Self {
+        self.lock = None;
+        self
+    }
+
+    /// The lock file beside the session file (`.{name}.lock`), if the store
+    /// has one.
+    pub fn lock_path(&self) -> Option<&Path> {
+        self.lock.as_ref().map(LockFile::path)
+    }
+
+    /// The same file without the lock: what a held lock writes through.
+    fn unlocked(&self) -> FileStore {
+        FileStore {
+            lock: None,
+            ..self.clone()
+        }
+    }
+
+    async fn write(&self, tokens: &TokenSet) -> Result<(), Error> {
+        let path = Arc::clone(&self.path);
+        let bytes = match &self.sealer {
+            Some(sealer) => tokens
+                .to_sealed(sealer, &self.context())
+                .await
+                .map_err(|e| self.at_path(&e))?,
+            None => tokens.to_stored_json(),
+        };
+        let bytes = Zeroizing::new(bytes);
+        blocking(move || {
+            temp::remove_stale(&path);
+            write_atomically(&path, &bytes)
+        })
+        .await
+    }
+
+    async fn remove(&self) -> Result<(), Error> {
+        let path = Arc::clone(&self.path);
+        blocking(move || {
+            temp::remove_stale(&path);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(store_error("remove", &path, e)),
+            }
+            sync_dir(&path).map_err(|e| store_error("sync the directory of", &path, e))
+        })
+        .await
     }
 
     /// Seals the file with `sealer`: the store writes
@@ -153,40 +216,35 @@ impl TokenStore for FileStore {
     }
 
     fn save<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
-        let path = Arc::clone(&self.path);
         Box::pin(async move {
-            let bytes = match &self.sealer {
-                Some(sealer) => tokens
-                    .to_sealed(sealer, &self.context())
-                    .await
-                    .map_err(|e| self.at_path(&e))?,
-                None => tokens.to_stored_json(),
-            };
-            let bytes = Zeroizing::new(bytes);
-            blocking(move || {
-                temp::remove_stale(&path);
-                write_atomically(&path, &bytes)
-            })
-            .await
+            match &self.lock {
+                Some(lock) => lock.hold(|| self.write(tokens)).await,
+                None => self.write(tokens).await,
+            }
         })
     }
 
     fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
-        let path = Arc::clone(&self.path);
-        Box::pin(blocking(move || {
-            temp::remove_stale(&path);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(store_error("remove", &path, e)),
+        Box::pin(async move {
+            match &self.lock {
+                Some(lock) => lock.hold(|| self.remove()).await,
+                None => self.remove().await,
             }
-            sync_dir(&path).map_err(|e| store_error("sync the directory of", &path, e))
-        }))
+        })
+    }
+
+    fn begin_refresh(&self) -> BoxFuture<'_, Result<RefreshTurn, Error>> {
+        Box::pin(async move {
+            match &self.lock {
+                Some(lock) => lock.turn(Arc::new(self.unlocked())).await,
+                None => Ok(RefreshTurn::Uncoordinated),
+            }
+        })
     }
 }
 
 /// Runs file I/O on tokio's blocking pool, or inline without a runtime.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     match tokio::runtime::Handle::try_current() {

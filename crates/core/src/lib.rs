@@ -64,6 +64,7 @@ mod error;
 mod file_store;
 #[cfg(feature = "jose")]
 pub mod jose;
+mod lock_file;
 mod manager;
 pub mod oauth2;
 mod seal;
@@ -75,6 +76,7 @@ mod token;
 
 pub use error::{BoxError, Error, ErrorKind};
 pub use file_store::FileStore;
+pub use lock_file::LockedStore;
 pub use manager::{
     Authorization, Lookup, LookupCache, RefreshFuture, Rotation, Scheme, TokenManager,
     TokenManagerBuilder, check_runtime,
@@ -86,4 +88,4 @@ pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{BoxFuture, TokenSource};
 pub use stats::Stats;
 pub use store::{MemoryStore, RefreshLease, RefreshTurn, TokenStore};
-pub use token::{TokenSet, jwt_expiry};
+pub use token::{EndReason, TokenSet, jwt_expiry};

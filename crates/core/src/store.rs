@@ -10,7 +10,52 @@ use crate::{BoxFuture, Error, TokenSet};
 /// so a rotated refresh token is never lost to a cancelled caller. Before it
 /// asks the [`TokenSource`](crate::TokenSource) for new tokens it loads the
 /// store: a set that another process (or an earlier run) saved, newer than
-/// the one in memory and still fresh, is taken without a refresh.
+/// the one in memory, is taken without a refresh.
+///
+/// # One login, many processes
+///
+/// Processes that share a store (a CLI in two terminals and an MCP host's
+/// agents through one [`FileStore`](crate::FileStore), replicas through one
+/// Redis) share one refresh token. A rotating server spends it on first use
+/// and treats a second use as theft, revoking the whole login (RFC 9700
+/// §4.14.2). So the coordinator follows one protocol with every store, and
+/// a store that [`begin_refresh`](Self::begin_refresh)es with a lock makes
+/// it hold across processes:
+///
+/// 1. Load the store. A newer set is adopted: no refresh. (A newer set
+///    whose access token has expired is adopted for its refresh token,
+///    which is the live one.)
+/// 2. Take the refresh lock. While another process holds it, wait (bounded
+///    by the refresh deadline), then go back to 1: the refresh token is
+///    never presented while another process may be presenting it.
+/// 3. Under the lock, load again and adopt anything newer.
+/// 4. Save the set marked "presented" (with the wall-clock time), then
+///    present its refresh token. If this process dies with the request in
+///    flight, the next one to take the lock finds the mark: that request
+///    may have spent the token.
+/// 5. Save what came of it before letting the lock go: the new set; or the
+///    old set unmarked when the server answered without spending it (a 5xx,
+///    say); or a **tombstone** when the token is dead: refused
+///    (`invalid_grant`), or presented without an answer to a server that
+///    may rotate (see [`Rotation`](crate::Rotation), whose `Grace` allows
+///    one more presentation within the server's reuse grace).
+///
+/// A tombstone is the set with its refresh token replaced by a fingerprint
+/// (a SHA-256 prefix, never the token) and the reason
+/// ([`TokenSet::ended`]). Every process checks it before presenting its
+/// refresh token and ends its session instead; a still-valid access token
+/// serves on until it expires after a lost answer. A new login
+/// ([`TokenManager::set`](crate::TokenManager::set)) replaces it, and
+/// [`TokenManager::end_session`](crate::TokenManager::end_session) writes
+/// one (a logout ends the session everywhere).
+///
+/// A store only keeps what [`TokenSet::to_stored_json`] (or the set itself)
+/// holds: the marks and tombstones travel inside the set, so any store that
+/// keeps whole sets keeps them. Stored fields a build does not know are
+/// kept too. What a store adds is the lock:
+/// [`FileStore`](crate::FileStore) locks a file beside its own (by
+/// default), [`LockedStore`](crate::LockedStore) gives any store that lock,
+/// and the Redis store takes a lock in Redis, renewed while its holder lives.
 pub trait TokenStore: Send + Sync + 'static {
     /// The stored set, if any.
     fn load(&self) -> BoxFuture<'_, Result<Option<TokenSet>, Error>>;

@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -45,6 +46,77 @@ pub struct TokenSet {
     /// since a bound refresh token is useless without it.
     #[cfg(feature = "jose")]
     dpop_key: Option<BoundKey>,
+    /// What the processes sharing a store know of the refresh token
+    /// (see [`RefreshMark`]); travels with the set through every store.
+    mark: RefreshMark,
+    /// Stored fields this build does not know (written by a newer build, or
+    /// one with other features): kept, and written back on every save.
+    extra: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+}
+
+/// What the processes sharing a store know of a set's refresh token. The
+/// coordinator writes it under the store's refresh lock; see
+/// [`TokenStore`](crate::TokenStore) for the protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum RefreshMark {
+    /// Nothing is known against it.
+    #[default]
+    Live,
+    /// A process presented it at `at_unix_ms` and no answer was recorded
+    /// yet: whoever finds this under the lock knows that request may have
+    /// spent it. `retried`: it was already presented once more under a
+    /// reuse grace.
+    Presented { at_unix_ms: u64, retried: bool },
+    /// Tombstone: the session ended. The refresh token is gone from the set;
+    /// only its fingerprint stays, so that a process still holding it
+    /// recognises it and never presents it.
+    Ended {
+        fingerprint: Box<str>,
+        reason: EndReason,
+    },
+}
+
+/// Why a session ended, as its tombstone in the store says
+/// ([`TokenSet::ended`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The server refused the refresh token (`invalid_grant`: expired,
+    /// revoked, or reused).
+    InvalidGrant,
+    /// A request that presented the refresh token got no answer, and the
+    /// server may rotate: it may have spent the token, so nobody presents
+    /// it again.
+    Unanswered,
+    /// The application ended the session
+    /// ([`TokenManager::end_session`](crate::TokenManager::end_session)).
+    Logout,
+}
+
+impl EndReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndReason::InvalidGrant => "invalid_grant",
+            EndReason::Unanswered => "unanswered",
+            EndReason::Logout => "logout",
+        }
+    }
+
+    fn parse(text: &str) -> EndReason {
+        match text {
+            "invalid_grant" => EndReason::InvalidGrant,
+            "logout" => EndReason::Logout,
+            // An unknown reason from a newer build is still an end.
+            _ => EndReason::Unanswered,
+        }
+    }
+}
+
+/// The fingerprint a tombstone keeps of a refresh token: base64url of the
+/// first 16 bytes of its SHA-256. Enough to recognise it, useless to present.
+pub(crate) fn fingerprint(token: &RefreshToken) -> Box<str> {
+    let full = crate::crypto::sha256_b64url(token.secret().as_bytes());
+    full.get(..22).unwrap_or(&full).into()
 }
 
 /// A DPoP key as a token set holds it: compared by its key bytes.
@@ -73,6 +145,8 @@ impl TokenSet {
             scope: None,
             #[cfg(feature = "jose")]
             dpop_key: None,
+            mark: RefreshMark::Live,
+            extra: None,
         }
     }
 
@@ -155,6 +229,69 @@ impl TokenSet {
         self.scope.as_deref()
     }
 
+    /// Why the session ended, when this set is a tombstone: what a store
+    /// holds after a session ended anywhere (a refresh refused with
+    /// `invalid_grant`, a refresh that got no answer from a rotating server,
+    /// a logout). A tombstone holds no refresh token, only a fingerprint of
+    /// it; its access token, if any is left, may still serve until it
+    /// expires. `None` for every set a server issued.
+    pub fn ended(&self) -> Option<EndReason> {
+        match &self.mark {
+            RefreshMark::Ended { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn mark(&self) -> &RefreshMark {
+        &self.mark
+    }
+
+    pub(crate) fn with_mark(mut self, mark: RefreshMark) -> Self {
+        self.mark = mark;
+        self
+    }
+
+    /// This set's tombstone: the refresh token replaced by its fingerprint.
+    /// A set without a refresh token keeps no fingerprint.
+    pub(crate) fn tombstone(&self, reason: EndReason) -> TokenSet {
+        let fingerprint = self.refresh_token.as_ref().map(fingerprint);
+        let mut dead = self.clone().with_refresh_token_opt(None);
+        if reason == EndReason::Logout {
+            // After a logout nothing of the session is to be sent.
+            dead.access_token = AccessToken::new(String::new());
+            dead.expires_at = None;
+        }
+        dead.mark = RefreshMark::Ended {
+            fingerprint: fingerprint.unwrap_or_default(),
+            reason,
+        };
+        dead
+    }
+
+    /// Whether this set is `other`'s tombstone: it ended, and its
+    /// fingerprint is that of `other`'s refresh token.
+    pub(crate) fn buries(&self, other: &TokenSet) -> bool {
+        match (&self.mark, other.refresh_token()) {
+            (
+                RefreshMark::Ended {
+                    fingerprint: fp, ..
+                },
+                Some(token),
+            ) => !fp.is_empty() && **fp == *fingerprint(token),
+            _ => false,
+        }
+    }
+
+    /// Keeps `from`'s unknown stored fields, if this set has none of its
+    /// own: a refresh answer replaces the tokens, not what a newer build
+    /// stored beside them.
+    pub(crate) fn inherit_extra(mut self, from: Option<&TokenSet>) -> Self {
+        if self.extra.is_none() {
+            self.extra = from.and_then(|f| f.extra.clone());
+        }
+        self
+    }
+
     /// Parses a successful token response body (RFC 6749 §5.1).
     ///
     /// `access_token` and `token_type` are required (`token_type` in any
@@ -217,6 +354,8 @@ impl TokenSet {
             scope: raw.scope.map(String::into_boxed_str),
             #[cfg(feature = "jose")]
             dpop_key: None,
+            mark: RefreshMark::Live,
+            extra: None,
         })
     }
 }
@@ -255,6 +394,29 @@ impl TokenSet {
         });
         #[cfg(not(feature = "jose"))]
         let dpop_key: Option<zeroize::Zeroizing<String>> = None;
+        let (presented, ended) = match &self.mark {
+            RefreshMark::Live => (None, None),
+            RefreshMark::Presented {
+                at_unix_ms,
+                retried,
+            } => (
+                Some(StoredPresented {
+                    at_unix_ms: *at_unix_ms,
+                    retried: *retried,
+                }),
+                None,
+            ),
+            RefreshMark::Ended {
+                fingerprint,
+                reason,
+            } => (
+                None,
+                Some(StoredEnded {
+                    refresh_token_sha256: fingerprint.to_string(),
+                    reason: reason.as_str().to_owned(),
+                }),
+            ),
+        };
         let stored = Stored {
             version: STORED_VERSION,
             access_token: self.access_token.secret(),
@@ -263,6 +425,9 @@ impl TokenSet {
             refresh_token: self.refresh_token.as_ref().map(|r| r.secret()),
             scope: self.scope.as_deref(),
             dpop_key: dpop_key.as_deref().map(String::as_str),
+            presented,
+            ended,
+            extra: self.extra.as_deref(),
         };
         // Serializing strings and integers into a Vec cannot fail.
         serde_json::to_vec(&stored).unwrap_or_default()
@@ -296,7 +461,8 @@ impl TokenSet {
                 format!("stored token set has unknown version {}", stored.version),
             ));
         }
-        if stored.access_token.is_empty() {
+        // A logout's tombstone has no access token left; any other set must.
+        if stored.access_token.is_empty() && stored.ended.is_none() {
             return Err(Error::new(
                 ErrorKind::Store,
                 "stored token set has no access token",
@@ -318,6 +484,18 @@ impl TokenSet {
             scope: stored.scope.map(String::into_boxed_str),
             #[cfg(feature = "jose")]
             dpop_key,
+            mark: match (stored.ended, stored.presented) {
+                (Some(ended), _) => RefreshMark::Ended {
+                    fingerprint: ended.refresh_token_sha256.into_boxed_str(),
+                    reason: EndReason::parse(&ended.reason),
+                },
+                (None, Some(p)) => RefreshMark::Presented {
+                    at_unix_ms: p.at_unix_ms,
+                    retried: p.retried,
+                },
+                (None, None) => RefreshMark::Live,
+            },
+            extra: (!stored.extra.is_empty()).then(|| Arc::new(stored.extra)),
         })
     }
 }
@@ -356,6 +534,29 @@ struct Stored<'a> {
     /// base64url PKCS#8 of the DPoP key the tokens are bound to.
     #[serde(skip_serializing_if = "Option::is_none")]
     dpop_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presented: Option<StoredPresented>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended: Option<StoredEnded>,
+    /// Fields this build does not know, written back as they were read.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `"presented"`: a request presented the refresh token and no answer was
+/// recorded yet.
+#[derive(Serialize, Deserialize)]
+struct StoredPresented {
+    at_unix_ms: u64,
+    #[serde(default)]
+    retried: bool,
+}
+
+/// `"ended"`: the tombstone of a session.
+#[derive(Serialize, Deserialize)]
+struct StoredEnded {
+    refresh_token_sha256: String,
+    reason: String,
 }
 
 // No Debug derive: it holds secrets.
@@ -370,10 +571,17 @@ struct StoredOwned {
     refresh_token: Option<String>,
     #[serde(default)]
     scope: Option<String>,
-    // Read by the `jose` feature; without it a stored key is left alone.
+    // Read by the `jose` feature; without it a stored key is one of the
+    // `extra` fields, kept as it is.
+    #[cfg(feature = "jose")]
     #[serde(default)]
-    #[cfg_attr(not(feature = "jose"), allow(dead_code))]
     dpop_key: Option<String>,
+    #[serde(default)]
+    presented: Option<StoredPresented>,
+    #[serde(default)]
+    ended: Option<StoredEnded>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An instant on tokio's clock as wall-clock Unix milliseconds.
@@ -474,6 +682,13 @@ impl fmt::Debug for TokenSet {
             .field("scope", &self.scope);
         #[cfg(feature = "jose")]
         d.field("dpop_key", &self.dpop_key.as_ref().map(|k| &k.0));
+        if self.mark != RefreshMark::Live {
+            d.field("mark", &self.mark);
+        }
+        if let Some(extra) = &self.extra {
+            // Names only: a newer build's fields may be secrets.
+            d.field("extra", &extra.keys().collect::<Vec<_>>());
+        }
         d.finish()
     }
 }

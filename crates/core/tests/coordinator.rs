@@ -11,8 +11,8 @@ use std::{
 
 use tokio::time::{Instant, sleep};
 use tower_token_refresh_core::{
-    Error, ErrorKind, Lookup, LookupCache, MemoryStore, Rotation, TokenManager, TokenSet,
-    TokenSource, TokenStore, source,
+    EndReason, Error, ErrorKind, Lookup, LookupCache, MemoryStore, Rotation, TokenManager,
+    TokenSet, TokenSource, TokenStore, source,
 };
 
 /// A source that issues `token-N`/`refresh-N`, counts calls, waits
@@ -839,7 +839,12 @@ async fn load_takes_the_stored_set_and_end_session_forgets_it() {
     assert!(tokens.load().await.unwrap());
     assert_eq!(header(&tokens), "Bearer saved");
     tokens.end_session().await.unwrap();
-    assert!(store.load().await.unwrap().is_none());
+    // A tombstone stays, so that other processes sharing the store end too;
+    // it holds neither token.
+    let tombstone = store.load().await.unwrap().unwrap();
+    assert_eq!(tombstone.ended(), Some(EndReason::Logout));
+    assert!(tombstone.refresh_token().is_none());
+    assert_eq!(tombstone.access_token().secret(), "");
     assert!(matches!(tokens.lookup(), Lookup::Failed(e) if e.is_session_expired()));
     assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
     assert_eq!(counting.calls(), 0);

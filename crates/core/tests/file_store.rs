@@ -37,10 +37,13 @@ impl TempDir {
             .collect()
     }
 
+    /// The directory's files, but for the refresh lock files (`.{name}.lock`),
+    /// which stay by design.
     fn entries(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.0)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !(name.starts_with('.') && name.ends_with(".lock")))
             .collect();
         names.sort();
         names
@@ -179,8 +182,11 @@ async fn a_manager_saves_to_the_file_and_a_new_one_loads_it() {
     let auth = second.authorization().await.unwrap();
     assert_eq!(auth.header().to_str().unwrap(), "Bearer acc-1");
 
+    // A logout leaves a tombstone holding neither token.
     second.end_session().await.unwrap();
-    assert!(!path_exists(&path));
+    let on_disk = std::fs::read_to_string(&path).unwrap();
+    assert!(!on_disk.contains("acc-1") && !on_disk.contains("ref-1"));
+    assert!(on_disk.contains("\"ended\""));
 }
 
 #[tokio::test]
@@ -196,8 +202,28 @@ async fn a_manager_reports_a_corrupt_file_instead_of_starting_empty() {
     assert_eq!(std::fs::read(&path).unwrap(), b"not json");
 }
 
-fn path_exists(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok()
+#[tokio::test]
+async fn the_refresh_lock_file_sits_beside_the_session_file_owner_only() {
+    let dir = TempDir::new("lockfile");
+    let store = FileStore::new(dir.path("tokens.json"));
+    assert_eq!(
+        store.lock_path(),
+        Some(dir.path(".tokens.json.lock").as_path())
+    );
+    store.save(&sample()).await.unwrap();
+    let meta = std::fs::metadata(dir.path(".tokens.json.lock")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let _ = meta;
+    assert_eq!(
+        FileStore::new(dir.path("t.json"))
+            .without_lock()
+            .lock_path(),
+        None
+    );
 }
 
 // --- Writers killed mid-save -------------------------------------------

@@ -544,8 +544,11 @@ async fn follow(s: Arc<Shared>) -> Result<(), Error> {
 struct Lease {
     shared: Arc<Shared>,
     value: String,
-    /// The store's generation when the lock was taken.
-    generation: i64,
+    /// The store's generation as this lease last wrote it (or found it
+    /// when it took the lock): a commit succeeds only if nobody else wrote
+    /// since. A lease commits more than once (the mark before the token
+    /// request, then its answer).
+    generation: std::sync::atomic::AtomicI64,
     hold: Arc<Hold>,
     /// The heartbeat task, if a runtime was there to run it. Stopped when
     /// the lease is released, committed or dropped.
@@ -608,7 +611,7 @@ impl Lease {
         Lease {
             shared,
             value,
-            generation,
+            generation: std::sync::atomic::AtomicI64::new(generation),
             hold,
             heartbeat: Mutex::new(heartbeat),
         }
@@ -712,13 +715,9 @@ impl RefreshLease for Lease {
     fn commit<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let s = &self.shared;
-            let value = match s.encode(tokens).await {
-                Ok(value) => value,
-                Err(e) => {
-                    self.stop_heartbeat().await;
-                    return Err(e);
-                }
-            };
+            // The heartbeat runs until the lease is released: a lease
+            // commits its mark before the token request, then the answer.
+            let value = s.encode(tokens).await?;
             let mut conn = s.conn.clone();
             // The heartbeat keeps the lock meanwhile; the script checks it
             // is still this lease's.
@@ -728,11 +727,10 @@ impl RefreshLease for Lease {
                 .key(&s.generation_key)
                 .key(&s.channel)
                 .arg(&self.value)
-                .arg(self.generation)
+                .arg(self.generation.load(Ordering::Acquire))
                 .arg(value)
                 .invoke_async::<i64>(&mut conn)
                 .await;
-            self.stop_heartbeat().await;
             match written.map_err(|e| store_error("Redis write failed", e))? {
                 -1 => {
                     self.hold.lose();
@@ -745,7 +743,10 @@ impl RefreshLease for Lease {
                     ErrorKind::Store,
                     "another process saved a token set during this refresh; kept it",
                 )),
-                _ => Ok(()),
+                written => {
+                    self.generation.store(written, Ordering::Release);
+                    Ok(())
+                }
             }
         })
     }

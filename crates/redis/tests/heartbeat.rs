@@ -119,12 +119,15 @@ async fn the_heartbeat_task_ends_with_the_lease() {
     assert_eq!(alive(), baseline, "stopped by release");
     drop(lease);
 
-    // Committed.
+    // Committed: a lease commits its mark before the token request and
+    // the answer after it, so the heartbeat lives on until the release.
     let lease = leader(&a).await;
     assert_eq!(alive(), baseline + 1);
     lease.commit(&TokenSet::bearer("x")).await.unwrap();
-    assert_eq!(alive(), baseline, "stopped by commit");
+    lease.commit(&TokenSet::bearer("y")).await.unwrap();
+    assert_eq!(alive(), baseline + 1, "kept through its commits");
     lease.release().await.unwrap();
+    assert_eq!(alive(), baseline, "stopped by release");
     drop(lease);
 
     // Dropped without a release: the task ends, and the lock expires.

@@ -130,9 +130,7 @@ impl RotationSetting {
             RotationSetting::Detect => Ok(Rotation::Detect),
             RotationSetting::Never => Ok(Rotation::Never),
             RotationSetting::Always => Ok(Rotation::Always),
-            RotationSetting::Grace(_) => {
-                Err("this build of tower-token-refresh-core has no Rotation::Grace".to_owned())
-            }
+            RotationSetting::Grace(grace) => Ok(Rotation::Grace(grace)),
         }
     }
 }

@@ -250,7 +250,12 @@ async fn a_lock_holder_killed_mid_refresh_costs_one_retry_within_the_servers_gra
         .finish_abandoned(true)
         .reuse_grace(SERVER_GRACE);
     let scene = Scene::start(config, "killed-grace").await;
-    let child = scene.child().rotation(RotationSetting::Grace(CLIENT_GRACE));
+    // The retry window is [mark + attempt timeout, mark + grace - attempt
+    // timeout): a 1 s bound leaves 3 s of a 5 s grace.
+    let child = scene
+        .child()
+        .rotation(RotationSetting::Grace(CLIENT_GRACE))
+        .attempt_timeout(Duration::from_secs(1));
     let mut children = scene.spawn_all(CHILDREN, &child);
 
     tokio::time::sleep(LIFETIME * 2).await;
@@ -316,59 +321,6 @@ impl Drop for Silent {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_whose_token_endpoint_hangs_does_not_stop_the_others() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let config = AuthConfig::default()
-        .finish_abandoned(true)
-        .reuse_grace(SERVER_GRACE);
-    let scene = Scene::start(config, "hung-endpoint").await;
-    let silent = Silent::start().await;
-    let child = scene
-        .child()
-        .rotation(RotationSetting::Grace(CLIENT_GRACE))
-        .attempt_timeout(Duration::from_secs(1));
-    // The stuck process refreshes first in every window (the default
-    // refresh-ahead, half the token's life, against the others' 0.5 s), so
-    // each window starts with a presentation that gets no answer while it
-    // holds the lock.
-    let stuck = child
-        .clone()
-        .token_url(silent.url.clone())
-        .refresh_ahead(Duration::from_secs(60));
-    let mut children = vec![scene.spawn(&stuck)];
-    children.extend(scene.spawn_all(CHILDREN - 1, &child));
-    let stuck_pid = children[0].pid();
-
-    let finished = finish_all(children).await;
-    let stats = scene.auth.stats();
-    let windows = scene.windows();
-    let summary = summary(&stats, &finished);
-    eprintln!("{summary}stuck: {stuck_pid}; refresh windows: at most {windows}");
-
-    assert_eq!(stats.reuse_detected, 0, "{summary}");
-    assert_eq!(stats.invalid_grant, 0, "{summary}");
-    assert_eq!(
-        stats.grace_reuses, 0,
-        "nothing the stuck process sent arrived\n{summary}"
-    );
-    let (stuck, others) = finished.split_first().unwrap();
-    assert_all_ok(others, &summary);
-    let report = stuck.report.as_ref().expect("the stuck process reports");
-    assert!(stuck.status.is_some(), "the stuck process exits\n{summary}");
-    assert_eq!(
-        report.errors_of("timeout"),
-        0,
-        "its requests are answered\n{summary}"
-    );
-    assert!(
-        report.unanswered_requests >= 1,
-        "it presented the refresh token at least once\n{summary}"
-    );
-    assert!(stats.refresh_grants >= 10, "{summary}");
-    assert!(stats.refresh_grants <= windows + 1, "{summary}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_holder_killed_mid_refresh_ends_the_session_everywhere_on_a_strict_server() {
     let _one = ONE_AT_A_TIME.lock().await;
     let scene = Scene::start(
@@ -391,7 +343,12 @@ async fn a_lock_holder_killed_mid_refresh_ends_the_session_everywhere_on_a_stric
     // The held request was carried out: its refresh token is spent, and its
     // successor went to a dead process. Presenting the spent one again
     // would be reuse, so nobody does: the session ends.
-    assert_eq!(stats.abandoned_completed, 1, "{summary}");
+    // (Counted as abandoned only if the server saw the hang-up first.)
+    assert_eq!(
+        stats.refresh_grants,
+        at_hold.refresh_grants + 1,
+        "the held request was carried out\n{summary}"
+    );
     assert_eq!(stats.reuse_detected, 0, "{summary}");
     assert_eq!(stats.invalid_grant, 0, "{summary}");
     assert_eq!(

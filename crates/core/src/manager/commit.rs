@@ -26,11 +26,23 @@ use tokio::time::Instant;
 
 use super::{
     Inner,
-    credential::{Credential, State, Status},
+    credential::{Authorization, Credential, State, Status},
     flight::Outcome,
-    refresh::{far, remaining},
+    refresh::{ended_elsewhere, far, remaining},
 };
-use crate::{Error, ErrorKind, RefreshLease, RefreshToken, TokenSet};
+use crate::{
+    EndReason, Error, ErrorKind, RefreshLease, RefreshToken, TokenSet, token::RefreshMark,
+};
+
+/// What taking a stored set did.
+pub(super) enum Adopted {
+    /// A usable credential is current (the stored one, or another writer's).
+    Usable,
+    /// Taken for its refresh token only: refresh from it.
+    Unusable,
+    /// The store records the session's end.
+    Ended(Error),
+}
 
 impl Inner {
     /// A store call, bounded by the attempt timeout and `deadline`, and
@@ -71,31 +83,46 @@ impl Inner {
         self.publish(State { generation, status });
     }
 
-    /// Takes a newer set another process stored, if it is usable. Returns
-    /// whether the state moved (to it, or past `from` by another writer).
-    pub(super) async fn adopt(&self, from: &mut u64, stored: TokenSet) -> bool {
+    /// Takes a newer set another process stored. A set whose access token
+    /// is no longer good is taken for its refresh token (the live one: the
+    /// one in memory was rotated away); a tombstone is taken as the
+    /// session's end, its access token served on while it lasts.
+    pub(super) async fn adopt(&self, from: &mut u64, stored: TokenSet) -> Adopted {
         let now = Instant::now();
-        let Ok(cred) = Credential::build(stored, &self.config, now, self.jitter.next()) else {
-            return false;
+        let ended = stored.ended().map(|_| ended_elsewhere(&stored));
+        let cred = match Credential::build(stored.clone(), &self.config, now, self.jitter.next()) {
+            Ok(cred) if !cred.is_stale(now) => Some(cred),
+            _ => None,
         };
-        if cred.is_stale(now) {
-            return false;
-        }
         let _commit = self.commit.lock().await;
         let generation = self.state.load().generation;
-        if generation == *from {
-            self.counters.adopted.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                generation = generation + 1,
-                "adopting a newer token set from the store"
-            );
-            self.publish(State {
-                generation: generation + 1,
-                status: Status::Ready(cred),
-            });
+        if generation != *from {
+            // Another writer moved the state meanwhile: theirs stands.
+            *from = generation;
+            return Adopted::Usable;
         }
-        *from = self.state.load().generation;
-        true
+        self.counters.adopted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            generation = generation + 1,
+            "adopting a newer token set from the store"
+        );
+        let (status, adopted) = match (cred, ended) {
+            (Some(cred), None) => (Status::Ready(cred), Adopted::Usable),
+            (Some(cred), Some(err)) if err.is_outcome_unknown() => {
+                (Status::Ready(cred.doom(err)), Adopted::Usable)
+            }
+            (_, Some(err)) => (Status::SessionExpired(err.clone()), Adopted::Ended(err)),
+            (None, None) => (
+                Status::Ready(Credential::unusable(stored, now)),
+                Adopted::Unusable,
+            ),
+        };
+        *from = generation + 1;
+        self.publish(State {
+            generation: *from,
+            status,
+        });
+        adopted
     }
 
     /// Saves and publishes what a token request brought (see the invariants
@@ -120,7 +147,8 @@ impl Inner {
             let holds_spent =
                 spent.is_some() && current.tokens().and_then(TokenSet::refresh_token) == spent;
             if rotated && holds_spent {
-                self.merge_refresh_token(&current, &fetched, now).await;
+                self.merge_refresh_token(&current, &fetched, now, lease)
+                    .await;
             }
             return Ok(());
         }
@@ -157,20 +185,27 @@ impl Inner {
     /// The current set, overtaken by this refresh, still holds the refresh
     /// token the refresh spent: give it the new one, same access token,
     /// same generation.
-    async fn merge_refresh_token(&self, current: &State, fetched: &TokenSet, now: Instant) {
+    async fn merge_refresh_token(
+        &self,
+        current: &State,
+        fetched: &TokenSet,
+        now: Instant,
+        lease: Option<&dyn RefreshLease>,
+    ) {
         let Status::Ready(cred) = &current.status else {
             return;
         };
         let tokens = cred
             .tokens
             .clone()
-            .with_refresh_token_opt(fetched.refresh_token().cloned());
+            .with_refresh_token_opt(fetched.refresh_token().cloned())
+            .with_mark(RefreshMark::Live);
         let cred = match Credential::build(tokens.clone(), &self.config, now, self.jitter.next()) {
             Ok(cred) if !cred.is_stale(now) => cred,
             _ => Credential::unusable(tokens, now),
         };
         tracing::debug!("a set overtook this refresh; giving it the rotated refresh token");
-        self.save(&cred.tokens, None).await;
+        self.save(&cred.tokens, lease).await;
         self.publish(State {
             generation: current.generation,
             status: Status::Ready(cred),
@@ -190,28 +225,90 @@ impl Inner {
         };
     }
 
-    /// Ends the session, unless someone replaced the set meanwhile.
-    pub(super) async fn expire(&self, from: u64, err: Error) -> (Outcome, bool) {
+    /// Ends the session, unless someone replaced the set meanwhile. After a
+    /// refresh that got no answer, a credential still usable and rejected
+    /// by nobody is served on instead, doomed: the session ends when it is
+    /// stale or rejected. Whatever the store must know was written under
+    /// the lock before (`bury`); nothing is written here, since another
+    /// process may have stored a new login since.
+    pub(super) async fn expire(&self, id: u64, from: u64, err: Error) -> (Outcome, bool) {
         let _commit = self.commit.lock().await;
         let current = self.state.load_full();
         if current.generation != from {
             return (current.outcome(), false);
         }
-        // The dead set leaves the store before the state says so, so a
-        // login that follows (and waits for this lock) is not wiped.
-        let _ = self
-            .store_op(
-                "clear",
-                self.store.clear(),
-                far(self.config.attempt_timeout),
+        if err.is_outcome_unknown()
+            && let Status::Ready(cred) = &current.status
+            && cred.doomed.is_none()
+            && cred.is_usable()
+            && let Ok(doomed) = Credential::build(
+                cred.tokens.clone(),
+                &self.config,
+                Instant::now(),
+                self.jitter.next(),
             )
-            .await;
+        {
+            let doomed = doomed.doom(err.clone());
+            let auth = Authorization {
+                header: doomed.header.clone(),
+                generation: from,
+            };
+            // Published before the flight ends, so that no new flight can
+            // start from the credential whose refresh token is dead.
+            self.publish(State {
+                generation: from,
+                status: Status::Ready(doomed),
+            });
+            if self.try_land_doomed(id, from) {
+                tracing::warn!(error = %err, "refresh token lost; serving the access token until it expires");
+                return (Ok(auth), false);
+            }
+        }
         self.replace(Status::SessionExpired(err.clone()));
         self.counters
             .sessions_expired
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %err, "session expired");
         (Err(err), true)
+    }
+
+    /// Records in the store that `current`'s refresh token is dead, through
+    /// the lease while this process holds the shared lock (before it lets
+    /// go of it: no other process may present the token meanwhile).
+    pub(super) async fn bury(
+        &self,
+        from: u64,
+        current: Option<&TokenSet>,
+        reason: EndReason,
+        lease: Option<&dyn RefreshLease>,
+    ) {
+        let Some(current) = current else { return };
+        tracing::debug!(?reason, "recording the session's end in the store");
+        let _ = self
+            .write_mark(from, current.tombstone(reason), lease)
+            .await;
+    }
+
+    /// Saves `tokens` (the set of generation `from` with a new mark), unless
+    /// the state moved past `from` meanwhile (a `set`: its save stands).
+    pub(super) async fn write_mark(
+        &self,
+        from: u64,
+        tokens: TokenSet,
+        lease: Option<&dyn RefreshLease>,
+    ) -> Result<(), Error> {
+        let _commit = self.commit.lock().await;
+        if self.state.load().generation != from {
+            return Ok(());
+        }
+        let deadline = far(self.config.attempt_timeout);
+        match lease {
+            Some(lease) => self.store_op("save", lease.commit(&tokens), deadline).await,
+            None => {
+                self.store_op("save", self.store.save(&tokens), deadline)
+                    .await
+            }
+        }
     }
 
     pub(super) fn run_hook(&self) {

@@ -59,6 +59,15 @@ pub enum Rotation {
     /// The server always rotates: an unanswered refresh always ends the
     /// session.
     Always,
+    /// The server rotates, but accepts a refresh token it rotated away once
+    /// more within this long (django-oauth-toolkit's
+    /// `REFRESH_TOKEN_GRACE_PERIOD_SECONDS`, Okta's grace period, Auth0's
+    /// reuse interval). After an unanswered refresh the same refresh token
+    /// is presented once more, by this process or another sharing the
+    /// store, if that is still within the grace of the first presentation
+    /// (wall clock); otherwise, or if that retry gets no answer either, the
+    /// session ends as with [`Always`](Self::Always).
+    Grace(Duration),
 }
 
 /// The longest duration any setting takes; larger values are clamped so

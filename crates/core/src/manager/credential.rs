@@ -55,6 +55,10 @@ pub(super) struct Credential {
     pub(super) stale_at: Option<Instant>,
     /// Where the credential is in its life; see [`Phase`].
     pub(super) phase: AtomicU8,
+    /// The refresh token is dead (a refresh got no answer from a server
+    /// that may rotate): the access token serves until it is stale or
+    /// rejected, then the session ends with this error. No refresh ahead.
+    pub(super) doomed: Option<Error>,
 }
 
 /// The life of a credential, in the order it goes through it.
@@ -124,7 +128,16 @@ impl Credential {
             refresh_at,
             stale_at,
             phase: AtomicU8::new(phase as u8),
+            doomed: None,
         })
+    }
+
+    /// This credential with a dead refresh token: it is sent until it is
+    /// stale (never refreshed ahead), then the session ends with `err`.
+    pub(super) fn doom(mut self, err: Error) -> Self {
+        self.refresh_at = self.stale_at;
+        self.doomed = Some(err);
+        self
     }
 
     /// A set kept for its refresh token only: its access token is never sent.
@@ -137,6 +150,7 @@ impl Credential {
             refresh_at: Some(now),
             stale_at: Some(now),
             phase: AtomicU8::new(Phase::Stale as u8),
+            doomed: None,
         }
     }
 

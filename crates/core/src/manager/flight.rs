@@ -37,6 +37,10 @@ pub(crate) struct Flight {
     next_id: u64,
     last_started: Option<Instant>,
     pub(super) wanted: u64,
+    /// The newest generation a server rejected (or a caller asked to
+    /// replace whatever its expiry said): such a credential is not served
+    /// on after a refresh that got no answer.
+    rejected: u64,
 }
 
 struct Running {
@@ -122,9 +126,18 @@ impl Future for RefreshFuture {
 
 impl Inner {
     /// Joins the refresh in flight, or starts one to replace `generation`.
-    pub(super) fn start_or_join(self: &Arc<Self>, generation: u64) -> RefreshFuture {
+    /// `rejected`: a server rejected that generation (or the caller wants
+    /// it replaced now), as opposed to a lookup that found it expiring.
+    pub(super) fn start_or_join(
+        self: &Arc<Self>,
+        generation: u64,
+        rejected: bool,
+    ) -> RefreshFuture {
         let mut flight = self.lock_flight();
         flight.wanted = flight.wanted.max(generation);
+        if rejected {
+            flight.rejected = flight.rejected.max(generation);
+        }
         if let Some(running) = &flight.running {
             return RefreshFuture::waiting(running.outcome.clone());
         }
@@ -166,6 +179,23 @@ impl Inner {
         };
         handle.spawn(run(guard, from, start_at, tx));
         RefreshFuture::waiting(shared)
+    }
+
+    /// Ends flight `id` with the credential of generation `from` served on
+    /// (its refresh token dead), unless a caller rejected that generation:
+    /// then the flight must end the session instead (returns false).
+    /// Checked under the flight lock, so no caller can join after it and be
+    /// handed the credential it rejected.
+    pub(super) fn try_land_doomed(&self, id: u64, from: u64) -> bool {
+        let mut flight = self.lock_flight();
+        if flight.rejected >= from {
+            return false;
+        }
+        if flight.running.as_ref().is_some_and(|r| r.id == id) {
+            flight.running = None;
+            self.refreshing.store(false, Ordering::Release);
+        }
+        true
     }
 
     /// Ends flight `id` if no caller wants `published` replaced; otherwise

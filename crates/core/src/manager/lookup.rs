@@ -116,14 +116,14 @@ impl TokenManager {
                     phase => phase,
                 };
                 if phase == Phase::Stale {
-                    return Lookup::Pending(self.inner.start_or_join(state.generation));
+                    return Lookup::Pending(self.inner.start_or_join(state.generation, false));
                 }
                 if phase == Phase::Ahead && !self.inner.refreshing.load(Ordering::Acquire) {
                     tracing::debug!(
                         generation = state.generation,
                         "token expiring soon; refreshing in background"
                     );
-                    drop(self.inner.start_or_join(state.generation));
+                    drop(self.inner.start_or_join(state.generation, false));
                 }
                 // Fresh, or ahead; or retired since it was loaded a moment
                 // ago, which is as if it had been loaded a moment earlier.
@@ -132,7 +132,7 @@ impl TokenManager {
                     generation: state.generation,
                 })
             }
-            Status::Empty => Lookup::Pending(self.inner.start_or_join(state.generation)),
+            Status::Empty => Lookup::Pending(self.inner.start_or_join(state.generation, false)),
             Status::SessionExpired(e) => Lookup::Failed(e.clone()),
         }
     }
@@ -168,7 +168,7 @@ impl TokenManager {
         // current now (a bogus future generation cannot keep it going).
         let current = state.generation;
         drop(state);
-        self.inner.start_or_join(current)
+        self.inner.start_or_join(current, true)
     }
 
     /// [`refresh_if`](Self::refresh_if) for a request that was rejected at

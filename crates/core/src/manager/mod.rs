@@ -54,7 +54,7 @@ pub use self::{
     lookup::{Lookup, LookupCache},
 };
 use crate::{
-    Error, TokenSet, TokenSource, TokenStore,
+    EndReason, Error, TokenSet, TokenSource, TokenStore,
     backoff::Jitter,
     stats::{Counters, Stats},
 };
@@ -240,7 +240,10 @@ impl TokenManager {
     }
 
     /// Loads the token set from the store, as at start-up: a stored set
-    /// replaces the one in memory. Returns whether one was found.
+    /// replaces the one in memory. Returns whether a usable one was found.
+    /// A tombstone (the session ended in another process sharing the store,
+    /// see [`TokenStore`]) ends the session here too, unless its access
+    /// token may still serve until it expires.
     ///
     /// # Errors
     ///
@@ -257,13 +260,29 @@ impl TokenManager {
         else {
             return Ok(false);
         };
+        if tokens.ended().is_some() {
+            // A tombstone: the session ended in another process (or an
+            // earlier run). Its access token, if still good, serves on.
+            let err = refresh::ended_elsewhere(&tokens);
+            let now = Instant::now();
+            let status = match Credential::build(tokens, &inner.config, now, inner.jitter.next()) {
+                Ok(cred) if err.is_outcome_unknown() && !cred.is_stale(now) => {
+                    Status::Ready(cred.doom(err))
+                }
+                _ => Status::SessionExpired(err),
+            };
+            let usable = matches!(status, Status::Ready(_));
+            inner.replace(status);
+            return Ok(usable);
+        }
         let cred = Credential::build(tokens, &inner.config, Instant::now(), inner.jitter.next())?;
         inner.replace(Status::Ready(cred));
         Ok(true)
     }
 
-    /// Ends the session on purpose (a logout): forgets the set here and in
-    /// the store, runs the `on_session_expired` hook, and fails every
+    /// Ends the session on purpose (a logout): forgets the set here and
+    /// leaves a tombstone in the store (so that every process sharing it
+    /// ends the session too, see [`TokenStore`]), runs the `on_session_expired` hook, and fails every
     /// request with [`SessionExpired`](crate::ErrorKind::SessionExpired) until
     /// [`set`](Self::set) is called. Revoke the tokens at the server first
     /// if it supports that (RFC 7009).
@@ -277,9 +296,25 @@ impl TokenManager {
         let inner = &self.inner;
         let cleared = {
             let _commit = inner.commit.lock().await;
-            let cleared = inner
-                .store_op("clear", inner.store.clear(), self.far())
-                .await;
+            // A tombstone, not an empty store: the other processes sharing
+            // the store must not go on with the refresh token they hold.
+            let tombstone = inner
+                .state
+                .load()
+                .tokens()
+                .map(|t| t.tombstone(EndReason::Logout));
+            let cleared = match tombstone {
+                Some(tombstone) => {
+                    inner
+                        .store_op("save", inner.store.save(&tombstone), self.far())
+                        .await
+                }
+                None => {
+                    inner
+                        .store_op("clear", inner.store.clear(), self.far())
+                        .await
+                }
+            };
             inner.replace(Status::SessionExpired(session_ended()));
             cleared
         };

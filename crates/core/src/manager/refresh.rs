@@ -26,8 +26,15 @@ use std::{
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
-use super::{Inner, Rotation, commit::is_newer, flight::Outcome};
-use crate::{Error, RefreshLease, RefreshToken, TokenSet, store::RefreshTurn};
+use super::{
+    Inner, Rotation,
+    commit::{Adopted, is_newer},
+    credential::Status,
+    flight::Outcome,
+};
+use crate::{
+    EndReason, Error, RefreshLease, RefreshToken, TokenSet, store::RefreshTurn, token::RefreshMark,
+};
 
 /// Values of `Inner::rotation_seen`: what the last refresh answer showed.
 pub(super) const UNKNOWN: u8 = 0;
@@ -53,6 +60,12 @@ impl Inner {
                     _ => from = state.generation,
                 }
             }
+            if let Status::Ready(cred) = &state.status
+                && let Some(err) = &cred.doomed
+            {
+                // Its refresh token is dead: it was served while it lasted.
+                return self.expire(id, from, err.clone()).await;
+            }
             self.counters.attempts.fetch_add(1, Ordering::Relaxed);
             let err = match self.attempt(&mut from, deadline).await {
                 Ok(()) => {
@@ -73,7 +86,7 @@ impl Inner {
                 Err(err) => err,
             };
             if err.is_session_expired() {
-                return self.expire(from, err).await;
+                return self.expire(id, from, err).await;
             }
             let backoff = self.config.backoff.delay(attempt, self.jitter.next());
             let wait = err
@@ -109,83 +122,197 @@ impl Inner {
         }
     }
 
-    /// One attempt: adopt a newer stored set, or take the store's turn and
-    /// fetch, validate, save and publish. `from` follows what it publishes.
+    /// One attempt: adopt what the store holds if it is newer (or the
+    /// session's end), else take the store's turn and present the refresh
+    /// token under it. `from` follows what it publishes.
     async fn attempt(self: &Arc<Self>, from: &mut u64, deadline: Instant) -> Result<(), Error> {
-        let state = self.state.load_full();
-        let current = state.tokens();
-        // A store that cannot be read fails the attempt: refreshing anyway
-        // could present a refresh token another process already rotated.
-        if let Some(stored) = self.store_op("load", self.store.load(), deadline).await?
-            && is_newer(&stored, current)
-            && self.adopt(from, stored).await
-        {
-            return Ok(());
-        }
-        match self
-            .store_op("lock", self.store.begin_refresh(), deadline)
-            .await?
-        {
-            RefreshTurn::Uncoordinated => self.fetch(from, current, None, deadline).await,
-            RefreshTurn::Leader(lease) => {
-                let result = self.lead(from, current, &*lease, deadline).await;
-                let _ = self
-                    .store_op("unlock", lease.release(), far(self.config.attempt_timeout))
-                    .await;
-                result
+        // Bounded: every turn either returns or waits on the store (each
+        // wait bounded by the deadline), and the loop ends at the deadline.
+        loop {
+            if Instant::now() >= deadline {
+                return Err(Error::transient(
+                    "another process's refresh did not finish in time",
+                ));
             }
-            RefreshTurn::Follower(wait) => {
-                tracing::debug!(generation = *from, "another process is refreshing; waiting");
-                let _ = tokio::time::timeout(remaining(deadline), wait).await;
-                let stored = self.store_op("load", self.store.load(), deadline).await?;
-                let adopted = match stored.filter(|s| is_newer(s, current)) {
-                    Some(stored) => self.adopt(from, stored).await,
-                    None => false,
-                };
-                if adopted {
-                    Ok(())
-                } else {
-                    Err(Error::transient("another process's refresh did not finish"))
+            let state = self.state.load_full();
+            let current = state.tokens();
+            // A store that cannot be read fails the attempt: refreshing anyway
+            // could present a refresh token another process already rotated.
+            let stored = self.store_op("load", self.store.load(), deadline).await?;
+            let unanswered = unanswered_mark(stored.as_ref(), current);
+            match self.reconcile(from, current, stored).await {
+                Reconciled::Done(result) => return result,
+                Reconciled::Again => continue,
+                Reconciled::Present => {}
+            }
+            match self
+                .store_op("lock", self.store.begin_refresh(), deadline)
+                .await?
+            {
+                RefreshTurn::Uncoordinated => {
+                    return self
+                        .present(from, current, unanswered, None, deadline)
+                        .await;
+                }
+                RefreshTurn::Leader(lease) => {
+                    let result = self.lead(from, current, &*lease, deadline).await;
+                    let _ = self
+                        .store_op("unlock", lease.release(), far(self.config.attempt_timeout))
+                        .await;
+                    return match result {
+                        Led::Done(result) => result,
+                        // The store moved on under the lock (a newer set,
+                        // adopted unusable): look again.
+                        Led::Again => continue,
+                    };
+                }
+                RefreshTurn::Follower(wait) => {
+                    tracing::debug!(generation = *from, "another process is refreshing; waiting");
+                    // Never present the refresh token while another
+                    // process holds the lock: wait, then look at the store
+                    // again (it holds their answer, or their tombstone).
+                    if tokio::time::timeout(remaining(deadline), wait)
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::transient(
+                            "another process's refresh did not finish in time",
+                        ));
+                    }
                 }
             }
         }
     }
 
+    /// What the stored set means for the set in memory, before any lock and
+    /// again under it.
+    async fn reconcile(
+        &self,
+        from: &mut u64,
+        current: Option<&TokenSet>,
+        stored: Option<TokenSet>,
+    ) -> Reconciled {
+        let Some(stored) = stored else {
+            return Reconciled::Present;
+        };
+        if is_newer(&stored, current) {
+            return match self.adopt(from, stored).await {
+                Adopted::Usable => Reconciled::Done(Ok(())),
+                Adopted::Ended(err) => Reconciled::Done(Err(err)),
+                // Its access token is no good, but its refresh token is
+                // the live one: refresh from it.
+                Adopted::Unusable => Reconciled::Again,
+            };
+        }
+        if current.is_some_and(|c| stored.buries(c)) {
+            return Reconciled::Done(Err(ended_elsewhere(&stored)));
+        }
+        Reconciled::Present
+    }
+
+    /// Under the shared lock: look at the store once more (another process
+    /// may have finished, or died presenting this refresh token), then
+    /// present it.
     async fn lead(
         self: &Arc<Self>,
         from: &mut u64,
         current: Option<&TokenSet>,
         lease: &dyn RefreshLease,
         deadline: Instant,
-    ) -> Result<(), Error> {
-        // Another process may have finished just before we locked.
-        if let Some(stored) = self.store_op("load", self.store.load(), deadline).await?
-            && is_newer(&stored, current)
-        {
-            return if self.adopt(from, stored).await {
-                Ok(())
-            } else {
-                Err(Error::transient("the stored token set is not usable"))
-            };
+    ) -> Led {
+        let stored = match self.store_op("load", self.store.load(), deadline).await {
+            Ok(stored) => stored,
+            Err(e) => return Led::Done(Err(e)),
+        };
+        let unanswered = unanswered_mark(stored.as_ref(), current);
+        match self.reconcile(from, current, stored).await {
+            Reconciled::Done(result) => return Led::Done(result),
+            Reconciled::Again => return Led::Again,
+            Reconciled::Present => {}
         }
         if !lease.is_held() {
-            return Err(Error::transient(
+            return Led::Done(Err(Error::transient(
                 "lost the shared refresh lock before the token request",
-            ));
+            )));
         }
-        self.fetch(from, current, Some(lease), deadline).await
+        Led::Done(
+            self.present(from, current, unanswered, Some(lease), deadline)
+                .await,
+        )
     }
 
-    /// The token request, then the commit of what it brought.
+    /// Presents the refresh token, unless an earlier presentation of it
+    /// got no answer (`unanswered`: when, and whether it was retried) and
+    /// the server may have spent it.
+    async fn present(
+        &self,
+        from: &mut u64,
+        current: Option<&TokenSet>,
+        unanswered: Option<(u64, bool)>,
+        lease: Option<&dyn RefreshLease>,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let mut retry = None;
+        if let Some((at_unix_ms, retried)) = unanswered {
+            // A process presented this refresh token and recorded no answer:
+            // it died or gave up mid-request, and the server may have spent
+            // the token.
+            match self.after_unanswered(at_unix_ms, retried) {
+                Unanswered::PresentAgain => {}
+                Unanswered::Retry => retry = Some(at_unix_ms),
+                Unanswered::Wait(after) => {
+                    return Err(Error::transient(
+                        "a refresh got no answer; presenting the refresh token once more \
+                         when that request can no longer arrive (the server's reuse grace)",
+                    )
+                    .with_retry_after(after));
+                }
+                Unanswered::End => {
+                    let err = unanswered_error(Error::transient(
+                        "the refresh token was presented before and got no answer",
+                    ));
+                    self.bury(*from, current, EndReason::Unanswered, lease)
+                        .await;
+                    return Err(err);
+                }
+            }
+        }
+        self.fetch(from, current, lease, retry, deadline).await
+    }
+
+    /// The token request, then the commit of what it brought. `retry`: this
+    /// is the one retry, within the reuse grace, of a presentation at that
+    /// time that got no answer.
     async fn fetch(
         &self,
         from: &mut u64,
         current: Option<&TokenSet>,
         lease: Option<&dyn RefreshLease>,
+        retry: Option<u64>,
         deadline: Instant,
     ) -> Result<(), Error> {
         let spent = current.and_then(|c| c.refresh_token()).cloned();
+        let presented_at = retry.unwrap_or_else(now_unix_ms);
+        let retry = retry.is_some();
         let limit = self.config.attempt_timeout.min(remaining(deadline));
+        if let (Some(current), Some(_)) = (current, &spent) {
+            // Recorded before the request leaves: if this process dies with
+            // the request in flight, whoever takes the lock next knows the
+            // token may be spent.
+            let mark = RefreshMark::Presented {
+                at_unix_ms: presented_at,
+                retried: retry,
+            };
+            let marked = self
+                .write_mark(*from, current.clone().with_mark(mark), lease)
+                .await;
+            if let Err(e) = marked
+                && lease.is_some()
+            {
+                // Others rely on the mark: without it, do not present.
+                return Err(e);
+            }
+        }
         let call = AssertUnwindSafe(self.source.fetch(current)).catch_unwind();
         let result = match tokio::time::timeout(limit, call).await {
             Err(_) => {
@@ -194,31 +321,109 @@ impl Inner {
             Ok(Err(_)) => Err(Error::transient("token source panicked")),
             Ok(Ok(result)) => result,
         };
-        let fetched = match result {
-            Ok(fetched) => fetched,
-            Err(err) if err.is_outcome_unknown() && spent.is_some() => {
-                self.counters.unanswered.fetch_add(1, Ordering::Relaxed);
-                return Err(if self.may_rotate() {
-                    Error::session_expired(
-                        "a token request that presented the refresh token got no answer; \
-                         a rotating server may have spent it, so it is not presented again",
-                    )
-                    .with_outcome_unknown()
-                    .with_source(err)
-                } else {
-                    err
-                });
+        let fetched = match (result, current) {
+            (Ok(fetched), _) => fetched,
+            (Err(err), Some(current)) if spent.is_some() => {
+                return Err(self
+                    .unanswered_or_refused(*from, current, err, retry, presented_at, lease)
+                    .await);
             }
-            Err(err) => return Err(err),
+            (Err(err), _) => return Err(err),
         };
         self.observe_rotation(spent.as_ref(), &fetched);
+        let fetched = fetched.inherit_extra(current);
         self.commit(from, fetched, spent.as_ref(), lease).await
+    }
+
+    /// A request that presented `current`'s refresh token failed: record
+    /// what that means in the store (before the lock is released) and say
+    /// what the refresh returns.
+    async fn unanswered_or_refused(
+        &self,
+        from: u64,
+        current: &TokenSet,
+        err: Error,
+        retry: bool,
+        presented_at: u64,
+        lease: Option<&dyn RefreshLease>,
+    ) -> Error {
+        if err.is_session_expired() && !err.is_outcome_unknown() {
+            // Refused (`invalid_grant`): dead everywhere.
+            self.bury(from, Some(current), EndReason::InvalidGrant, lease)
+                .await;
+            return err;
+        }
+        if !err.is_outcome_unknown() {
+            // The server answered without spending it: clear this request's
+            // mark. After a grace retry that leaves the first, unanswered
+            // presentation, which may still have spent it (model check).
+            let mark = if retry {
+                RefreshMark::Presented {
+                    at_unix_ms: presented_at,
+                    retried: false,
+                }
+            } else {
+                RefreshMark::Live
+            };
+            let _ = self
+                .write_mark(from, current.clone().with_mark(mark), lease)
+                .await;
+            return err;
+        }
+        self.counters.unanswered.fetch_add(1, Ordering::Relaxed);
+        match self.after_unanswered(presented_at, retry) {
+            Unanswered::PresentAgain => {
+                let _ = self
+                    .write_mark(from, current.clone().with_mark(RefreshMark::Live), lease)
+                    .await;
+                err
+            }
+            // The mark stays: the next leader (this process or another)
+            // makes the one retry the grace allows.
+            Unanswered::Retry => err,
+            Unanswered::Wait(after) => err.with_retry_after(after),
+            Unanswered::End => {
+                self.bury(from, Some(current), EndReason::Unanswered, lease)
+                    .await;
+                unanswered_error(err)
+            }
+        }
+    }
+
+    /// What to do with a refresh token whose presentation at `at_unix_ms`
+    /// got no answer; `retried`: it was already presented again once.
+    ///
+    /// Within a reuse grace `g`, with requests bounded by the attempt
+    /// timeout `d`, the one retry is made in `[at + d, at + g - d)`: not
+    /// before the first request can no longer reach the server (a server
+    /// that mints a new token for a reuse would otherwise kill the retry's
+    /// answer), and early enough that the retry itself arrives within the
+    /// grace. So a grace shorter than twice the attempt timeout allows no
+    /// retry. (Found by the model check in `tests/protocol_model.rs`.)
+    fn after_unanswered(&self, at_unix_ms: u64, retried: bool) -> Unanswered {
+        match self.config.rotation {
+            Rotation::Grace(grace) if !retried => {
+                let age = u128::from(now_unix_ms().saturating_sub(at_unix_ms));
+                let bound = self.config.attempt_timeout.as_millis();
+                if age + bound >= grace.as_millis() {
+                    Unanswered::End
+                } else if age < bound {
+                    Unanswered::Wait(Duration::from_millis(
+                        u64::try_from(bound - age).unwrap_or(u64::MAX),
+                    ))
+                } else {
+                    Unanswered::Retry
+                }
+            }
+            _ if self.may_rotate() => Unanswered::End,
+            _ => Unanswered::PresentAgain,
+        }
     }
 
     fn may_rotate(&self) -> bool {
         match self.config.rotation {
             Rotation::Never => false,
-            Rotation::Always => true,
+            Rotation::Always | Rotation::Grace(_) => true,
             Rotation::Detect => self.rotation_seen.load(Ordering::Relaxed) != KEEPS,
         }
     }
@@ -231,6 +436,93 @@ impl Inner {
         };
         self.rotation_seen.store(seen, Ordering::Relaxed);
     }
+}
+
+/// What the store says before the lock is taken (and again under it).
+enum Reconciled {
+    /// Adopted, or the session ended: the attempt is over.
+    Done(Result<(), Error>),
+    /// The state moved (a stored set adopted for its refresh token only):
+    /// look again.
+    Again,
+    /// Nothing newer: present the refresh token in memory.
+    Present,
+}
+
+/// How the leader's turn ended.
+enum Led {
+    Done(Result<(), Error>),
+    Again,
+}
+
+/// What follows an unanswered presentation of a refresh token.
+enum Unanswered {
+    /// The server does not rotate: present it again (after a backoff).
+    PresentAgain,
+    /// Within the reuse grace, and not retried yet: one more presentation.
+    Retry,
+    /// The retry the grace allows, once the first request can no longer
+    /// arrive: after this long.
+    Wait(Duration),
+    /// It may be spent: the session ends.
+    End,
+}
+
+/// When `current`'s refresh token was presented without a recorded answer,
+/// and whether that was already the grace retry: what `stored` says of the
+/// same refresh token.
+fn unanswered_mark(stored: Option<&TokenSet>, current: Option<&TokenSet>) -> Option<(u64, bool)> {
+    let (stored, current) = (stored?, current?);
+    if stored.refresh_token().is_none() || stored.refresh_token() != current.refresh_token() {
+        return None;
+    }
+    match *stored.mark() {
+        RefreshMark::Presented {
+            at_unix_ms,
+            retried,
+        } => Some((at_unix_ms, retried)),
+        _ => None,
+    }
+}
+
+/// The session's end after a refresh token may have been spent unanswered.
+fn unanswered_error(cause: Error) -> Error {
+    Error::session_expired(
+        "a token request that presented the refresh token got no answer;          a rotating server may have spent it, so it is not presented again",
+    )
+    .with_outcome_unknown()
+    .with_source(cause)
+}
+
+/// The session's end as another process recorded it in the store.
+pub(super) fn ended_elsewhere(tombstone: &TokenSet) -> Error {
+    match tombstone.ended() {
+        Some(EndReason::Unanswered) => unanswered_error(Error::transient(
+            "the store records that the refresh token was presented without an answer",
+        )),
+        Some(EndReason::Logout) => Error::session_expired("the session was ended; log in again"),
+        _ => Error::session_expired(
+            "the store records that the server refused the refresh token (invalid_grant); log in again",
+        ),
+    }
+}
+
+/// Now, as wall-clock Unix milliseconds: what presentation marks record,
+/// since they are compared across processes. Read off tokio's clock from a
+/// wall-clock anchor taken once, so that paused test time moves it too.
+pub(super) fn now_unix_ms() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static ANCHOR: std::sync::OnceLock<(SystemTime, Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = *ANCHOR.get_or_init(|| (SystemTime::now(), Instant::now()));
+    let now = Instant::now();
+    let wall_now = if now >= at {
+        wall.checked_add(now - at)
+    } else {
+        wall.checked_sub(at - now)
+    };
+    wall_now
+        .and_then(|w| w.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What is left of the time until `deadline`.
