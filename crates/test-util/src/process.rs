@@ -25,7 +25,7 @@
 //!     process::{self, SessionConfig, SessionProcess},
 //! };
 //!
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let auth = AuthServer::start(AuthConfig::default()).await?;
 //! let api = ResourceServer::start(&auth).await?;
 //! let file = std::env::temp_dir().join("session.json");
