@@ -260,3 +260,36 @@ async fn stored_fields_this_build_does_not_know_survive_a_refresh() {
         "{saved}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn under_a_grace_an_unanswered_refresh_ahead_leaves_its_retry_until_a_token_is_needed() {
+    let endpoint = Endpoint::hanging_on(&[1]);
+    let tokens = TokenManager::builder(endpoint.source())
+        .initial(
+            TokenSet::bearer("token-0")
+                .with_expires_in(Duration::from_secs(20))
+                .with_refresh_token("refresh-0"),
+        )
+        .refresh_ahead(Duration::from_secs(10))
+        .refresh_jitter(0.0)
+        .expiry_leeway(Duration::ZERO)
+        .attempt_timeout(Duration::from_secs(2))
+        .rotation(Rotation::Grace(Duration::from_secs(60)))
+        .build();
+    // The background refresh at 11 s gets no answer by 13 s.
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(header(&tokens).as_deref(), Some("Bearer token-0"));
+    sleep(Duration::from_secs(5)).await;
+    // No retry of its own while token-0 serves: another process sharing the
+    // store may need a token first and make the one retry.
+    assert_eq!(endpoint.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(header(&tokens).as_deref(), Some("Bearer token-0"));
+    // Once token-0 is stale, this process needs a token and retries.
+    sleep(Duration::from_secs(5)).await;
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer token-2");
+    assert_eq!(
+        endpoint.presented(),
+        [Some("refresh-0".to_owned()), Some("refresh-0".to_owned())]
+    );
+}

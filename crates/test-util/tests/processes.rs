@@ -357,7 +357,6 @@ impl Drop for Silent {
 /// presentation ends the session in every process in the first window,
 /// though the server never saw the refresh token (`token_requests == 0`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails with the issue-18 fix: the stuck process takes the grace retry itself and the session ends everywhere"]
 async fn a_process_whose_token_endpoint_hangs_does_not_stop_the_others() {
     let _one = ONE_AT_A_TIME.lock().await;
     let config = AuthConfig::default()

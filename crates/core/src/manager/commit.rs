@@ -259,7 +259,7 @@ impl Inner {
                 generation: from,
                 status: Status::Ready(doomed),
             });
-            if self.try_land_doomed(id, from) {
+            if self.land_unrejected(id, from) {
                 tracing::warn!(error = %err, "refresh token lost; serving the access token until it expires");
                 return (Ok(auth), false);
             }

@@ -182,11 +182,12 @@ impl Inner {
     }
 
     /// Ends flight `id` with the credential of generation `from` served on
-    /// (its refresh token dead), unless a caller rejected that generation:
-    /// then the flight must end the session instead (returns false).
+    /// (its refresh token dead, or its grace retry left to another process),
+    /// unless a caller rejected that generation: then the flight must go on
+    /// (returns false).
     /// Checked under the flight lock, so no caller can join after it and be
     /// handed the credential it rejected.
-    pub(super) fn try_land_doomed(&self, id: u64, from: u64) -> bool {
+    pub(super) fn land_unrejected(&self, id: u64, from: u64) -> bool {
         self.land_unless(id, |flight| flight.rejected >= from)
     }
 

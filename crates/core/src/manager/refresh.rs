@@ -88,6 +88,9 @@ impl Inner {
             if err.is_session_expired() {
                 return self.expire(id, from, err).await;
             }
+            if self.leaves_grace_retry(id, from, &err) {
+                return (Err(err), false);
+            }
             let backoff = self.config.backoff.delay(attempt, self.jitter.next());
             let wait = err
                 .retry_after()
@@ -388,6 +391,25 @@ impl Inner {
                 unanswered_error(err)
             }
         }
+    }
+
+    /// After this process's own request went unanswered within a reuse
+    /// grace, the one retry is left to whoever needs a token first, unless
+    /// this process does: while its credential is still usable and nobody
+    /// rejected it, the flight ends here (a background refresh is snoozed
+    /// until the credential is stale). A process whose token endpoint hangs
+    /// would otherwise spend the retry on the same silent endpoint, while
+    /// another process's retry would have been answered. Ends the flight
+    /// (returns true) under the flight lock, so no rejecting caller joins
+    /// it afterwards.
+    fn leaves_grace_retry(&self, id: u64, from: u64, err: &Error) -> bool {
+        if !matches!(self.config.rotation, Rotation::Grace(_)) || !err.is_outcome_unknown() {
+            return false;
+        }
+        let state = self.state.load();
+        let usable = state.generation == from
+            && matches!(&state.status, Status::Ready(cred) if cred.is_usable());
+        usable && self.land_unrejected(id, from)
     }
 
     /// What to do with a refresh token whose presentation at `at_unix_ms`
