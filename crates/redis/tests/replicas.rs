@@ -711,3 +711,60 @@ async fn a_slow_leader_with_the_default_settings_refreshes_once_for_both_replica
         "the follower took the leader's set"
     );
 }
+
+/// A lost answer: replica A's token request outlives its attempt timeout,
+/// and the server (like oidc-provider or Django) carries it out anyway and
+/// rotates the refresh token. A records the session's end in Redis before
+/// it lets the lock go, so replica B, holding the same refresh token, never
+/// presents it: no reuse on either replica, and both sessions end saying
+/// the outcome is unknown. (The lock used to be released before the store
+/// was cleared, and B then presented the spent token.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_lost_to_one_replica_is_never_presented_again_by_another() {
+    let redis = RedisServer::start().await.unwrap();
+    let auth = AuthServer::start(
+        AuthConfig::default()
+            .access_lifetime(HOUR)
+            .finish_abandoned(true),
+    )
+    .await
+    .unwrap();
+    let api = ResourceServer::start(&auth).await.unwrap();
+    let stores = [
+        store(&redis, Duration::from_secs(5)).await,
+        store(&redis, Duration::from_secs(5)).await,
+    ];
+    let replicas = seeded_pair(&auth, &api, stores, |b| {
+        b.attempt_timeout(Duration::from_millis(300))
+            .min_refresh_interval(Duration::ZERO)
+    })
+    .await;
+    auth.expire_access_tokens();
+    // A's request is answered after A gave up on it, and still rotates.
+    auth.inject(Fault::Delay(Duration::from_secs(1)), 1);
+    let a = get(&replicas[0].client, api.url("/api/data")).await;
+    let a_err = a.expect_err("A's refresh got no answer");
+    let a_err = a_err
+        .downcast_ref::<tower_token_refresh::Error>()
+        .expect("the layer's typed error");
+    assert_eq!(a_err.kind(), ErrorKind::SessionExpired);
+    assert!(a_err.is_outcome_unknown());
+    until("the abandoned request was carried out", || {
+        auth.stats().abandoned_completed == 1
+    })
+    .await;
+    // B holds the same refresh token; its refresh finds the tombstone.
+    let b = get(&replicas[1].client, api.url("/api/data")).await;
+    let b_err = b.expect_err("B's session ended too");
+    let b_err = b_err
+        .downcast_ref::<tower_token_refresh::Error>()
+        .expect("the layer's typed error");
+    assert_eq!(b_err.kind(), ErrorKind::SessionExpired);
+    assert!(b_err.is_outcome_unknown(), "{b_err}");
+    let stats = auth.stats();
+    assert_eq!(stats.token_requests, 1, "B presented nothing: {stats:?}");
+    assert_eq!(stats.reuse_detected, 0, "{stats:?}");
+    assert_eq!(stats.invalid_grant, 0, "{stats:?}");
+    let stored = replicas[1].tokens.current();
+    assert!(stored.is_none_or(|s| s.refresh_token().is_none()));
+}
