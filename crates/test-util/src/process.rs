@@ -8,7 +8,9 @@
 //!
 //! 1. builds a hyper-util client, a [`RefreshTokenGrant`], a
 //!    [`TokenManager`] with `.store(FileStore::new(path))` and the
-//!    [`TokenRefreshLayer`]ed client, as a user program would;
+//!    [`TokenRefreshLayer`]ed client, as a user program would (with
+//!    [`SessionConfig::without_lock`], `FileStore::new(path).without_lock()`:
+//!    the bug the lock prevents, for tests that show they would catch it);
 //! 2. [`load`](TokenManager::load)s the session from the file (it never
 //!    logs in itself: no session in the file is an error);
 //! 3. sends `GET`s to the resource from `concurrency` tasks until its time
@@ -164,6 +166,9 @@ pub struct SessionConfig {
     /// [`TokenManagerBuilder::refresh_ahead`](tower_token_refresh::TokenManagerBuilder::refresh_ahead);
     /// `None`: the default.
     pub refresh_ahead: Option<Duration>,
+    /// [`TokenManagerBuilder::refresh_jitter`](tower_token_refresh::TokenManagerBuilder::refresh_jitter);
+    /// `None`: the default.
+    pub refresh_jitter: Option<f64>,
     /// [`TokenManagerBuilder::expiry_leeway`](tower_token_refresh::TokenManagerBuilder::expiry_leeway);
     /// `None`: the default.
     pub expiry_leeway: Option<Duration>,
@@ -178,6 +183,9 @@ pub struct SessionConfig {
     /// How often the child looks at its manager's generation to note when
     /// it first held each new access token ([`SessionReport::held`]).
     pub watch_interval: Duration,
+    /// Whether the [`FileStore`] keeps its cross-process refresh lock
+    /// (`--no-lock` turns it off: [`FileStore::without_lock`]).
+    pub file_lock: bool,
 }
 
 impl SessionConfig {
@@ -185,22 +193,42 @@ impl SessionConfig {
     /// `resource_url`: for 10 s, 2 tasks, 50 ms between requests, the
     /// manager's defaults, requests bounded at 60 s.
     pub fn new(file: impl Into<PathBuf>, auth: &AuthServer, resource_url: String) -> Self {
+        Self::for_token_endpoint(
+            file,
+            auth.token_url(),
+            auth.client_id(),
+            auth.client_secret(),
+            resource_url,
+        )
+    }
+
+    /// As [`new`](Self::new), for any authorization server: its token
+    /// endpoint and the client's id and secret (Basic authentication).
+    pub fn for_token_endpoint(
+        file: impl Into<PathBuf>,
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        resource_url: impl Into<String>,
+    ) -> Self {
         SessionConfig {
             file: file.into(),
-            token_url: auth.token_url(),
-            client_id: auth.client_id().to_owned(),
-            client_secret: auth.client_secret().to_owned(),
-            resource_url,
+            token_url: token_url.into(),
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            resource_url: resource_url.into(),
             run: Run::For(Duration::from_secs(10)),
             concurrency: 2,
             interval: Duration::from_millis(50),
             attempt_timeout: None,
             refresh_ahead: None,
+            refresh_jitter: None,
             expiry_leeway: None,
             max_attempts: None,
             rotation: RotationSetting::Detect,
             request_timeout: Duration::from_secs(60),
             watch_interval: Duration::from_millis(5),
+            file_lock: true,
         }
     }
 
@@ -246,6 +274,13 @@ impl SessionConfig {
         self
     }
 
+    /// The manager's refresh jitter (0: every process that holds the same
+    /// token starts its refresh at the same moment).
+    pub fn refresh_jitter(mut self, fraction: f64) -> Self {
+        self.refresh_jitter = Some(fraction);
+        self
+    }
+
     /// The manager's expiry leeway.
     pub fn expiry_leeway(mut self, leeway: Duration) -> Self {
         self.expiry_leeway = Some(leeway);
@@ -267,6 +302,16 @@ impl SessionConfig {
     /// How often the child notes its manager's generation.
     pub fn watch_interval(mut self, interval: Duration) -> Self {
         self.watch_interval = interval;
+        self
+    }
+
+    /// The child's [`FileStore`] has no refresh lock
+    /// ([`FileStore::without_lock`]): processes sharing the file then
+    /// refresh at once and present the same refresh token (which a rotating
+    /// server punishes), or end their session on another's "presented"
+    /// mark. For tests that show a scenario catches that.
+    pub fn without_lock(mut self) -> Self {
+        self.file_lock = false;
         self
     }
 
@@ -294,6 +339,9 @@ impl SessionConfig {
         if let Some(window) = self.refresh_ahead {
             push("--refresh-ahead", millis(window).into());
         }
+        if let Some(fraction) = self.refresh_jitter {
+            push("--refresh-jitter", fraction.to_string().into());
+        }
         if let Some(leeway) = self.expiry_leeway {
             push("--expiry-leeway", millis(leeway).into());
         }
@@ -303,6 +351,9 @@ impl SessionConfig {
         push("--rotation", self.rotation.arg().into());
         push("--request-timeout", millis(self.request_timeout).into());
         push("--watch-interval", millis(self.watch_interval).into());
+        if !self.file_lock {
+            args.push("--no-lock".into());
+        }
         args
     }
 
@@ -320,6 +371,11 @@ impl SessionConfig {
             let Some(name) = flag.strip_prefix("--") else {
                 return Err(format!("unexpected argument {flag:?}"));
             };
+            // The one switch without a value.
+            if name == "no-lock" {
+                flags.insert(name.to_owned(), String::new());
+                continue;
+            }
             let value = args
                 .next()
                 .ok_or_else(|| format!("--{name} needs a value"))?;
@@ -366,6 +422,12 @@ impl SessionConfig {
             interval: duration(take("interval"))?.unwrap_or(Duration::from_millis(50)),
             attempt_timeout: duration(take("attempt-timeout"))?,
             refresh_ahead: duration(take("refresh-ahead"))?,
+            refresh_jitter: take("refresh-jitter")
+                .map(|v| {
+                    v.parse::<f64>()
+                        .map_err(|e| format!("--refresh-jitter {v}: {e}"))
+                })
+                .transpose()?,
             expiry_leeway: duration(take("expiry-leeway"))?,
             max_attempts: number(take("max-attempts"), "max-attempts")?
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
@@ -376,6 +438,7 @@ impl SessionConfig {
                 .unwrap_or_default(),
             request_timeout: duration(take("request-timeout"))?.unwrap_or(Duration::from_secs(60)),
             watch_interval: duration(take("watch-interval"))?.unwrap_or(Duration::from_millis(5)),
+            file_lock: take("no-lock").is_none(),
         };
         match flags.keys().next() {
             Some(unknown) => Err(format!("unknown argument --{unknown}")),
@@ -397,11 +460,13 @@ impl fmt::Debug for SessionConfig {
             .field("interval", &self.interval)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("refresh_ahead", &self.refresh_ahead)
+            .field("refresh_jitter", &self.refresh_jitter)
             .field("expiry_leeway", &self.expiry_leeway)
             .field("max_attempts", &self.max_attempts)
             .field("rotation", &self.rotation)
             .field("request_timeout", &self.request_timeout)
             .field("watch_interval", &self.watch_interval)
+            .field("file_lock", &self.file_lock)
             .finish()
     }
 }
@@ -578,14 +643,22 @@ pub async fn run(config: SessionConfig) -> Result<SessionReport, SetupError> {
         ClientAuth::basic(config.client_id.clone(), config.client_secret.clone()),
         ServiceClient::new(http.clone()),
     );
+    let store = if config.file_lock {
+        FileStore::new(&config.file)
+    } else {
+        FileStore::new(&config.file).without_lock()
+    };
     let mut builder = TokenManager::builder(grant)
-        .store(FileStore::new(&config.file))
+        .store(store)
         .rotation(config.rotation.rotation()?);
     if let Some(timeout) = config.attempt_timeout {
         builder = builder.attempt_timeout(timeout);
     }
     if let Some(window) = config.refresh_ahead {
         builder = builder.refresh_ahead(window);
+    }
+    if let Some(fraction) = config.refresh_jitter {
+        builder = builder.refresh_jitter(fraction);
     }
     if let Some(leeway) = config.expiry_leeway {
         builder = builder.expiry_leeway(leeway);
@@ -1005,11 +1078,13 @@ mod tests {
             interval: Duration::from_millis(20),
             attempt_timeout: Some(Duration::from_secs(1)),
             refresh_ahead: Some(Duration::ZERO),
+            refresh_jitter: Some(0.25),
             expiry_leeway: None,
             max_attempts: Some(2),
             rotation: RotationSetting::Grace(Duration::from_secs(5)),
             request_timeout: Duration::from_secs(9),
             watch_interval: Duration::from_millis(1),
+            file_lock: false,
         };
         let args = config
             .to_args()
