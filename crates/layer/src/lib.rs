@@ -178,6 +178,11 @@ pub use tower_token_refresh_core::{
 };
 pub use trailers::WatchTrailersLayer;
 
+// The README's example, compiled as a doc test (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 /// The coordinator's lower-level types, for code that drives a
 /// [`TokenManager`] without the layer (another client, a benchmark): the
 /// non-blocking lookup and its per-client cache, and the shared refresh.
