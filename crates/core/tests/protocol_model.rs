@@ -1,5 +1,5 @@
-//! An exhaustive model check of the cross-process refresh protocol of
-//! `notes/protocol.md` (issue 18): three processes share one store and one
+//! An exhaustive model check of the cross-process refresh protocol that
+//! `TokenStore`'s docs describe ("One login, many processes"): three processes share one store and one
 //! authorization server, and every interleaving of their steps, crashes,
 //! lost messages and expiries is explored breadth-first, with a set of
 //! visited states. The model follows the spec, not today's code.
@@ -267,8 +267,10 @@ enum GraceReply {
     Mint,
 }
 
-/// The protocol's switches: `SPEC` is `notes/protocol.md`; the mutants
-/// break one rule each; the `fix_*` fields are this model's proposals.
+/// The protocol's switches: `SPEC` is the protocol as first written, before
+/// this model found its holes; the mutants break one rule each; the
+/// `fix_*` fields are the model's fixes (1–3 are in the coordinator, 4 is
+/// not: see `FIXED`).
 #[derive(Clone, Copy, Debug)]
 struct Protocol {
     /// Step 3: re-read the record after taking the lock. Mutant (a): off.

@@ -669,6 +669,18 @@ pub async fn run(config: SessionConfig) -> Result<SessionReport, SetupError> {
     let tokens = builder.build();
     match tokens.load().await {
         Ok(true) => {}
+        Ok(false) if tokens.is_session_expired() => {
+            // A tombstone: another process (or an earlier run) ended it.
+            let why = match tokens.authorization().await {
+                Err(e) => e.to_string(),
+                Ok(_) => "it ended".to_owned(),
+            };
+            return Err(format!(
+                "the session in {} is over: {why}; log in again",
+                config.file.display()
+            )
+            .into());
+        }
         Ok(false) => {
             return Err(format!("no session in {}: log in first", config.file.display()).into());
         }
