@@ -30,7 +30,8 @@ use tower_token_refresh::{
     ServiceClient, TokenManager, TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
-use tower_token_refresh_redis::{RedisStore, testing::RedisServer};
+use tower_token_refresh_redis::RedisStore;
+use tower_token_refresh_test_util::RedisServer;
 use tower_token_refresh_test_util::{AuthConfig, AuthServer, ResourceServer, hyper_client};
 
 const REPLICAS: usize = 4;

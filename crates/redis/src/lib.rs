@@ -67,9 +67,6 @@
 //! TLS: enable the `tls` feature and use a `rediss://` URL. AUTH and ACL
 //! users: put them in the URL, `redis://user:password@host:port/`.
 
-#[cfg(feature = "testing")]
-pub mod testing;
-
 use std::{
     fmt,
     hash::{BuildHasher, RandomState},

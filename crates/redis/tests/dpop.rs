@@ -9,7 +9,8 @@ use redis::AsyncCommands as _;
 use tower_token_refresh_core::{
     Error, TokenManager, TokenSet, TokenSource, XChaCha20Poly1305Sealer, dpop::DpopKey, source,
 };
-use tower_token_refresh_redis::{RedisStore, testing::RedisServer};
+use tower_token_refresh_redis::RedisStore;
+use tower_token_refresh_test_util::RedisServer;
 
 const KEY: [u8; 32] = [0x31; 32];
 

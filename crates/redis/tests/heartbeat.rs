@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower_token_refresh_core::{ErrorKind, RefreshLease, RefreshTurn, TokenSet, TokenStore};
-use tower_token_refresh_redis::{RedisStore, testing::RedisServer};
+use tower_token_refresh_redis::RedisStore;
+use tower_token_refresh_test_util::RedisServer;
 
 const LOCK: &str = "hb:lock";
 

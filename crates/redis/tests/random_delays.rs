@@ -16,7 +16,8 @@ use tower_token_refresh::{
     ServiceClient, TokenManager, TokenRefresh, TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
-use tower_token_refresh_redis::{RedisStore, testing::RedisServer};
+use tower_token_refresh_redis::RedisStore;
+use tower_token_refresh_test_util::RedisServer;
 use tower_token_refresh_test_util::{AuthConfig, AuthServer, Fault, ResourceServer, hyper_client};
 
 type Http = Client<HttpConnector, Full<Bytes>>;

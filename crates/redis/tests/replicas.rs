@@ -12,7 +12,8 @@ use tower_token_refresh::{
     ErrorKind, Rotation, ServiceClient, TokenManager, TokenRefresh, TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
-use tower_token_refresh_redis::{RedisStore, testing::RedisServer};
+use tower_token_refresh_redis::RedisStore;
+use tower_token_refresh_test_util::RedisServer;
 use tower_token_refresh_test_util::{
     AuthConfig, AuthServer, Fault, Gate, ResourceServer, hyper_client,
 };

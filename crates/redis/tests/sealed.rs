@@ -11,7 +11,8 @@ use tower_token_refresh_core::{
     Error, ErrorKind, RefreshTurn, TokenManager, TokenSet, TokenSource, TokenStore,
     XChaCha20Poly1305Sealer, source,
 };
-use tower_token_refresh_redis::{RedisStore, testing::RedisServer};
+use tower_token_refresh_redis::RedisStore;
+use tower_token_refresh_test_util::RedisServer;
 
 const ACCESS: &str = "access-5e1d77-SECRET";
 const REFRESH: &str = "refresh-c0ffee-SECRET";

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tower_token_refresh_core::{ErrorKind, TokenSet, TokenStore};
-use tower_token_refresh_redis::{RedisStore, testing::RedisServer};
+use tower_token_refresh_redis::RedisStore;
+use tower_token_refresh_test_util::RedisServer;
 
 #[tokio::test]
 async fn the_store_works_over_tls_and_refuses_an_untrusted_server() {

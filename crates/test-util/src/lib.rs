@@ -62,6 +62,8 @@ mod form;
 #[cfg(feature = "grpc")]
 mod grpc;
 pub mod process;
+#[cfg(feature = "redis")]
+mod redis_server;
 mod resource;
 mod serve;
 mod source;
@@ -79,6 +81,8 @@ pub use auth::{
 };
 #[cfg(feature = "grpc")]
 pub use grpc::{BytesCodec, GrpcServer, GrpcStats};
+#[cfg(feature = "redis")]
+pub use redis_server::RedisServer;
 pub use resource::{ResourceServer, ResourceStats};
 pub use source::CountingSource;
 pub use wait::until;

@@ -1,4 +1,4 @@
-//! A throwaway `redis-server` for tests and examples (feature `testing`).
+//! A throwaway `redis-server` for tests and examples (feature `redis`).
 
 use std::{
     io,
