@@ -62,6 +62,7 @@ mod crypto;
 pub mod dpop;
 mod error;
 mod file_store;
+mod host;
 #[cfg(feature = "jose")]
 pub mod jose;
 mod lock_file;
@@ -76,6 +77,7 @@ mod token;
 
 pub use error::{BoxError, Error, ErrorKind};
 pub use file_store::FileStore;
+pub use host::is_loopback_host;
 pub use lock_file::LockedStore;
 pub use manager::{
     Authorization, Lookup, LookupCache, RefreshFuture, Rotation, Scheme, TokenManager,

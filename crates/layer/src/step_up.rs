@@ -40,7 +40,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, Response, StatusCode, Uri, header};
-use tower_token_refresh_core::oauth2::LoginHints;
+use tower_token_refresh_core::{is_loopback_host, oauth2::LoginHints};
 
 use crate::classify::parse_challenges;
 
@@ -178,18 +178,9 @@ fn metadata_url(value: &str) -> Option<Uri> {
     let host = uri.host()?;
     match uri.scheme_str()? {
         s if s.eq_ignore_ascii_case("https") => Some(uri),
-        s if s.eq_ignore_ascii_case("http") && is_loopback(host) => Some(uri),
+        s if s.eq_ignore_ascii_case("http") && is_loopback_host(host) => Some(uri),
         _ => None,
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
