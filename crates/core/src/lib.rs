@@ -80,7 +80,7 @@ pub use file_store::FileStore;
 pub use host::is_loopback_host;
 pub use lock_file::LockedStore;
 pub use manager::{
-    Authorization, Lookup, LookupCache, RefreshFuture, Rotation, Scheme, TokenManager,
+    Authorization, Lookup, LookupCache, MAX_SETTING, RefreshFuture, Rotation, Scheme, TokenManager,
     TokenManagerBuilder, check_runtime,
 };
 pub use seal::Sealer;

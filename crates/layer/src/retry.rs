@@ -66,7 +66,7 @@ use tower::retry::{
     Policy, RetryLayer,
     budget::{Budget, TpsBudget},
 };
-use tower_token_refresh_core::{BoxError, Error};
+use tower_token_refresh_core::{BoxError, Error, MAX_SETTING};
 
 use crate::{CloneBody, ReplayPolicy};
 
@@ -91,10 +91,6 @@ struct Config {
     max_retry_after: Duration,
     any_method: bool,
 }
-
-/// Upper bound for every duration setting, so that arithmetic on them
-/// cannot overflow.
-const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
 
 /// A [`tower::retry::Policy`] for HTTP requests: retries lost connections
 /// and server errors with exponential backoff and full jitter, within a

@@ -70,9 +70,19 @@ pub enum Rotation {
     Grace(Duration),
 }
 
-/// The longest duration any setting takes; larger values are clamped so
-/// that instant arithmetic cannot overflow.
-pub(super) const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest duration any setting of these crates takes: a year (365
+/// days). Builders clamp larger values to it.
+///
+/// The bound is what makes `Instant::now() + setting`, and the sum of two
+/// settings, safe from overflow on every platform: an `Instant` spans
+/// centuries, tokio's timer clamps sleeps past about two years, and Redis
+/// takes a year in milliseconds. A year and not less, because some settings
+/// are legitimately long: a token that lives for months may be refreshed
+/// days ahead ([`TokenManagerBuilder::refresh_ahead`]).
+///
+/// Used by [`TokenManagerBuilder`], the layer's `ServerErrorRetry` and the
+/// Redis store's builder.
+pub const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Timing and retry settings. Every field has a default argued in the docs of
 /// the matching [`TokenManagerBuilder`] method.
