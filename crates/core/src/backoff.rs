@@ -1,10 +1,15 @@
-//! Exponential backoff with full jitter, and the random numbers behind it.
+//! Waiting before trying again: exponential backoff with full jitter, the
+//! random numbers behind it, and the wait a server asks for
+//! ([`retry_after`]), which the grants and the layer's `ServerErrorRetry`
+//! both read.
 
 use std::{
     hash::{BuildHasher, RandomState},
     sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
+
+use http::{HeaderMap, header::RETRY_AFTER};
 
 /// Exponential backoff with full jitter: the wait before attempt `n + 1` is
 /// drawn uniformly from `0..=min(max, base * 2^(n-1))`.
@@ -62,8 +67,33 @@ impl Jitter {
     }
 }
 
+/// The wait the first `Retry-After` of `headers` asks for (RFC 9110
+/// §10.2.3), counted from `now`: delay-seconds, or an HTTP-date in any of
+/// the three forms RFC 9110 §5.6.7 has recipients accept (read by the
+/// `httpdate` crate).
+///
+/// A date in the past is no wait (`Some(ZERO)`); a number of seconds too
+/// large to count is the longest wait there is. No cap: each caller
+/// decides what it is willing to wait. Anything else (a sign, a fraction,
+/// an invalid date, junk) is no value: a server's junk never becomes a
+/// wait.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: `parse` fails only when the number overflows.
+        let seconds = value.parse().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use http::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -91,5 +121,72 @@ mod tests {
         assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
         let low = draws.iter().filter(|x| **x < 0.1).count();
         assert!((800..1200).contains(&low), "{low} of 10000 below 0.1");
+    }
+
+    fn after(value: &'static str, now: SystemTime) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+        retry_after(&headers, now)
+    }
+
+    #[test]
+    fn retry_after_seconds_are_digits_only_and_saturate() {
+        let now = SystemTime::now();
+        assert_eq!(after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(after(" 2 ", now), Some(Duration::from_secs(2)));
+        assert_eq!(after("0", now), Some(Duration::ZERO));
+        assert_eq!(
+            after("99999999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for junk in ["-5", "+5", "1.5", "5s", "soon", ""] {
+            assert_eq!(after(junk, now), None, "{junk:?}");
+        }
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn retry_after_http_date_is_a_wait_from_now() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // The obsolete forms too (RFC 9110 §5.6.7).
+        assert_eq!(
+            after("Sunday, 06-Nov-94 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            after("Sun Nov  6 08:50:07 1994", now),
+            Some(Duration::from_secs(30))
+        );
+        // In the past: no wait. Far ahead: as far as it says.
+        assert_eq!(
+            after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(Duration::from_secs(253_402_300_799 - 784_111_777))
+        );
+        for junk in [
+            "Mon, 06 Nov 1994 08:49:37 GMT", // wrong weekday
+            "Sun, 31 Nov 1994 08:49:37 GMT", // no such day
+            "Sun, 06 Nov 1994 24:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Nov 1994",
+        ] {
+            assert_eq!(after(junk, now), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn known_dates_read_as_the_instants_they_name() {
+        let at = |s: &'static str| after(s, UNIX_EPOCH).map(|d| d.as_secs());
+        assert_eq!(at("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(at("Tue, 29 Feb 2000 12:00:00 GMT"), Some(951_825_600));
+        assert_eq!(at("Tue, 14 Nov 2023 22:13:20 GMT"), Some(1_700_000_000));
+        assert_eq!(at("Thu, 29 Feb 2100 00:00:00 GMT"), None);
     }
 }

@@ -56,7 +56,7 @@
 //! # Ok(()) }
 //! ```
 
-mod backoff;
+pub mod backoff;
 mod crypto;
 #[cfg(feature = "jose")]
 pub mod dpop;

@@ -49,7 +49,6 @@ mod loopback;
 mod pkce;
 mod redact;
 mod refresh_token;
-mod retry_after;
 mod revocation;
 mod unread;
 

@@ -61,12 +61,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use http::{HeaderName, Method, Request, Response, StatusCode, header::RETRY_AFTER};
+use http::{HeaderName, Method, Request, Response, StatusCode};
 use tower::retry::{
     Policy, RetryLayer,
     budget::{Budget, TpsBudget},
 };
-use tower_token_refresh_core::{BoxError, Error, MAX_SETTING};
+use tower_token_refresh_core::{BoxError, Error, MAX_SETTING, backoff::retry_after};
 
 use crate::{CloneBody, ReplayPolicy};
 
@@ -193,10 +193,11 @@ impl<P> ServerErrorRetry<P> {
         self
     }
 
-    /// The longest `Retry-After` (in delta-seconds) that is waited out. A
-    /// response asking for longer is returned as it is, not retried.
-    /// Default 60 s. An HTTP-date `Retry-After` is not read: the backoff
-    /// applies.
+    /// The longest `Retry-After` that is waited out, in seconds or until an
+    /// HTTP-date (read by
+    /// [`backoff::retry_after`](tower_token_refresh_core::backoff::retry_after)).
+    /// A response asking for longer is returned as it is, not retried; a
+    /// date in the past is retried at once. Default 60 s.
     pub fn max_retry_after(mut self, max: Duration) -> Self {
         self.config_mut().max_retry_after = max.min(MAX_SETTING);
         self
@@ -264,7 +265,7 @@ impl<P> ServerErrorRetry<P> {
                 if !self.config.statuses.contains(&response.status()) {
                     return None;
                 }
-                match retry_after(response) {
+                match retry_after(response.headers(), SystemTime::now()) {
                     Some(after) if after > self.config.max_retry_after => None,
                     Some(after) => Some(after),
                     None => Some(self.backoff_for(self.retries)),
@@ -336,17 +337,6 @@ fn is_token_error<E: 'static>(error: &E) -> bool {
             .is_some_and(|e| e.is::<Error>())
 }
 
-/// `Retry-After` as delta-seconds (RFC 9110 §10.2.3). Absurd values
-/// saturate; an HTTP-date or garbage reads as absent.
-fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
-    let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
-    Some(Duration::from_secs(seconds.min(MAX_SETTING.as_secs() + 1)))
-}
-
 /// One step of splitmix64 over a shared state: small, fast and good enough
 /// for jitter (not for secrets).
 fn splitmix64(state: &AtomicU64) -> u64 {
@@ -363,8 +353,10 @@ fn splitmix64(state: &AtomicU64) -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::*;
+    use http::header::RETRY_AFTER;
     use tower_token_refresh_core::ErrorKind;
+
+    use super::*;
 
     type Outcome = Result<Response<()>, BoxError>;
 
@@ -480,8 +472,16 @@ mod tests {
         // Longer than we wait: returned as it is.
         assert!(waits(&p, || with_retry_after(429, "3600")).is_empty());
         assert!(waits(&p, || with_retry_after(429, "99999999999999999999999")).is_empty());
-        // An HTTP-date or junk: the backoff applies.
-        for junk in ["Wed, 21 Oct 2015 07:28:00 GMT", "-1", "1.5", ""] {
+        // A date in the past: no wait.
+        assert_eq!(
+            waits(&p, || with_retry_after(
+                503,
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            )),
+            vec![Duration::ZERO; 3]
+        );
+        // Junk: the backoff applies.
+        for junk in ["-1", "1.5", "soon", ""] {
             let w = waits(&p, || with_retry_after(429, junk));
             assert_eq!(w.len(), 3, "{junk:?}");
             assert!(

@@ -24,16 +24,21 @@
 //!   token: the server carried the grant out and may have rotated the
 //!   refresh token, and the new one is in the body we lost.
 
-use std::{borrow::Cow, time::SystemTime};
+use std::{
+    borrow::Cow,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 use super::{
-    ClientAuth, HttpClient, answer_of, endpoint::Endpoint, redact::Redactor,
-    retry_after::parse_retry_after, was_not_sent,
+    ClientAuth, HttpClient, answer_of, endpoint::Endpoint, redact::Redactor, was_not_sent,
 };
-use crate::{BoxError, Error, ErrorKind, TokenSet, token::OAuthErrorBody};
+use crate::{BoxError, Error, ErrorKind, TokenSet, backoff::retry_after, token::OAuthErrorBody};
+
+/// The longest `Retry-After` of an authorization server believed: an hour.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The DPoP key a grant proves possession of, if it has one (feature
 /// `jose`; without it, never).
@@ -293,7 +298,7 @@ pub fn parse_token_response(
 
 /// The typed error for a non-2xx answer of a token, introspection,
 /// revocation or discovery endpoint (RFC 6749 §5.2 mapping, `Retry-After`
-/// kept). Of the body only a JSON `error` and `error_description` are
+/// kept, up to an hour). Of the body only a JSON `error` and `error_description` are
 /// copied, each withheld whole if `redactor` finds a secret in it, then
 /// cut to length.
 pub(crate) fn error_response(
@@ -302,11 +307,8 @@ pub(crate) fn error_response(
     redactor: &Redactor,
 ) -> Error {
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let retry_after =
+        retry_after(response.headers(), SystemTime::now()).map(|after| after.min(MAX_RETRY_AFTER));
     let body: Option<OAuthErrorBody> = serde_json::from_slice(response.body()).ok();
     let mut err = match &body {
         Some(b) => {
@@ -412,8 +414,6 @@ pub(super) fn form_encode_into(out: &mut String, input: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::oauth2::tests::response;
 
@@ -496,5 +496,26 @@ mod tests {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
         let err = token_answer(r, &Redactor::none()).unwrap_err();
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn retry_after_date_on_a_429_reaches_the_error_at_most_an_hour() {
+        let in_90s = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(90));
+        let mut r = response(429, r#"{"error":"slow_down"}"#);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_str(&in_90s).unwrap());
+        let err = token_answer(r, &Redactor::none()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        let wait = err.retry_after().unwrap();
+        assert!(
+            wait <= Duration::from_secs(90) && wait >= Duration::from_secs(85),
+            "{wait:?}"
+        );
+
+        let mut r = response(503, "");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("86400"));
+        let err = token_answer(r, &Redactor::none()).unwrap_err();
+        assert_eq!(err.retry_after(), Some(MAX_RETRY_AFTER));
     }
 }
