@@ -54,10 +54,7 @@
 use std::{
     any::Any,
     fmt,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -66,7 +63,10 @@ use tower::retry::{
     Policy, RetryLayer,
     budget::{Budget, TpsBudget},
 };
-use tower_token_refresh_core::{BoxError, Error, MAX_SETTING, backoff::retry_after};
+use tower_token_refresh_core::{
+    BoxError, Error, MAX_SETTING,
+    backoff::{Backoff, Jitter, retry_after},
+};
 
 use crate::{CloneBody, ReplayPolicy};
 
@@ -86,8 +86,7 @@ pub const DEFAULT_STATUSES: [StatusCode; 4] = [
 struct Config {
     statuses: Vec<StatusCode>,
     max_retries: u32,
-    base: Duration,
-    max_backoff: Duration,
+    backoff: Backoff,
     max_retry_after: Duration,
     any_method: bool,
 }
@@ -115,7 +114,7 @@ pub struct ServerErrorRetry<P = CloneBody> {
     replay: P,
     config: Arc<Config>,
     budget: Arc<TpsBudget>,
-    rng: Arc<AtomicU64>,
+    jitter: Arc<Jitter>,
     retries: u32,
 }
 
@@ -124,7 +123,7 @@ impl<P> fmt::Debug for ServerErrorRetry<P> {
         f.debug_struct("ServerErrorRetry")
             .field("statuses", &self.config.statuses)
             .field("max_retries", &self.config.max_retries)
-            .field("backoff", &(self.config.base, self.config.max_backoff))
+            .field("backoff", &self.config.backoff)
             .field("max_retry_after", &self.config.max_retry_after)
             .field("any_method", &self.config.any_method)
             .field("budget", &self.budget)
@@ -142,25 +141,17 @@ impl Default for ServerErrorRetry {
 impl ServerErrorRetry {
     /// The policy with its defaults (see [`ServerErrorRetry`]).
     pub fn new() -> Self {
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let rng = Arc::new(AtomicU64::new(0));
-        // Two policies made in the same instant still draw apart.
-        let seed = seed ^ (Arc::as_ptr(&rng) as u64);
-        rng.store(seed, Ordering::Relaxed);
         ServerErrorRetry {
             replay: CloneBody,
             config: Arc::new(Config {
                 statuses: DEFAULT_STATUSES.to_vec(),
                 max_retries: 3,
-                base: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(5),
+                backoff: Backoff::default(),
                 max_retry_after: Duration::from_secs(60),
                 any_method: false,
             }),
             budget: Arc::new(TpsBudget::default()),
-            rng,
+            jitter: Arc::new(Jitter::new()),
             retries: 0,
         }
     }
@@ -184,12 +175,10 @@ impl<P> ServerErrorRetry<P> {
     }
 
     /// The backoff before the first retry and the cap of any backoff; each
-    /// wait is drawn at random up to `base * 2^retry` (full jitter).
-    /// Defaults 100 ms and 5 s.
+    /// wait is drawn at random up to `base * 2^retry` (full jitter: core's
+    /// [`Backoff`]). Defaults 100 ms and 5 s.
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
-        let config = self.config_mut();
-        config.base = base.min(MAX_SETTING);
-        config.max_backoff = max.max(base).min(MAX_SETTING);
+        self.config_mut().backoff = Backoff::new(base, max);
         self
     }
 
@@ -219,9 +208,10 @@ impl<P> ServerErrorRetry<P> {
         self
     }
 
-    /// Seeds the random source of the jitter, for reproducible tests.
-    pub fn seed(self, seed: u64) -> Self {
-        self.rng.store(seed, Ordering::Relaxed);
+    /// Seeds the random source of the jitter, for reproducible tests. The
+    /// policy and its later clones then share a source of their own.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.jitter = Arc::new(Jitter::from_seed(seed));
         self
     }
 
@@ -232,7 +222,7 @@ impl<P> ServerErrorRetry<P> {
             replay,
             config: self.config,
             budget: self.budget,
-            rng: self.rng,
+            jitter: self.jitter,
             retries: self.retries,
         }
     }
@@ -242,17 +232,12 @@ impl<P> ServerErrorRetry<P> {
         RetryLayer::new(self)
     }
 
-    /// The wait before retry number `retry` (0 for the first): drawn at
-    /// random from zero up to `base * 2^retry`, capped.
-    fn backoff_for(&self, retry: u32) -> Duration {
-        let config = &self.config;
-        let cap = config
-            .base
-            .saturating_mul(1u32 << retry.min(30))
-            .min(config.max_backoff);
-        let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        let draw = splitmix64(&self.rng);
-        Duration::from_nanos(draw % cap_nanos.saturating_add(1))
+    /// The backoff before the next retry: after `retries + 1` failed
+    /// attempts.
+    fn next_backoff(&self) -> Duration {
+        self.config
+            .backoff
+            .delay(self.retries + 1, self.jitter.next())
     }
 
     /// How long to wait before retrying this outcome, or `None` when it is
@@ -260,7 +245,7 @@ impl<P> ServerErrorRetry<P> {
     fn wait_for<R, E: 'static>(&self, result: &Result<Response<R>, E>) -> Option<Duration> {
         match result {
             Err(e) if is_token_error(e) => None,
-            Err(_) => Some(self.backoff_for(self.retries)),
+            Err(_) => Some(self.next_backoff()),
             Ok(response) => {
                 if !self.config.statuses.contains(&response.status()) {
                     return None;
@@ -268,7 +253,7 @@ impl<P> ServerErrorRetry<P> {
                 match retry_after(response.headers(), SystemTime::now()) {
                     Some(after) if after > self.config.max_retry_after => None,
                     Some(after) => Some(after),
-                    None => Some(self.backoff_for(self.retries)),
+                    None => Some(self.next_backoff()),
                 }
             }
         }
@@ -335,18 +320,6 @@ fn is_token_error<E: 'static>(error: &E) -> bool {
         || any
             .downcast_ref::<BoxError>()
             .is_some_and(|e| e.is::<Error>())
-}
-
-/// One step of splitmix64 over a shared state: small, fast and good enough
-/// for jitter (not for secrets).
-fn splitmix64(state: &AtomicU64) -> u64 {
-    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut z = state
-        .fetch_add(GAMMA, Ordering::Relaxed)
-        .wrapping_add(GAMMA);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

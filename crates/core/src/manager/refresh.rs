@@ -75,7 +75,7 @@ impl Inner {
                     // A caller rejected what was just published (a set that
                     // overtook this refresh): refresh again from it.
                     attempt += 1;
-                    if attempt > self.config.backoff.max_attempts || Instant::now() >= deadline {
+                    if attempt > self.config.max_attempts || Instant::now() >= deadline {
                         return (
                             Err(Error::transient("refreshes kept being rejected")),
                             false,
@@ -96,7 +96,7 @@ impl Inner {
                 .retry_after()
                 .map_or(backoff, |after| after.max(backoff));
             let retry = err.kind().is_retryable()
-                && attempt < self.config.backoff.max_attempts
+                && attempt < self.config.max_attempts
                 && Instant::now() + wait < deadline;
             tracing::warn!(
                 generation = from,
