@@ -383,32 +383,16 @@ impl Form {
         if !self.0.is_empty() {
             self.0.push('&');
         }
-        form_encode_into(&mut self.0, name);
+        self.0
+            .extend(form_urlencoded::byte_serialize(name.as_bytes()));
         self.0.push('=');
-        form_encode_into(&mut self.0, value);
+        self.0
+            .extend(form_urlencoded::byte_serialize(value.as_bytes()));
     }
 
     #[cfg(test)]
     pub(crate) fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// The WHATWG `application/x-www-form-urlencoded` byte serializer.
-pub(super) fn form_encode_into(out: &mut String, input: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in input.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => {
-                out.push('%');
-                out.push(HEX[usize::from(b >> 4)] as char);
-                out.push(HEX[usize::from(b & 0xf)] as char);
-            }
-        }
     }
 }
 
@@ -419,9 +403,10 @@ mod tests {
 
     #[test]
     fn form_encoding_follows_whatwg() {
-        let mut out = String::new();
-        form_encode_into(&mut out, "a b&c=d/é~*-._");
-        assert_eq!(out, "a+b%26c%3Dd%2F%C3%A9%7E*-._");
+        let mut form = Form::default();
+        form.pair("a b&c=d/é~*-._", "x+y");
+        form.pair("empty", "");
+        assert_eq!(form.as_str(), "a+b%26c%3Dd%2F%C3%A9%7E*-._=x%2By&empty=");
     }
 
     #[test]
