@@ -111,8 +111,8 @@ impl Inner {
                     let attempts = if attempt == 1 { "attempt" } else { "attempts" };
                     let mut summary =
                         Error::transient(format!("{attempt} {attempts} failed; last: {err}"));
-                    if let Some(code) = err.oauth_error() {
-                        summary = summary.with_oauth_error(code);
+                    if let Some(code) = err.oauth_error_code() {
+                        summary = summary.with_oauth_error(code.clone());
                     }
                     summary.with_source(err)
                 } else {

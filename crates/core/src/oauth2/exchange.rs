@@ -33,7 +33,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 use super::{
-    ClientAuth, HttpClient, answer_of, endpoint::Endpoint, redact::Redactor, was_not_sent,
+    ClientAuth, ErrorCode, HttpClient, answer_of, endpoint::Endpoint, redact::Redactor,
+    was_not_sent,
 };
 use crate::{BoxError, Error, ErrorKind, TokenSet, backoff::retry_after, token::OAuthErrorBody};
 
@@ -172,7 +173,7 @@ impl<C: HttpClient> TokenClient<C> {
 fn asks_for_nonce(response: &Response<Bytes>) -> bool {
     response.status() == StatusCode::BAD_REQUEST
         && serde_json::from_slice::<OAuthErrorBody>(response.body())
-            .is_ok_and(|b| b.error == "use_dpop_nonce")
+            .is_ok_and(|b| ErrorCode::from(b.error) == ErrorCode::UseDpopNonce)
 }
 
 /// The error for an [`HttpClient`] failure: no answer came. Outcome unknown
@@ -319,18 +320,21 @@ pub(crate) fn error_response(
                 ),
                 Some(d) => printable(truncate(d, 200)),
             };
-            let kind = match b.error.as_str() {
-                "invalid_grant" => ErrorKind::SessionExpired,
-                "temporarily_unavailable" | "slow_down" => ErrorKind::Transient,
+            let code = ErrorCode::from(b.error.as_str());
+            let kind = match code {
+                ErrorCode::InvalidGrant => ErrorKind::SessionExpired,
+                ErrorCode::TemporarilyUnavailable | ErrorCode::SlowDown => ErrorKind::Transient,
                 _ if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
                     ErrorKind::Transient
                 }
                 _ => ErrorKind::Rejected,
             };
             let code = if redactor.quotes(&b.error) {
-                Cow::Borrowed("<withheld>")
+                ErrorCode::from("<withheld>")
+            } else if let ErrorCode::Other(text) = &code {
+                ErrorCode::from(printable(truncate(text, 64)))
             } else {
-                printable(truncate(&b.error, 64))
+                code
             };
             Error::new(kind, format!("HTTP {}: {description}", status.as_u16()))
                 .with_oauth_error(code)
