@@ -62,6 +62,7 @@ mod crypto;
 pub mod dpop;
 mod error;
 mod file_store;
+pub mod header;
 mod host;
 #[cfg(feature = "jose")]
 pub mod jose;

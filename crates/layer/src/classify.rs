@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use http::{HeaderMap, Response, StatusCode, header::WWW_AUTHENTICATE};
-use tower_token_refresh_core::oauth2::ErrorCode;
+use tower_token_refresh_core::{header::GRPC_STATUS, oauth2::ErrorCode};
 
 /// Tells a rejected token from any other response.
 ///
@@ -207,7 +207,7 @@ const GRPC_UNAUTHENTICATED: u32 = 16;
 /// The gRPC status in `headers` (the first `grpc-status`), if it is one:
 /// ASCII digits, spaces around them ignored.
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    let value = headers.get("grpc-status")?.as_bytes();
+    let value = headers.get(GRPC_STATUS)?.as_bytes();
     let digits = value.trim_ascii();
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;

@@ -58,7 +58,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use http::{HeaderName, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use tower::retry::{
     Policy, RetryLayer,
     budget::{Budget, TpsBudget},
@@ -70,9 +70,7 @@ use tower_token_refresh_core::{
 
 use crate::{CloneBody, ReplayPolicy};
 
-/// The `Idempotency-Key` header: a request that carries it may be retried
-/// whatever its method (draft-ietf-httpapi-idempotency-key-header).
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub use tower_token_refresh_core::header::IDEMPOTENCY_KEY;
 
 /// The statuses retried by default: 429, 502, 503, 504.
 pub const DEFAULT_STATUSES: [StatusCode; 4] = [

@@ -45,7 +45,10 @@ use ring::{
     signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey},
 };
 use serde::Deserialize;
-use tower_token_refresh_core::oauth2::ErrorCode;
+use tower_token_refresh_core::{
+    header::{DPOP, DPOP_NONCE},
+    oauth2::ErrorCode,
+};
 
 /// What a verified proof says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,7 +241,7 @@ async fn token(
         log.presented.push(rt.clone());
     }
     let proof = match headers
-        .get("dpop")
+        .get(DPOP)
         .map(|v| verify_proof(v.to_str().unwrap_or_default()))
     {
         Some(Ok(p)) => p,
@@ -303,7 +306,7 @@ async fn token(
 
 fn with_nonce(mut response: Response, nonce: &str) -> Response {
     if let Ok(value) = http::HeaderValue::from_str(nonce) {
-        response.headers_mut().insert("dpop-nonce", value);
+        response.headers_mut().insert(DPOP_NONCE, value);
     }
     response
 }
@@ -330,7 +333,7 @@ async fn api(State(s): State<Server>, method: Method, uri: Uri, headers: HeaderM
         return dpop_challenge(None);
     };
     let proof = match headers
-        .get("dpop")
+        .get(DPOP)
         .map(|v| verify_proof(v.to_str().unwrap_or_default()))
     {
         Some(Ok(p)) => p,
