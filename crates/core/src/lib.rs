@@ -33,6 +33,10 @@
 //! - [`TokenManager`]: the coordinator. One atomic load per lookup (one
 //!   flag load with a [`LookupCache`]); one
 //!   refresh at a time, spawned so that no caller's cancellation abandons it.
+//! - The HTTP rules every crate of the workspace applies, each in one place:
+//!   [`is_loopback_host`] (where cleartext may go), [`backoff`] (backoff,
+//!   jitter, `Retry-After`), [`MAX_SETTING`], [`header`] names and
+//!   [`oauth2::ErrorCode`].
 //!
 //! # Example
 //!
