@@ -40,10 +40,7 @@ use crate::{
     jose::{SigningKey, unix_now},
 };
 
-/// The `DPoP` request header that carries a proof.
-pub const DPOP: &str = "dpop";
-/// The `DPoP-Nonce` response header that carries a server's nonce.
-pub const DPOP_NONCE: &str = "dpop-nonce";
+pub use crate::header::{DPOP, DPOP_NONCE};
 
 /// Origins whose nonces are kept at most; past that the oldest go first
 /// (a nonce lost costs one more challenge, never a failure).
@@ -69,7 +66,7 @@ const MAX_ORIGINS: usize = 64;
 ///
 /// // The resource asked for a nonce: the next proof for that origin has it.
 /// let mut answer = http::HeaderMap::new();
-/// answer.insert("dpop-nonce", "n-1".parse()?);
+/// answer.insert(tower_token_refresh_core::header::DPOP_NONCE, "n-1".parse()?);
 /// assert!(dpop.remember_nonce(&uri, &answer));
 /// assert_eq!(dpop.nonce(&uri).as_deref(), Some("n-1"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -2,6 +2,8 @@
 
 use std::{borrow::Cow, error::Error as StdError, fmt, sync::Arc, time::Duration};
 
+use crate::oauth2::ErrorCode;
+
 /// A boxed error, as tower and hyper use.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -99,7 +101,7 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: Cow<'static, str>,
-    oauth_error: Option<Box<str>>,
+    oauth_error: Option<ErrorCode>,
     retry_after: Option<Duration>,
     outcome_unknown: bool,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
@@ -148,8 +150,9 @@ impl Error {
         self
     }
 
-    /// Attaches the OAuth2 `error` code the server sent (RFC 6749 §5.2).
-    pub fn with_oauth_error(mut self, code: impl Into<Box<str>>) -> Self {
+    /// Attaches the OAuth2 `error` code the server sent (RFC 6749 §5.2):
+    /// an [`ErrorCode`], or its text.
+    pub fn with_oauth_error(mut self, code: impl Into<ErrorCode>) -> Self {
         self.oauth_error = Some(code.into());
         self
     }
@@ -192,9 +195,25 @@ impl Error {
         self.kind == ErrorKind::SessionExpired
     }
 
-    /// The OAuth2 `error` code the server sent, if any (`invalid_grant`, …).
+    /// The OAuth2 `error` code the server sent, if any (`invalid_grant`, …),
+    /// as text; [`oauth_error_code`](Self::oauth_error_code) to match on it.
     pub fn oauth_error(&self) -> Option<&str> {
-        self.oauth_error.as_deref()
+        self.oauth_error.as_ref().map(ErrorCode::as_str)
+    }
+
+    /// The OAuth2 `error` code the server sent, if any.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_core::{Error, oauth2::ErrorCode};
+    ///
+    /// let err = Error::session_expired("refresh token revoked").with_oauth_error("invalid_grant");
+    /// assert_eq!(err.oauth_error_code(), Some(&ErrorCode::InvalidGrant));
+    /// assert_eq!(err.oauth_error(), Some("invalid_grant"));
+    /// ```
+    pub fn oauth_error_code(&self) -> Option<&ErrorCode> {
+        self.oauth_error.as_ref()
     }
 
     /// How long the server asked us to wait before trying again, if it said.
@@ -213,7 +232,7 @@ impl fmt::Debug for Error {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.kind).field("message", &self.message);
         if let Some(code) = &self.oauth_error {
-            d.field("oauth_error", code);
+            d.field("oauth_error", &code.as_str());
         }
         if let Some(after) = &self.retry_after {
             d.field("retry_after", after);

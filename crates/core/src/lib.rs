@@ -33,6 +33,10 @@
 //! - [`TokenManager`]: the coordinator. One atomic load per lookup (one
 //!   flag load with a [`LookupCache`]); one
 //!   refresh at a time, spawned so that no caller's cancellation abandons it.
+//! - The HTTP rules every crate of the workspace applies, each in one place:
+//!   [`is_loopback_host`] (where cleartext may go), [`backoff`] (backoff,
+//!   jitter, `Retry-After`), [`MAX_SETTING`], [`header`] names and
+//!   [`oauth2::ErrorCode`].
 //!
 //! # Example
 //!
@@ -56,12 +60,14 @@
 //! # Ok(()) }
 //! ```
 
-mod backoff;
+pub mod backoff;
 mod crypto;
 #[cfg(feature = "jose")]
 pub mod dpop;
 mod error;
 mod file_store;
+pub mod header;
+mod host;
 #[cfg(feature = "jose")]
 pub mod jose;
 mod lock_file;
@@ -76,9 +82,10 @@ mod token;
 
 pub use error::{BoxError, Error, ErrorKind};
 pub use file_store::FileStore;
+pub use host::is_loopback_host;
 pub use lock_file::LockedStore;
 pub use manager::{
-    Authorization, Lookup, LookupCache, RefreshFuture, Rotation, Scheme, TokenManager,
+    Authorization, Lookup, LookupCache, MAX_SETTING, RefreshFuture, Rotation, Scheme, TokenManager,
     TokenManagerBuilder, check_runtime,
 };
 pub use seal::Sealer;

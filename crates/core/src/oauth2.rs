@@ -40,6 +40,7 @@ mod client_credentials;
 mod device;
 mod discovery;
 mod endpoint;
+mod error_code;
 mod exchange;
 mod introspection;
 #[cfg(feature = "jose")]
@@ -49,7 +50,6 @@ mod loopback;
 mod pkce;
 mod redact;
 mod refresh_token;
-mod retry_after;
 mod revocation;
 mod unread;
 
@@ -61,6 +61,7 @@ pub use client_credentials::ClientCredentialsGrant;
 pub use device::{DeviceAuthorization, DeviceLogin};
 pub use discovery::ProviderMetadata;
 pub(crate) use endpoint::Endpoint;
+pub use error_code::ErrorCode;
 pub use exchange::parse_token_response;
 pub(crate) use exchange::{Form, TokenClient, error_response, token_request};
 pub use introspection::{Introspection, IntrospectionClient};

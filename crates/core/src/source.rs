@@ -200,8 +200,8 @@ impl<A: TokenSource, B: TokenSource> TokenSource for OrElse<A, B> {
                     let mut err = Error::session_expired(format!(
                         "every token source failed (first: {first}; last: {last})"
                     ));
-                    if let Some(code) = last.oauth_error() {
-                        err = err.with_oauth_error(code);
+                    if let Some(code) = last.oauth_error_code() {
+                        err = err.with_oauth_error(code.clone());
                     }
                     Err(err.with_source(last))
                 }

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use http::{HeaderMap, Response, StatusCode, header::WWW_AUTHENTICATE};
+use tower_token_refresh_core::{header::GRPC_STATUS, oauth2::ErrorCode};
 
 /// Tells a rejected token from any other response.
 ///
@@ -206,7 +207,7 @@ const GRPC_UNAUTHENTICATED: u32 = 16;
 /// The gRPC status in `headers` (the first `grpc-status`), if it is one:
 /// ASCII digits, spaces around them ignored.
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    let value = headers.get("grpc-status")?.as_bytes();
+    let value = headers.get(GRPC_STATUS)?.as_bytes();
     let digits = value.trim_ascii();
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -221,8 +222,7 @@ fn forbidden_names_invalid_token(headers: &HeaderMap) -> bool {
     let says_invalid = headers.get_all(WWW_AUTHENTICATE).iter().any(|value| {
         let text = String::from_utf8_lossy(value.as_bytes());
         parse_challenges(&text).iter().any(|c| {
-            c.scheme.eq_ignore_ascii_case("bearer")
-                && c.param("error").as_deref() == Some("invalid_token")
+            c.scheme.eq_ignore_ascii_case("bearer") && c.error() == Some(ErrorCode::InvalidToken)
         })
     });
     says_invalid && !bearer_error_forbids_refresh(headers)
@@ -234,14 +234,13 @@ fn bearer_error_forbids_refresh(headers: &HeaderMap) -> bool {
         // refuses; the parser only needs the ASCII structure around it.
         let text = String::from_utf8_lossy(value.as_bytes());
         parse_challenges(&text).iter().any(|c| {
-            let code = c.param("error");
-            let code = code.as_deref();
+            let code = c.error();
             if c.scheme.eq_ignore_ascii_case("bearer") {
                 // insufficient_scope, invalid_request: a new token cannot help.
-                code.is_some_and(|code| code != "invalid_token")
+                code.is_some_and(|code| code != ErrorCode::InvalidToken)
             } else {
                 // RFC 9449: the server wants a DPoP nonce, not a new token.
-                c.scheme.eq_ignore_ascii_case("dpop") && code == Some("use_dpop_nonce")
+                c.scheme.eq_ignore_ascii_case("dpop") && code == Some(ErrorCode::UseDpopNonce)
             }
         })
     })
@@ -265,6 +264,20 @@ impl Challenge<'_> {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| Cow::Borrowed(v.as_ref()))
+    }
+
+    /// The `error` parameter as an [`ErrorCode`] (RFC 6750 §3.1).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh::{classify::parse_challenges, oauth2::ErrorCode};
+    ///
+    /// let cs = parse_challenges(r#"Bearer error="insufficient_scope", scope="admin""#);
+    /// assert_eq!(cs[0].error(), Some(ErrorCode::InsufficientScope));
+    /// ```
+    pub fn error(&self) -> Option<ErrorCode> {
+        self.param("error").map(ErrorCode::from)
     }
 }
 

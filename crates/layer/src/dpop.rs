@@ -78,7 +78,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 pub use tower_token_refresh_core::dpop::{DPOP, DPOP_NONCE, DpopKey};
-use tower_token_refresh_core::{BoxError, Error};
+use tower_token_refresh_core::{BoxError, Error, oauth2::ErrorCode};
 
 use crate::{CloneBody, ReplayPolicy, classify::parse_challenges};
 
@@ -201,7 +201,7 @@ fn asks_for_nonce<R>(response: &Response<R>) -> bool {
                 let text = String::from_utf8_lossy(value.as_bytes());
                 parse_challenges(&text).iter().any(|c| {
                     c.scheme.eq_ignore_ascii_case("dpop")
-                        && c.param("error").as_deref() == Some("use_dpop_nonce")
+                        && c.error() == Some(ErrorCode::UseDpopNonce)
                 })
             })
 }

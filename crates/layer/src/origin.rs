@@ -17,8 +17,8 @@
 //!    front end shared by several sites routes by `Host`, so a token for one
 //!    site sent with another's `Host` reaches the other). The `Host` header
 //!    never makes a request eligible: it only makes one ineligible;
-//! 6. over cleartext `http`, the host is loopback (`localhost`,
-//!    `127.0.0.0/8` in plain dotted decimal, `[::1]`), unless
+//! 6. over cleartext `http`, the host is loopback ([`is_loopback_host`]:
+//!    `localhost`, `127.0.0.0/8` in plain dotted decimal, `[::1]`), unless
 //!    [`allow_cleartext`] is on.
 //!
 //! Hosts are compared as strings, ASCII case-insensitively, with the
@@ -39,6 +39,7 @@
 use std::{borrow::Cow, fmt, str::FromStr};
 
 use http::{Extensions, HeaderMap, HeaderValue, Request, Uri, header::HOST};
+use tower_token_refresh_core::is_loopback_host;
 
 /// Put this in a request's extensions to send it without a token and without
 /// replay: for the token endpoint called through the same client, say.
@@ -408,7 +409,7 @@ impl OriginPolicy {
                 "the Host header names another origin than the request's target".into(),
             );
         }
-        if !target.https && !self.allow_cleartext && !is_loopback(target.host) {
+        if !target.https && !self.allow_cleartext && !is_loopback_host(target.host) {
             return Decision::Refuse(
                 "refusing to send a token over cleartext HTTP to a non-loopback host".into(),
             );
@@ -505,45 +506,6 @@ fn host_of(authority: &str) -> &str {
     };
     // Both ends sit next to ASCII bytes, so they are char boundaries.
     authority.get(start..start + end).unwrap_or("")
-}
-
-/// Whether `host` (as in a URI: IPv6 in brackets) is a loopback host:
-/// `localhost`, `127.0.0.0/8` or `[::1]`. Called per request for `http://`
-/// URIs, so the common forms are checked without a full address parse.
-fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") || host == "[::1]" {
-        return true;
-    }
-    if let Some(rest) = host.strip_prefix("127.") {
-        return is_three_octets(rest.as_bytes());
-    }
-    // Other spellings of ::1 (e.g. [0:0::1]).
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
-        .is_some_and(|ip| ip.is_loopback())
-}
-
-/// `a.b.c` with each part a decimal number from 0 to 255, without leading
-/// zeros: `inet_aton` reads `010` as octal and a resolver may look up
-/// what it cannot read, so only the one spelling Rust's parser accepts
-/// counts.
-fn is_three_octets(bytes: &[u8]) -> bool {
-    let (mut parts, mut value, mut digits) = (0, 0u16, 0);
-    for &b in bytes {
-        match b {
-            b'0'..=b'9' if digits < 3 && !(digits == 1 && value == 0) => {
-                value = value * 10 + u16::from(b - b'0');
-                digits += 1;
-            }
-            b'.' if digits > 0 && value <= 255 => {
-                parts += 1;
-                (value, digits) = (0, 0);
-            }
-            _ => return false,
-        }
-    }
-    digits > 0 && value <= 255 && parts == 2
 }
 
 #[cfg(test)]
@@ -745,39 +707,5 @@ mod tests {
         assert_eq!(host_of("example.com"), "example.com");
         assert_eq!(host_of(""), "");
         assert_eq!(host_of("[::1"), "[::1");
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        for host in [
-            "localhost",
-            "LOCALHOST",
-            "127.0.0.1",
-            "127.255.0.9",
-            "127.0.0.0",
-            "127.100.200.250",
-            "[::1]",
-            "[0:0::1]",
-        ] {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in [
-            "127.0.0.1.evil.com",
-            "127.0.0",
-            "127.0.0.256",
-            "127.a.0.1",
-            "128.0.0.1",
-            "[::2]",
-            "",
-            "127...",
-            "127.0.0.1000",
-            "127.0.0.01",
-            "127.00.0.1",
-            "localhost.evil.com",
-            "localhost.",
-            "2130706433",
-        ] {
-            assert!(!is_loopback(host), "{host}");
-        }
     }
 }

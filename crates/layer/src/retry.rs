@@ -54,25 +54,23 @@
 use std::{
     any::Any,
     fmt,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use http::{HeaderName, Method, Request, Response, StatusCode, header::RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode};
 use tower::retry::{
     Policy, RetryLayer,
     budget::{Budget, TpsBudget},
 };
-use tower_token_refresh_core::{BoxError, Error};
+use tower_token_refresh_core::{
+    BoxError, Error, MAX_SETTING,
+    backoff::{Backoff, Jitter, retry_after},
+};
 
 use crate::{CloneBody, ReplayPolicy};
 
-/// The `Idempotency-Key` header: a request that carries it may be retried
-/// whatever its method (draft-ietf-httpapi-idempotency-key-header).
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub use tower_token_refresh_core::header::IDEMPOTENCY_KEY;
 
 /// The statuses retried by default: 429, 502, 503, 504.
 pub const DEFAULT_STATUSES: [StatusCode; 4] = [
@@ -86,15 +84,10 @@ pub const DEFAULT_STATUSES: [StatusCode; 4] = [
 struct Config {
     statuses: Vec<StatusCode>,
     max_retries: u32,
-    base: Duration,
-    max_backoff: Duration,
+    backoff: Backoff,
     max_retry_after: Duration,
     any_method: bool,
 }
-
-/// Upper bound for every duration setting, so that arithmetic on them
-/// cannot overflow.
-const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
 
 /// A [`tower::retry::Policy`] for HTTP requests: retries lost connections
 /// and server errors with exponential backoff and full jitter, within a
@@ -119,7 +112,7 @@ pub struct ServerErrorRetry<P = CloneBody> {
     replay: P,
     config: Arc<Config>,
     budget: Arc<TpsBudget>,
-    rng: Arc<AtomicU64>,
+    jitter: Arc<Jitter>,
     retries: u32,
 }
 
@@ -128,7 +121,7 @@ impl<P> fmt::Debug for ServerErrorRetry<P> {
         f.debug_struct("ServerErrorRetry")
             .field("statuses", &self.config.statuses)
             .field("max_retries", &self.config.max_retries)
-            .field("backoff", &(self.config.base, self.config.max_backoff))
+            .field("backoff", &self.config.backoff)
             .field("max_retry_after", &self.config.max_retry_after)
             .field("any_method", &self.config.any_method)
             .field("budget", &self.budget)
@@ -146,25 +139,17 @@ impl Default for ServerErrorRetry {
 impl ServerErrorRetry {
     /// The policy with its defaults (see [`ServerErrorRetry`]).
     pub fn new() -> Self {
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let rng = Arc::new(AtomicU64::new(0));
-        // Two policies made in the same instant still draw apart.
-        let seed = seed ^ (Arc::as_ptr(&rng) as u64);
-        rng.store(seed, Ordering::Relaxed);
         ServerErrorRetry {
             replay: CloneBody,
             config: Arc::new(Config {
                 statuses: DEFAULT_STATUSES.to_vec(),
                 max_retries: 3,
-                base: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(5),
+                backoff: Backoff::default(),
                 max_retry_after: Duration::from_secs(60),
                 any_method: false,
             }),
             budget: Arc::new(TpsBudget::default()),
-            rng,
+            jitter: Arc::new(Jitter::new()),
             retries: 0,
         }
     }
@@ -188,19 +173,18 @@ impl<P> ServerErrorRetry<P> {
     }
 
     /// The backoff before the first retry and the cap of any backoff; each
-    /// wait is drawn at random up to `base * 2^retry` (full jitter).
-    /// Defaults 100 ms and 5 s.
+    /// wait is drawn at random up to `base * 2^retry` (full jitter: core's
+    /// [`Backoff`]). Defaults 100 ms and 5 s.
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
-        let config = self.config_mut();
-        config.base = base.min(MAX_SETTING);
-        config.max_backoff = max.max(base).min(MAX_SETTING);
+        self.config_mut().backoff = Backoff::new(base, max);
         self
     }
 
-    /// The longest `Retry-After` (in delta-seconds) that is waited out. A
-    /// response asking for longer is returned as it is, not retried.
-    /// Default 60 s. An HTTP-date `Retry-After` is not read: the backoff
-    /// applies.
+    /// The longest `Retry-After` that is waited out, in seconds or until an
+    /// HTTP-date (read by
+    /// [`backoff::retry_after`](tower_token_refresh_core::backoff::retry_after)).
+    /// A response asking for longer is returned as it is, not retried; a
+    /// date in the past is retried at once. Default 60 s.
     pub fn max_retry_after(mut self, max: Duration) -> Self {
         self.config_mut().max_retry_after = max.min(MAX_SETTING);
         self
@@ -222,9 +206,10 @@ impl<P> ServerErrorRetry<P> {
         self
     }
 
-    /// Seeds the random source of the jitter, for reproducible tests.
-    pub fn seed(self, seed: u64) -> Self {
-        self.rng.store(seed, Ordering::Relaxed);
+    /// Seeds the random source of the jitter, for reproducible tests. The
+    /// policy and its later clones then share a source of their own.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.jitter = Arc::new(Jitter::from_seed(seed));
         self
     }
 
@@ -235,7 +220,7 @@ impl<P> ServerErrorRetry<P> {
             replay,
             config: self.config,
             budget: self.budget,
-            rng: self.rng,
+            jitter: self.jitter,
             retries: self.retries,
         }
     }
@@ -245,17 +230,12 @@ impl<P> ServerErrorRetry<P> {
         RetryLayer::new(self)
     }
 
-    /// The wait before retry number `retry` (0 for the first): drawn at
-    /// random from zero up to `base * 2^retry`, capped.
-    fn backoff_for(&self, retry: u32) -> Duration {
-        let config = &self.config;
-        let cap = config
-            .base
-            .saturating_mul(1u32 << retry.min(30))
-            .min(config.max_backoff);
-        let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        let draw = splitmix64(&self.rng);
-        Duration::from_nanos(draw % cap_nanos.saturating_add(1))
+    /// The backoff before the next retry: after `retries + 1` failed
+    /// attempts.
+    fn next_backoff(&self) -> Duration {
+        self.config
+            .backoff
+            .delay(self.retries + 1, self.jitter.next())
     }
 
     /// How long to wait before retrying this outcome, or `None` when it is
@@ -263,15 +243,15 @@ impl<P> ServerErrorRetry<P> {
     fn wait_for<R, E: 'static>(&self, result: &Result<Response<R>, E>) -> Option<Duration> {
         match result {
             Err(e) if is_token_error(e) => None,
-            Err(_) => Some(self.backoff_for(self.retries)),
+            Err(_) => Some(self.next_backoff()),
             Ok(response) => {
                 if !self.config.statuses.contains(&response.status()) {
                     return None;
                 }
-                match retry_after(response) {
+                match retry_after(response.headers(), SystemTime::now()) {
                     Some(after) if after > self.config.max_retry_after => None,
                     Some(after) => Some(after),
-                    None => Some(self.backoff_for(self.retries)),
+                    None => Some(self.next_backoff()),
                 }
             }
         }
@@ -340,35 +320,14 @@ fn is_token_error<E: 'static>(error: &E) -> bool {
             .is_some_and(|e| e.is::<Error>())
 }
 
-/// `Retry-After` as delta-seconds (RFC 9110 §10.2.3). Absurd values
-/// saturate; an HTTP-date or garbage reads as absent.
-fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
-    let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
-    Some(Duration::from_secs(seconds.min(MAX_SETTING.as_secs() + 1)))
-}
-
-/// One step of splitmix64 over a shared state: small, fast and good enough
-/// for jitter (not for secrets).
-fn splitmix64(state: &AtomicU64) -> u64 {
-    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut z = state
-        .fetch_add(GAMMA, Ordering::Relaxed)
-        .wrapping_add(GAMMA);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::*;
+    use http::header::RETRY_AFTER;
     use tower_token_refresh_core::ErrorKind;
+
+    use super::*;
 
     type Outcome = Result<Response<()>, BoxError>;
 
@@ -484,8 +443,16 @@ mod tests {
         // Longer than we wait: returned as it is.
         assert!(waits(&p, || with_retry_after(429, "3600")).is_empty());
         assert!(waits(&p, || with_retry_after(429, "99999999999999999999999")).is_empty());
-        // An HTTP-date or junk: the backoff applies.
-        for junk in ["Wed, 21 Oct 2015 07:28:00 GMT", "-1", "1.5", ""] {
+        // A date in the past: no wait.
+        assert_eq!(
+            waits(&p, || with_retry_after(
+                503,
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            )),
+            vec![Duration::ZERO; 3]
+        );
+        // Junk: the backoff applies.
+        for junk in ["-1", "1.5", "soon", ""] {
             let w = waits(&p, || with_retry_after(429, junk));
             assert_eq!(w.len(), 3, "{junk:?}");
             assert!(

@@ -40,15 +40,12 @@
 use std::time::Duration;
 
 use http::{HeaderMap, Response, StatusCode, Uri, header};
-use tower_token_refresh_core::oauth2::LoginHints;
+use tower_token_refresh_core::{
+    is_loopback_host,
+    oauth2::{ErrorCode, LoginHints},
+};
 
 use crate::classify::parse_challenges;
-
-/// The RFC 9470 error code: the token is valid, its authentication is not
-/// strong or recent enough.
-const INSUFFICIENT_USER_AUTHENTICATION: &str = "insufficient_user_authentication";
-/// The RFC 6750 error code: the token lacks a scope.
-const INSUFFICIENT_SCOPE: &str = "insufficient_scope";
 
 /// What a 401 or 403 asks of the next login: step-up, a wider scope, or
 /// where the resource's metadata is.
@@ -58,7 +55,7 @@ const INSUFFICIENT_SCOPE: &str = "insufficient_scope";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepUp {
     status: StatusCode,
-    error: Option<String>,
+    error: Option<ErrorCode>,
     /// What the challenge asks of the login: `acr_values`, `max_age`, `scope`.
     hints: LoginHints,
     resource_metadata: Option<Uri>,
@@ -85,10 +82,10 @@ impl StepUp {
                 {
                     continue;
                 }
-                let error = challenge.param("error").map(|e| e.into_owned());
+                let error = challenge.error();
                 let asks_login = matches!(
-                    error.as_deref(),
-                    Some(INSUFFICIENT_USER_AUTHENTICATION | INSUFFICIENT_SCOPE)
+                    error,
+                    Some(ErrorCode::InsufficientUserAuthentication | ErrorCode::InsufficientScope)
                 );
                 let resource_metadata = challenge
                     .param("resource_metadata")
@@ -124,20 +121,26 @@ impl StepUp {
         self.status
     }
 
-    /// The challenge's `error` code, if any.
+    /// The challenge's `error` code, if any, as text;
+    /// [`error_code`](Self::error_code) to match on it.
     pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+        self.error.as_ref().map(ErrorCode::as_str)
+    }
+
+    /// The challenge's `error` code, if any.
+    pub fn error_code(&self) -> Option<&ErrorCode> {
+        self.error.as_ref()
     }
 
     /// Whether the resource asks for a stronger or more recent
     /// authentication (`insufficient_user_authentication`, RFC 9470).
     pub fn is_step_up(&self) -> bool {
-        self.error.as_deref() == Some(INSUFFICIENT_USER_AUTHENTICATION)
+        matches!(self.error, Some(ErrorCode::InsufficientUserAuthentication))
     }
 
     /// Whether the resource asks for more scope (`insufficient_scope`).
     pub fn is_insufficient_scope(&self) -> bool {
-        self.error.as_deref() == Some(INSUFFICIENT_SCOPE)
+        matches!(self.error, Some(ErrorCode::InsufficientScope))
     }
 
     /// The authentication context classes the resource accepts.
@@ -178,18 +181,9 @@ fn metadata_url(value: &str) -> Option<Uri> {
     let host = uri.host()?;
     match uri.scheme_str()? {
         s if s.eq_ignore_ascii_case("https") => Some(uri),
-        s if s.eq_ignore_ascii_case("http") && is_loopback(host) => Some(uri),
+        s if s.eq_ignore_ascii_case("http") && is_loopback_host(host) => Some(uri),
         _ => None,
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

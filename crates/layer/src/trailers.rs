@@ -53,7 +53,7 @@ use http::{HeaderName, HeaderValue, Request, Response, header::AUTHORIZATION};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-use tower_token_refresh_core::{Lookup, TokenManager};
+use tower_token_refresh_core::{Lookup, TokenManager, header::GRPC_STATUS};
 
 /// gRPC's `UNAUTHENTICATED` status code.
 const UNAUTHENTICATED: &[u8] = b"16";
@@ -244,7 +244,7 @@ impl<B: Body> Body for WatchTrailersBody<B> {
         if let Poll::Ready(Some(Ok(frame))) = &frame {
             let unauthenticated = frame
                 .trailers_ref()
-                .and_then(|t| t.get("grpc-status"))
+                .and_then(|t| t.get(GRPC_STATUS))
                 .is_some_and(|status| status.as_bytes().trim_ascii() == UNAUTHENTICATED);
             if unauthenticated && let Some(watch) = this.watch.take() {
                 watch.unauthenticated();

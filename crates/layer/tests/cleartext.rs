@@ -1,7 +1,7 @@
-//! Issue 11, case 3: refresh tokens, client secrets and the tokens sent for
-//! introspection or revocation go over TLS, or over cleartext only to
-//! loopback, and a discovery document cannot downgrade where they go.
-//! Refusals happen before the request leaves: the server sees nothing.
+//! Refresh tokens, client secrets and the tokens sent for introspection or
+//! revocation go over TLS, or over cleartext only to loopback, and a
+//! discovery document cannot downgrade where they go. Refusals happen before
+//! the request leaves: the server sees nothing.
 //!
 //! `auth.example.test` is pointed at an in-process server on 127.0.0.1 by
 //! the client (as a DNS entry or a TLS-terminating proxy would), so an

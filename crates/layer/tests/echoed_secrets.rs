@@ -1,9 +1,8 @@
-//! Issue 11, case 2: an authorization server that quotes the request back
-//! (form body, Basic header, both; as sent, decoded or re-encoded; cut by
-//! itself or long enough that we cut it) never gets a secret, in any form,
-//! into an error's `Display`, `Debug` or source chain, or into the TRACE
-//! log, of the refresh grant, client credentials, introspection or
-//! revocation.
+//! An authorization server that quotes the request back (form body, Basic
+//! header, both; as sent, decoded or re-encoded; cut by itself or long
+//! enough that we cut it) never gets a secret, in any form, into an error's
+//! `Display`, `Debug` or source chain, or into the TRACE log, of the refresh
+//! grant, client credentials, introspection or revocation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -93,11 +93,11 @@ fn policy_error(result: Result<impl std::fmt::Debug, BoxError>) -> String {
     err.to_string()
 }
 
-/// Issue 11, case 4: an origin-form URI names no host. Neither a layer for
-/// any origin nor one for the very origin the connection goes to can know
-/// where it goes, and the `Host` header does not tell them: refused, not
-/// sent with the token (as any origin did) nor silently without it (as a
-/// layer with origins did).
+/// An origin-form URI names no host. Neither a layer for any origin nor one
+/// for the very origin the connection goes to can know where it goes, and
+/// the `Host` header does not tell them: refused, not sent with the token
+/// (as any origin did) nor silently without it (as a layer with origins
+/// did).
 #[tokio::test]
 async fn a_relative_uri_without_a_connection_origin_is_refused_whatever_its_host_header() {
     let (addr, seen) = recorder().await;
@@ -115,8 +115,8 @@ async fn a_relative_uri_without_a_connection_origin_is_refused_whatever_its_host
     assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
 }
 
-/// Issue 11, case 4, the way out: told the connection's origin, the layer
-/// judges relative URIs as requests to it, `Host` header and cleartext rule
+/// The way out of that: told the connection's origin, the layer judges
+/// relative URIs as requests to it, `Host` header and cleartext rule
 /// included.
 #[tokio::test]
 async fn a_relative_uri_through_a_connection_origin_gets_the_token() {
@@ -152,9 +152,8 @@ async fn a_relative_uri_through_a_connection_origin_gets_the_token() {
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
 
-/// Issue 11, case 5: a layer told of no origin sends the token nowhere.
-/// The request fails with a typed error naming the fix; the server is not
-/// asked.
+/// A layer told of no origin sends the token nowhere. The request fails with
+/// a typed error naming the fix; the server is not asked.
 #[tokio::test]
 async fn a_layer_with_no_origin_sends_the_token_nowhere() {
     let (addr, seen) = recorder().await;

@@ -287,8 +287,9 @@ async fn outside_strips_on_the_cross_origin_hop(header: HeaderName) {
 }
 
 #[cfg(feature = "follow-redirect")]
-/// Issue 11, case 1: tower-http strips only `Authorization`, `Cookie` and
-/// `Proxy-Authorization`; the layer's redirect policy strips its header.
+/// tower-http strips only `Authorization`, `Cookie` and
+/// `Proxy-Authorization` on a cross-origin hop; the layer's redirect policy
+/// strips its custom token header too.
 #[tokio::test]
 async fn outside_follow_redirect_a_custom_header_is_stripped_on_a_cross_origin_hop() {
     outside_strips_on_the_cross_origin_hop(API_KEY).await;

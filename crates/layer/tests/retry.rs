@@ -14,7 +14,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
@@ -39,7 +39,7 @@ struct Flaky {
     attempts: Arc<AtomicUsize>,
     failures: Arc<AtomicUsize>,
     status: StatusCode,
-    retry_after: Option<&'static str>,
+    retry_after: Option<HeaderValue>,
     refresh: Option<TokenManager>,
 }
 
@@ -78,7 +78,8 @@ impl Service<Request<Full<Bytes>>> for Flaky {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         let future = self.inner.call(request);
-        let (status, retry_after, refresh) = (self.status, self.retry_after, self.refresh.clone());
+        let (status, retry_after, refresh) =
+            (self.status, self.retry_after.clone(), self.refresh.clone());
         Box::pin(async move {
             let mut response = future.await?;
             if fail {
@@ -87,9 +88,7 @@ impl Service<Request<Full<Bytes>>> for Flaky {
                 }
                 *response.status_mut() = status;
                 if let Some(after) = retry_after {
-                    response
-                        .headers_mut()
-                        .insert(RETRY_AFTER, HeaderValue::from_static(after));
+                    response.headers_mut().insert(RETRY_AFTER, after);
                 }
             }
             Ok(response)
@@ -186,21 +185,27 @@ async fn at_most_three_retries_with_bounded_backoff_then_the_503_is_returned() {
     );
 }
 
+/// One GET to `flaky` through the default `ServerErrorRetry`, outside the
+/// token layer: the answer, and how long it took in tokio's time.
+async fn timed_get(w: &World, flaky: &Flaky) -> (Response<Bytes>, Duration) {
+    let client = ServiceBuilder::new()
+        .layer(ServerErrorRetry::new().into_layer())
+        .layer(scoped(w))
+        .service(flaky.clone());
+    let started = tokio::time::Instant::now();
+    let response = send(&client, get(w, "/api/data")).await.unwrap();
+    (response, started.elapsed())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_429_waits_out_retry_after_unless_it_is_too_long() {
     let w = world(|b| b).await;
     let mut flaky = Flaky::new(1);
     flaky.status = StatusCode::TOO_MANY_REQUESTS;
-    flaky.retry_after = Some("7");
-    let client = ServiceBuilder::new()
-        .layer(ServerErrorRetry::new().into_layer())
-        .layer(scoped(&w))
-        .service(flaky.clone());
-    let started = tokio::time::Instant::now();
-    let response = send(&client, get(&w, "/api/data")).await.unwrap();
+    flaky.retry_after = Some(HeaderValue::from_static("7"));
+    let (response, waited) = timed_get(&w, &flaky).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(flaky.attempts(), 2);
-    let waited = started.elapsed();
     assert!(
         waited >= Duration::from_secs(7) && waited < Duration::from_secs(8),
         "{waited:?}"
@@ -208,17 +213,30 @@ async fn a_429_waits_out_retry_after_unless_it_is_too_long() {
 
     let mut flaky = Flaky::new(1);
     flaky.status = StatusCode::TOO_MANY_REQUESTS;
-    flaky.retry_after = Some("3600");
-    let client = ServiceBuilder::new()
-        .layer(ServerErrorRetry::new().into_layer())
-        .layer(scoped(&w))
-        .service(flaky.clone());
-    let started = tokio::time::Instant::now();
-    let response = send(&client, get(&w, "/api/data")).await.unwrap();
+    flaky.retry_after = Some(HeaderValue::from_static("3600"));
+    let (response, waited) = timed_get(&w, &flaky).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()[RETRY_AFTER], "3600");
     assert_eq!(flaky.attempts(), 1, "an hour is longer than we wait");
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(waited < Duration::from_secs(1));
+}
+
+/// An HTTP-date is as good as seconds (RFC 9110 §10.2.3). It is read
+/// against the wall clock, which tokio's paused clock does not stop, and to
+/// the second: 30 s ahead names a moment 29 to 30 s away.
+#[tokio::test(start_paused = true)]
+async fn a_503_waits_until_the_http_date_of_its_retry_after() {
+    let w = world(|b| b).await;
+    let mut flaky = Flaky::new(1);
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+    flaky.retry_after = Some(HeaderValue::from_str(&date).unwrap());
+    let (response, waited) = timed_get(&w, &flaky).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(flaky.attempts(), 2);
+    assert!(
+        waited > Duration::from_secs(28) && waited <= Duration::from_secs(30),
+        "{waited:?} for {date}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -81,15 +81,12 @@ use futures_util::StreamExt;
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
 use tokio::{task::JoinHandle, time::Instant};
 use tower_token_refresh_core::{
-    BoxFuture, Error, ErrorKind, RefreshLease, RefreshTurn, Sealer, TokenSet, TokenStore,
+    BoxFuture, Error, ErrorKind, MAX_SETTING, RefreshLease, RefreshTurn, Sealer, TokenSet,
+    TokenStore,
 };
 
 /// The default [`RedisStoreBuilder::lock_ttl`].
 const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(45);
-
-/// The longest accepted duration setting (so that `Instant + setting`
-/// cannot overflow).
-const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
 
 /// Builds a [`RedisStore`]; start with [`RedisStore::builder`].
 #[must_use]
@@ -151,7 +148,7 @@ impl RedisStoreBuilder {
     /// either.
     ///
     /// Taken as at least 3 ms (so a renewal period is at least 1 ms) and at
-    /// most a day.
+    /// most [`MAX_SETTING`] (a year).
     pub fn lock_ttl(mut self, ttl: Duration) -> Self {
         self.lock_ttl = ttl.clamp(Duration::from_millis(3), MAX_SETTING);
         self
@@ -159,7 +156,7 @@ impl RedisStoreBuilder {
 
     /// How often a waiting replica checks the lock when no notification
     /// comes (pub/sub is the fast path). Default 250 ms; at least 1 ms and
-    /// at most a day.
+    /// at most [`MAX_SETTING`] (a year).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.clamp(Duration::from_millis(1), MAX_SETTING);
         self

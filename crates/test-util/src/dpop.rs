@@ -45,6 +45,10 @@ use ring::{
     signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey},
 };
 use serde::Deserialize;
+use tower_token_refresh_core::{
+    header::{DPOP, DPOP_NONCE},
+    oauth2::ErrorCode,
+};
 
 /// What a verified proof says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,7 +221,7 @@ fn lock(log: &Mutex<DpopLog>) -> MutexGuard<'_, DpopLog> {
     log.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn oauth_error(status: StatusCode, code: &str) -> Response {
+fn oauth_error(status: StatusCode, code: ErrorCode) -> Response {
     (
         status,
         [("content-type", "application/json")],
@@ -237,15 +241,15 @@ async fn token(
         log.presented.push(rt.clone());
     }
     let proof = match headers
-        .get("dpop")
+        .get(DPOP)
         .map(|v| verify_proof(v.to_str().unwrap_or_default()))
     {
         Some(Ok(p)) => p,
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
+        _ => return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidDpopProof),
     };
     if proof.htm != "POST" || proof.htu != format!("{}/token", log.auth_base) || proof.ath.is_some()
     {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof");
+        return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidDpopProof);
     }
     if log.token_always_challenges || (log.token_nonce.is_some() && proof.nonce != log.token_nonce)
     {
@@ -256,7 +260,7 @@ async fn token(
         }
         let nonce = log.token_nonce.clone().unwrap_or_default();
         return with_nonce(
-            oauth_error(StatusCode::BAD_REQUEST, "use_dpop_nonce"),
+            oauth_error(StatusCode::BAD_REQUEST, ErrorCode::UseDpopNonce),
             &nonce,
         );
     }
@@ -264,21 +268,21 @@ async fn token(
     match form.get("grant_type").map(String::as_str) {
         Some("refresh_token") => {
             let Some(rt) = form.get("refresh_token") else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+                return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest);
             };
             if log.spent.contains(rt) {
                 log.reuse += 1;
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant);
             }
             // A refresh token bound to another key is refused (RFC 9449 §5).
             if log.live_refresh.get(rt) != Some(&proof.jkt) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant);
             }
             log.live_refresh.remove(rt);
             log.spent.insert(rt.clone());
         }
         Some("client_credentials") => {}
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        _ => return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::UnsupportedGrantType),
     }
     log.grants += 1;
     let at = log.next("at");
@@ -302,17 +306,17 @@ async fn token(
 
 fn with_nonce(mut response: Response, nonce: &str) -> Response {
     if let Ok(value) = http::HeaderValue::from_str(nonce) {
-        response.headers_mut().insert("dpop-nonce", value);
+        response.headers_mut().insert(DPOP_NONCE, value);
     }
     response
 }
 
-fn dpop_challenge(error: &'static str) -> Response {
+/// A 401 with a `DPoP` challenge; no error code for a request without
+/// credentials (RFC 6750 §3.1).
+fn dpop_challenge(error: Option<ErrorCode>) -> Response {
     let challenge = match error {
-        "use_dpop_nonce" => r#"DPoP algs="ES256", error="use_dpop_nonce""#,
-        "invalid_token" => r#"DPoP algs="ES256", error="invalid_token""#,
-        "invalid_dpop_proof" => r#"DPoP algs="ES256", error="invalid_dpop_proof""#,
-        _ => r#"DPoP algs="ES256""#,
+        Some(code) => format!(r#"DPoP algs="ES256", error="{code}""#),
+        None => r#"DPoP algs="ES256""#.to_owned(),
     };
     (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)]).into_response()
 }
@@ -326,14 +330,14 @@ async fn api(State(s): State<Server>, method: Method, uri: Uri, headers: HeaderM
         .and_then(|v| v.strip_prefix("DPoP "))
         .map(str::to_owned)
     else {
-        return dpop_challenge("invalid_request");
+        return dpop_challenge(None);
     };
     let proof = match headers
-        .get("dpop")
+        .get(DPOP)
         .map(|v| verify_proof(v.to_str().unwrap_or_default()))
     {
         Some(Ok(p)) => p,
-        _ => return dpop_challenge("invalid_dpop_proof"),
+        _ => return dpop_challenge(Some(ErrorCode::InvalidDpopProof)),
     };
     let bound = log.access.get(&at).cloned();
     if proof.htm != method.as_str()
@@ -341,10 +345,10 @@ async fn api(State(s): State<Server>, method: Method, uri: Uri, headers: HeaderM
         || proof.ath.as_deref() != Some(ath(&at).as_str())
         || bound.as_ref().is_some_and(|jkt| *jkt != proof.jkt)
     {
-        return dpop_challenge("invalid_dpop_proof");
+        return dpop_challenge(Some(ErrorCode::InvalidDpopProof));
     }
     if log.api_jtis.contains(&proof.jti) {
-        return dpop_challenge("invalid_dpop_proof");
+        return dpop_challenge(Some(ErrorCode::InvalidDpopProof));
     }
     log.api_jtis.push(proof.jti.clone());
     if log.api_always_challenges || (log.api_nonce.is_some() && proof.nonce != log.api_nonce) {
@@ -354,10 +358,10 @@ async fn api(State(s): State<Server>, method: Method, uri: Uri, headers: HeaderM
             log.api_nonce = Some(nonce);
         }
         let nonce = log.api_nonce.clone().unwrap_or_default();
-        return with_nonce(dpop_challenge("use_dpop_nonce"), &nonce);
+        return with_nonce(dpop_challenge(Some(ErrorCode::UseDpopNonce)), &nonce);
     }
     if bound.is_none() || log.revoked.contains(&at) {
-        return dpop_challenge("invalid_token");
+        return dpop_challenge(Some(ErrorCode::InvalidToken));
     }
     log.api_proofs.push(proof);
     log.api_tokens.push(at);

@@ -3,47 +3,20 @@
 
 /// Splits a form body into decoded name/value pairs, in order.
 pub(crate) fn parse(input: &[u8]) -> Vec<(String, String)> {
-    input
-        .split(|&b| b == b'&')
-        .filter(|sequence| !sequence.is_empty())
-        .map(|sequence| {
-            let (name, value) = match sequence.iter().position(|&b| b == b'=') {
-                Some(i) => (&sequence[..i], &sequence[i + 1..]),
-                None => (sequence, &b""[..]),
-            };
-            (decode(name), decode(value))
-        })
-        .collect()
+    form_urlencoded::parse(input).into_owned().collect()
 }
 
 /// Decodes one form-encoded component: `+` is a space, `%XX` a byte; a `%`
 /// not followed by two hex digits stays as it is. Invalid UTF-8 is replaced,
 /// which can only make a comparison fail.
 pub(crate) fn decode(input: &[u8]) -> String {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                input.get(i + 1).and_then(hex),
-                input.get(i + 2).and_then(hex),
-            ) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: &u8) -> Option<u8> {
-    (*b as char).to_digit(16).map(|d| d as u8)
+    let spaced: Vec<u8> = input
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

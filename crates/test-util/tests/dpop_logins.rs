@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenSet,
-    dpop::DpopKey,
+    dpop::{DPOP, DPOP_NONCE, DpopKey},
     jose::SigningKey,
     oauth2::{
         AuthorizationCodeLogin, ClientAuth, ClientCredentialsGrant, DeviceLogin, JwtBearerGrant,
@@ -109,7 +109,7 @@ async fn token(
         log.assertion_jtis.push(jti);
     }
     let proof = match headers
-        .get("dpop")
+        .get(DPOP)
         .map(|v| verify_proof(v.to_str().unwrap_or_default()))
     {
         Some(Ok(proof)) => proof,
@@ -122,7 +122,7 @@ async fn token(
         log.challenges += 1;
         let mut r = error("use_dpop_nonce");
         r.headers_mut()
-            .insert("dpop-nonce", http::HeaderValue::from_static(NONCE));
+            .insert(DPOP_NONCE, http::HeaderValue::from_static(NONCE));
         return r;
     }
     log.proofs.push(proof);

@@ -70,9 +70,19 @@ pub enum Rotation {
     Grace(Duration),
 }
 
-/// The longest duration any setting takes; larger values are clamped so
-/// that instant arithmetic cannot overflow.
-pub(super) const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest duration any setting of these crates takes: a year (365
+/// days). Builders clamp larger values to it.
+///
+/// The bound is what makes `Instant::now() + setting`, and the sum of two
+/// settings, safe from overflow on every platform: an `Instant` spans
+/// centuries, tokio's timer clamps sleeps past about two years, and Redis
+/// takes a year in milliseconds. A year and not less, because some settings
+/// are legitimately long: a token that lives for months may be refreshed
+/// days ahead ([`TokenManagerBuilder::refresh_ahead`]).
+///
+/// Used by [`TokenManagerBuilder`], [`Backoff`], the layer's
+/// `ServerErrorRetry` and the Redis store's builder.
+pub const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Timing and retry settings. Every field has a default argued in the docs of
 /// the matching [`TokenManagerBuilder`] method.
@@ -86,6 +96,7 @@ pub(super) struct Config {
     pub(super) attempt_timeout: Duration,
     pub(super) refresh_deadline: Duration,
     pub(super) backoff: Backoff,
+    pub(super) max_attempts: u32,
     pub(super) scheme: Scheme,
     pub(super) rotation: Rotation,
     #[cfg(feature = "jose")]
@@ -103,6 +114,7 @@ impl Default for Config {
             attempt_timeout: Duration::from_secs(30),
             refresh_deadline: Duration::from_secs(60),
             backoff: Backoff::default(),
+            max_attempts: 4,
             scheme: Scheme::FromTokenType,
             rotation: Rotation::Detect,
             #[cfg(feature = "jose")]
@@ -231,7 +243,7 @@ impl TokenManagerBuilder {
     /// Attempts per refresh for transient failures, the first included.
     /// Default 4; at least 1.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.config.backoff.max_attempts = attempts.max(1);
+        self.config.max_attempts = attempts.max(1);
         self
     }
 
@@ -239,8 +251,7 @@ impl TokenManagerBuilder {
     /// each wait is drawn at random up to `base * 2^(attempt-1)` (full
     /// jitter). Defaults 100 ms and 5 s.
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.config.backoff.base = base.min(MAX_SETTING);
-        self.config.backoff.max = max.max(base).min(MAX_SETTING);
+        self.config.backoff = Backoff::new(base, max);
         self
     }
 

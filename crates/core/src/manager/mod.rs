@@ -47,7 +47,7 @@ use self::{
     refresh::far,
 };
 pub use self::{
-    config::{Rotation, Scheme, TokenManagerBuilder},
+    config::{MAX_SETTING, Rotation, Scheme, TokenManagerBuilder},
     credential::Authorization,
     driver::check_runtime,
     flight::RefreshFuture,

@@ -75,7 +75,7 @@ impl Inner {
                     // A caller rejected what was just published (a set that
                     // overtook this refresh): refresh again from it.
                     attempt += 1;
-                    if attempt > self.config.backoff.max_attempts || Instant::now() >= deadline {
+                    if attempt > self.config.max_attempts || Instant::now() >= deadline {
                         return (
                             Err(Error::transient("refreshes kept being rejected")),
                             false,
@@ -96,7 +96,7 @@ impl Inner {
                 .retry_after()
                 .map_or(backoff, |after| after.max(backoff));
             let retry = err.kind().is_retryable()
-                && attempt < self.config.backoff.max_attempts
+                && attempt < self.config.max_attempts
                 && Instant::now().checked_add(wait).is_some_and(|at| at < deadline);
             tracing::warn!(
                 generation = from,
@@ -111,8 +111,8 @@ impl Inner {
                     let attempts = if attempt == 1 { "attempt" } else { "attempts" };
                     let mut summary =
                         Error::transient(format!("{attempt} {attempts} failed; last: {err}"));
-                    if let Some(code) = err.oauth_error() {
-                        summary = summary.with_oauth_error(code);
+                    if let Some(code) = err.oauth_error_code() {
+                        summary = summary.with_oauth_error(code.clone());
                     }
                     summary.with_source(err)
                 } else {

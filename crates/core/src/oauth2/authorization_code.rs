@@ -18,8 +18,8 @@ use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 use http::Uri;
 
 use super::{
-    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, Pkce, TokenClient,
-    exchange::form_encode_into, login::form_of, loopback::Loopback,
+    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, Pkce, TokenClient, login::form_of,
+    loopback::Loopback,
 };
 use crate::{BoxFuture, Error, ErrorKind, TokenSet, TokenSource, crypto::random_urlsafe};
 
@@ -272,18 +272,14 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
             ("code_challenge_method".into(), pkce.method().to_owned()),
         ];
         hints.apply(&self.params, &mut pairs);
-        let base = self.authorization_url.uri().to_string();
-        let mut url = base.clone();
-        url.push(if base.contains('?') { '&' } else { '?' });
-        for (i, (name, value)) in pairs.iter().enumerate() {
-            if i > 0 {
-                url.push('&');
-            }
-            form_encode_into(&mut url, name);
-            url.push('=');
-            form_encode_into(&mut url, value);
+        let mut url = self.authorization_url.uri().to_string();
+        url.push(if url.contains('?') { '&' } else { '?' });
+        let start = url.len();
+        let mut query = form_urlencoded::Serializer::for_suffix(url, start);
+        for (name, value) in &pairs {
+            query.append_pair(name, value);
         }
-        url
+        query.finish()
     }
 }
 

@@ -17,7 +17,7 @@ use http::{HeaderValue, Uri, header};
 
 #[cfg(feature = "jose")]
 use super::ClientAssertion;
-use super::exchange::{Form, form_encode_into};
+use super::exchange::Form;
 use crate::{ClientSecret, Error, ErrorKind};
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3).
@@ -161,10 +161,13 @@ impl ClientAuth {
                 client_id,
                 client_secret,
             } => {
-                let mut pair = String::new();
-                form_encode_into(&mut pair, client_id);
+                // RFC 6749 §2.3.1: each form-encoded, then joined by a colon.
+                let mut pair: String =
+                    form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
                 pair.push(':');
-                form_encode_into(&mut pair, client_secret.secret());
+                pair.extend(form_urlencoded::byte_serialize(
+                    client_secret.secret().as_bytes(),
+                ));
                 let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
                 let mut value =
                     HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::{
-    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, TokenClient, answer_of,
+    ClientAuth, Endpoint, ErrorCode, HttpClient, LoginError, LoginHints, TokenClient, answer_of,
     error_response, login::form_of, token_request, with_unread,
 };
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
@@ -317,13 +317,13 @@ impl<C: HttpClient> DeviceLogin<C> {
                 Ok(tokens) => return Ok(tokens),
                 Err(err) => err,
             };
-            match err.oauth_error() {
-                Some("authorization_pending") => {}
-                Some("slow_down") => interval = (interval + SLOW_DOWN).min(MAX_INTERVAL),
-                Some("access_denied") => {
-                    return Err(LoginError::denied("access_denied", None).into());
+            match err.oauth_error_code() {
+                Some(ErrorCode::AuthorizationPending) => {}
+                Some(ErrorCode::SlowDown) => interval = (interval + SLOW_DOWN).min(MAX_INTERVAL),
+                Some(code @ ErrorCode::AccessDenied) => {
+                    return Err(LoginError::denied(code.as_str(), None).into());
                 }
-                Some("expired_token") => return Err(LoginError::Expired.into()),
+                Some(ErrorCode::ExpiredToken) => return Err(LoginError::Expired.into()),
                 // No answer: RFC 8628 §3.5 asks for backoff on a timeout.
                 None if err.kind() == crate::ErrorKind::Transient => {
                     interval = (interval * 2).min(MAX_INTERVAL);

@@ -24,16 +24,22 @@
 //!   token: the server carried the grant out and may have rotated the
 //!   refresh token, and the new one is in the body we lost.
 
-use std::{borrow::Cow, time::SystemTime};
+use std::{
+    borrow::Cow,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 use super::{
-    ClientAuth, HttpClient, answer_of, endpoint::Endpoint, redact::Redactor,
-    retry_after::parse_retry_after, was_not_sent,
+    ClientAuth, ErrorCode, HttpClient, answer_of, endpoint::Endpoint, redact::Redactor,
+    was_not_sent,
 };
-use crate::{BoxError, Error, ErrorKind, TokenSet, token::OAuthErrorBody};
+use crate::{BoxError, Error, ErrorKind, TokenSet, backoff::retry_after, token::OAuthErrorBody};
+
+/// The longest `Retry-After` of an authorization server believed: an hour.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The DPoP key a grant proves possession of, if it has one (feature
 /// `jose`; without it, never).
@@ -167,7 +173,7 @@ impl<C: HttpClient> TokenClient<C> {
 fn asks_for_nonce(response: &Response<Bytes>) -> bool {
     response.status() == StatusCode::BAD_REQUEST
         && serde_json::from_slice::<OAuthErrorBody>(response.body())
-            .is_ok_and(|b| b.error == "use_dpop_nonce")
+            .is_ok_and(|b| ErrorCode::from(b.error) == ErrorCode::UseDpopNonce)
 }
 
 /// The error for an [`HttpClient`] failure: no answer came. Outcome unknown
@@ -293,7 +299,7 @@ pub fn parse_token_response(
 
 /// The typed error for a non-2xx answer of a token, introspection,
 /// revocation or discovery endpoint (RFC 6749 §5.2 mapping, `Retry-After`
-/// kept). Of the body only a JSON `error` and `error_description` are
+/// kept, up to an hour). Of the body only a JSON `error` and `error_description` are
 /// copied, each withheld whole if `redactor` finds a secret in it, then
 /// cut to length.
 pub(crate) fn error_response(
@@ -302,11 +308,8 @@ pub(crate) fn error_response(
     redactor: &Redactor,
 ) -> Error {
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let retry_after =
+        retry_after(response.headers(), SystemTime::now()).map(|after| after.min(MAX_RETRY_AFTER));
     let body: Option<OAuthErrorBody> = serde_json::from_slice(response.body()).ok();
     let mut err = match &body {
         Some(b) => {
@@ -317,18 +320,21 @@ pub(crate) fn error_response(
                 ),
                 Some(d) => printable(truncate(d, 200)),
             };
-            let kind = match b.error.as_str() {
-                "invalid_grant" => ErrorKind::SessionExpired,
-                "temporarily_unavailable" | "slow_down" => ErrorKind::Transient,
+            let code = ErrorCode::from(b.error.as_str());
+            let kind = match code {
+                ErrorCode::InvalidGrant => ErrorKind::SessionExpired,
+                ErrorCode::TemporarilyUnavailable | ErrorCode::SlowDown => ErrorKind::Transient,
                 _ if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
                     ErrorKind::Transient
                 }
                 _ => ErrorKind::Rejected,
             };
             let code = if redactor.quotes(&b.error) {
-                Cow::Borrowed("<withheld>")
+                ErrorCode::from("<withheld>")
+            } else if let ErrorCode::Other(text) = &code {
+                ErrorCode::from(printable(truncate(text, 64)))
             } else {
-                printable(truncate(&b.error, 64))
+                code
             };
             Error::new(kind, format!("HTTP {}: {description}", status.as_u16()))
                 .with_oauth_error(code)
@@ -381,9 +387,11 @@ impl Form {
         if !self.0.is_empty() {
             self.0.push('&');
         }
-        form_encode_into(&mut self.0, name);
+        self.0
+            .extend(form_urlencoded::byte_serialize(name.as_bytes()));
         self.0.push('=');
-        form_encode_into(&mut self.0, value);
+        self.0
+            .extend(form_urlencoded::byte_serialize(value.as_bytes()));
     }
 
     #[cfg(test)]
@@ -392,36 +400,17 @@ impl Form {
     }
 }
 
-/// The WHATWG `application/x-www-form-urlencoded` byte serializer.
-pub(super) fn form_encode_into(out: &mut String, input: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in input.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => {
-                out.push('%');
-                out.push(HEX[usize::from(b >> 4)] as char);
-                out.push(HEX[usize::from(b & 0xf)] as char);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::oauth2::tests::response;
 
     #[test]
     fn form_encoding_follows_whatwg() {
-        let mut out = String::new();
-        form_encode_into(&mut out, "a b&c=d/é~*-._");
-        assert_eq!(out, "a+b%26c%3Dd%2F%C3%A9%7E*-._");
+        let mut form = Form::default();
+        form.pair("a b&c=d/é~*-._", "x+y");
+        form.pair("empty", "");
+        assert_eq!(form.as_str(), "a+b%26c%3Dd%2F%C3%A9%7E*-._=x%2By&empty=");
     }
 
     #[test]
@@ -496,5 +485,26 @@ mod tests {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
         let err = token_answer(r, &Redactor::none()).unwrap_err();
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn retry_after_date_on_a_429_reaches_the_error_at_most_an_hour() {
+        let in_90s = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(90));
+        let mut r = response(429, r#"{"error":"slow_down"}"#);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_str(&in_90s).unwrap());
+        let err = token_answer(r, &Redactor::none()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        let wait = err.retry_after().unwrap();
+        assert!(
+            wait <= Duration::from_secs(90) && wait >= Duration::from_secs(85),
+            "{wait:?}"
+        );
+
+        let mut r = response(503, "");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("86400"));
+        let err = token_answer(r, &Redactor::none()).unwrap_err();
+        assert_eq!(err.retry_after(), Some(MAX_RETRY_AFTER));
     }
 }

@@ -17,7 +17,7 @@ use std::{fmt, time::Duration};
 use http::Uri;
 use serde_json::Value;
 
-use super::{ClientAuth, Form, HttpClient, TokenClient, client_assertion::JwtTemplate};
+use super::{ClientAuth, ErrorCode, Form, HttpClient, TokenClient, client_assertion::JwtTemplate};
 use crate::{BoxFuture, Error, ErrorKind, TokenSet, TokenSource, jose::SigningKey};
 
 /// The `grant_type` of the JWT bearer grant (RFC 7523 §2.1).
@@ -214,7 +214,7 @@ impl<C: HttpClient> TokenSource for JwtBearerGrant<C> {
             };
             // No refresh token at stake: a lost answer costs a new assertion.
             self.token.exchange(form, false).await.map_err(|err| {
-                if err.oauth_error() == Some("invalid_grant") {
+                if err.oauth_error_code() == Some(&ErrorCode::InvalidGrant) {
                     err.with_kind(ErrorKind::Rejected)
                 } else {
                     err

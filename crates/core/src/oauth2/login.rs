@@ -4,7 +4,7 @@
 
 use std::{borrow::Cow, error::Error as StdError, fmt, time::Duration};
 
-use super::Form;
+use super::{ErrorCode, Form};
 use crate::{Error, ErrorKind};
 
 /// Why an interactive login ([`AuthorizationCodeLogin`](super::AuthorizationCodeLogin),
@@ -93,13 +93,13 @@ impl LoginError {
 
     fn kind(&self) -> ErrorKind {
         match self {
-            LoginError::Denied { error, .. } => match error.as_str() {
-                "access_denied"
-                | "login_required"
-                | "consent_required"
-                | "interaction_required"
-                | "account_selection_required" => ErrorKind::SessionExpired,
-                "temporarily_unavailable" | "server_error" => ErrorKind::Transient,
+            LoginError::Denied { error, .. } => match ErrorCode::from(error.as_str()) {
+                ErrorCode::AccessDenied
+                | ErrorCode::LoginRequired
+                | ErrorCode::ConsentRequired
+                | ErrorCode::InteractionRequired
+                | ErrorCode::AccountSelectionRequired => ErrorKind::SessionExpired,
+                ErrorCode::TemporarilyUnavailable | ErrorCode::ServerError => ErrorKind::Transient,
                 _ => ErrorKind::Rejected,
             },
             LoginError::Expired | LoginError::TimedOut => ErrorKind::SessionExpired,

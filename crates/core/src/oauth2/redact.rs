@@ -27,6 +27,7 @@ use std::collections::HashSet;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Request, header};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, percent_encode};
 
 /// The shortest fragment of a secret that withholds server text quoting
 /// it. A fragment shorter than this of a longer secret may survive; a
@@ -132,11 +133,11 @@ impl Redactor {
     /// `secret`, raw, in both form encodings and percent-encoded.
     fn add_secret(&mut self, secret: &[u8]) {
         self.add_form(secret);
-        let form = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
-        let uri = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-        self.add_form(&percent_encode(secret, form, b"+"));
-        self.add_form(&percent_encode(secret, form, b"%20"));
-        self.add_form(&percent_encode(secret, uri, b"%20"));
+        let form = || form_urlencoded::byte_serialize(secret);
+        self.add_form(form().collect::<String>().as_bytes());
+        let space_as_20 = form().map(|s| if s == "+" { "%20" } else { s });
+        self.add_form(space_as_20.collect::<String>().as_bytes());
+        self.add_form(percent_encode(secret, URI_ESCAPED).to_string().as_bytes());
     }
 
     fn add_form(&mut self, form: &[u8]) {
@@ -158,52 +159,23 @@ impl Redactor {
     }
 }
 
-/// `input` with every byte `keep` rejects percent-encoded, a space as
-/// `space`.
-fn percent_encode(input: &[u8], keep: impl Fn(u8) -> bool, space: &[u8]) -> Vec<u8> {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = Vec::with_capacity(input.len());
-    for &b in input {
-        if keep(b) {
-            out.push(b);
-        } else if b == b' ' {
-            out.extend_from_slice(space);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
-        }
-    }
-    out
-}
+/// What RFC 3986 percent-encodes: all but the unreserved characters.
+const URI_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// `application/x-www-form-urlencoded` decoding; a `%` not followed by two
 /// hex digits stays as it is.
 pub(super) fn form_decode(input: &[u8]) -> Vec<u8> {
-    fn hex(b: u8) -> Option<u8> {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    }
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let decoded = input
-                    .get(i + 1..i + 3)
-                    .and_then(|h| Some(hex(h[0])? << 4 | hex(h[1])?));
-                if let Some(b) = decoded {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
+    // `+` is no hex digit, so spaces first and percents after is the
+    // WHATWG order (`form_urlencoded::parse` does the same per value).
+    let spaced: Vec<u8> = input
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_decode(&spaced).collect()
 }
 
 #[cfg(test)]
@@ -304,5 +276,6 @@ mod tests {
     #[test]
     fn form_decoding_keeps_stray_percents() {
         assert_eq!(form_decode(b"a+b%2Fc%2f%zz%4"), b"a b/c/%zz%4");
+        assert_eq!(form_decode(b"%2B+%2+%"), b"+ %2 %");
     }
 }
