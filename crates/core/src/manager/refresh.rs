@@ -97,7 +97,9 @@ impl Inner {
                 .map_or(backoff, |after| after.max(backoff));
             let retry = err.kind().is_retryable()
                 && attempt < self.config.max_attempts
-                && Instant::now().checked_add(wait).is_some_and(|at| at < deadline);
+                && Instant::now()
+                    .checked_add(wait)
+                    .is_some_and(|at| at < deadline);
             tracing::warn!(
                 generation = from,
                 attempt,
