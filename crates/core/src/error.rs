@@ -136,8 +136,7 @@ impl Error {
     /// The same error with another kind: a grant that knows better than
     /// the RFC 6749 §5.2 mapping (an `invalid_grant` for an assertion that
     /// is no session).
-    #[cfg(feature = "jose")]
-    pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
         self.kind = kind;
         self
     }

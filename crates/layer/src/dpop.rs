@@ -43,7 +43,7 @@
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_token_refresh::{TokenManager, TokenRefreshLayer, TokenSet, dpop::{DpopKey, DpopLayer}, source};
+//! use tower_token_refresh::{TokenManager, TokenRefreshLayer, TokenSet, dpop::{DpopKey, DpopLayer, DpopManagerExt as _}, source};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let dpop = DpopKey::generate()?;
@@ -77,7 +77,9 @@ use std::{
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-pub use tower_token_refresh_core::dpop::{DPOP, DPOP_NONCE, DpopKey};
+pub use tower_token_refresh_oauth2::dpop::{
+    DPOP, DPOP_NONCE, DpopKey, DpopManagerExt, TokenSetExt,
+};
 use tower_token_refresh_core::{BoxError, Error};
 
 use crate::{CloneBody, ReplayPolicy, classify::parse_challenges};

@@ -40,7 +40,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, Response, StatusCode, Uri, header};
-use tower_token_refresh_core::oauth2::LoginHints;
+use tower_token_refresh_oauth2::LoginHints;
 
 use crate::classify::parse_challenges;
 

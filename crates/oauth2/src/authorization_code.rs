@@ -39,14 +39,14 @@ type UrlHook = Arc<dyn Fn(&str) + Send + Sync>;
 /// As a [`TokenSource`] it is the last link of a fallback chain: when the
 /// refresh token is spent, the user logs in again. A login takes as long as
 /// the user does, so give the [`TokenManager`](crate::TokenManager) an
-/// [`attempt_timeout`](crate::TokenManagerBuilder::attempt_timeout) at
+/// [`attempt_timeout`](tower_token_refresh_core::TokenManagerBuilder::attempt_timeout) at
 /// least as long as the login's [`timeout`](Self::timeout).
 ///
 /// # Example
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tower_token_refresh_core::oauth2::{AuthorizationCodeLogin, ClientAuth};
+/// use tower_token_refresh_oauth2::{AuthorizationCodeLogin, ClientAuth};
 /// # use bytes::Bytes;
 /// # use http::{Request, Response};
 ///

@@ -75,10 +75,8 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::{
-///     TokenManager, jose::SigningKey,
-///     oauth2::{ClientAssertion, ClientCredentialsGrant},
-/// };
+/// use tower_token_refresh_core::TokenManager;
+/// use tower_token_refresh_oauth2::{ClientAssertion, ClientCredentialsGrant, jose::SigningKey};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/p256.pem");

@@ -87,7 +87,7 @@ impl ClientAuth {
     /// # Example
     ///
     /// ```
-    /// use tower_token_refresh_core::{jose::SigningKey, oauth2::ClientAuth};
+    /// use tower_token_refresh_oauth2::{jose::SigningKey, ClientAuth};
     ///
     /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/rsa-2048.pem");
     /// let key = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(path)?)?;

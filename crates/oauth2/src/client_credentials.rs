@@ -9,7 +9,7 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
 /// The OAuth2 `client_credentials` grant (RFC 6749 §4.4) as a [`TokenSource`]:
 /// a service acting on its own behalf, or the re-authentication step of a
-/// fallback chain ([`TokenSourceExt::or_else`](crate::source::TokenSourceExt::or_else)).
+/// fallback chain ([`TokenSourceExt::or_else`](tower_token_refresh_core::source::TokenSourceExt::or_else)).
 ///
 /// Posts `grant_type=client_credentials` with the configured `scope`,
 /// `audience`, `resource` and extra parameters, authenticating with any
@@ -23,7 +23,8 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::{oauth2::{ClientAuth, ClientCredentialsGrant}, TokenManager};
+/// use tower_token_refresh_core::TokenManager;
+/// use tower_token_refresh_oauth2::{ClientAuth, ClientCredentialsGrant};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = |req: Request<Bytes>| async move {
@@ -96,7 +97,7 @@ impl<C> ClientCredentialsGrant<C> {
     /// bound to the key (a `DPoP` token type goes out as `DPoP <token>`),
     /// and a `use_dpop_nonce` answer is retried once with the server's
     /// nonce. Give the manager the same key
-    /// ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop)).
+    /// ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
@@ -139,7 +140,7 @@ mod tests {
     use http::{Request, Response};
 
     use super::*;
-    use crate::{ErrorKind, oauth2::ClientAuth};
+    use crate::{ClientAuth, ErrorKind};
 
     #[tokio::test]
     async fn a_lost_answer_is_not_outcome_unknown_without_a_refresh_token() {

@@ -48,7 +48,7 @@ type CodeHook = Arc<dyn Fn(&DeviceAuthorization) + Send + Sync>;
 /// # Example
 ///
 /// ```
-/// # fn show(auth: &tower_token_refresh_core::oauth2::DeviceAuthorization) {
+/// # fn show(auth: &tower_token_refresh_oauth2::DeviceAuthorization) {
 /// match auth.verification_uri_complete() {
 ///     Some(link) => eprintln!("Open {link}"),
 ///     None => eprintln!("Open {} and enter {}", auth.verification_uri(), auth.user_code()),
@@ -116,7 +116,7 @@ struct RawAuthorization {
 ///
 /// As a [`TokenSource`] it is the last link of a fallback chain; give the
 /// [`TokenManager`](crate::TokenManager) an
-/// [`attempt_timeout`](crate::TokenManagerBuilder::attempt_timeout) as long
+/// [`attempt_timeout`](tower_token_refresh_core::TokenManagerBuilder::attempt_timeout) as long
 /// as the codes live (the server's `expires_in`, often 5 to 15 minutes).
 ///
 /// # Example
@@ -124,7 +124,7 @@ struct RawAuthorization {
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::oauth2::{ClientAuth, DeviceLogin};
+/// use tower_token_refresh_oauth2::{ClientAuth, DeviceLogin};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // Any async closure is an HttpClient; this one plays both endpoints.
@@ -363,7 +363,7 @@ mod tests {
     use http::Request;
 
     use super::*;
-    use crate::{ErrorKind, oauth2::tests::response};
+    use crate::{ErrorKind, tests::response};
 
     /// A device flow whose token endpoint answers `script` in turn (then
     /// `authorization_pending` forever), recording when each poll came.

@@ -30,7 +30,7 @@ use crate::{Error, ErrorKind};
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::oauth2::{ClientAuth, ProviderMetadata};
+/// use tower_token_refresh_oauth2::{ClientAuth, ProviderMetadata};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = |req: Request<Bytes>| async move {
@@ -221,7 +221,8 @@ impl ProviderMetadata {
     /// ```
     /// use bytes::Bytes;
     /// use http::{Request, Response};
-    /// use tower_token_refresh_core::{ErrorKind, oauth2::ProviderMetadata};
+    /// use tower_token_refresh_core::ErrorKind;
+    /// use tower_token_refresh_oauth2::ProviderMetadata;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let client = |_req: Request<Bytes>| async {
@@ -534,7 +535,7 @@ fn read_document(
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::oauth2::tests::response;
+    use crate::tests::response;
 
     /// What `discover` makes of `body` at `status` as the only document.
     fn read_alone(status: u16, body: &'static str) -> Result<ProviderMetadata, Error> {

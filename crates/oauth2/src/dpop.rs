@@ -5,9 +5,9 @@
 //! A [`DpopKey`] is the client's side of it: one ES256 key per session, the
 //! proofs it signs (the `DPoP` header of each request) and the nonces
 //! servers handed out, remembered per origin. Give the same `DpopKey` to
-//! the grant ([`RefreshTokenGrant::dpop`](crate::oauth2::RefreshTokenGrant::dpop),
-//! [`ClientCredentialsGrant::dpop`](crate::oauth2::ClientCredentialsGrant::dpop)),
-//! to the manager ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop),
+//! the grant ([`RefreshTokenGrant::dpop`](crate::RefreshTokenGrant::dpop),
+//! [`ClientCredentialsGrant::dpop`](crate::ClientCredentialsGrant::dpop)),
+//! to the manager ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop),
 //! which saves the key with the token set and takes the stored one back),
 //! and to the resource side (the `DpopLayer` of `tower-token-refresh`, or
 //! [`DpopKey::proof`] with any client).
@@ -26,13 +26,16 @@
 //!   resource may share an origin and still hand out different nonces).
 //! - The key's private half never appears in `Debug` output; in a stored
 //!   token set it is as protected as the refresh token beside it (the
-//!   store's [`Sealer`](crate::Sealer)).
+//!   store's [`Sealer`](tower_token_refresh_core::Sealer)).
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use serde::Serialize;
+
+use tower_token_refresh_core::TokenManagerBuilder;
+use zeroize::Zeroizing;
 
 use crate::{
     Error, ErrorKind, TokenSet,
@@ -54,12 +57,12 @@ const MAX_ORIGINS: usize = 64;
 ///
 /// Cheap to clone (an `Arc` inside); clones share the key and the nonces.
 /// When the manager loads a stored token set bound to another key, it
-/// switches every clone to that key ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop)).
+/// switches every clone to that key ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
 ///
 /// # Example
 ///
 /// ```
-/// use tower_token_refresh_core::dpop::DpopKey;
+/// use tower_token_refresh_oauth2::dpop::DpopKey;
 ///
 /// let dpop = DpopKey::generate()?;
 /// let uri: http::Uri = "https://api.example.com/orders?page=2".parse()?;
@@ -280,12 +283,13 @@ impl DpopKey {
 
     /// Makes `tokens` and this key agree: a set bound to another key (loaded
     /// from a store) makes every clone of this one switch to that key; a set
-    /// with no key gets this one, so that it is saved with it.
-    pub(crate) fn bind(&self, tokens: TokenSet) -> TokenSet {
+    /// with no key gets this one, so that it is saved with it. What the
+    /// manager runs on every set it takes in ([`DpopManagerExt::dpop`]).
+    pub fn bind(&self, tokens: TokenSet) -> TokenSet {
         match tokens.dpop_key() {
             None => tokens.with_dpop_key(self.signing_key()),
             Some(bound) => {
-                self.adopt(bound);
+                self.adopt(&bound);
                 tokens
             }
         }
@@ -316,6 +320,83 @@ impl fmt::Debug for DpopKey {
             .field("alg", &keyed.key.algorithm())
             .field("jkt", &keyed.thumbprint)
             .finish_non_exhaustive()
+    }
+}
+
+/// A token set's DPoP key: core keeps it as opaque PKCS#8 bytes
+/// ([`TokenSet::bound_key`]); this reads and writes it as a [`SigningKey`].
+///
+/// # Example
+///
+/// ```
+/// use tower_token_refresh_core::TokenSet;
+/// use tower_token_refresh_oauth2::dpop::{DpopKey, TokenSetExt as _};
+///
+/// let dpop = DpopKey::generate()?;
+/// let tokens = TokenSet::bearer("t").with_dpop_key(dpop.signing_key());
+/// assert_eq!(tokens.dpop_key().and_then(|k| k.thumbprint()), Some(dpop.thumbprint()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait TokenSetExt: Sized {
+    /// Binds the set to `key`. Only an ES256 key (what [`DpopKey`] uses) is
+    /// kept: it is saved with the set; any other key is ignored.
+    fn with_dpop_key(self, key: SigningKey) -> Self;
+
+    /// The DPoP key the tokens are bound to, if any (and readable as an
+    /// ES256 PKCS#8 key).
+    fn dpop_key(&self) -> Option<SigningKey>;
+}
+
+impl TokenSetExt for TokenSet {
+    fn with_dpop_key(self, key: SigningKey) -> Self {
+        match key.es256_pkcs8() {
+            Some(der) => self.with_bound_key(Zeroizing::new(der.to_vec())),
+            None => self,
+        }
+    }
+
+    fn dpop_key(&self) -> Option<SigningKey> {
+        SigningKey::es256_from_pkcs8(self.bound_key()?).ok()
+    }
+}
+
+/// [`TokenManagerBuilder::dpop`](DpopManagerExt::dpop): binds a manager's
+/// session to a [`DpopKey`].
+pub trait DpopManagerExt: Sized {
+    /// Binds the session to a DPoP key (RFC 9449): every token set the
+    /// manager saves carries the key (a bound refresh token is useless
+    /// without it), and a set loaded from the store, or given to
+    /// `initial`, `set` or `load`, bound to another key switches `dpop`
+    /// (and every clone of it: the grant's, the layer's) to that key. Give
+    /// the same [`DpopKey`] to the grant that fetches the tokens. Built on
+    /// [`TokenManagerBuilder::bind_tokens`] with [`DpopKey::bind`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_core::{source, TokenManager, TokenSet};
+    /// use tower_token_refresh_oauth2::dpop::{DpopKey, DpopManagerExt as _, TokenSetExt as _};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dpop = DpopKey::generate()?;
+    /// let tokens = TokenManager::builder(source::from_fn(|_| async {
+    ///     Ok(TokenSet::bearer("t").with_token_type("DPoP"))
+    /// }))
+    /// .dpop(dpop.clone())
+    /// .build();
+    /// let auth = tokens.authorization().await?;
+    /// assert_eq!(auth.header().to_str()?, "DPoP t");
+    /// let key = tokens.current().and_then(|t| t.dpop_key()).unwrap();
+    /// assert_eq!(key.thumbprint(), Some(dpop.thumbprint()));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    fn dpop(self, dpop: DpopKey) -> Self;
+}
+
+impl DpopManagerExt for TokenManagerBuilder {
+    fn dpop(self, dpop: DpopKey) -> Self {
+        self.bind_tokens(move |tokens| dpop.bind(tokens))
     }
 }
 
@@ -451,5 +532,29 @@ mod tests {
     fn only_es256_keys_sign_proofs() {
         let hs = SigningKey::hs256(b"a shared secret of enough length!");
         assert_eq!(DpopKey::new(hs).unwrap_err().kind(), ErrorKind::Rejected);
+    }
+
+    #[tokio::test]
+    async fn a_token_sets_stored_form_keeps_the_dpop_key_and_debug_does_not_show_it() {
+        use base64::Engine as _;
+        let key = crate::jose::SigningKey::generate_es256().unwrap();
+        let tokens = TokenSet::bearer("acc")
+            .with_token_type("DPoP")
+            .with_dpop_key(key.clone());
+        let stored = tokens.to_stored_json();
+        let back = TokenSet::from_stored_json(&stored).unwrap();
+        assert_eq!(back, tokens);
+        assert_eq!(back.dpop_key().unwrap().thumbprint(), key.thumbprint());
+        let pkcs8 =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.es256_pkcs8().unwrap());
+        assert!(!format!("{back:?}").contains(&pkcs8[..24]));
+        // Core keeps the bytes as they are; bytes that are no ES256 key are
+        // no DPoP key (a manager's `DpopKey` binds its own in their place).
+        let junk = br#"{"version":1,"access_token":"a","token_type":"DPoP","dpop_key":"AAAA"}"#;
+        let read = TokenSet::from_stored_json(junk).unwrap();
+        assert!(read.dpop_key().is_none());
+        // Only an ES256 key is kept (DpopKey uses nothing else).
+        let hs = TokenSet::bearer("a").with_dpop_key(crate::jose::SigningKey::hs256(b"k"));
+        assert!(hs.dpop_key().is_none());
     }
 }

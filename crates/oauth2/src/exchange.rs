@@ -33,7 +33,7 @@ use super::{
     ClientAuth, HttpClient, answer_of, endpoint::Endpoint, redact::Redactor,
     retry_after::parse_retry_after, was_not_sent,
 };
-use crate::{BoxError, Error, ErrorKind, TokenSet, token::OAuthErrorBody};
+use crate::{BoxError, Error, ErrorKind, TokenSet, token_response::OAuthErrorBody};
 
 /// The DPoP key a grant proves possession of, if it has one (feature
 /// `jose`; without it, never).
@@ -157,7 +157,7 @@ impl<C: HttpClient> TokenClient<C> {
                 continue;
             }
             return received_answer(response, unread, &redactor, presents_refresh_token)
-                .map(|t| t.with_dpop_key(key));
+                .map(|t| crate::dpop::TokenSetExt::with_dpop_key(t, key));
         }
     }
 }
@@ -248,7 +248,7 @@ fn received_answer(
 
 fn token_answer(response: Response<Bytes>, redactor: &Redactor) -> Result<TokenSet, Error> {
     if response.status().is_success() {
-        return TokenSet::from_response_json(response.body());
+        return crate::token_response::parse(response.body());
     }
     Err(error_response(&response, "token endpoint", redactor))
 }
@@ -266,7 +266,8 @@ fn token_answer(response: Response<Bytes>, redactor: &Redactor) -> Result<TokenS
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response, StatusCode};
-/// use tower_token_refresh_core::{ErrorKind, oauth2::parse_token_response};
+/// use tower_token_refresh_core::ErrorKind;
+/// use tower_token_refresh_oauth2::parse_token_response;
 ///
 /// let request = Request::post("https://auth.example.com/token")
 ///     .body(Bytes::from_static(b"grant_type=password&username=ann&password=hunter2%21"))
@@ -415,7 +416,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::oauth2::tests::response;
+    use crate::tests::response;
 
     #[test]
     fn form_encoding_follows_whatwg() {

@@ -22,7 +22,8 @@ use crate::{Error, TokenManager};
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::{oauth2::{ClientAuth, IntrospectionClient}, source, TokenManager, TokenSet};
+/// use tower_token_refresh_core::{source, TokenManager, TokenSet};
+/// use tower_token_refresh_oauth2::{ClientAuth, IntrospectionClient};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // This server says every token is revoked.
@@ -195,7 +196,7 @@ fn string_member(value: &serde_json::Value, name: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::oauth2::tests::response;
+    use crate::tests::response;
 
     #[test]
     fn active_and_inactive_answers_parse() {

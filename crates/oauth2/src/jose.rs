@@ -37,7 +37,7 @@ use crate::{Error, ErrorKind, crypto::sha256_b64url};
 /// # Example
 ///
 /// ```
-/// use tower_token_refresh_core::jose::SigningKey;
+/// use tower_token_refresh_oauth2::jose::SigningKey;
 ///
 /// let key = SigningKey::generate_es256()?.with_key_id("key-1");
 /// assert_eq!(key.algorithm(), "ES256");

@@ -58,7 +58,8 @@ const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::{TokenManager, jose::SigningKey, oauth2::JwtBearerGrant};
+/// use tower_token_refresh_core::TokenManager;
+/// use tower_token_refresh_oauth2::{jose::SigningKey, JwtBearerGrant};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/rsa-2048.pem");
@@ -169,7 +170,7 @@ impl<C> JwtBearerGrant<C> {
     /// assertion's exchange carries a proof, a `use_dpop_nonce` answer is
     /// retried once with the server's nonce, and the tokens are bound to
     /// the key. Give the manager the same key
-    /// ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop)).
+    /// ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
         self

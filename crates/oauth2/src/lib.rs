@@ -1,15 +1,33 @@
-//! OAuth2 token sources (RFC 6749) and the small HTTP client trait they use.
+//! OAuth2 and OpenID Connect for
+//! [`tower-token-refresh`](https://docs.rs/tower-token-refresh): the token
+//! sources that fetch and renew a session, and the protocol pieces around
+//! them.
 //!
-//! Grants that renew a session: [`RefreshTokenGrant`] and
-//! [`ClientCredentialsGrant`]. Logins that start one, with the user:
-//! [`AuthorizationCodeLogin`] (PKCE and a loopback redirect, for CLIs and
-//! desktop apps) and [`DeviceLogin`] (RFC 8628, for devices without a
-//! browser). Each is a [`TokenSource`](crate::TokenSource), so a login can be
-//! the last link of a fallback chain.
+//! The coordinator, token sets and stores live in
+//! [`tower-token-refresh-core`](tower_token_refresh_core), which knows no
+//! protocol; this crate speaks OAuth2 (RFC 6749) to authorization servers.
+//! The `tower-token-refresh` crate re-exports it as
+//! `tower_token_refresh::oauth2`.
 //!
-//! Core does not depend on tower: a grant calls its token endpoint through
-//! [`HttpClient`], which any async closure implements. The `tower-token-refresh`
-//! crate adapts any `tower::Service` (hyper-util's client, say) to it.
+//! - Grants that renew a session: [`RefreshTokenGrant`] and
+//!   [`ClientCredentialsGrant`]; with feature `jose`, the JWT bearer grant
+//!   for service accounts (`JwtBearerGrant`). Each is a
+//!   [`TokenSource`](tower_token_refresh_core::TokenSource).
+//! - Logins that start one, with the user: [`AuthorizationCodeLogin`]
+//!   (PKCE and a loopback redirect, for CLIs and desktop apps) and
+//!   [`DeviceLogin`] (RFC 8628, for devices without a browser), each usable
+//!   as the last link of a fallback chain.
+//! - Client authentication ([`ClientAuth`]): a secret or, with feature
+//!   `jose`, signed assertions (`private_key_jwt`, `client_secret_jwt`).
+//! - [`ProviderMetadata`] (RFC 9728, RFC 8414, OpenID Connect discovery),
+//!   [`IntrospectionClient`] (RFC 7662), [`RevocationClient`] (RFC 7009),
+//!   and [`token_response`] (RFC 6749 §5.1 parsing, the `exp` of a JWT).
+//! - With feature `jose`: `jose` (signing keys and JWTs) and `dpop` (RFC
+//!   9449: tokens bound to a key the client proves it holds).
+//!
+//! A grant calls its token endpoint through [`HttpClient`], which any async
+//! closure implements; the `tower-token-refresh` crate adapts any
+//! `tower::Service` (hyper-util's client, say) to it.
 //!
 //! An `HttpClient` error is a request that may or may not have reached the
 //! server. Where it is known that it never left (the connection was
@@ -20,28 +38,61 @@
 //! a server that rotates refresh tokens may already have spent the one
 //! presented.
 //!
-//! With feature `jose`, a client can authenticate with signed assertions
-//! instead of a secret (`ClientAuth::private_key_jwt`,
-//! `ClientAuth::client_secret_jwt`, `ClientAssertion`), and a service
-//! account can get tokens with the JWT bearer grant (`JwtBearerGrant`).
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use tower_token_refresh_core::{TokenManager, TokenSet};
+//! use tower_token_refresh_oauth2::{ClientAuth, RefreshTokenGrant};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Any async closure is an HttpClient; this one plays the token endpoint.
+//! let client = |_request: Request<Bytes>| async {
+//!     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
+//!         br#"{"access_token":"fresh","token_type":"Bearer","expires_in":3600}"#,
+//!     )))
+//! };
+//! let grant = RefreshTokenGrant::new(
+//!     "https://auth.example.com/token".parse()?,
+//!     ClientAuth::basic("my-client", "my-secret"),
+//!     client,
+//! );
+//! let tokens = TokenManager::builder(grant)
+//!     .initial(TokenSet::bearer("old").with_refresh_token("r1"))
+//!     .build();
+//! tokens.refresh().await?;
+//! assert_eq!(tokens.authorization().await?.header().to_str()?, "Bearer fresh");
+//! // The server kept the refresh token: the grant keeps it too.
+//! assert_eq!(tokens.current().unwrap().refresh_token().unwrap().secret(), "r1");
+//! # Ok(()) }
+//! ```
 
 use std::{error::Error as StdError, fmt, future::Future, io, sync::Arc};
 
 use bytes::Bytes;
 use http::{Request, Response};
 
-use crate::{BoxError, BoxFuture};
+// Core's types under the paths the modules of this crate name them by.
+pub(crate) use tower_token_refresh_core::{
+    BoxError, BoxFuture, ClientSecret, Error, ErrorKind, TokenManager, TokenSet, TokenSource,
+};
 
 mod authorization_code;
 #[cfg(feature = "jose")]
 mod client_assertion;
 mod client_auth;
 mod client_credentials;
+mod crypto;
 mod device;
 mod discovery;
+#[cfg(feature = "jose")]
+pub mod dpop;
 mod endpoint;
 mod exchange;
 mod introspection;
+#[cfg(feature = "jose")]
+pub mod jose;
 #[cfg(feature = "jose")]
 mod jwt_bearer;
 mod login;
@@ -51,6 +102,7 @@ mod redact;
 mod refresh_token;
 mod retry_after;
 mod revocation;
+pub mod token_response;
 mod unread;
 
 pub use authorization_code::AuthorizationCodeLogin;
@@ -128,7 +180,7 @@ impl<T: HttpClient + ?Sized> HttpClient for Arc<T> {
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::oauth2::{HttpClient, NotSent, was_not_sent};
+/// use tower_token_refresh_oauth2::{HttpClient, NotSent, was_not_sent};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// // A client that knows its proxy is down before it writes anything.
@@ -193,7 +245,7 @@ impl StdError for NotSent {
 ///
 /// ```
 /// use std::io;
-/// use tower_token_refresh_core::oauth2::was_not_sent;
+/// use tower_token_refresh_oauth2::was_not_sent;
 ///
 /// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
 /// assert!(was_not_sent(&refused));

@@ -29,7 +29,8 @@ use crate::{Error, ErrorKind};
 /// # Example
 ///
 /// ```
-/// use tower_token_refresh_core::{Error, ErrorKind, oauth2::LoginError};
+/// use tower_token_refresh_core::{Error, ErrorKind};
+/// use tower_token_refresh_oauth2::LoginError;
 ///
 /// let err: Error = LoginError::StateMismatch.into();
 /// assert_eq!(err.kind(), ErrorKind::Policy);
@@ -167,7 +168,7 @@ impl From<LoginError> for Error {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_token_refresh_core::oauth2::LoginHints;
+/// use tower_token_refresh_oauth2::LoginHints;
 ///
 /// let hints = LoginHints::new()
 ///     .with_acr_values("urn:example:mfa")

@@ -30,7 +30,7 @@ use crate::{
 /// The test vector of RFC 7636 appendix B:
 ///
 /// ```
-/// use tower_token_refresh_core::oauth2::Pkce;
+/// use tower_token_refresh_oauth2::Pkce;
 ///
 /// let pkce = Pkce::from_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").unwrap();
 /// assert_eq!(pkce.challenge(), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");

@@ -211,7 +211,7 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
-    use crate::oauth2::{ClientAuth, Form};
+    use crate::{ClientAuth, Form};
 
     const REFRESH: &str = "rt/Secret+Value with space~*é";
     const CLIENT_SECRET: &str = "cs:s3cr&t/ünï code";

@@ -44,7 +44,8 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::{oauth2::{ClientAuth, RefreshTokenGrant}, TokenManager, TokenSet};
+/// use tower_token_refresh_core::{TokenManager, TokenSet};
+/// use tower_token_refresh_oauth2::{ClientAuth, RefreshTokenGrant};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // Any async closure is an HttpClient; this one plays the token endpoint.
@@ -107,7 +108,8 @@ impl<C> RefreshTokenGrant<C> {
     /// ```
     /// use bytes::Bytes;
     /// use http::{Request, Response};
-    /// use tower_token_refresh_core::{ErrorKind, TokenSet, TokenSource, oauth2::{ClientAuth, RefreshTokenGrant}};
+    /// use tower_token_refresh_core::{ErrorKind, TokenSet, TokenSource};
+    /// use tower_token_refresh_oauth2::{ClientAuth, RefreshTokenGrant};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let client = |_req: Request<Bytes>| async {
@@ -137,7 +139,7 @@ impl<C> RefreshTokenGrant<C> {
     /// bound to the key (a `DPoP` token type goes out as `DPoP <token>`),
     /// and a `use_dpop_nonce` answer is retried once with the server's
     /// nonce. Give the manager the same key
-    /// ([`TokenManagerBuilder::dpop`](crate::TokenManagerBuilder::dpop)).
+    /// ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
@@ -166,9 +168,9 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             // sign with that one, even if the manager was not told of it.
             #[cfg(feature = "jose")]
             if let (Some(dpop), Some(bound)) =
-                (self.token.dpop(), current.and_then(TokenSet::dpop_key))
+                (self.token.dpop(), current.and_then(crate::dpop::TokenSetExt::dpop_key))
             {
-                dpop.adopt(bound);
+                dpop.adopt(&bound);
             }
             let form = || {
                 let mut form = Form::default();
@@ -308,7 +310,7 @@ mod tests {
                 "http://127.0.0.1/token".parse().unwrap(),
                 ClientAuth::basic("id", "sec"),
                 move |_req: Request<Bytes>| async move {
-                    Ok::<_, std::io::Error>(crate::oauth2::tests::response(status, body))
+                    Ok::<_, std::io::Error>(crate::tests::response(status, body))
                 },
             );
             let current = TokenSet::bearer("a").with_refresh_token("rt-1");

@@ -92,7 +92,7 @@ mod tests {
     use http::{HeaderValue, header};
 
     use super::*;
-    use crate::{ErrorKind, oauth2::parse_token_response, oauth2::tests::response};
+    use crate::{ErrorKind, parse_token_response, tests::response};
 
     #[test]
     fn retry_after_http_date_is_a_wait_from_now() {

@@ -42,7 +42,8 @@ impl TokenTypeHint {
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
-/// use tower_token_refresh_core::{oauth2::{ClientAuth, RevocationClient}, source, TokenManager, TokenSet};
+/// use tower_token_refresh_core::{source, TokenManager, TokenSet};
+/// use tower_token_refresh_oauth2::{ClientAuth, RevocationClient};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = |_req: Request<Bytes>| async {

@@ -44,10 +44,8 @@ use crate::BoxError;
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response, StatusCode};
-/// use tower_token_refresh_core::{
-///     ErrorKind, TokenSet, TokenSource,
-///     oauth2::{ClientAuth, RefreshTokenGrant, UnreadBody},
-/// };
+/// use tower_token_refresh_core::{ErrorKind, TokenSet, TokenSource};
+/// use tower_token_refresh_oauth2::{ClientAuth, RefreshTokenGrant, UnreadBody};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// // A 400 whose body was too large to read.

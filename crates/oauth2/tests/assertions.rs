@@ -41,12 +41,12 @@ const SERVICE_ACCOUNT: &str = "robot@project.example";
 const HS_SECRET: &str = "a client secret of 32 bytes or more, for HS256";
 
 fn p256() -> SigningKey {
-    let pem = include_str!("../../core/testdata/p256.pem");
+    let pem = include_str!("../../oauth2/testdata/p256.pem");
     SigningKey::from_pkcs8_pem(pem).unwrap()
 }
 
 fn rsa() -> SigningKey {
-    let pem = include_str!("../../core/testdata/rsa-2048.pem");
+    let pem = include_str!("../../oauth2/testdata/rsa-2048.pem");
     SigningKey::from_pkcs8_pem(pem).unwrap()
 }
 

@@ -1,7 +1,7 @@
 //! Signed client assertions against a real authorization server none of
 //! us wrote: node's `oidc-provider` (interop/server.mjs), on 127.0.0.1.
 //! Two clients registered there authenticate with `private_key_jwt` (the
-//! public JWK of `crates/core/testdata/p256.pem`, passed in
+//! public JWK of `crates/oauth2/testdata/p256.pem`, passed in
 //! `ASSERTION_JWKS`) and `client_secret_jwt`; the provider checks each
 //! assertion's signature, `iss`, `sub`, `aud`, `exp` and that its `jti` was
 //! never used before.
@@ -32,7 +32,7 @@ const SECRET: &str = "interop: a client_secret_jwt secret of more than 32 bytes"
 const KEY_ID: &str = "interop-key-1";
 
 fn registered_key() -> SigningKey {
-    SigningKey::from_pkcs8_pem(include_str!("../../core/testdata/p256.pem"))
+    SigningKey::from_pkcs8_pem(include_str!("../../oauth2/testdata/p256.pem"))
         .unwrap()
         .with_key_id(KEY_ID)
 }
