@@ -1,7 +1,6 @@
 //! Bad input never panics: property tests (fixed seed, bounded case count)
-//! of the token response parser and the JWT `exp` reader behind it, and
-//! token values that cannot be HTTP header values, through
-//! `TokenManager::set` and through a token source.
+//! of the token response parser and the JWT `exp` reader behind it. (Token
+//! values that cannot be header values are core's: its `bad_tokens` tests.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,9 +14,8 @@ use proptest::{
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tower_token_refresh_core::{
-    Error, ErrorKind, TokenManager, TokenSet, oauth2::parse_token_response, source,
-};
+use tower_token_refresh_core::ErrorKind;
+use tower_token_refresh_oauth2::{parse_token_response, token_response};
 
 fn config(cases: u32) -> Config {
     Config {
@@ -82,7 +80,7 @@ proptest! {
     fn arbitrary_bytes_are_a_typed_error_or_a_token_set(
         body in prop::collection::vec(any::<u8>(), 0..256)
     ) {
-        if let Err(e) = TokenSet::from_response_json(&body) {
+        if let Err(e) = token_response::parse(&body) {
             prop_assert_eq!(e.kind(), ErrorKind::InvalidResponse);
         }
     }
@@ -90,7 +88,7 @@ proptest! {
     #[test]
     fn arbitrary_json_is_a_typed_error_or_a_token_set(value in json_value()) {
         let body = serde_json::to_vec(&value).unwrap();
-        if let Err(e) = TokenSet::from_response_json(&body) {
+        if let Err(e) = token_response::parse(&body) {
             prop_assert_eq!(e.kind(), ErrorKind::InvalidResponse);
         }
     }
@@ -143,7 +141,7 @@ proptest! {
         }
         object.extend(extra);
         let before = Instant::now();
-        let tokens = TokenSet::from_response_json(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let tokens = token_response::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
         prop_assert_eq!(tokens.access_token().secret(), access.as_str());
         let want_type = if token_type.eq_ignore_ascii_case("bearer") { "Bearer" } else { token_type };
         prop_assert_eq!(tokens.token_type(), want_type);
@@ -174,7 +172,7 @@ proptest! {
         let jwt = format!("{header}.{payload}.{signature}");
         let body = json!({ "access_token": jwt, "token_type": "Bearer" });
         let before = Instant::now();
-        let tokens = TokenSet::from_response_json(body.to_string().as_bytes()).unwrap();
+        let tokens = token_response::parse(body.to_string().as_bytes()).unwrap();
         let lifetime = tokens.expires_at().unwrap().duration_since(before);
         prop_assert!(
             within(lifetime, Duration::from_secs(ahead), Duration::from_secs(2)),
@@ -194,7 +192,7 @@ proptest! {
     ) {
         let jwt = format!("{header}.{payload}{}", ".sig".repeat(dots));
         let body = json!({ "access_token": jwt, "token_type": "Bearer" });
-        let tokens = TokenSet::from_response_json(body.to_string().as_bytes()).unwrap();
+        let tokens = token_response::parse(body.to_string().as_bytes()).unwrap();
         let _ = tokens.expires_at();
     }
 }

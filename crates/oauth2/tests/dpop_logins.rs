@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenSet,
-    dpop::DpopKey,
+    dpop::{DpopKey, TokenSetExt as _},
     jose::SigningKey,
     oauth2::{
         AuthorizationCodeLogin, ClientAuth, ClientCredentialsGrant, DeviceLogin, JwtBearerGrant,

@@ -19,7 +19,7 @@ use support::interop::{Provider, all_ok_at_once};
 use tower::ServiceBuilder;
 use tower_token_refresh::{
     ServiceClient, TokenManager, TokenRefreshLayer, TokenSet, TokenSource,
-    dpop::{DpopKey, DpopLayer},
+    dpop::{DpopKey, DpopLayer, DpopManagerExt as _},
     oauth2::{ClientAuth, ProviderMetadata},
 };
 use tower_token_refresh_test_util::hyper_client;

@@ -23,7 +23,7 @@ use support::interop::Provider;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenManager, TokenRefreshLayer,
-    dpop::{DpopKey, DpopLayer},
+    dpop::{DpopKey, DpopLayer, DpopManagerExt as _, TokenSetExt as _},
     oauth2::{
         AuthorizationCodeLogin, ClientAuth, DeviceAuthorization, DeviceLogin, LoginError,
         LoginHints, ProviderMetadata, RefreshTokenGrant,

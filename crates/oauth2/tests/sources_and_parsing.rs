@@ -1,12 +1,11 @@
-//! Grants, fallback chains and response parsing, against in-process
+//! Grants and response parsing, against in-process `HttpClient` closures
+//! (the other tests of this crate use test-util's real servers). The
+//! fallback chain tests stayed in core (`sources`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! `HttpClient` closures (core cannot reach the real test servers; the
-//! test-util crate's tests do that).
 
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -15,10 +14,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use proptest::prelude::*;
-use tower_token_refresh_core::{
-    Error, ErrorKind, TokenManager, TokenSet, TokenSource, jwt_expiry,
-    oauth2::{ClientAuth, ClientCredentialsGrant, HttpClient, parse_token_response},
-    source::{self, TokenSourceExt},
+use tower_token_refresh_core::{ErrorKind, TokenSource};
+use tower_token_refresh_oauth2::{
+    ClientAuth, ClientCredentialsGrant, HttpClient, parse_token_response,
+    token_response::jwt_expiry,
 };
 
 type Seen = Arc<Mutex<Vec<Request<Bytes>>>>;
