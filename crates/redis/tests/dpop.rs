@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use redis::AsyncCommands as _;
-use tower_token_refresh_oauth2::dpop::{DpopKey, DpopManagerExt as _, TokenSetExt as _};
+use tower_token_refresh_oauth2::dpop::{DpopKey, DpopManagerExt as _};
 use tower_token_refresh_core::{
     Error, TokenManager, TokenSet, TokenSource, XChaCha20Poly1305Sealer, source,
 };
