@@ -7,8 +7,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
 use crate::{AccessToken, Error, ErrorKind, RefreshToken};
 
@@ -299,7 +299,6 @@ impl TokenSet {
         }
         self
     }
-
 }
 
 impl TokenSet {
@@ -441,7 +440,12 @@ fn stored_bound_key(text: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
         .ok()
         .filter(|bytes| !bytes.is_empty())
         .map(Zeroizing::new)
-        .ok_or_else(|| Error::new(ErrorKind::Store, "stored token set has an unreadable DPoP key"))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Store,
+                "stored token set has an unreadable DPoP key",
+            )
+        })
 }
 
 const STORED_VERSION: u32 = 1;
@@ -633,7 +637,10 @@ mod tests {
             .with_bound_key(key.clone());
         let stored = tokens.to_stored_json();
         let text = String::from_utf8(stored.clone()).unwrap();
-        assert!(text.contains(r#""dpop_key":"cGtjczggYnl0ZXMgb2YgYSBrZXk""#), "{text}");
+        assert!(
+            text.contains(r#""dpop_key":"cGtjczggYnl0ZXMgb2YgYSBrZXk""#),
+            "{text}"
+        );
         let back = TokenSet::from_stored_json(&stored).unwrap();
         assert_eq!(back, tokens);
         assert_eq!(back.bound_key(), Some(&key[..]));

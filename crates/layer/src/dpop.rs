@@ -77,10 +77,10 @@ use std::{
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
+use tower_token_refresh_core::{BoxError, Error};
 pub use tower_token_refresh_oauth2::dpop::{
     DPOP, DPOP_NONCE, DpopKey, DpopManagerExt, TokenSetExt,
 };
-use tower_token_refresh_core::{BoxError, Error};
 
 use crate::{CloneBody, ReplayPolicy, classify::parse_challenges};
 

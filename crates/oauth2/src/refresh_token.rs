@@ -167,9 +167,10 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             // The refresh token is bound to the key of the set it came in:
             // sign with that one, even if the manager was not told of it.
             #[cfg(feature = "jose")]
-            if let (Some(dpop), Some(bound)) =
-                (self.token.dpop(), current.and_then(crate::dpop::TokenSetExt::dpop_key))
-            {
+            if let (Some(dpop), Some(bound)) = (
+                self.token.dpop(),
+                current.and_then(crate::dpop::TokenSetExt::dpop_key),
+            ) {
                 dpop.adopt(&bound);
             }
             let form = || {

@@ -219,7 +219,6 @@ pub(crate) struct OAuthErrorBody {
     pub(crate) error_description: Option<String>,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,26 +242,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn expires_in_as_string_negative_and_huge() {
-        let t = parse(
-            br#"{"access_token":"a","token_type":"Bearer","expires_in":" 30 "}"#,
-        )
-        .unwrap();
+        let t =
+            parse(br#"{"access_token":"a","token_type":"Bearer","expires_in":" 30 "}"#).unwrap();
         assert_eq!(
             t.expires_at(),
             Some(Instant::now() + Duration::from_secs(30))
         );
-        let t = parse(
-            br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
-        )
-        .unwrap();
+        let t = parse(br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#).unwrap();
         assert_eq!(t.expires_at(), Some(Instant::now()));
-        let t = parse(
-            br#"{"access_token":"a","token_type":"Bearer","expires_in":1e300}"#,
-        )
-        .unwrap();
+        let t = parse(br#"{"access_token":"a","token_type":"Bearer","expires_in":1e300}"#).unwrap();
         assert_eq!(t.expires_at(), Some(Instant::now() + MAX_LIFETIME));
-        let t =
-            parse(br#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
+        let t = parse(br#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
         assert_eq!(t.expires_at(), None);
     }
 
