@@ -7,7 +7,7 @@
 //! servers handed out, remembered per origin. Give the same `DpopKey` to
 //! the grant ([`RefreshTokenGrant::dpop`](crate::RefreshTokenGrant::dpop),
 //! [`ClientCredentialsGrant::dpop`](crate::ClientCredentialsGrant::dpop)),
-//! to the manager ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop),
+//! to the manager ([`DpopManagerExt::dpop`],
 //! which saves the key with the token set and takes the stored one back),
 //! and to the resource side (the `DpopLayer` of `tower-token-refresh`, or
 //! [`DpopKey::proof`] with any client).
@@ -57,7 +57,7 @@ const MAX_ORIGINS: usize = 64;
 ///
 /// Cheap to clone (an `Arc` inside); clones share the key and the nonces.
 /// When the manager loads a stored token set bound to another key, it
-/// switches every clone to that key ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
+/// switches every clone to that key ([`DpopManagerExt::dpop`]).
 ///
 /// # Example
 ///

@@ -12,7 +12,7 @@
 //! - Grants that renew a session: [`RefreshTokenGrant`] and
 //!   [`ClientCredentialsGrant`]; with feature `jose`, the JWT bearer grant
 //!   for service accounts (`JwtBearerGrant`). Each is a
-//!   [`TokenSource`](tower_token_refresh_core::TokenSource).
+//!   [`TokenSource`].
 //! - Logins that start one, with the user: [`AuthorizationCodeLogin`]
 //!   (PKCE and a loopback redirect, for CLIs and desktop apps) and
 //!   [`DeviceLogin`] (RFC 8628, for devices without a browser), each usable
