@@ -18,8 +18,8 @@
 //!   device), DPoP and JOSE live in the protocol crate,
 //!   [`tower-token-refresh-oauth2`](https://docs.rs/tower-token-refresh-oauth2).
 //! - [`TokenStore`]: where the set is kept; [`MemoryStore`] by default,
-//!   [`FileStore`] to survive restarts, [`LockedStore`] to share a file
-//!   between processes.
+//!   [`FileStore`] to survive restarts, [`LockedStore`] to put its
+//!   cross-process lock around any other store.
 //! - [`Sealer`]: encryption at rest for stored sets ([`FileStore::with_sealer`],
 //!   the Redis store's `sealer`); feature `xchacha20poly1305` brings one
 //!   with a key you supply.
