@@ -30,8 +30,11 @@
 //! then passes through both layers and gets a proof for its own URL.
 //! Inside, a hop would carry the first request's proof and be refused.
 //!
-//! The same [`DpopKey`] goes to the grant, the manager and this layer; the
-//! tokens then come back as `DPoP` tokens and go out as `DPoP <token>`.
+//! The same [`DpopKey`] goes to the grant, the manager
+//! ([`DpopManagerExt::dpop`], which saves the key with the tokens and takes
+//! a stored set's key back) and this layer; the tokens then come back as
+//! `DPoP` tokens and go out as `DPoP <token>`. [`DpopKey`] and the two
+//! extension traits are the `tower-token-refresh-oauth2` crate's.
 //! This layer reads the `Authorization` header only: with the token layer's
 //! [`header_name`](crate::TokenRefreshLayer::header_name) set to another
 //! header, requests pass through unsigned.
