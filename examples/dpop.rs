@@ -23,7 +23,7 @@ use http_body_util::Full;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_token_refresh::{
     ServiceClient, TokenManager, TokenRefreshLayer,
-    dpop::{DpopKey, DpopLayer},
+    dpop::{DpopKey, DpopLayer, DpopManagerExt as _},
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
 use tower_token_refresh_test_util::{dpop::DpopServer, hyper_client};

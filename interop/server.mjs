@@ -15,7 +15,7 @@
 //
 // Logins (wt-logins): public and confidential native clients with PKCE, a
 // loopback redirect (any port, RFC 8252 §7.3) and the device flow; see the
-// LOGINS blocks below and crates/test-util/tests/interop_logins.rs.
+// LOGINS blocks below and crates/oauth2/tests/interop_logins.rs.
 // DPoP (RFC 9449), for crates/test-util/tests/interop_dpop.rs: the public
 // client `interop-dpop-client` must use DPoP-bound tokens, the token
 // endpoint wants a DPoP nonce, and beside it:
@@ -86,7 +86,7 @@ const loginStats = {
 };
 // ---- end LOGINS ------------------------------------------------------------
 
-// ---- Signed client assertions (crates/test-util/tests/interop_assertions.rs) ----
+// ---- Signed client assertions (crates/oauth2/tests/interop_assertions.rs) ----
 // ASSERTION_JWKS: the public JWK set (JSON) of the private_key_jwt client's
 // key; ASSERTION_SECRET: the client_secret_jwt client's secret (HS256 wants
 // 32 bytes or more).

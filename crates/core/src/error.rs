@@ -2,7 +2,7 @@
 
 use std::{borrow::Cow, error::Error as StdError, fmt, sync::Arc, time::Duration};
 
-use crate::oauth2::ErrorCode;
+use crate::ErrorCode;
 
 /// A boxed error, as tower and hyper use.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -138,8 +138,7 @@ impl Error {
     /// The same error with another kind: a grant that knows better than
     /// the RFC 6749 §5.2 mapping (an `invalid_grant` for an assertion that
     /// is no session).
-    #[cfg(feature = "jose")]
-    pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
         self.kind = kind;
         self
     }
@@ -206,7 +205,7 @@ impl Error {
     /// # Example
     ///
     /// ```
-    /// use tower_token_refresh_core::{Error, oauth2::ErrorCode};
+    /// use tower_token_refresh_core::{Error, ErrorCode};
     ///
     /// let err = Error::session_expired("refresh token revoked").with_oauth_error("invalid_grant");
     /// assert_eq!(err.oauth_error_code(), Some(&ErrorCode::InvalidGrant));

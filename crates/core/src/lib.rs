@@ -9,34 +9,27 @@
 //!
 //! - [`TokenSet`]: what an authorization server issued. Secrets
 //!   ([`AccessToken`], [`RefreshToken`], [`ClientSecret`]) redact
-//!   themselves in `Debug` and `Display`.
+//!   themselves in `Debug` and `Display`. A set bound to a proof-of-possession
+//!   key keeps it as opaque bytes ([`TokenSet::with_bound_key`]).
 //! - [`TokenSource`]: where new tokens come from. Built in:
-//!   [`source::from_fn`], the OAuth2
-//!   [`RefreshTokenGrant`](oauth2::RefreshTokenGrant) and
-//!   [`ClientCredentialsGrant`](oauth2::ClientCredentialsGrant), the JWT
-//!   bearer grant for service accounts (`oauth2::JwtBearerGrant`, feature
-//!   `jose`), and fallback chains ([`source::TokenSourceExt::or_else`]).
-//!   Clients authenticate with a secret or, with feature `jose`, with
-//!   signed assertions (`private_key_jwt`, `client_secret_jwt`).
+//!   [`source::from_fn`] and fallback chains
+//!   ([`source::TokenSourceExt::or_else`]). The OAuth2 grants and logins
+//!   (refresh token, client credentials, JWT bearer, authorization code,
+//!   device), DPoP and JOSE live in the protocol crate,
+//!   [`tower-token-refresh-oauth2`](https://docs.rs/tower-token-refresh-oauth2).
 //! - [`TokenStore`]: where the set is kept; [`MemoryStore`] by default,
-//!   [`FileStore`] to survive restarts.
+//!   [`FileStore`] to survive restarts, [`LockedStore`] to put its
+//!   cross-process lock around any other store.
 //! - [`Sealer`]: encryption at rest for stored sets ([`FileStore::with_sealer`],
 //!   the Redis store's `sealer`); feature `xchacha20poly1305` brings one
 //!   with a key you supply.
-//! - `dpop` (feature `jose`): DPoP (RFC 9449), tokens bound to a key the
-//!   client proves it holds with a signed proof on every request.
-//! - [`oauth2`] also has introspection (RFC 7662), revocation and logout
-//!   (RFC 7009), OpenID Connect discovery, and the logins that start a
-//!   session: [`AuthorizationCodeLogin`](oauth2::AuthorizationCodeLogin)
-//!   (PKCE, loopback redirect) and [`DeviceLogin`](oauth2::DeviceLogin)
-//!   (RFC 8628), each usable as the last link of a fallback chain.
 //! - [`TokenManager`]: the coordinator. One atomic load per lookup (one
 //!   flag load with a [`LookupCache`]); one
 //!   refresh at a time, spawned so that no caller's cancellation abandons it.
 //! - The HTTP rules every crate of the workspace applies, each in one place:
 //!   [`is_loopback_host`] (where cleartext may go), [`backoff`] (backoff,
 //!   jitter, `Retry-After`), [`MAX_SETTING`], [`header`] names and
-//!   [`oauth2::ErrorCode`].
+//!   OAuth 2.0 [`ErrorCode`]s.
 //!
 //! # Example
 //!
@@ -62,17 +55,13 @@
 
 pub mod backoff;
 mod crypto;
-#[cfg(feature = "jose")]
-pub mod dpop;
 mod error;
+mod error_code;
 mod file_store;
 pub mod header;
 mod host;
-#[cfg(feature = "jose")]
-pub mod jose;
 mod lock_file;
 mod manager;
-pub mod oauth2;
 mod seal;
 mod secret;
 pub mod source;
@@ -81,6 +70,7 @@ mod store;
 mod token;
 
 pub use error::{BoxError, Error, ErrorKind};
+pub use error_code::ErrorCode;
 pub use file_store::FileStore;
 pub use host::is_loopback_host;
 pub use lock_file::LockedStore;
@@ -95,4 +85,4 @@ pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use source::{BoxFuture, TokenSource};
 pub use stats::Stats;
 pub use store::{MemoryStore, RefreshLease, RefreshTurn, TokenStore};
-pub use token::{EndReason, TokenSet, jwt_expiry};
+pub use token::{EndReason, TokenSet};

@@ -19,10 +19,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`InvalidResponse`](crate::ErrorKind::InvalidResponse) are retried with
 /// backoff, anything else fails the waiters at once.
 ///
-/// Built in: [`from_fn`], the OAuth2
-/// [`RefreshTokenGrant`](crate::oauth2::RefreshTokenGrant) and
-/// [`ClientCredentialsGrant`](crate::oauth2::ClientCredentialsGrant), and a
-/// fallback chain of sources ([`TokenSourceExt::or_else`]).
+/// Built in: [`from_fn`] and a fallback chain of sources
+/// ([`TokenSourceExt::or_else`]). The OAuth2 grants and logins
+/// (`RefreshTokenGrant`, `ClientCredentialsGrant`, …) are sources of the
+/// `tower-token-refresh-oauth2` crate.
 pub trait TokenSource: Send + Sync + 'static {
     /// Fetches a new token set. `current` is the set in use, if any (its
     /// refresh token is what a refresh grant needs).

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use http::{HeaderMap, Response, StatusCode, header::WWW_AUTHENTICATE};
-use tower_token_refresh_core::{header::GRPC_STATUS, oauth2::ErrorCode};
+use tower_token_refresh_core::{ErrorCode, header::GRPC_STATUS};
 
 /// Tells a rejected token from any other response.
 ///

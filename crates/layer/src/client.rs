@@ -27,10 +27,8 @@ use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
-use tower_token_refresh_core::{
-    BoxError, BoxFuture,
-    oauth2::{HttpClient, NotSent, UnreadBody, was_not_sent},
-};
+use tower_token_refresh_core::{BoxError, BoxFuture};
+use tower_token_refresh_oauth2::{HttpClient, NotSent, UnreadBody, was_not_sent};
 
 use crate::SkipAuth;
 

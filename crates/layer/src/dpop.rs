@@ -30,8 +30,11 @@
 //! then passes through both layers and gets a proof for its own URL.
 //! Inside, a hop would carry the first request's proof and be refused.
 //!
-//! The same [`DpopKey`] goes to the grant, the manager and this layer; the
-//! tokens then come back as `DPoP` tokens and go out as `DPoP <token>`.
+//! The same [`DpopKey`] goes to the grant, the manager
+//! ([`DpopManagerExt::dpop`], which saves the key with the tokens and takes
+//! a stored set's key back) and this layer; the tokens then come back as
+//! `DPoP` tokens and go out as `DPoP <token>`. [`DpopKey`] and the two
+//! extension traits are the `tower-token-refresh-oauth2` crate's.
 //! This layer reads the `Authorization` header only: with the token layer's
 //! [`header_name`](crate::TokenRefreshLayer::header_name) set to another
 //! header, requests pass through unsigned.
@@ -43,7 +46,7 @@
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_token_refresh::{TokenManager, TokenRefreshLayer, TokenSet, dpop::{DpopKey, DpopLayer}, source};
+//! use tower_token_refresh::{TokenManager, TokenRefreshLayer, TokenSet, dpop::{DpopKey, DpopLayer, DpopManagerExt as _}, source};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let dpop = DpopKey::generate()?;
@@ -77,8 +80,10 @@ use std::{
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-pub use tower_token_refresh_core::dpop::{DPOP, DPOP_NONCE, DpopKey};
-use tower_token_refresh_core::{BoxError, Error, oauth2::ErrorCode};
+use tower_token_refresh_core::{BoxError, Error, ErrorCode};
+pub use tower_token_refresh_oauth2::dpop::{
+    DPOP, DPOP_NONCE, DpopKey, DpopManagerExt, TokenSetExt,
+};
 
 use crate::{CloneBody, ReplayPolicy, classify::parse_challenges};
 

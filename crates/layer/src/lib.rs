@@ -169,13 +169,15 @@ pub use service::TokenRefresh;
 pub use step_up::StepUp;
 #[cfg(feature = "xchacha20poly1305")]
 pub use tower_token_refresh_core::XChaCha20Poly1305Sealer;
-#[cfg(feature = "jose")]
-pub use tower_token_refresh_core::jose;
 pub use tower_token_refresh_core::{
     AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, MemoryStore,
     RefreshToken, Rotation, Scheme, Sealer, Stats, TokenManager, TokenManagerBuilder, TokenSet,
-    TokenSource, TokenStore, check_runtime, oauth2, source,
+    TokenSource, TokenStore, check_runtime, source,
 };
+/// OAuth2 and OpenID Connect: the `tower-token-refresh-oauth2` crate.
+pub use tower_token_refresh_oauth2 as oauth2;
+#[cfg(feature = "jose")]
+pub use tower_token_refresh_oauth2::jose;
 pub use trailers::WatchTrailersLayer;
 
 // The README's example, compiled as a doc test (`cargo test --doc`).

@@ -40,10 +40,8 @@
 use std::time::Duration;
 
 use http::{HeaderMap, Response, StatusCode, Uri, header};
-use tower_token_refresh_core::{
-    is_loopback_host,
-    oauth2::{ErrorCode, LoginHints},
-};
+use tower_token_refresh_core::{ErrorCode, is_loopback_host};
+use tower_token_refresh_oauth2::LoginHints;
 
 use crate::classify::parse_challenges;
 

@@ -13,7 +13,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_token_refresh::{
     BoxError, ErrorKind, FileStore, Scheme, ServiceClient, TokenManager, TokenManagerBuilder,
     TokenRefreshLayer, TokenSet,
-    dpop::{DpopKey, DpopLayer},
+    dpop::{DpopKey, DpopLayer, DpopManagerExt as _, TokenSetExt as _},
     oauth2::{ClientAuth, ClientCredentialsGrant, RefreshTokenGrant},
 };
 use tower_token_refresh_test_util::{
@@ -269,7 +269,10 @@ async fn a_dpop_token_goes_out_as_dpop_whatever_the_scheme_setting() {
         assert_eq!(w.get(&tokens, &dpop, "/api/x").await.unwrap().status(), 200);
     }
     // The token type is read in any case.
-    let set = TokenSet::from_response_json(br#"{"access_token":"a","token_type":"dpop"}"#).unwrap();
+    let set = tower_token_refresh::oauth2::token_response::parse(
+        br#"{"access_token":"a","token_type":"dpop"}"#,
+    )
+    .unwrap();
     assert_eq!(set.token_type(), "DPoP");
 }
 

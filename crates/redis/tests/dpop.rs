@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use redis::AsyncCommands as _;
 use tower_token_refresh_core::{
-    Error, TokenManager, TokenSet, TokenSource, XChaCha20Poly1305Sealer, dpop::DpopKey, source,
+    Error, TokenManager, TokenSet, TokenSource, XChaCha20Poly1305Sealer, source,
 };
+use tower_token_refresh_oauth2::dpop::{DpopKey, DpopManagerExt as _};
 use tower_token_refresh_redis::RedisStore;
 use tower_token_refresh_test_util::RedisServer;
 

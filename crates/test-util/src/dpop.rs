@@ -46,8 +46,8 @@ use ring::{
 };
 use serde::Deserialize;
 use tower_token_refresh_core::{
+    ErrorCode,
     header::{DPOP, DPOP_NONCE},
-    oauth2::ErrorCode,
 };
 
 /// What a verified proof says.

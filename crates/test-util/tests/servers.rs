@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use serde_json::Value;
 use tokio::time::Instant;
-use tower_token_refresh_core::{ErrorKind, TokenSet, TokenSource};
+use tower_token_refresh_core::{ErrorKind, TokenSource};
 use tower_token_refresh_test_util::{
     AuthConfig, AuthServer, AuthStats, CountingSource, Fault, Gate, ResourceServer, ResourceStats,
     hyper_client, until,
@@ -110,7 +110,7 @@ async fn refresh_with_rotation_issues_a_new_refresh_token() -> TestResult {
     let new_access = body["access_token"].as_str().unwrap_or_default();
     assert!(new_access != login.access_token && auth.is_access_token_valid(new_access));
     // The core parser accepts what the server sends.
-    assert!(TokenSet::from_response_json(&reply.body).is_ok());
+    assert!(tower_token_refresh::oauth2::token_response::parse(&reply.body).is_ok());
 
     // The new refresh token works in turn.
     assert_eq!(
@@ -521,7 +521,7 @@ async fn malformed_json_fault_is_a_200_the_core_parser_refuses() -> TestResult {
     .await?;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(&reply.body[..], br#"{"access_token": "#);
-    let err = TokenSet::from_response_json(&reply.body)
+    let err = tower_token_refresh::oauth2::token_response::parse(&reply.body)
         .err()
         .map(|e| e.kind());
     assert_eq!(err, Some(ErrorKind::InvalidResponse));
@@ -567,7 +567,7 @@ async fn oversized_body_fault_pads_an_error_or_a_served_grant_past_64_kib() -> T
     let reply = refresh(&client, &auth, &login.refresh_token).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body.len() > 64 * 1024, "{}", reply.body.len());
-    assert!(TokenSet::from_response_json(&reply.body).is_ok());
+    assert!(tower_token_refresh::oauth2::token_response::parse(&reply.body).is_ok());
     assert!(!auth.is_refresh_token_active(&login.refresh_token));
     let stats = auth.stats();
     assert_eq!((stats.faults_served, stats.refresh_grants), (3, 1));

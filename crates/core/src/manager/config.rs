@@ -99,8 +99,23 @@ pub(super) struct Config {
     pub(super) max_attempts: u32,
     pub(super) scheme: Scheme,
     pub(super) rotation: Rotation,
-    #[cfg(feature = "jose")]
-    pub(super) dpop: Option<crate::dpop::DpopKey>,
+    pub(super) bind: Option<Binder>,
+}
+
+/// What [`TokenManagerBuilder::bind_tokens`] was given.
+#[derive(Clone)]
+pub(super) struct Binder(Arc<dyn Fn(TokenSet) -> TokenSet + Send + Sync + 'static>);
+
+impl Binder {
+    pub(super) fn bind(&self, tokens: TokenSet) -> TokenSet {
+        (self.0)(tokens)
+    }
+}
+
+impl fmt::Debug for Binder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Binder")
+    }
 }
 
 impl Default for Config {
@@ -117,8 +132,7 @@ impl Default for Config {
             max_attempts: 4,
             scheme: Scheme::FromTokenType,
             rotation: Rotation::Detect,
-            #[cfg(feature = "jose")]
-            dpop: None,
+            bind: None,
         }
     }
 }
@@ -255,36 +269,46 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// Binds the session to a DPoP key (RFC 9449; feature `jose`): every
-    /// token set the manager saves carries the key (a bound refresh token is
-    /// useless without it), and a set loaded from the store, or given to
-    /// [`initial`](Self::initial), [`set`](TokenManager::set) or
-    /// [`load`](TokenManager::load), bound to another key switches `dpop`
-    /// (and every clone of it: the grant's, the layer's) to that key. Give
-    /// the same [`DpopKey`](crate::dpop::DpopKey) to the grant that fetches
-    /// the tokens.
+    /// Runs `bind` on every token set the manager takes in (from the
+    /// source, the store, [`initial`](Self::initial),
+    /// [`set`](TokenManager::set) or [`load`](TokenManager::load)) before it
+    /// forms its header or saves it.
+    ///
+    /// The hook for tokens bound to a key the client holds (DPoP, RFC 9449):
+    /// the key attaches itself ([`TokenSet::with_bound_key`]) to a set that
+    /// has none, so that it is saved with it, and takes the key of a set
+    /// bound to another one (loaded from a store), so that every proof is
+    /// signed with the key the tokens are bound to. The protocol crate does
+    /// this for its `DpopKey`: `.dpop(key)` of
+    /// `tower_token_refresh_oauth2::dpop::DpopManagerExt`. `bind` should be
+    /// cheap: it runs once per token set, on the refresh path.
     ///
     /// # Example
     ///
     /// ```
-    /// use tower_token_refresh_core::{dpop::DpopKey, source, TokenManager, TokenSet};
+    /// use tower_token_refresh_core::{source, TokenManager, TokenSet};
+    /// use zeroize::Zeroizing;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let dpop = DpopKey::generate()?;
     /// let tokens = TokenManager::builder(source::from_fn(|_| async {
     ///     Ok(TokenSet::bearer("t").with_token_type("DPoP"))
     /// }))
-    /// .dpop(dpop.clone())
+    /// .bind_tokens(|set: TokenSet| match set.bound_key() {
+    ///     Some(_) => set,
+    ///     None => set.with_bound_key(Zeroizing::new(b"a PKCS#8 key".to_vec())),
+    /// })
     /// .build();
     /// let auth = tokens.authorization().await?;
     /// assert_eq!(auth.header().to_str()?, "DPoP t");
-    /// let key = tokens.current().and_then(|t| t.dpop_key().cloned()).unwrap();
-    /// assert_eq!(key.thumbprint(), Some(dpop.thumbprint()));
+    /// let bound = tokens.current().and_then(|t| t.bound_key().map(<[u8]>::to_vec));
+    /// assert_eq!(bound.as_deref(), Some(&b"a PKCS#8 key"[..]));
     /// # Ok(()) }
     /// ```
-    #[cfg(feature = "jose")]
-    pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
-        self.config.dpop = Some(dpop);
+    pub fn bind_tokens(
+        mut self,
+        bind: impl Fn(TokenSet) -> TokenSet + Send + Sync + 'static,
+    ) -> Self {
+        self.config.bind = Some(Binder(Arc::new(bind)));
         self
     }
 

@@ -100,9 +100,8 @@ impl Credential {
         now: Instant,
         jitter: f64,
     ) -> Result<Self, Error> {
-        #[cfg(feature = "jose")]
-        let tokens = match &config.dpop {
-            Some(dpop) => dpop.bind(tokens),
+        let tokens = match &config.bind {
+            Some(binder) => binder.bind(tokens),
             None => tokens,
         };
         let header = header_value(&tokens, &config.scheme)?;

@@ -335,13 +335,6 @@ impl TokenManager {
         self.inner.state.load().tokens().cloned()
     }
 
-    /// The DPoP key given to [`TokenManagerBuilder::dpop`], if any: what a
-    /// resource-side signer (the layer crate's `DpopLayer`) signs with.
-    #[cfg(feature = "jose")]
-    pub fn dpop(&self) -> Option<&crate::dpop::DpopKey> {
-        self.inner.config.dpop.as_ref()
-    }
-
     /// The current generation; it grows by one with every new access token.
     pub fn generation(&self) -> u64 {
         self.inner.state.load().generation

@@ -1,0 +1,158 @@
+//! The `client_credentials` grant (RFC 6749 §4.4).
+
+use std::fmt;
+
+use http::Uri;
+
+use super::{ClientAuth, Form, HttpClient, TokenClient};
+use crate::{BoxFuture, Error, TokenSet, TokenSource};
+
+/// The OAuth2 `client_credentials` grant (RFC 6749 §4.4) as a [`TokenSource`]:
+/// a service acting on its own behalf, or the re-authentication step of a
+/// fallback chain ([`TokenSourceExt::or_else`](tower_token_refresh_core::source::TokenSourceExt::or_else)).
+///
+/// Posts `grant_type=client_credentials` with the configured `scope`,
+/// `audience`, `resource` and extra parameters, authenticating with any
+/// [`ClientAuth`] method. The current token set is not used: every fetch is a
+/// new grant. Responses are parsed and errors mapped as for
+/// [`RefreshTokenGrant`](super::RefreshTokenGrant); an `invalid_client`
+/// is [`Rejected`](crate::ErrorKind::Rejected), never retried.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use tower_token_refresh_core::TokenManager;
+/// use tower_token_refresh_oauth2::{ClientAuth, ClientCredentialsGrant};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = |req: Request<Bytes>| async move {
+///     let form = std::str::from_utf8(req.body()).unwrap().to_owned();
+///     assert!(form.contains("grant_type=client_credentials"));
+///     assert!(form.contains("audience=https%3A%2F%2Fapi.example.com"));
+///     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
+///         br#"{"access_token":"svc","token_type":"Bearer","expires_in":300}"#,
+///     )))
+/// };
+/// let grant = ClientCredentialsGrant::new(
+///     "https://auth.example.com/token".parse()?,
+///     ClientAuth::post("my-service", "my-secret"),
+///     client,
+/// )
+/// .scope("read")
+/// .audience("https://api.example.com");
+/// let tokens = TokenManager::builder(grant).build();
+/// assert_eq!(tokens.authorization().await?.header().to_str()?, "Bearer svc");
+/// # Ok(()) }
+/// ```
+pub struct ClientCredentialsGrant<C> {
+    token: TokenClient<C>,
+    params: Vec<(String, String)>,
+}
+
+impl<C> ClientCredentialsGrant<C> {
+    /// A grant posting to `token_url` through `client`.
+    pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
+        ClientCredentialsGrant {
+            token: TokenClient::new(token_url, auth, client),
+            params: Vec::new(),
+        }
+    }
+
+    /// Asks for this scope (space-separated, RFC 6749 §3.3).
+    pub fn scope(self, scope: impl Into<String>) -> Self {
+        self.param("scope", scope)
+    }
+
+    /// Names the API the token is for with the `audience` parameter that
+    /// Auth0, Okta and others use.
+    pub fn audience(self, audience: impl Into<String>) -> Self {
+        self.param("audience", audience)
+    }
+
+    /// Names the API the token is for with the `resource` parameter of
+    /// RFC 8707. May be given more than once.
+    pub fn resource(self, resource: impl Into<String>) -> Self {
+        self.param("resource", resource)
+    }
+
+    /// Adds a form parameter to every request.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Allows the client secret to go over cleartext `http://` to a host
+    /// that is not loopback: for a development server only. Off by
+    /// default, as for
+    /// [`RefreshTokenGrant::allow_cleartext`](super::RefreshTokenGrant::allow_cleartext).
+    pub fn allow_cleartext(mut self, allow: bool) -> Self {
+        self.token.url.set_allow_cleartext(allow);
+        self
+    }
+
+    /// Proves possession of a DPoP key (RFC 9449; feature `jose`): each
+    /// token request carries a new `DPoP` proof, the tokens it brings are
+    /// bound to the key (a `DPoP` token type goes out as `DPoP <token>`),
+    /// and a `use_dpop_nonce` answer is retried once with the server's
+    /// nonce. Give the manager the same key
+    /// ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
+    #[cfg(feature = "jose")]
+    pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
+        self.token.set_dpop(dpop);
+        self
+    }
+}
+
+impl<C> fmt::Debug for ClientCredentialsGrant<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+        let mut f = f.debug_struct("ClientCredentialsGrant");
+        self.token.debug_fields(&mut f);
+        f.field("params", &names).finish_non_exhaustive()
+    }
+}
+
+impl<C: HttpClient> TokenSource for ClientCredentialsGrant<C> {
+    fn fetch<'a>(
+        &'a self,
+        _current: Option<&'a TokenSet>,
+    ) -> BoxFuture<'a, Result<TokenSet, Error>> {
+        Box::pin(async move {
+            let form = || {
+                let mut form = Form::default();
+                form.pair("grant_type", "client_credentials");
+                for (name, value) in &self.params {
+                    form.pair(name, value);
+                }
+                Ok(form)
+            };
+            // No refresh token at stake: a lost answer costs only a new grant.
+            self.token.exchange(form, false).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{Request, Response};
+
+    use super::*;
+    use crate::{ClientAuth, ErrorKind};
+
+    #[tokio::test]
+    async fn a_lost_answer_is_not_outcome_unknown_without_a_refresh_token() {
+        let grant = ClientCredentialsGrant::new(
+            "http://127.0.0.1/token".parse().unwrap(),
+            ClientAuth::basic("id", "sec"),
+            |_req: Request<Bytes>| async {
+                Err::<Response<Bytes>, _>(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+            },
+        );
+        let err = grant.fetch(None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert!(!err.is_outcome_unknown(), "{err:?}");
+    }
+}
