@@ -97,8 +97,7 @@ pub enum RotationSetting {
     /// [`Rotation::Always`].
     Always,
     /// `Rotation::Grace(duration)`: the server accepts a rotated-away
-    /// refresh token once more within this grace (issue 18). A build of
-    /// core without it makes the child exit with code 2.
+    /// refresh token once more within this grace.
     Grace(Duration),
 }
 

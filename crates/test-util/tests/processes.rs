@@ -1,4 +1,4 @@
-//! One login, many processes (issue 18): real `ttr-session` processes share
+//! One login, many processes: real `ttr-session` processes share
 //! one `FileStore` file across many token expiries, against a rotating
 //! authorization server that revokes the whole grant when a rotated-away
 //! refresh token comes back.
