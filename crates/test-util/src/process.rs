@@ -1130,3 +1130,36 @@ mod tests {
         assert_eq!(SessionReport::from_output("nothing"), None);
     }
 }
+
+/// A directory of its own under the system temp directory, for one
+/// scenario's session file; removed on drop.
+#[derive(Debug)]
+pub struct SessionDir(PathBuf);
+
+impl SessionDir {
+    /// `ttr-{prefix}-{pid}-{name}-{now}` under the temp directory, created.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be created.
+    pub fn new(prefix: &str, name: &str) -> std::io::Result<SessionDir> {
+        let path = std::env::temp_dir().join(format!(
+            "ttr-{prefix}-{}-{name}-{}",
+            std::process::id(),
+            unix_ms(SystemTime::now())
+        ));
+        std::fs::create_dir_all(&path)?;
+        Ok(SessionDir(path))
+    }
+
+    /// The session file in it, `session.json`.
+    pub fn file(&self) -> PathBuf {
+        self.0.join("session.json")
+    }
+}
+
+impl Drop for SessionDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -24,10 +24,7 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use http::Method;
 use support::interop::Provider;
@@ -95,7 +92,7 @@ struct Stats {
 struct Scene {
     provider: Provider,
     token_url: String,
-    dir: TempDir,
+    dir: process::SessionDir,
     at_login: Stats,
     started: Instant,
 }
@@ -118,7 +115,7 @@ impl Scene {
         let seed = TokenSet::bearer("none-yet").with_refresh_token(provider.login().await);
         let started = Instant::now();
         let login = grant.fetch(Some(&seed)).await.unwrap();
-        let dir = TempDir::new(name);
+        let dir = process::SessionDir::new("interop-processes", name).unwrap();
         FileStore::new(dir.file()).save(&login).await.unwrap();
         let at_login = provider.stats().await;
         Some(Scene {
@@ -336,30 +333,5 @@ async fn without_the_lock_processes_reuse_the_refresh_token_or_end_the_session()
                 >= 1,
             "the reuse is answered invalid_grant\n{summary}"
         );
-    }
-}
-
-/// A directory of its own under the system temp directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "ttr-interop-processes-{}-{name}-{}",
-            std::process::id(),
-            process::unix_ms(std::time::SystemTime::now())
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn file(&self) -> PathBuf {
-        self.0.join("session.json")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -57,7 +57,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 struct Scene {
     auth: AuthServer,
     api: ResourceServer,
-    dir: TempDir,
+    dir: process::SessionDir,
     started: Instant,
 }
 
@@ -69,7 +69,7 @@ impl Scene {
             .await
             .unwrap();
         let api = ResourceServer::start(&auth).await.unwrap();
-        let dir = TempDir::new(name);
+        let dir = process::SessionDir::new("processes", name).unwrap();
         process::write_login(&dir.file(), &auth).await.unwrap();
         Scene {
             auth,
@@ -463,30 +463,5 @@ async fn a_lock_holder_killed_mid_refresh_ends_the_session_everywhere_on_a_stric
             "pid {}: exit 1, not every request got 200\n{summary}",
             f.pid
         );
-    }
-}
-
-/// A directory of its own under the system temp directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "ttr-processes-{}-{name}-{}",
-            std::process::id(),
-            process::unix_ms(std::time::SystemTime::now())
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn file(&self) -> PathBuf {
-        self.0.join("session.json")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
