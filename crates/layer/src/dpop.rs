@@ -71,10 +71,9 @@
 
 use std::{
     fmt,
-    future::Future,
-    mem,
+    future::{Future, Ready},
     pin::Pin,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
 };
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
@@ -85,7 +84,11 @@ pub use tower_token_refresh_oauth2::dpop::{
     DPOP, DPOP_NONCE, DpopKey, DpopManagerExt, TokenSetExt,
 };
 
-use crate::{CloneBody, ReplayPolicy, classify::parse_challenges};
+use crate::{
+    CloneBody, ReplayPolicy,
+    classify::parse_challenges,
+    resend::{self, Hook, Resend},
+};
 
 /// Wraps services in [`Dpop`]: a DPoP proof on every request that carries a
 /// `DPoP` token. See the [module docs](self) for where it goes.
@@ -211,6 +214,47 @@ fn asks_for_nonce<R>(response: &Response<R>) -> bool {
             })
 }
 
+/// The DPoP layer's [`Hook`] on the resend machine: a nonce challenge is
+/// answered by one resend with a new proof that carries the nonce.
+pub(crate) struct NonceCheck {
+    key: DpopKey,
+    /// Where the request goes: a nonce is remembered per origin.
+    uri: Uri,
+}
+
+impl resend::Wait for NonceCheck {
+    type Wait = Ready<Result<(), Error>>;
+    type Ready = ();
+}
+
+impl Hook for NonceCheck {
+    fn check<B, R>(
+        &mut self,
+        answer: &Response<R>,
+        copy: Option<&Request<B>>,
+    ) -> Option<Self::Wait> {
+        let fresh = self.key.remember_nonce(&self.uri, answer.headers());
+        // With no copy the challenge is returned as it is; its nonce still
+        // serves the requests that follow.
+        (fresh && copy.is_some() && asks_for_nonce(answer)).then(|| {
+            tracing::debug!("resource asked for a DPoP nonce; resending once with it");
+            std::future::ready(Ok(()))
+        })
+    }
+
+    fn apply<B>(&mut self, (): (), request: &mut Request<B>) -> Result<(), Error> {
+        // A new proof, with the nonce just remembered: a proof is never
+        // sent twice.
+        sign(&self.key, request).map(drop)
+    }
+
+    fn last<R>(&mut self, answer: &Response<R>) {
+        // A second challenge is returned as it is; its nonce still serves
+        // the requests that follow.
+        self.key.remember_nonce(&self.uri, answer.headers());
+    }
+}
+
 impl<S, B, R, P> Service<Request<B>> for Dpop<S, P>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
@@ -219,177 +263,66 @@ where
 {
     type Response = Response<R>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Future = ResponseFuture<S, B, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        match sign(&self.key, &mut request) {
-            Ok(true) => {}
-            Ok(false) => {
-                return ResponseFuture {
-                    state: State::PassThrough {
-                        future: self.inner.call(request),
-                    },
+        let inner = match sign(&self.key, &mut request) {
+            Ok(true) => {
+                // The copy is made before the inner service consumes the
+                // request; it goes out through a clone, readied first.
+                let copy = self
+                    .policy
+                    .clone_request(&request)
+                    .map(|copy| (self.inner.clone(), copy));
+                let hook = NonceCheck {
+                    key: self.key.clone(),
+                    uri: request.uri().clone(),
                 };
+                Resend::sent(self.inner.call(request), hook, copy)
             }
-            Err(e) => {
-                return ResponseFuture {
-                    state: State::Failed { error: Some(e) },
-                };
-            }
-        }
-        // The copy is made before the inner service consumes the request;
-        // it goes out through a clone, readied first.
-        let resend = self
-            .policy
-            .clone_request(&request)
-            .map(|copy| (self.inner.clone(), copy));
-        let uri = request.uri().clone();
-        ResponseFuture {
-            state: State::First {
-                future: self.inner.call(request),
-                resend,
-                key: self.key.clone(),
-                uri,
-            },
-        }
+            Ok(false) => Resend::pass_through(self.inner.call(request)),
+            Err(e) => Resend::failed(e),
+        };
+        ResponseFuture { inner }
     }
 }
 
 pin_project! {
     /// The response future of [`Dpop`].
-    pub struct ResponseFuture<S, B>
+    pub struct ResponseFuture<S, B, P = CloneBody>
     where
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S, B>,
+        inner: Resend<S, B, P, NonceCheck>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, B>
-    where
-        S: Service<Request<B>>,
-    {
-        PassThrough {
-            #[pin]
-            future: S::Future,
-        },
-        Failed {
-            error: Option<Error>,
-        },
-        First {
-            #[pin]
-            future: S::Future,
-            resend: Option<(S, Request<B>)>,
-            key: DpopKey,
-            uri: Uri,
-        },
-        Readying {
-            service: S,
-            request: Option<Request<B>>,
-            key: DpopKey,
-            uri: Uri,
-        },
-        Resent {
-            #[pin]
-            future: S::Future,
-            key: DpopKey,
-            uri: Uri,
-        },
-    }
-}
-
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
+impl<S, B, P> fmt::Debug for ResponseFuture<S, B, P>
 where
     S: Service<Request<B>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("state", &self.inner.describe())
+            .finish()
     }
 }
 
-impl<S, B, R> Future for ResponseFuture<S, B>
+impl<S, B, R, P> Future for ResponseFuture<S, B, P>
 where
-    S: Service<Request<B>, Response = Response<R>>,
+    S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
+    P: ReplayPolicy<B>,
 {
     type Output = Result<Response<R>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::PassThrough { future } => {
-                    return future.poll(cx).map_err(Into::into);
-                }
-                StateProj::Failed { error } => {
-                    let error = error
-                        .take()
-                        .unwrap_or_else(|| Error::transient("DPoP future polled after completion"));
-                    return Poll::Ready(Err(error.into()));
-                }
-                StateProj::First {
-                    future,
-                    resend,
-                    key,
-                    uri,
-                } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    let nonce = key.remember_nonce(uri, response.headers());
-                    if !(nonce && asks_for_nonce(&response)) {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let Some((service, mut request)) = resend.take() else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    // A new proof, with the nonce just remembered: a proof
-                    // is never sent twice.
-                    if let Err(e) = sign(key, &mut request) {
-                        return Poll::Ready(Err(e.into()));
-                    }
-                    tracing::debug!("resource asked for a DPoP nonce; resending once with it");
-                    let key = key.clone();
-                    let uri = mem::replace(uri, Uri::from_static("/"));
-                    this.state.set(State::Readying {
-                        service,
-                        request: Some(request),
-                        key,
-                        uri,
-                    });
-                }
-                StateProj::Readying {
-                    service,
-                    request,
-                    key,
-                    uri,
-                } => {
-                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let Some(request) = request.take() else {
-                        return Poll::Ready(Err(Error::transient(
-                            "DPoP future polled after completion",
-                        )
-                        .into()));
-                    };
-                    let future = service.call(request);
-                    let key = key.clone();
-                    let uri = mem::replace(uri, Uri::from_static("/"));
-                    this.state.set(State::Resent { future, key, uri });
-                }
-                StateProj::Resent { future, key, uri } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    // A second challenge is returned as it is; its nonce
-                    // still serves the requests that follow.
-                    key.remember_nonce(uri, response.headers());
-                    return Poll::Ready(Ok(response));
-                }
-            }
-        }
+        self.project().inner.poll(cx)
     }
 }
 

@@ -152,6 +152,7 @@ pub mod origin;
 #[cfg(feature = "follow-redirect")]
 pub mod redirect;
 pub mod replay;
+mod resend;
 pub mod retry;
 mod service;
 pub mod step_up;
