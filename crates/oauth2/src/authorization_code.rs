@@ -153,12 +153,10 @@ impl<C> AuthorizationCodeLogin<C> {
         self
     }
 
-    /// Proves possession of a DPoP key (RFC 9449; feature `jose`), as
-    /// [`RefreshTokenGrant::dpop`](super::RefreshTokenGrant::dpop): the
-    /// code's exchange carries a proof, a `use_dpop_nonce` answer is
-    /// retried once with the server's nonce, and the tokens are bound to
-    /// the key, so the session starts bound. Give the refresh grant and
-    /// the manager the same key.
+    /// Proves possession of a DPoP key at the token endpoint (RFC 9449;
+    /// feature `jose`; see [`dpop`](crate::dpop#at-the-token-endpoint)):
+    /// the code's exchange carries a proof, so the session starts bound.
+    /// Give the refresh grant and the manager the same key.
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);

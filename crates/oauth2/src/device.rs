@@ -208,12 +208,10 @@ impl<C> DeviceLogin<C> {
         self
     }
 
-    /// Proves possession of a DPoP key (RFC 9449; feature `jose`), as
-    /// [`RefreshTokenGrant::dpop`](super::RefreshTokenGrant::dpop): every
-    /// poll of the token endpoint carries a new proof, a `use_dpop_nonce`
-    /// answer is retried once with the server's nonce, and the tokens are
-    /// bound to the key, so the session starts bound. Give the refresh
-    /// grant and the manager the same key.
+    /// Proves possession of a DPoP key at the token endpoint (RFC 9449;
+    /// feature `jose`; see [`dpop`](crate::dpop#at-the-token-endpoint)):
+    /// every poll carries a new proof, so the session starts bound. Give
+    /// the refresh grant and the manager the same key.
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);

@@ -167,12 +167,9 @@ impl<C> JwtBearerGrant<C> {
         self
     }
 
-    /// Proves possession of a DPoP key (RFC 9449; feature `jose`), as
-    /// [`RefreshTokenGrant::dpop`](super::RefreshTokenGrant::dpop): the
-    /// assertion's exchange carries a proof, a `use_dpop_nonce` answer is
-    /// retried once with the server's nonce, and the tokens are bound to
-    /// the key. Give the manager the same key
-    /// ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
+    /// Proves possession of a DPoP key at the token endpoint (RFC 9449;
+    /// see [`dpop`](crate::dpop#at-the-token-endpoint)): a nonce retry
+    /// carries a new assertion too.
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
         self

@@ -134,12 +134,10 @@ impl<C> RefreshTokenGrant<C> {
         self
     }
 
-    /// Proves possession of a DPoP key (RFC 9449; feature `jose`): each
-    /// token request carries a new `DPoP` proof, the tokens it brings are
-    /// bound to the key (a `DPoP` token type goes out as `DPoP <token>`),
-    /// and a `use_dpop_nonce` answer is retried once with the server's
-    /// nonce. Give the manager the same key
-    /// ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
+    /// Proves possession of a DPoP key at the token endpoint (RFC 9449;
+    /// feature `jose`; see [`dpop`](crate::dpop#at-the-token-endpoint)).
+    /// A refresh token is presented with a proof of the key its set is
+    /// bound to, should the manager hold another.
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
