@@ -88,9 +88,8 @@ impl<C> TokenClient<C> {
 
     /// The `Debug` fields every grant shows: never a secret.
     pub(crate) fn debug_fields(&self, f: &mut std::fmt::DebugStruct<'_, '_>) {
-        f.field("token_url", self.url.uri())
-            .field("allow_cleartext", &self.url.allows_cleartext())
-            .field("auth", &self.auth)
+        self.url.debug_fields(f, "token_url");
+        f.field("auth", &self.auth)
             .field("dpop", &self.dpop().is_some());
     }
 }
