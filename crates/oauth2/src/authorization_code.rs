@@ -18,7 +18,7 @@ use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 use http::Uri;
 
 use super::{
-    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, Pkce, TokenClient, login::form_of,
+    ClientAuth, Endpoint, HttpClient, LoginError, LoginHints, Params, Pkce, TokenClient,
     loopback::Loopback,
 };
 use crate::{BoxFuture, Error, ErrorKind, TokenSet, TokenSource, crypto::random_urlsafe};
@@ -67,7 +67,7 @@ pub struct AuthorizationCodeLogin<C> {
     authorization_url: Endpoint,
     token: TokenClient<C>,
     hints: LoginHints,
-    params: Vec<(String, String)>,
+    params: Params,
     redirect_path: String,
     timeout: Duration,
     issuer: Option<String>,
@@ -85,7 +85,7 @@ impl<C> AuthorizationCodeLogin<C> {
             authorization_url: Endpoint::new(authorization_url, "authorization endpoint"),
             token: TokenClient::new(token_url, auth, client),
             hints: LoginHints::new(),
-            params: Vec::new(),
+            params: Params::default(),
             redirect_path: "/callback".to_owned(),
             timeout: DEFAULT_TIMEOUT,
             issuer: None,
@@ -109,7 +109,7 @@ impl<C> AuthorizationCodeLogin<C> {
     /// Adds a parameter to the authorization request (`prompt`,
     /// `login_hint`, `audience`, `resource`, …).
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.params.push((name.into(), value.into()));
+        self.params.push(name, value);
         self
     }
 
@@ -153,12 +153,10 @@ impl<C> AuthorizationCodeLogin<C> {
         self
     }
 
-    /// Proves possession of a DPoP key (RFC 9449; feature `jose`), as
-    /// [`RefreshTokenGrant::dpop`](super::RefreshTokenGrant::dpop): the
-    /// code's exchange carries a proof, a `use_dpop_nonce` answer is
-    /// retried once with the server's nonce, and the tokens are bound to
-    /// the key, so the session starts bound. Give the refresh grant and
-    /// the manager the same key.
+    /// Proves possession of a DPoP key at the token endpoint (RFC 9449;
+    /// feature `jose`; see [`dpop`](crate::dpop#at-the-token-endpoint)):
+    /// the code's exchange carries a proof, so the session starts bound.
+    /// Give the refresh grant and the manager the same key.
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
@@ -243,15 +241,15 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
         let Some(code) = redirect.get("code")? else {
             return Err(LoginError::MissingCode.into());
         };
-        let form = form_of(&[
-            ("grant_type".into(), "authorization_code".to_owned()),
-            ("code".into(), code.to_owned()),
-            ("redirect_uri".into(), redirect_uri),
-            ("code_verifier".into(), pkce.verifier().to_owned()),
-        ]);
         // A code is single-use but presents no refresh token: a lost answer
         // costs a new login, nothing the coordinator must guard.
-        self.token.exchange(|| Ok(form.clone()), false).await
+        let grant = self.token.exchange("authorization_code", false, |form| {
+            form.pair("code", code);
+            form.pair("redirect_uri", &redirect_uri);
+            form.pair("code_verifier", pkce.verifier());
+            Ok(())
+        });
+        grant.await
     }
 
     /// The authorization URL for one login.
@@ -271,7 +269,7 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
             ("code_challenge".into(), pkce.challenge().to_owned()),
             ("code_challenge_method".into(), pkce.method().to_owned()),
         ];
-        hints.apply(&self.params, &mut pairs);
+        hints.apply(self.params.as_slice(), &mut pairs);
         let mut url = self.authorization_url.uri().to_string();
         url.push(if url.contains('?') { '&' } else { '?' });
         let start = url.len();

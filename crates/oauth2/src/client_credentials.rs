@@ -4,7 +4,7 @@ use std::fmt;
 
 use http::Uri;
 
-use super::{ClientAuth, Form, HttpClient, TokenClient};
+use super::{ClientAuth, HttpClient, Params, TokenClient};
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
 /// The OAuth2 `client_credentials` grant (RFC 6749 §4.4) as a [`TokenSource`]:
@@ -48,7 +48,7 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 /// ```
 pub struct ClientCredentialsGrant<C> {
     token: TokenClient<C>,
-    params: Vec<(String, String)>,
+    params: Params,
 }
 
 impl<C> ClientCredentialsGrant<C> {
@@ -56,7 +56,7 @@ impl<C> ClientCredentialsGrant<C> {
     pub fn new(token_url: Uri, auth: ClientAuth, client: C) -> Self {
         ClientCredentialsGrant {
             token: TokenClient::new(token_url, auth, client),
-            params: Vec::new(),
+            params: Params::default(),
         }
     }
 
@@ -79,7 +79,7 @@ impl<C> ClientCredentialsGrant<C> {
 
     /// Adds a form parameter to every request.
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.params.push((name.into(), value.into()));
+        self.params.push(name, value);
         self
     }
 
@@ -92,12 +92,8 @@ impl<C> ClientCredentialsGrant<C> {
         self
     }
 
-    /// Proves possession of a DPoP key (RFC 9449; feature `jose`): each
-    /// token request carries a new `DPoP` proof, the tokens it brings are
-    /// bound to the key (a `DPoP` token type goes out as `DPoP <token>`),
-    /// and a `use_dpop_nonce` answer is retried once with the server's
-    /// nonce. Give the manager the same key
-    /// ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
+    /// Proves possession of a DPoP key at the token endpoint (RFC 9449;
+    /// feature `jose`; see [`dpop`](crate::dpop#at-the-token-endpoint)).
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
@@ -107,10 +103,9 @@ impl<C> ClientCredentialsGrant<C> {
 
 impl<C> fmt::Debug for ClientCredentialsGrant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
         let mut f = f.debug_struct("ClientCredentialsGrant");
         self.token.debug_fields(&mut f);
-        f.field("params", &names).finish_non_exhaustive()
+        f.field("params", &self.params).finish_non_exhaustive()
     }
 }
 
@@ -119,18 +114,11 @@ impl<C: HttpClient> TokenSource for ClientCredentialsGrant<C> {
         &'a self,
         _current: Option<&'a TokenSet>,
     ) -> BoxFuture<'a, Result<TokenSet, Error>> {
-        Box::pin(async move {
-            let form = || {
-                let mut form = Form::default();
-                form.pair("grant_type", "client_credentials");
-                for (name, value) in &self.params {
-                    form.pair(name, value);
-                }
-                Ok(form)
-            };
-            // No refresh token at stake: a lost answer costs only a new grant.
-            self.token.exchange(form, false).await
-        })
+        // No refresh token at stake: a lost answer costs only a new grant.
+        Box::pin(self.token.exchange("client_credentials", false, |form| {
+            self.params.write_to(form);
+            Ok(())
+        }))
     }
 }
 

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::{
-    ClientAuth, Endpoint, ErrorCode, HttpClient, LoginError, LoginHints, TokenClient, answer_of,
-    error_response, login::form_of, token_request, with_unread,
+    ClientAuth, Endpoint, ErrorCode, HttpClient, LoginError, LoginHints, Params, TokenClient,
+    answer_of, error_response, login::form_of, token_request, with_unread,
 };
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
@@ -152,7 +152,7 @@ pub struct DeviceLogin<C> {
     device_url: Endpoint,
     token: TokenClient<C>,
     hints: LoginHints,
-    params: Vec<(String, String)>,
+    params: Params,
     on_code: Option<CodeHook>,
 }
 
@@ -164,7 +164,7 @@ impl<C> DeviceLogin<C> {
             device_url: Endpoint::new(device_authorization_url, "device authorization endpoint"),
             token: TokenClient::new(token_url, auth, client),
             hints: LoginHints::new(),
-            params: Vec::new(),
+            params: Params::default(),
             on_code: None,
         }
     }
@@ -186,7 +186,7 @@ impl<C> DeviceLogin<C> {
     /// Adds a parameter to the device authorization request (`audience`,
     /// `resource`, …).
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.params.push((name.into(), value.into()));
+        self.params.push(name, value);
         self
     }
 
@@ -208,12 +208,10 @@ impl<C> DeviceLogin<C> {
         self
     }
 
-    /// Proves possession of a DPoP key (RFC 9449; feature `jose`), as
-    /// [`RefreshTokenGrant::dpop`](super::RefreshTokenGrant::dpop): every
-    /// poll of the token endpoint carries a new proof, a `use_dpop_nonce`
-    /// answer is retried once with the server's nonce, and the tokens are
-    /// bound to the key, so the session starts bound. Give the refresh
-    /// grant and the manager the same key.
+    /// Proves possession of a DPoP key at the token endpoint (RFC 9449;
+    /// feature `jose`; see [`dpop`](crate::dpop#at-the-token-endpoint)):
+    /// every poll carries a new proof, so the session starts bound. Give
+    /// the refresh grant and the manager the same key.
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
@@ -271,7 +269,7 @@ impl<C: HttpClient> DeviceLogin<C> {
     /// was answered.
     async fn authorize(&self, hints: &LoginHints) -> Result<(RawAuthorization, Instant), Error> {
         let mut pairs: Vec<(Cow<'static, str>, String)> = Vec::new();
-        hints.apply(&self.params, &mut pairs);
+        hints.apply(self.params.as_slice(), &mut pairs);
         let (request, redactor) =
             token_request(&self.device_url, &self.token.auth, form_of(&pairs))?;
         let (response, unread) = answer_of(self.token.client.send(request).await).map_err(|e| {
@@ -309,11 +307,11 @@ impl<C: HttpClient> DeviceLogin<C> {
                 return Err(LoginError::Expired.into());
             }
             tokio::time::sleep_until(next).await;
-            let form = form_of(&[
-                ("grant_type".into(), GRANT_TYPE.to_owned()),
-                ("device_code".into(), device_code.to_owned()),
-            ]);
-            let err = match self.token.exchange(|| Ok(form.clone()), false).await {
+            let poll = self.token.exchange(GRANT_TYPE, false, |form| {
+                form.pair("device_code", device_code);
+                Ok(())
+            });
+            let err = match poll.await {
                 Ok(tokens) => return Ok(tokens),
                 Err(err) => err,
             };

@@ -27,6 +27,16 @@
 //! - The key's private half never appears in `Debug` output; in a stored
 //!   token set it is as protected as the refresh token beside it (the
 //!   store's [`Sealer`](tower_token_refresh_core::Sealer)).
+//!
+//! # At the token endpoint
+//!
+//! A grant or login given a key with its `dpop` method proves possession
+//! of it at the token endpoint: each token request carries a new proof, a
+//! `use_dpop_nonce` answer is retried once with the server's nonce (a new
+//! proof, and a new client assertion if the client signs one: nothing is
+//! sent twice), and the tokens it brings are bound to the key (a `DPoP`
+//! token type goes out as `DPoP <token>`). Give the manager the same key
+//! ([`DpopManagerExt::dpop`]).
 
 use std::{collections::HashMap, fmt, sync::Arc};
 

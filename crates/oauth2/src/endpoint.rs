@@ -44,12 +44,14 @@ impl Endpoint {
         &self.uri
     }
 
-    pub(crate) fn allows_cleartext(&self) -> bool {
-        self.allow_cleartext
-    }
-
     pub(crate) fn set_allow_cleartext(&mut self, allow: bool) {
         self.allow_cleartext = allow;
+    }
+
+    /// Shows the URI as `label`, and the cleartext opt-in.
+    pub(crate) fn debug_fields(&self, f: &mut std::fmt::DebugStruct<'_, '_>, label: &str) {
+        f.field(label, &self.uri)
+            .field("allow_cleartext", &self.allow_cleartext);
     }
 
     /// Whether a secret may be sent here.

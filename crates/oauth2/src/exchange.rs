@@ -88,33 +88,44 @@ impl<C> TokenClient<C> {
 
     /// The `Debug` fields every grant shows: never a secret.
     pub(crate) fn debug_fields(&self, f: &mut std::fmt::DebugStruct<'_, '_>) {
-        f.field("token_url", self.url.uri())
-            .field("allow_cleartext", &self.url.allows_cleartext())
-            .field("auth", &self.auth)
+        self.url.debug_fields(f, "token_url");
+        f.field("auth", &self.auth)
             .field("dpop", &self.dpop().is_some());
     }
 }
 
 impl<C: HttpClient> TokenClient<C> {
-    /// Posts a token request of the form `form` builds and parses the
-    /// answer: the shared step of every grant.
+    /// Carries out the grant `grant_type` (RFC 6749 §4, §6): posts a form
+    /// of `grant_type` and the pairs `pairs` writes after it, and maps the
+    /// answer: the shared step of every grant and login.
+    ///
+    /// The endpoint is checked against the cleartext rule first, before
+    /// `pairs` makes anything secret (a signed assertion).
     ///
     /// `presents_refresh_token`: the form presents a refresh token, which a
     /// request lost in flight leaves in doubt (outcome unknown).
     ///
     /// With a DPoP key (RFC 9449) the request carries a proof, the tokens
     /// are bound to the key, and a `use_dpop_nonce` answer is retried once
-    /// with the server's nonce. The retry is built anew, `form` called
+    /// with the server's nonce. The retry is built anew, `pairs` called
     /// again: a grant or client assertion is never sent twice (a server
     /// refuses a `jti` it has seen).
     pub(crate) async fn exchange<F>(
         &self,
-        form: F,
+        grant_type: &str,
         presents_refresh_token: bool,
+        pairs: F,
     ) -> Result<TokenSet, Error>
     where
-        F: Fn() -> Result<Form, Error>,
+        F: Fn(&mut Form) -> Result<(), Error>,
     {
+        self.url.check()?;
+        let form = || {
+            let mut form = Form::default();
+            form.pair("grant_type", grant_type);
+            pairs(&mut form)?;
+            Ok::<_, Error>(form)
+        };
         #[cfg(feature = "jose")]
         if let Some(dpop) = self.dpop() {
             return self

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::{Response, Uri};
 
 use super::{
-    ClientAuth, Endpoint, Form, HttpClient, Redactor, TokenTypeHint, answer_of, error_response,
-    token_request, with_unread,
+    ClientAuth, Endpoint, HttpClient, Redactor, TokenTypeHint, answer_of, error_response,
+    revocation::token_form, token_request, with_unread,
 };
 use crate::{Error, TokenManager};
 
@@ -71,11 +71,9 @@ impl<C> IntrospectionClient<C> {
 
 impl<C> fmt::Debug for IntrospectionClient<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IntrospectionClient")
-            .field("url", self.url.uri())
-            .field("allow_cleartext", &self.url.allows_cleartext())
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
+        let mut f = f.debug_struct("IntrospectionClient");
+        self.url.debug_fields(&mut f, "url");
+        f.field("auth", &self.auth).finish_non_exhaustive()
     }
 }
 
@@ -97,12 +95,7 @@ impl<C: HttpClient> IntrospectionClient<C> {
         token: &str,
         hint: Option<TokenTypeHint>,
     ) -> Result<Introspection, Error> {
-        let mut form = Form::default();
-        form.pair("token", token);
-        if let Some(hint) = hint {
-            form.pair("token_type_hint", hint.as_str());
-        }
-        let (request, redactor) = token_request(&self.url, &self.auth, form)?;
+        let (request, redactor) = token_request(&self.url, &self.auth, token_form(token, hint))?;
         let (response, unread) = answer_of(self.client.send(request).await)
             .map_err(|e| Error::transient("introspection endpoint unreachable").with_source(e))?;
         parse_introspection(&response, &redactor).map_err(|e| with_unread(e, unread))

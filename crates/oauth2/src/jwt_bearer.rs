@@ -17,7 +17,9 @@ use std::{fmt, time::Duration};
 use http::Uri;
 use serde_json::Value;
 
-use super::{ClientAuth, ErrorCode, Form, HttpClient, TokenClient, client_assertion::JwtTemplate};
+use super::{
+    ClientAuth, ErrorCode, HttpClient, Params, TokenClient, client_assertion::JwtTemplate,
+};
 use crate::{BoxFuture, Error, ErrorKind, TokenSet, TokenSource, jose::SigningKey};
 
 /// The `grant_type` of the JWT bearer grant (RFC 7523 §2.1).
@@ -88,7 +90,7 @@ pub struct JwtBearerGrant<C> {
     jwt: JwtTemplate,
     issuer: String,
     subject: Option<String>,
-    params: Vec<(String, String)>,
+    params: Params,
 }
 
 impl<C> JwtBearerGrant<C> {
@@ -100,7 +102,7 @@ impl<C> JwtBearerGrant<C> {
             jwt: JwtTemplate::new(key, Some("JWT")),
             issuer: issuer.into(),
             subject: None,
-            params: Vec::new(),
+            params: Params::default(),
         }
     }
 
@@ -146,7 +148,7 @@ impl<C> JwtBearerGrant<C> {
 
     /// Adds a form parameter to every request.
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.params.push((name.into(), value.into()));
+        self.params.push(name, value);
         self
     }
 
@@ -165,12 +167,9 @@ impl<C> JwtBearerGrant<C> {
         self
     }
 
-    /// Proves possession of a DPoP key (RFC 9449; feature `jose`), as
-    /// [`RefreshTokenGrant::dpop`](super::RefreshTokenGrant::dpop): the
-    /// assertion's exchange carries a proof, a `use_dpop_nonce` answer is
-    /// retried once with the server's nonce, and the tokens are bound to
-    /// the key. Give the manager the same key
-    /// ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
+    /// Proves possession of a DPoP key at the token endpoint (RFC 9449;
+    /// see [`dpop`](crate::dpop#at-the-token-endpoint)): a nonce retry
+    /// carries a new assertion too.
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
         self
@@ -185,13 +184,12 @@ impl<C> JwtBearerGrant<C> {
 
 impl<C> fmt::Debug for JwtBearerGrant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let params: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
         let mut f = f.debug_struct("JwtBearerGrant");
         self.token.debug_fields(&mut f);
         f.field("issuer", &self.issuer)
             .field("subject", &self.subject);
         self.jwt.debug_fields(&mut f);
-        f.field("params", &params).finish_non_exhaustive()
+        f.field("params", &self.params).finish_non_exhaustive()
     }
 }
 
@@ -201,20 +199,16 @@ impl<C: HttpClient> TokenSource for JwtBearerGrant<C> {
         _current: Option<&'a TokenSet>,
     ) -> BoxFuture<'a, Result<TokenSet, Error>> {
         Box::pin(async move {
-            // Refused before anything is signed, like every other secret.
-            self.token.url.check()?;
             // A new assertion for every request, a DPoP nonce retry's too.
-            let form = || {
-                let mut form = Form::default();
-                form.pair("grant_type", GRANT_TYPE);
-                form.pair("assertion", &self.assertion()?);
-                for (name, value) in &self.params {
-                    form.pair(name, value);
-                }
-                Ok(form)
-            };
             // No refresh token at stake: a lost answer costs a new assertion.
-            self.token.exchange(form, false).await.map_err(|err| {
+            let grant = self.token.exchange(GRANT_TYPE, false, |form| {
+                form.pair("assertion", &self.assertion()?);
+                self.params.write_to(form);
+                Ok(())
+            });
+            grant.await.map_err(|err| {
+                // There is no session to end, only a key: the next fetch
+                // signs a new assertion.
                 if err.oauth_error_code() == Some(&ErrorCode::InvalidGrant) {
                     err.with_kind(ErrorKind::Rejected)
                 } else {

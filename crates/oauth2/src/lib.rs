@@ -97,6 +97,7 @@ pub mod jose;
 mod jwt_bearer;
 mod login;
 mod loopback;
+mod params;
 mod pkce;
 mod redact;
 mod refresh_token;
@@ -118,6 +119,7 @@ pub use introspection::{Introspection, IntrospectionClient};
 #[cfg(feature = "jose")]
 pub use jwt_bearer::JwtBearerGrant;
 pub use login::{LoginError, LoginHints};
+pub(crate) use params::Params;
 pub use pkce::Pkce;
 pub(crate) use redact::Redactor;
 pub use refresh_token::RefreshTokenGrant;

@@ -13,7 +13,7 @@ use std::fmt;
 
 use http::Uri;
 
-use super::{ClientAuth, Form, HttpClient, TokenClient};
+use super::{ClientAuth, HttpClient, Params, TokenClient};
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
 /// The OAuth2 `refresh_token` grant (RFC 6749 §6) as a [`TokenSource`].
@@ -72,7 +72,7 @@ use crate::{BoxFuture, Error, TokenSet, TokenSource};
 pub struct RefreshTokenGrant<C> {
     token: TokenClient<C>,
     scope: Option<String>,
-    extra: Vec<(String, String)>,
+    params: Params,
 }
 
 impl<C> RefreshTokenGrant<C> {
@@ -81,7 +81,7 @@ impl<C> RefreshTokenGrant<C> {
         RefreshTokenGrant {
             token: TokenClient::new(token_url, auth, client),
             scope: None,
-            extra: Vec::new(),
+            params: Params::default(),
         }
     }
 
@@ -93,7 +93,7 @@ impl<C> RefreshTokenGrant<C> {
 
     /// Adds a form parameter to every request (`resource`, `audience`, …).
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.extra.push((name.into(), value.into()));
+        self.params.push(name, value);
         self
     }
 
@@ -134,12 +134,10 @@ impl<C> RefreshTokenGrant<C> {
         self
     }
 
-    /// Proves possession of a DPoP key (RFC 9449; feature `jose`): each
-    /// token request carries a new `DPoP` proof, the tokens it brings are
-    /// bound to the key (a `DPoP` token type goes out as `DPoP <token>`),
-    /// and a `use_dpop_nonce` answer is retried once with the server's
-    /// nonce. Give the manager the same key
-    /// ([`DpopManagerExt::dpop`](crate::dpop::DpopManagerExt::dpop)).
+    /// Proves possession of a DPoP key at the token endpoint (RFC 9449;
+    /// feature `jose`; see [`dpop`](crate::dpop#at-the-token-endpoint)).
+    /// A refresh token is presented with a proof of the key its set is
+    /// bound to, should the manager hold another.
     #[cfg(feature = "jose")]
     pub fn dpop(mut self, dpop: crate::dpop::DpopKey) -> Self {
         self.token.set_dpop(dpop);
@@ -151,7 +149,9 @@ impl<C> fmt::Debug for RefreshTokenGrant<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut f = f.debug_struct("RefreshTokenGrant");
         self.token.debug_fields(&mut f);
-        f.field("scope", &self.scope).finish_non_exhaustive()
+        f.field("scope", &self.scope)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,19 +173,17 @@ impl<C: HttpClient> TokenSource for RefreshTokenGrant<C> {
             ) {
                 dpop.adopt(&bound);
             }
-            let form = || {
-                let mut form = Form::default();
-                form.pair("grant_type", "refresh_token");
-                form.pair("refresh_token", refresh_token.secret());
-                if let Some(scope) = &self.scope {
-                    form.pair("scope", scope);
-                }
-                for (name, value) in &self.extra {
-                    form.pair(name, value);
-                }
-                Ok(form)
-            };
-            let tokens = self.token.exchange(form, true).await?;
+            let tokens = self
+                .token
+                .exchange("refresh_token", true, |form| {
+                    form.pair("refresh_token", refresh_token.secret());
+                    if let Some(scope) = &self.scope {
+                        form.pair("scope", scope);
+                    }
+                    self.params.write_to(form);
+                    Ok(())
+                })
+                .await?;
             Ok(match tokens.refresh_token() {
                 Some(_) => tokens,
                 None => tokens.with_refresh_token_opt(Some(refresh_token.clone())),

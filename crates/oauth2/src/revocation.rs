@@ -30,6 +30,17 @@ impl TokenTypeHint {
     }
 }
 
+/// The form of a request about `token` to an introspection (RFC 7662
+/// §2.1) or revocation (RFC 7009 §2.1) endpoint.
+pub(crate) fn token_form(token: &str, hint: Option<TokenTypeHint>) -> Form {
+    let mut form = Form::default();
+    form.pair("token", token);
+    if let Some(hint) = hint {
+        form.pair("token_type_hint", hint.as_str());
+    }
+    form
+}
+
 /// Revokes tokens at an authorization server (RFC 7009), and logs out.
 ///
 /// A 503 (the server could not revoke yet, §2.2.1), another 5xx, a 429 or a
@@ -101,10 +112,9 @@ impl<C> RevocationClient<C> {
 
 impl<C> fmt::Debug for RevocationClient<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RevocationClient")
-            .field("url", self.url.uri())
-            .field("allow_cleartext", &self.url.allows_cleartext())
-            .field("auth", &self.auth)
+        let mut f = f.debug_struct("RevocationClient");
+        self.url.debug_fields(&mut f, "url");
+        f.field("auth", &self.auth)
             .field("attempts", &self.attempts)
             .field("backoff", &self.backoff)
             .finish_non_exhaustive()
@@ -130,12 +140,8 @@ impl<C: HttpClient> RevocationClient<C> {
         let mut wait = self.backoff;
         let mut attempt = 1;
         loop {
-            let mut form = Form::default();
-            form.pair("token", token);
-            if let Some(hint) = hint {
-                form.pair("token_type_hint", hint.as_str());
-            }
-            let (request, redactor) = token_request(&self.url, &self.auth, form)?;
+            let (request, redactor) =
+                token_request(&self.url, &self.auth, token_form(token, hint))?;
             // The status is the answer: a 200 whose body could not be read
             // is a revocation done.
             let err = match answer_of(self.client.send(request).await) {
