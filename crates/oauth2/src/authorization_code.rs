@@ -106,8 +106,35 @@ impl<C> AuthorizationCodeLogin<C> {
         self
     }
 
+    /// Names the resource the tokens are for (RFC 8707 `resource`), on the
+    /// authorization request and the code exchange alike. May be given
+    /// more than once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http::{Request, Response};
+    /// use tower_token_refresh_oauth2::{AuthorizationCodeLogin, ClientAuth, ResourceIndicator};
+    ///
+    /// # let http = |_req: Request<Bytes>| async { Ok::<_, std::io::Error>(Response::new(Bytes::new())) };
+    /// let login = AuthorizationCodeLogin::new(
+    ///     "https://auth.example.com/authorize".parse()?,
+    ///     "https://auth.example.com/token".parse()?,
+    ///     ClientAuth::none("my-cli"),
+    ///     http,
+    /// )
+    /// .resource(ResourceIndicator::new("https://mcp.example.com/mcp")?);
+    /// # let _ = login;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resource(mut self, resource: crate::ResourceIndicator) -> Self {
+        self.token.resources.push(resource);
+        self
+    }
+
     /// Adds a parameter to the authorization request (`prompt`,
-    /// `login_hint`, `audience`, `resource`, …).
+    /// `login_hint`, `audience`, …).
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.params.push(name, value);
         self
@@ -270,6 +297,9 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
             ("code_challenge_method".into(), pkce.method().to_owned()),
         ];
         hints.apply(self.params.as_slice(), &mut pairs);
+        for resource in &self.token.resources {
+            pairs.push(("resource".into(), resource.as_str().to_owned()));
+        }
         let mut url = self.authorization_url.uri().to_string();
         url.push(if url.contains('?') { '&' } else { '?' });
         let start = url.len();

@@ -4,7 +4,7 @@ use std::fmt;
 
 use http::Uri;
 
-use super::{ClientAuth, HttpClient, Params, TokenClient};
+use super::{ClientAuth, HttpClient, Params, ResourceIndicator, TokenClient};
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
 /// The OAuth2 `client_credentials` grant (RFC 6749 §4.4) as a [`TokenSource`]:
@@ -72,9 +72,11 @@ impl<C> ClientCredentialsGrant<C> {
     }
 
     /// Names the API the token is for with the `resource` parameter of
-    /// RFC 8707. May be given more than once.
-    pub fn resource(self, resource: impl Into<String>) -> Self {
-        self.param("resource", resource)
+    /// RFC 8707, sent after the other parameters. May be given more than
+    /// once.
+    pub fn resource(mut self, resource: ResourceIndicator) -> Self {
+        self.token.resources.push(resource);
+        self
     }
 
     /// Adds a form parameter to every request.

@@ -183,8 +183,16 @@ impl<C> DeviceLogin<C> {
         self
     }
 
+    /// Names the resource the tokens are for (RFC 8707 `resource`), on the
+    /// device authorization request and every poll of the token endpoint.
+    /// May be given more than once.
+    pub fn resource(mut self, resource: crate::ResourceIndicator) -> Self {
+        self.token.resources.push(resource);
+        self
+    }
+
     /// Adds a parameter to the device authorization request (`audience`,
-    /// `resource`, …).
+    /// …).
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.params.push(name, value);
         self
@@ -270,6 +278,9 @@ impl<C: HttpClient> DeviceLogin<C> {
     async fn authorize(&self, hints: &LoginHints) -> Result<(RawAuthorization, Instant), Error> {
         let mut pairs: Vec<(Cow<'static, str>, String)> = Vec::new();
         hints.apply(self.params.as_slice(), &mut pairs);
+        for resource in &self.token.resources {
+            pairs.push(("resource".into(), resource.as_str().to_owned()));
+        }
         let (request, redactor) =
             token_request(&self.device_url, &self.token.auth, form_of(&pairs))?;
         let (response, unread) = answer_of(self.token.client.send(request).await).map_err(|e| {

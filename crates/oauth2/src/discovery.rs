@@ -62,6 +62,11 @@ pub struct ProviderMetadata {
     authorization_endpoint: Option<Uri>,
     device_authorization_endpoint: Option<Uri>,
     authorization_response_iss_parameter_supported: bool,
+    registration_endpoint: Option<Uri>,
+    scopes_supported: Vec<String>,
+    client_id_metadata_document_supported: bool,
+    token_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    code_challenge_methods_supported: Vec<String>,
     allow_cleartext: bool,
 }
 
@@ -84,6 +89,16 @@ struct RawMetadata {
     device_authorization_endpoint: Option<String>,
     #[serde(default)]
     authorization_response_iss_parameter_supported: Option<bool>,
+    #[serde(default)]
+    registration_endpoint: Option<String>,
+    #[serde(default)]
+    scopes_supported: Option<Vec<String>>,
+    #[serde(default)]
+    client_id_metadata_document_supported: Option<bool>,
+    #[serde(default)]
+    token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    #[serde(default)]
+    code_challenge_methods_supported: Option<Vec<String>>,
 }
 
 impl RawMetadata {
@@ -105,16 +120,32 @@ impl RawMetadata {
             authorization_response_iss_parameter_supported: self
                 .authorization_response_iss_parameter_supported
                 .or(other.authorization_response_iss_parameter_supported),
+            registration_endpoint: self.registration_endpoint.or(other.registration_endpoint),
+            scopes_supported: self.scopes_supported.or(other.scopes_supported),
+            client_id_metadata_document_supported: self
+                .client_id_metadata_document_supported
+                .or(other.client_id_metadata_document_supported),
+            token_endpoint_auth_signing_alg_values_supported: self
+                .token_endpoint_auth_signing_alg_values_supported
+                .or(other.token_endpoint_auth_signing_alg_values_supported),
+            code_challenge_methods_supported: self
+                .code_challenge_methods_supported
+                .or(other.code_challenge_methods_supported),
         }
     }
 }
 
-/// The two well-known documents an issuer may publish.
-#[derive(Clone, Copy)]
+/// The well-known documents an issuer may publish, at the URLs the MCP
+/// authorization spec (2025-11-25) tries in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Document {
-    /// RFC 8414 §3: `/.well-known/oauth-authorization-server` between the
+    /// RFC 8414 §3.1: `/.well-known/oauth-authorization-server` between the
     /// host and the issuer's path.
     OAuth,
+    /// OIDC configuration with the well-known path inserted as RFC 8414
+    /// inserts its own: `/.well-known/openid-configuration` between the
+    /// host and the issuer's path. Tried only for an issuer with a path.
+    OpenIdInserted,
     /// OIDC Discovery §4: `/.well-known/openid-configuration` after the
     /// issuer's path.
     OpenId,
@@ -124,7 +155,7 @@ impl Document {
     fn name(self) -> &'static str {
         match self {
             Document::OAuth => "authorization server metadata",
-            Document::OpenId => "OpenID configuration",
+            Document::OpenIdInserted | Document::OpenId => "OpenID configuration",
         }
     }
 
@@ -140,18 +171,31 @@ impl Document {
             Document::OAuth => {
                 format!("{scheme}://{authority}/.well-known/oauth-authorization-server{path}")
             }
+            Document::OpenIdInserted => {
+                format!("{scheme}://{authority}/.well-known/openid-configuration{path}")
+            }
             Document::OpenId => {
                 format!("{scheme}://{authority}{path}/.well-known/openid-configuration")
             }
         };
         url.parse().map_err(|_| not_absolute())
     }
+
+    /// The OpenID configuration URLs to try for `issuer`, in order: with a
+    /// path, inserted then appended; without one the two are the same URL.
+    fn openid_for(issuer: &Uri) -> &'static [Document] {
+        if issuer.path().trim_end_matches('/').is_empty() {
+            &[Document::OpenId]
+        } else {
+            &[Document::OpenIdInserted, Document::OpenId]
+        }
+    }
 }
 
 /// Whether two issuer identifiers are the same: identical strings (RFC 8414
 /// §3.3, OIDC Discovery §4.3), except that an empty path is `/` (RFC 3986
 /// §6.2.3), so `https://as.example` is `https://as.example/`.
-fn same_issuer(published: &str, requested: &str) -> bool {
+pub(crate) fn same_issuer(published: &str, requested: &str) -> bool {
     published == requested
         || published
             .strip_suffix('/')
@@ -159,6 +203,44 @@ fn same_issuer(published: &str, requested: &str) -> bool {
         || requested
             .strip_suffix('/')
             .is_some_and(|r| r == published && origin_only(r))
+}
+
+/// The rules a client ID metadata document's URL follows (draft-ietf-oauth-
+/// client-id-metadata-document §3).
+fn check_client_id_url(url: &str) -> Result<(), Error> {
+    let refuse = |why: &str| {
+        Err(Error::new(
+            ErrorKind::Policy,
+            format!("a client ID metadata document URL {why}"),
+        ))
+    };
+    let Ok(uri) = url.parse::<Uri>() else {
+        return refuse("must be an absolute https URL");
+    };
+    if !uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+        || uri.host().is_none_or(str::is_empty)
+    {
+        return refuse("must be an absolute https URL");
+    }
+    if url.contains('#') {
+        return refuse("must not have a fragment");
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return refuse("must not carry user information");
+    }
+    let path = uri.path();
+    if path.is_empty() || path == "/" {
+        return refuse("must have a path");
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return refuse("must not have `.` or `..` path segments");
+    }
+    Ok(())
 }
 
 /// Whether `issuer` is `scheme://authority` with no path.
@@ -266,12 +348,16 @@ impl ProviderMetadata {
             ));
         }
         let oauth_url = Document::OAuth.url(&issuer_uri)?;
-        let openid_url = Document::OpenId.url(&issuer_uri)?;
         check_transport(&oauth_url, allow_cleartext, "issuer")?;
-        check_transport(&openid_url, allow_cleartext, "issuer")?;
+        let mut openid_urls = Vec::new();
+        for doc in Document::openid_for(&issuer_uri) {
+            let url = doc.url(&issuer_uri)?;
+            check_transport(&url, allow_cleartext, "issuer")?;
+            openid_urls.push((*doc, url));
+        }
         let (oauth, openid) = futures_util::future::join(
             fetch_document(client, Document::OAuth, oauth_url, issuer),
-            fetch_document(client, Document::OpenId, openid_url, issuer),
+            first_document(client, openid_urls, issuer),
         )
         .await;
         // RFC 8414's document wins field by field; see `discover`.
@@ -296,6 +382,10 @@ impl ProviderMetadata {
             (
                 metadata.device_authorization_endpoint.as_ref(),
                 "device authorization endpoint",
+            ),
+            (
+                metadata.registration_endpoint.as_ref(),
+                "registration endpoint",
             ),
         ];
         for (endpoint, name) in endpoints {
@@ -348,6 +438,20 @@ impl ProviderMetadata {
             authorization_response_iss_parameter_supported: raw
                 .authorization_response_iss_parameter_supported
                 .unwrap_or(false),
+            registration_endpoint: raw
+                .registration_endpoint
+                .map(|s| url(s, "registration_endpoint"))
+                .transpose()?,
+            scopes_supported: raw.scopes_supported.unwrap_or_default(),
+            client_id_metadata_document_supported: raw
+                .client_id_metadata_document_supported
+                .unwrap_or(false),
+            token_endpoint_auth_signing_alg_values_supported: raw
+                .token_endpoint_auth_signing_alg_values_supported
+                .unwrap_or_default(),
+            code_challenge_methods_supported: raw
+                .code_challenge_methods_supported
+                .unwrap_or_default(),
             allow_cleartext: false,
         })
     }
@@ -437,6 +541,89 @@ impl ProviderMetadata {
         self.authorization_response_iss_parameter_supported
     }
 
+    /// The dynamic client registration endpoint (RFC 7591), if the server
+    /// has one: see [`ClientRegistration`](crate::ClientRegistration).
+    pub fn registration_endpoint(&self) -> Option<&Uri> {
+        self.registration_endpoint.as_ref()
+    }
+
+    /// `scopes_supported`, empty if the server did not say.
+    pub fn scopes_supported(&self) -> &[String] {
+        &self.scopes_supported
+    }
+
+    /// Whether `scope` is among the [`scopes_supported`](Self::scopes_supported).
+    pub fn supports_scope(&self, scope: &str) -> bool {
+        self.scopes_supported.iter().any(|s| s == scope)
+    }
+
+    /// Whether the server takes an `https://` URL naming a client ID
+    /// metadata document as a `client_id`, with no registration
+    /// (`client_id_metadata_document_supported`, OAuth Client ID Metadata
+    /// Document draft); see
+    /// [`client_id_metadata_document`](Self::client_id_metadata_document).
+    pub fn client_id_metadata_document_supported(&self) -> bool {
+        self.client_id_metadata_document_supported
+    }
+
+    /// The client authentication of a client identified by the URL of its
+    /// client ID metadata document, if this server takes such client IDs:
+    /// a public client ([`ClientAuth::none`]) whose `client_id` is
+    /// `client_id_url`, used with no registration. `None` when the server
+    /// does not say [`client_id_metadata_document_supported`](Self::client_id_metadata_document_supported):
+    /// register then ([`ClientRegistration`](crate::ClientRegistration)),
+    /// or use a pre-registered client.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http::{Request, Response};
+    /// use tower_token_refresh_oauth2::ProviderMetadata;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let client = |_req: Request<Bytes>| async {
+    /// #     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(br#"{
+    /// #         "issuer": "https://auth.example.com", "token_endpoint": "https://auth.example.com/token",
+    /// #         "client_id_metadata_document_supported": true }"#)))
+    /// # };
+    /// let metadata = ProviderMetadata::discover("https://auth.example.com", &client).await?;
+    /// let auth = metadata
+    ///     .client_id_metadata_document("https://app.example.com/oauth/client.json")?
+    ///     .expect("the server takes metadata document client IDs");
+    /// assert_eq!(auth.client_id(), Some("https://app.example.com/oauth/client.json"));
+    /// assert_eq!(auth.method(), "none");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Policy`](ErrorKind::Policy) if `client_id_url` cannot name a
+    /// metadata document: not `https://`, without a path, with a fragment,
+    /// user information, or a `.` or `..` path segment.
+    pub fn client_id_metadata_document(
+        &self,
+        client_id_url: &str,
+    ) -> Result<Option<ClientAuth>, Error> {
+        check_client_id_url(client_id_url)?;
+        Ok(self
+            .client_id_metadata_document_supported
+            .then(|| ClientAuth::none(client_id_url)))
+    }
+
+    /// `token_endpoint_auth_signing_alg_values_supported`: the algorithms
+    /// signed client assertions may use; empty if the server did not say.
+    pub fn token_endpoint_auth_signing_alg_values_supported(&self) -> &[String] {
+        &self.token_endpoint_auth_signing_alg_values_supported
+    }
+
+    /// `code_challenge_methods_supported` (PKCE methods); empty if the
+    /// server did not say, which the MCP authorization spec reads as no
+    /// PKCE support: an MCP client must not go on then.
+    pub fn code_challenge_methods_supported(&self) -> &[String] {
+        &self.code_challenge_methods_supported
+    }
+
     /// A loopback login on this server, if it has an authorization
     /// endpoint. When the server says it sends `iss` (RFC 9207), the login
     /// requires it to be this issuer
@@ -467,22 +654,29 @@ impl ProviderMetadata {
     }
 }
 
+/// The largest metadata document read: 64 KiB, as the tower adapter
+/// reads at most by default. A client that reads more gets an error for a
+/// larger document rather than a parse of it.
+pub(crate) const MAX_DOCUMENT: usize = 64 * 1024;
+
 /// What one well-known URL gave.
-enum Fetched {
-    /// A document naming the requested issuer.
-    Found(RawMetadata),
+pub(crate) enum Fetched<T> {
+    /// A document.
+    Found(T),
     /// A 4xx (408 and 429 aside): the server does not publish this
-    /// document. The error is what to report if it publishes neither.
+    /// document. The error is what to report if it publishes none.
     Absent(Error),
 }
 
-/// GETs `doc` at `url` and checks that it names `issuer`.
-async fn fetch_document<C: HttpClient>(
+/// GETs the JSON document at `url` (the `what`, in errors) and hands its
+/// bytes, at most [`MAX_DOCUMENT`] of them, to `read`: the one GET of every
+/// metadata document (authorization server, OpenID, protected resource).
+pub(crate) async fn get_document<C: HttpClient, T>(
     client: &C,
-    doc: Document,
     url: Uri,
-    issuer: &str,
-) -> Result<Fetched, Error> {
+    what: &str,
+    read: impl FnOnce(&[u8]) -> Result<T, Error>,
+) -> Result<Fetched<T>, Error> {
     let mut request = Request::new(Bytes::new());
     *request.method_mut() = Method::GET;
     *request.uri_mut() = url;
@@ -490,23 +684,27 @@ async fn fetch_document<C: HttpClient>(
         .headers_mut()
         .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     let (response, unread) = answer_of(client.send(request).await)
-        .map_err(|e| Error::transient("discovery endpoint unreachable").with_source(e))?;
-    match read_document(&response, doc, issuer) {
+        .map_err(|e| Error::transient(format!("the {what} is unreachable")).with_source(e))?;
+    let read = read_response(&response, what).and_then(|found| match found {
+        Fetched::Found(body) => read(body).map(Fetched::Found),
+        Fetched::Absent(err) => Ok(Fetched::Absent(err)),
+    });
+    match read {
         Ok(Fetched::Absent(err)) => Ok(Fetched::Absent(with_unread(err, unread))),
         Ok(found) => Ok(found),
         Err(err) => Err(with_unread(err, unread)),
     }
 }
 
-fn read_document(
-    response: &Response<Bytes>,
-    doc: Document,
-    issuer: &str,
-) -> Result<Fetched, Error> {
+/// The body of a 2xx answer, or why there is none.
+fn read_response<'r>(
+    response: &'r Response<Bytes>,
+    what: &str,
+) -> Result<Fetched<&'r [u8]>, Error> {
     let status = response.status();
     if !status.is_success() {
         // Discovery sends no secret, so there is nothing to withhold.
-        let err = error_response(response, "discovery endpoint", &Redactor::none());
+        let err = error_response(response, what, &Redactor::none());
         let absent = status.is_client_error()
             && status != StatusCode::REQUEST_TIMEOUT
             && status != StatusCode::TOO_MANY_REQUESTS;
@@ -516,7 +714,47 @@ fn read_document(
             Err(err)
         };
     }
-    let raw: RawMetadata = serde_json::from_slice(response.body()).map_err(|_| {
+    if response.body().len() > MAX_DOCUMENT {
+        return Err(Error::invalid_response(format!(
+            "the {what} is larger than {} KiB",
+            MAX_DOCUMENT / 1024
+        )));
+    }
+    Ok(Fetched::Found(response.body()))
+}
+
+/// GETs `doc` at `url` and checks that it names `issuer`.
+async fn fetch_document<C: HttpClient>(
+    client: &C,
+    doc: Document,
+    url: Uri,
+    issuer: &str,
+) -> Result<Fetched<RawMetadata>, Error> {
+    get_document(client, url, doc.name(), |body| {
+        read_document(body, doc, issuer)
+    })
+    .await
+}
+
+/// The first of `urls` that has its document, tried in order; the last
+/// absence if none has.
+async fn first_document<C: HttpClient>(
+    client: &C,
+    urls: Vec<(Document, Uri)>,
+    issuer: &str,
+) -> Result<Fetched<RawMetadata>, Error> {
+    let mut absent = Error::invalid_response("no OpenID configuration URL to try");
+    for (doc, url) in urls {
+        match fetch_document(client, doc, url, issuer).await? {
+            Fetched::Found(raw) => return Ok(Fetched::Found(raw)),
+            Fetched::Absent(err) => absent = err,
+        }
+    }
+    Ok(Fetched::Absent(absent))
+}
+
+fn read_document(body: &[u8], doc: Document, issuer: &str) -> Result<RawMetadata, Error> {
+    let raw: RawMetadata = serde_json::from_slice(body).map_err(|_| {
         Error::invalid_response(format!(
             "the {} is not a JSON object with an `issuer`",
             doc.name()
@@ -528,7 +766,7 @@ fn read_document(
             doc.name()
         )));
     }
-    Ok(Fetched::Found(raw))
+    Ok(raw)
 }
 
 #[cfg(test)]
@@ -537,9 +775,21 @@ mod tests {
     use crate::ErrorKind;
     use crate::tests::response;
 
+    /// What `get_document` makes of an answer for `doc`.
+    fn read_answer(
+        response: &Response<Bytes>,
+        doc: Document,
+        issuer: &str,
+    ) -> Result<Fetched<RawMetadata>, Error> {
+        match read_response(response, doc.name())? {
+            Fetched::Found(body) => read_document(body, doc, issuer).map(Fetched::Found),
+            Fetched::Absent(err) => Ok(Fetched::Absent(err)),
+        }
+    }
+
     /// What `discover` makes of `body` at `status` as the only document.
     fn read_alone(status: u16, body: &'static str) -> Result<ProviderMetadata, Error> {
-        match read_document(&response(status, body), Document::OpenId, "https://a")? {
+        match read_answer(&response(status, body), Document::OpenId, "https://a")? {
             Fetched::Found(raw) => ProviderMetadata::from_raw(raw),
             Fetched::Absent(err) => Err(err),
         }
@@ -585,7 +835,7 @@ mod tests {
             (429, false),
             (500, false),
         ] {
-            let read = read_document(&response(status, ""), Document::OAuth, "https://a");
+            let read = read_answer(&response(status, ""), Document::OAuth, "https://a");
             assert_eq!(matches!(read, Ok(Fetched::Absent(_))), absent, "{status}");
         }
     }
@@ -619,6 +869,103 @@ mod tests {
             assert_eq!(Document::OAuth.url(&issuer).unwrap(), oauth);
             assert_eq!(Document::OpenId.url(&issuer).unwrap(), openid);
         }
+    }
+
+    /// MCP 2025-11-25: RFC 8414 inserted, OIDC inserted, OIDC appended; an
+    /// issuer without a path has one OIDC URL, and no issuer with a path is
+    /// ever looked up at the root.
+    #[test]
+    fn the_urls_tried_follow_the_mcp_order_for_every_issuer_shape() {
+        let tried = |issuer: &str| -> Vec<String> {
+            let issuer: Uri = issuer.parse().unwrap();
+            std::iter::once(Document::OAuth)
+                .chain(Document::openid_for(&issuer).iter().copied())
+                .map(|doc| doc.url(&issuer).unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            tried("https://as.example"),
+            [
+                "https://as.example/.well-known/oauth-authorization-server",
+                "https://as.example/.well-known/openid-configuration",
+            ]
+        );
+        assert_eq!(tried("https://as.example/"), tried("https://as.example"));
+        assert_eq!(
+            tried("http://127.0.0.1:9/tenant1"),
+            [
+                "http://127.0.0.1:9/.well-known/oauth-authorization-server/tenant1",
+                "http://127.0.0.1:9/.well-known/openid-configuration/tenant1",
+                "http://127.0.0.1:9/tenant1/.well-known/openid-configuration",
+            ]
+        );
+        assert_eq!(
+            tried("https://as.example/a/b/"),
+            [
+                "https://as.example/.well-known/oauth-authorization-server/a/b",
+                "https://as.example/.well-known/openid-configuration/a/b",
+                "https://as.example/a/b/.well-known/openid-configuration",
+            ]
+        );
+    }
+
+    #[test]
+    fn client_id_metadata_document_urls_are_https_with_a_path() {
+        assert!(check_client_id_url("https://conformance-test.local/client-metadata.json").is_ok());
+        assert!(check_client_id_url("HTTPS://app.example/c?v=1").is_ok());
+        for bad in [
+            "http://app.example/client.json",
+            "https://app.example",
+            "https://app.example/",
+            "https://app.example/c.json#x",
+            "https://user:pw@app.example/c.json",
+            "https://app.example/a/../c.json",
+            "https://app.example/./c.json",
+            "/client.json",
+            "not a url",
+        ] {
+            let err = check_client_id_url(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Policy, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_document_over_64_kib_is_refused() {
+        let big = format!(
+            r#"{{"issuer":"https://a","pad":"{}"}}"#,
+            "x".repeat(MAX_DOCUMENT)
+        );
+        let r = Response::new(Bytes::from(big));
+        let err = read_answer(&r, Document::OAuth, "https://a").err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+    }
+
+    #[test]
+    fn the_mcp_fields_are_read_and_merged() {
+        let oauth: RawMetadata = serde_json::from_str(
+            r#"{"issuer":"https://a","token_endpoint":"https://a/t",
+                "registration_endpoint":"https://a/register",
+                "code_challenge_methods_supported":["S256"],
+                "token_endpoint_auth_signing_alg_values_supported":["ES256"]}"#,
+        )
+        .unwrap();
+        let openid: RawMetadata = serde_json::from_str(
+            r#"{"issuer":"https://a","scopes_supported":["openid","offline_access"],
+                "client_id_metadata_document_supported":true,
+                "code_challenge_methods_supported":["plain"]}"#,
+        )
+        .unwrap();
+        let m = ProviderMetadata::from_raw(oauth.or(openid)).unwrap();
+        assert_eq!(m.registration_endpoint().unwrap(), "https://a/register");
+        assert_eq!(m.scopes_supported(), ["openid", "offline_access"]);
+        assert!(m.supports_scope("offline_access"));
+        assert!(!m.supports_scope("offline"));
+        assert!(m.client_id_metadata_document_supported());
+        assert_eq!(m.code_challenge_methods_supported(), ["S256"]);
+        assert_eq!(
+            m.token_endpoint_auth_signing_alg_values_supported(),
+            ["ES256"]
+        );
     }
 
     #[test]

@@ -33,8 +33,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 use super::{
-    ClientAuth, ErrorCode, HttpClient, answer_of, endpoint::Endpoint, redact::Redactor,
-    was_not_sent,
+    ClientAuth, ErrorCode, HttpClient, ResourceIndicator, answer_of, endpoint::Endpoint,
+    redact::Redactor, was_not_sent,
 };
 use crate::{BoxError, Error, ErrorKind, TokenSet, token_response::OAuthErrorBody};
 use tower_token_refresh_core::backoff::retry_after;
@@ -57,6 +57,9 @@ pub(crate) struct TokenClient<C> {
     pub(crate) url: Endpoint,
     pub(crate) auth: ClientAuth,
     pub(crate) client: C,
+    /// RFC 8707 `resource`s, sent on every request after the grant's own
+    /// parameters.
+    pub(crate) resources: Vec<ResourceIndicator>,
     #[cfg(feature = "jose")]
     dpop: Option<crate::dpop::DpopKey>,
 }
@@ -67,6 +70,7 @@ impl<C> TokenClient<C> {
             url: Endpoint::new(token_url, "token endpoint"),
             auth,
             client,
+            resources: Vec::new(),
             #[cfg(feature = "jose")]
             dpop: None,
         }
@@ -90,6 +94,7 @@ impl<C> TokenClient<C> {
     pub(crate) fn debug_fields(&self, f: &mut std::fmt::DebugStruct<'_, '_>) {
         self.url.debug_fields(f, "token_url");
         f.field("auth", &self.auth)
+            .field("resources", &self.resources)
             .field("dpop", &self.dpop().is_some());
     }
 }
@@ -98,6 +103,8 @@ impl<C: HttpClient> TokenClient<C> {
     /// Carries out the grant `grant_type` (RFC 6749 §4, §6): posts a form
     /// of `grant_type` and the pairs `pairs` writes after it, and maps the
     /// answer: the shared step of every grant and login.
+    ///
+    /// Every RFC 8707 `resource` of the client follows `pairs`.
     ///
     /// The endpoint is checked against the cleartext rule first, before
     /// `pairs` makes anything secret (a signed assertion).
@@ -124,6 +131,9 @@ impl<C: HttpClient> TokenClient<C> {
             let mut form = Form::default();
             form.pair("grant_type", grant_type);
             pairs(&mut form)?;
+            for resource in &self.resources {
+                form.pair("resource", resource.as_str());
+            }
             Ok::<_, Error>(form)
         };
         #[cfg(feature = "jose")]

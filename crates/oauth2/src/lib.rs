@@ -101,6 +101,8 @@ mod params;
 mod pkce;
 mod redact;
 mod refresh_token;
+mod resource;
+mod resource_metadata;
 mod revocation;
 pub mod token_response;
 mod unread;
@@ -123,6 +125,8 @@ pub(crate) use params::Params;
 pub use pkce::Pkce;
 pub(crate) use redact::Redactor;
 pub use refresh_token::RefreshTokenGrant;
+pub use resource::ResourceIndicator;
+pub use resource_metadata::ProtectedResourceMetadata;
 pub use revocation::{RevocationClient, TokenTypeHint};
 /// OAuth 2.0 `error` codes; defined in core, whose `Error` carries one.
 pub use tower_token_refresh_core::ErrorCode;

@@ -13,7 +13,7 @@ use std::fmt;
 
 use http::Uri;
 
-use super::{ClientAuth, HttpClient, Params, TokenClient};
+use super::{ClientAuth, HttpClient, Params, ResourceIndicator, TokenClient};
 use crate::{BoxFuture, Error, TokenSet, TokenSource};
 
 /// The OAuth2 `refresh_token` grant (RFC 6749 §6) as a [`TokenSource`].
@@ -91,7 +91,42 @@ impl<C> RefreshTokenGrant<C> {
         self
     }
 
-    /// Adds a form parameter to every request (`resource`, `audience`, …).
+    /// Names the resource the tokens are for (RFC 8707 `resource`) on
+    /// every refresh: the one the session began with, which some servers
+    /// require again (a refresh without it gets `invalid_grant`). May be
+    /// given more than once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use tower_token_refresh_core::{TokenSet, TokenSource};
+    /// use tower_token_refresh_oauth2::{ClientAuth, RefreshTokenGrant, ResourceIndicator};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = |req: Request<Bytes>| async move {
+    ///     let form = std::str::from_utf8(req.body()).unwrap().to_owned();
+    ///     assert!(form.ends_with("&resource=https%3A%2F%2Fmcp.example.com%2Fmcp"));
+    ///     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
+    ///         br#"{"access_token":"new","token_type":"Bearer"}"#,
+    ///     )))
+    /// };
+    /// let grant = RefreshTokenGrant::new(
+    ///     "https://auth.example.com/token".parse()?,
+    ///     ClientAuth::none("my-app"),
+    ///     client,
+    /// )
+    /// .resource(ResourceIndicator::new("https://mcp.example.com/mcp")?);
+    /// grant.fetch(Some(&TokenSet::bearer("old").with_refresh_token("r1"))).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn resource(mut self, resource: ResourceIndicator) -> Self {
+        self.token.resources.push(resource);
+        self
+    }
+
+    /// Adds a form parameter to every request (`audience`, …).
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.params.push(name, value);
         self

@@ -49,7 +49,7 @@ async fn client_credentials_posts_scope_audience_resource_and_extra_params() {
     )
     .scope("read write")
     .audience("https://api.example")
-    .resource("https://r1.example")
+    .resource("https://r1.example".parse().unwrap())
     .param("tenant", "t-1");
     let tokens = grant.fetch(None).await.unwrap();
     assert_eq!(tokens.access_token().secret(), "cc");
@@ -59,7 +59,7 @@ async fn client_credentials_posts_scope_audience_resource_and_extra_params() {
     assert_eq!(
         body_of(req),
         "grant_type=client_credentials&scope=read+write&audience=https%3A%2F%2Fapi.example\
-         &resource=https%3A%2F%2Fr1.example&tenant=t-1"
+         &tenant=t-1&resource=https%3A%2F%2Fr1.example"
     );
     assert!(req.headers()["authorization"].is_sensitive());
     assert!(!format!("{grant:?}").contains("s3cret"));
