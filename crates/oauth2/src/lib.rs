@@ -104,6 +104,7 @@ mod refresh_token;
 mod resource;
 mod resource_metadata;
 mod revocation;
+mod scope;
 pub mod token_response;
 mod unread;
 
@@ -128,6 +129,7 @@ pub use refresh_token::RefreshTokenGrant;
 pub use resource::ResourceIndicator;
 pub use resource_metadata::ProtectedResourceMetadata;
 pub use revocation::{RevocationClient, TokenTypeHint};
+pub use scope::{ScopeStepUp, StepUpDecision, select_scope};
 /// OAuth 2.0 `error` codes; defined in core, whose `Error` carries one.
 pub use tower_token_refresh_core::ErrorCode;
 pub use unread::UnreadBody;
