@@ -71,6 +71,9 @@ pub struct AuthorizationCodeLogin<C> {
     redirect_path: String,
     timeout: Duration,
     issuer: Option<String>,
+    /// Whether a redirect without `iss` is refused: the server said it
+    /// sends one. Otherwise an `iss` is checked only when present.
+    issuer_required: bool,
     on_url: Option<UrlHook>,
 }
 
@@ -89,6 +92,7 @@ impl<C> AuthorizationCodeLogin<C> {
             redirect_path: "/callback".to_owned(),
             timeout: DEFAULT_TIMEOUT,
             issuer: None,
+            issuer_required: false,
             on_url: None,
         }
     }
@@ -161,6 +165,16 @@ impl<C> AuthorizationCodeLogin<C> {
     /// [`LoginError::IssuerMismatch`] and no code is exchanged.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
+        self.issuer_required = true;
+        self
+    }
+
+    /// The issuer an `iss` on the redirect must name if the redirect has
+    /// one (RFC 9207 §2.4: a client checks an `iss` it receives), for a
+    /// server that did not say it always sends one.
+    pub(crate) fn issuer_if_sent(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self.issuer_required = false;
         self
     }
 
@@ -257,10 +271,12 @@ impl<C: HttpClient> AuthorizationCodeLogin<C> {
             return Err(LoginError::StateMismatch.into());
         }
         // RFC 9207 §2.4: checked for error responses too.
-        if let Some(issuer) = &self.issuer
-            && redirect.get("iss")? != Some(issuer.as_str())
-        {
-            return Err(LoginError::IssuerMismatch.into());
+        if let Some(issuer) = &self.issuer {
+            match redirect.get("iss")? {
+                Some(iss) if iss == issuer => {}
+                None if !self.issuer_required => {}
+                _ => return Err(LoginError::IssuerMismatch.into()),
+            }
         }
         if let Some(error) = redirect.get("error")? {
             return Err(LoginError::denied(error, redirect.get("error_description")?).into());
@@ -320,6 +336,7 @@ impl<C> fmt::Debug for AuthorizationCodeLogin<C> {
             .field("redirect_path", &self.redirect_path)
             .field("timeout", &self.timeout)
             .field("issuer", &self.issuer)
+            .field("issuer_required", &self.issuer_required)
             .finish_non_exhaustive()
     }
 }

@@ -625,9 +625,12 @@ impl ProviderMetadata {
     }
 
     /// A loopback login on this server, if it has an authorization
-    /// endpoint. When the server says it sends `iss` (RFC 9207), the login
-    /// requires it to be this issuer
-    /// ([`AuthorizationCodeLogin::issuer`]).
+    /// endpoint. When the server says it sends `iss` (RFC 9207,
+    /// [`authorization_response_iss_parameter_supported`](Self::authorization_response_iss_parameter_supported)),
+    /// the login requires it to be this issuer
+    /// ([`AuthorizationCodeLogin::issuer`]); otherwise an `iss` the
+    /// redirect does carry must still be this issuer (RFC 9207 §2.4), and
+    /// none is required.
     pub fn authorization_code_login<C>(
         &self,
         auth: ClientAuth,
@@ -639,7 +642,7 @@ impl ProviderMetadata {
         Some(if self.authorization_response_iss_parameter_supported {
             login.issuer(self.issuer.clone())
         } else {
-            login
+            login.issuer_if_sent(self.issuer.clone())
         })
     }
 
