@@ -33,12 +33,18 @@
 // below): with ASSERTION_JWKS set, two more clients authenticate with
 // private_key_jwt and client_secret_jwt, and POST /test/assertions/login
 // mints a refresh token for either.
+//
+// MCP (crates/oauth2/tests/interop_mcp.rs): open dynamic client
+// registration (RFC 7591) at /reg, and one RFC 8707 resource,
+// `<issuer>/mcp`, whose tokens are opaque with scope `api`; any other
+// `resource` is refused with invalid_target. Requests without `resource`
+// are as before.
 
 import crypto from 'node:crypto';
 import http from 'node:http';
 
 import { calculateJwkThumbprint, EmbeddedJWK, jwtVerify } from 'jose';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.env.PORT ?? 0);
 const accessTtl = Number(process.env.ACCESS_TTL ?? 2);
@@ -167,6 +173,17 @@ async function main() {
       deviceFlow: { enabled: true },
       // DPoP: proofs checked at the token endpoint, a nonce always required.
       dPoP: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true },
+      // MCP: self-registering clients, and one resource server.
+      registration: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        getResourceServerInfo: async (_ctx, resourceIndicator) => {
+          if (resourceIndicator === `${issuer}/mcp`) {
+            return { scope: 'api', audience: resourceIndicator, accessTokenFormat: 'opaque' };
+          }
+          throw new errors.InvalidTarget();
+        },
+      },
     },
     ttl: {
       AccessToken: accessTtl,
