@@ -107,7 +107,7 @@ impl<C> RefreshTokenGrant<C> {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let client = |req: Request<Bytes>| async move {
     ///     let form = std::str::from_utf8(req.body()).unwrap().to_owned();
-    ///     assert!(form.ends_with("&resource=https%3A%2F%2Fmcp.example.com%2Fmcp"));
+    ///     assert!(form.contains("&resource=https%3A%2F%2Fmcp.example.com%2Fmcp"));
     ///     Ok::<_, std::io::Error>(Response::new(Bytes::from_static(
     ///         br#"{"access_token":"new","token_type":"Bearer"}"#,
     ///     )))
