@@ -10,25 +10,22 @@
 
 mod support;
 
-use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
-use support::interop::Provider;
+use support::{http, interop::Provider};
 use tower_token_refresh::{
-    ErrorKind, ServiceClient, TokenSource,
+    ErrorKind, TokenSource,
     oauth2::{ClientRegistration, ProviderMetadata, RegisteredClient, ResourceIndicator},
 };
 use tower_token_refresh_test_util::hyper_client;
 
-type Http = ServiceClient<
-    hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
->;
-
-fn http() -> Http {
-    ServiceClient::new(hyper_client())
+/// The provider and its discovered metadata; `None` without node.
+async fn start() -> Option<(Provider, ProviderMetadata)> {
+    let provider = Provider::start(&[]).await?;
+    let server = ProviderMetadata::discover(&provider.issuer, &http())
+        .await
+        .unwrap();
+    Some((provider, server))
 }
 
 /// Registers a confidential native client allowed client credentials.
@@ -48,12 +45,9 @@ async fn register(server: &ProviderMetadata, method: &str) -> RegisteredClient {
 
 #[tokio::test]
 async fn a_registered_client_gets_a_token_for_the_resource_it_names() {
-    let Some(provider) = Provider::start(&[]).await else {
+    let Some((provider, server)) = start().await else {
         return;
     };
-    let server = ProviderMetadata::discover(&provider.issuer, &http())
-        .await
-        .unwrap();
     // What an MCP client reads from oidc-provider's metadata.
     assert!(server.registration_endpoint().is_some());
     assert!(server.authorization_response_iss_parameter_supported());
@@ -93,12 +87,9 @@ async fn a_registered_client_gets_a_token_for_the_resource_it_names() {
 
 #[tokio::test]
 async fn a_resource_the_server_does_not_serve_is_refused_as_invalid_target() {
-    let Some(provider) = Provider::start(&[]).await else {
+    let Some((_provider, server)) = start().await else {
         return;
     };
-    let server = ProviderMetadata::discover(&provider.issuer, &http())
-        .await
-        .unwrap();
     let registered = register(&server, "client_secret_basic").await;
     let err = server
         .client_credentials_grant(registered.client_auth().unwrap(), http())
@@ -113,12 +104,9 @@ async fn a_resource_the_server_does_not_serve_is_refused_as_invalid_target() {
 
 #[tokio::test]
 async fn a_refused_registration_is_a_typed_error() {
-    let Some(provider) = Provider::start(&[]).await else {
+    let Some((_provider, server)) = start().await else {
         return;
     };
-    let server = ProviderMetadata::discover(&provider.issuer, &http())
-        .await
-        .unwrap();
     let err = ClientRegistration::new()
         .redirect_uris(["not a url"])
         .register(server.registration_endpoint().unwrap(), &http())

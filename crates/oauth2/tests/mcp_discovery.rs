@@ -19,11 +19,13 @@ use std::{
 };
 
 use axum::{Router, body::Body, extract::Request, response::Response};
-use bytes::Bytes;
 use http::{StatusCode, header};
 use http_body_util::{BodyExt, Full};
+mod support;
+
+use support::{Http, http};
 use tower_token_refresh::{
-    ErrorKind, FileStore, ServiceClient, TokenManager, TokenStore,
+    ErrorKind, FileStore, TokenManager, TokenStore,
     classify::parse_challenges,
     oauth2::{
         AuthorizationCodeLogin, ClientAuth, ClientCredentialsGrant, ClientRegistration, LoginError,
@@ -32,17 +34,6 @@ use tower_token_refresh::{
     },
 };
 use tower_token_refresh_test_util::hyper_client;
-
-type Http = ServiceClient<
-    hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
->;
-
-fn http() -> Http {
-    ServiceClient::new(hyper_client())
-}
 
 /// How the two servers are set up: the conformance scenarios' knobs.
 #[derive(Clone)]
