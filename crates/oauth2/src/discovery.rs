@@ -258,8 +258,14 @@ impl ProviderMetadata {
     ///   between the host and the issuer's path
     ///   (`https://as.example/tenant1` gives
     ///   `https://as.example/.well-known/oauth-authorization-server/tenant1`);
-    /// - OIDC Discovery §4: `/.well-known/openid-configuration` is appended
-    ///   to the issuer (`https://as.example/tenant1/.well-known/openid-configuration`).
+    /// - the OpenID configuration, at the first of these found, in the
+    ///   order of the MCP authorization spec (2025-11-25):
+    ///   `/.well-known/openid-configuration` between the host and the
+    ///   issuer's path (`https://as.example/.well-known/openid-configuration/tenant1`;
+    ///   only for an issuer with a path), then appended to the issuer (OIDC
+    ///   Discovery §4: `https://as.example/tenant1/.well-known/openid-configuration`).
+    ///
+    /// An issuer with a path is never looked up at the root documents.
     ///
     /// A 4xx answer (other than 408 and 429) means the server does not
     /// publish that document; at least one must be there. Each document
@@ -268,8 +274,8 @@ impl ProviderMetadata {
     /// one URL, but a path's trailing `/` counts).
     ///
     /// Where both documents have a field, RFC 8414's wins: the fields read
-    /// here (the token, introspection and revocation endpoints, the grant
-    /// types and client authentication methods) are OAuth 2.0's, which RFC
+    /// here (the endpoints, the grant types, scopes and client
+    /// authentication methods) are OAuth 2.0's, which RFC
     /// 8414 defines and OIDC Discovery borrows, and servers such as
     /// django-oauth-toolkit list introspection and revocation only there.
     /// Either way every endpoint comes from a document that named the
@@ -281,7 +287,8 @@ impl ProviderMetadata {
     /// answers 5xx/429 for either document;
     /// [`InvalidResponse`](ErrorKind::InvalidResponse) if it publishes
     /// neither, for another status, a document that is not JSON or lacks
-    /// `issuer`, merged documents without `token_endpoint`, an endpoint
+    /// `issuer` or is larger than 64 KiB, merged documents without
+    /// `token_endpoint`, an endpoint
     /// that is not a URL, or a document naming another issuer than the one
     /// asked for; [`Policy`](ErrorKind::Policy) if `issuer` is not an
     /// absolute URL, has a query or fragment, is `http://` to a host that

@@ -19,9 +19,16 @@
 //!   as the last link of a fallback chain.
 //! - Client authentication ([`ClientAuth`]): a secret or, with feature
 //!   `jose`, signed assertions (`private_key_jwt`, `client_secret_jwt`).
-//! - [`ProviderMetadata`] (RFC 9728, RFC 8414, OpenID Connect discovery),
+//! - [`ProviderMetadata`] (RFC 8414, OpenID Connect discovery),
 //!   [`IntrospectionClient`] (RFC 7662), [`RevocationClient`] (RFC 7009),
 //!   and [`token_response`] (RFC 6749 §5.1 parsing, the `exp` of a JWT).
+//! - What an MCP client (authorization spec 2025-11-25) needs before and
+//!   around a login: [`ProtectedResourceMetadata`] (RFC 9728) to find the
+//!   authorization server from a resource's 401, [`ClientRegistration`]
+//!   (RFC 7591) and client ID metadata documents
+//!   ([`ProviderMetadata::client_id_metadata_document`]) for a client
+//!   identity, [`ResourceIndicator`] (RFC 8707) on every request,
+//!   [`select_scope`] and [`ScopeStepUp`] for the scope to ask for.
 //! - With feature `jose`: `jose` (signing keys and JWTs) and `dpop` (RFC
 //!   9449: tokens bound to a key the client proves it holds).
 //!
