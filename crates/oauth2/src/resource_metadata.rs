@@ -170,7 +170,7 @@ impl ProtectedResourceMetadata {
                 url: url.clone(),
                 expected_resource: server_url.to_owned(),
             }],
-            None => well_known_candidates(&server)?,
+            None => well_known_candidates(&server, server_url)?,
         };
         for candidate in &candidates {
             check_transport(
@@ -291,9 +291,10 @@ fn parse_server_url(server_url: &str) -> Result<Uri, Error> {
     Ok(uri)
 }
 
-/// The well-known URLs for `server`, in the order to try them, each with
-/// the identifier its document must name (RFC 9728 §3.1, §3.3).
-fn well_known_candidates(server: &Uri) -> Result<Vec<Candidate>, Error> {
+/// The well-known URLs for `server` (given as `server_url`), in the order
+/// to try them, each with the identifier its document must name (RFC 9728
+/// §3.1, §3.3).
+fn well_known_candidates(server: &Uri, server_url: &str) -> Result<Vec<Candidate>, Error> {
     let (Some(scheme), Some(authority)) = (server.scheme(), server.authority()) else {
         return Err(Error::new(
             ErrorKind::Policy,
@@ -316,7 +317,7 @@ fn well_known_candidates(server: &Uri) -> Result<Vec<Candidate>, Error> {
     if !path.is_empty() || !query.is_empty() {
         candidates.push(Candidate {
             url: url(format!("{origin}{WELL_KNOWN}{path}{query}"))?,
-            expected_resource: server.to_string(),
+            expected_resource: server_url.to_owned(),
         });
     }
     candidates.push(Candidate {
@@ -370,7 +371,7 @@ mod tests {
     use super::*;
 
     fn candidates(server: &str) -> Vec<(String, String)> {
-        well_known_candidates(&server.parse().unwrap())
+        well_known_candidates(&server.parse().unwrap(), server)
             .unwrap()
             .into_iter()
             .map(|c| (c.url.to_string(), c.expected_resource))
@@ -517,6 +518,24 @@ mod tests {
         assert_eq!(
             *seen.lock().unwrap(),
             ["https://r.example/custom/meta.json"]
+        );
+    }
+
+    #[tokio::test]
+    async fn only_an_absent_path_based_document_sends_the_client_to_the_root() {
+        let seen = Seen::default();
+        let log = seen.clone();
+        let client = move |req: Request<Bytes>| {
+            log.lock().unwrap().push(req.uri().to_string());
+            async { Response::builder().status(503).body(Bytes::new()) }
+        };
+        let err = ProtectedResourceMetadata::discover("https://r.example/mcp", None, &client)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["https://r.example/.well-known/oauth-protected-resource/mcp"]
         );
     }
 
