@@ -34,7 +34,7 @@
 // private_key_jwt and client_secret_jwt, and POST /test/assertions/login
 // mints a refresh token for either.
 //
-// MCP (crates/oauth2/tests/interop_mcp.rs): open dynamic client
+// MCP (crates/oauth2/tests/interop_mcp.rs, interop_logins.rs): open dynamic client
 // registration (RFC 7591) at /reg, and one RFC 8707 resource,
 // `<issuer>/mcp`, whose tokens are opaque with scope `api`; any other
 // `resource` is refused with invalid_target. Requests without `resource`
@@ -282,6 +282,10 @@ async function main() {
         ? await provider.Grant.find(details.grantId)
         : new provider.Grant({ accountId, clientId: params.client_id });
       grant.addOIDCScope(params.scope ?? 'openid');
+      // MCP: consent to the RFC 8707 resource asked for, with its scopes.
+      if (typeof params.resource === 'string') {
+        grant.addResourceScope(params.resource, params.scope ?? '');
+      }
       const grantId = await grant.save();
       const acr = params.acr_values ? params.acr_values.split(' ')[0] : 'urn:interop:pwd';
       await provider.interactionFinished(ctx.req, ctx.res, {

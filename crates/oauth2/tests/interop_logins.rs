@@ -22,11 +22,11 @@ use http_body_util::{BodyExt, Full};
 use support::interop::Provider;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_token_refresh::{
-    ErrorKind, ServiceClient, TokenManager, TokenRefreshLayer,
+    ErrorKind, ServiceClient, TokenManager, TokenRefreshLayer, TokenSource,
     dpop::{DpopKey, DpopLayer, DpopManagerExt as _, TokenSetExt as _},
     oauth2::{
-        AuthorizationCodeLogin, ClientAuth, DeviceAuthorization, DeviceLogin, LoginError,
-        LoginHints, ProviderMetadata, RefreshTokenGrant,
+        AuthorizationCodeLogin, ClientAuth, ClientRegistration, DeviceAuthorization, DeviceLogin,
+        LoginError, LoginHints, ProviderMetadata, RefreshTokenGrant, ResourceIndicator,
     },
     source::TokenSourceExt,
 };
@@ -277,6 +277,53 @@ async fn a_public_client_logs_in_with_pkce_through_a_loopback_redirect() {
         .unwrap()
         .to_owned();
     assert!(provider.api_accepts(&new).await);
+}
+
+#[tokio::test]
+async fn a_registered_client_logs_in_and_refreshes_for_its_resource() {
+    let Some(provider) = Provider::start(&[]).await else {
+        return;
+    };
+    // An MCP client that has never met this server: it registers itself.
+    let metadata = provider.metadata().await;
+    let registered = ClientRegistration::new()
+        .client_name("interop MCP app")
+        .metadata("application_type", "native")
+        .redirect_uris(["http://127.0.0.1/callback"])
+        .grant_types(["authorization_code", "refresh_token"])
+        .response_types(["code"])
+        .token_endpoint_auth_method("none")
+        .scope("openid offline_access api")
+        .register(metadata.registration_endpoint().unwrap(), &http())
+        .await
+        .unwrap();
+    assert_eq!(registered.token_endpoint_auth_method(), "none");
+    let auth = registered.client_auth().unwrap();
+    let resource = ResourceIndicator::new(provider.url("/mcp")).unwrap();
+    let tokens = provider
+        .code_login(auth.clone(), Browser::default())
+        .await
+        .resource(resource.clone())
+        .login()
+        .await
+        .unwrap();
+    assert!(provider.api_accepts(tokens.access_token().secret()).await);
+    assert!(
+        tokens.refresh_token().is_some(),
+        "offline_access was granted"
+    );
+
+    // The refresh names the resource again, as the server wants.
+    let refresh = metadata
+        .refresh_token_grant(auth, http())
+        .resource(resource);
+    let refreshed = refresh.fetch(Some(&tokens)).await.unwrap();
+    assert!(
+        provider
+            .api_accepts(refreshed.access_token().secret())
+            .await
+    );
+    assert_eq!(provider.logins().await["authorization_code_grants"], 1);
 }
 
 #[tokio::test]
