@@ -102,6 +102,7 @@ mod pkce;
 mod redact;
 mod refresh_token;
 mod revocation;
+pub mod token_exchange;
 pub mod token_response;
 mod unread;
 
@@ -124,6 +125,7 @@ pub use pkce::Pkce;
 pub(crate) use redact::Redactor;
 pub use refresh_token::RefreshTokenGrant;
 pub use revocation::{RevocationClient, TokenTypeHint};
+pub use token_exchange::{AssertionGrant, TokenExchangeGrant};
 /// OAuth 2.0 `error` codes; defined in core, whose `Error` carries one.
 pub use tower_token_refresh_core::ErrorCode;
 pub use unread::UnreadBody;
