@@ -11,9 +11,7 @@ use http::{
 use http_body::Body;
 use http_body_util::Full;
 use rmcp::{
-    model::{
-        ClientJsonRpcMessage, ClientRequest, ErrorData, JsonRpcMessage, ServerJsonRpcMessage,
-    },
+    model::{ClientJsonRpcMessage, ClientRequest, ErrorData, JsonRpcMessage, ServerJsonRpcMessage},
     transport::streamable_http_client::{
         AuthRequiredError, HttpStatusError, InsufficientScopeError, SseError, StreamableHttpClient,
         StreamableHttpError, StreamableHttpPostResponse, StreamableHttpResponseLimits,
@@ -227,20 +225,24 @@ where
                 Some(ct) if media_type_is(ct, JSON) => {
                     let json = read_json(body, limits.max_json_response_size).await?;
                     match serde_json::from_slice::<ServerJsonRpcMessage>(&json) {
-                        Ok(message) => Ok(StreamableHttpPostResponse::Json(message, new_session_id)),
+                        Ok(message) => {
+                            Ok(StreamableHttpPostResponse::Json(message, new_session_id))
+                        }
                         Err(_) if awaits_no_response => Ok(StreamableHttpPostResponse::Accepted),
-                        Err(e) => Err(StreamableHttpError::UnexpectedServerResponse(
-                            Cow::Owned(format!(
+                        Err(e) => Err(StreamableHttpError::UnexpectedServerResponse(Cow::Owned(
+                            format!(
                                 "the JSON response is no JSON-RPC message ({})",
                                 where_json_fails(&e)
-                            )),
-                        )),
+                            ),
+                        ))),
                     }
                 }
                 _ if awaits_no_response => Ok(StreamableHttpPostResponse::Accepted),
-                ct => Err(StreamableHttpError::UnexpectedContentType(
-                    ct.map(|ct| String::from_utf8_lossy(ct.as_bytes()).into_owned()),
-                )),
+                ct => {
+                    Err(StreamableHttpError::UnexpectedContentType(ct.map(|ct| {
+                        String::from_utf8_lossy(ct.as_bytes()).into_owned()
+                    })))
+                }
             }
         }
     }
@@ -254,8 +256,13 @@ where
     ) -> impl Future<Output = Result<(), HttpError>> + Send + '_ {
         let service = self.service.clone();
         async move {
-            let mut request =
-                request(Method::DELETE, &uri, custom_headers, auth_header, Vec::new())?;
+            let mut request = request(
+                Method::DELETE,
+                &uri,
+                custom_headers,
+                auth_header,
+                Vec::new(),
+            )?;
             request
                 .headers_mut()
                 .insert(SESSION_ID, header_value(&session_id)?);
@@ -331,9 +338,11 @@ where
                 Some(ct) if media_type_is(ct, EVENT_STREAM) || media_type_is(ct, JSON) => {
                     Ok(sse_events(body, max_sse_event_size))
                 }
-                ct => Err(StreamableHttpError::UnexpectedContentType(
-                    ct.map(|ct| String::from_utf8_lossy(ct.as_bytes()).into_owned()),
-                )),
+                ct => {
+                    Err(StreamableHttpError::UnexpectedContentType(ct.map(|ct| {
+                        String::from_utf8_lossy(ct.as_bytes()).into_owned()
+                    })))
+                }
             }
         }
     }
@@ -356,7 +365,9 @@ fn request(
         // `MCP-Protocol-Version` is reserved too, but rmcp's worker sends it
         // as a custom header once the session is initialized.
         if name == ACCEPT || name == SESSION_ID || name == LAST_EVENT_ID {
-            return Err(StreamableHttpError::ReservedHeaderConflict(name.to_string()));
+            return Err(StreamableHttpError::ReservedHeaderConflict(
+                name.to_string(),
+            ));
         }
         headers.insert(name, value);
     }
@@ -419,7 +430,9 @@ fn challenged(status: StatusCode, headers: &HeaderMap) -> Result<(), HttpError> 
     }
     let scope = parse_challenges(&challenge)
         .iter()
-        .filter(|c| c.scheme.eq_ignore_ascii_case("bearer") || c.scheme.eq_ignore_ascii_case("dpop"))
+        .filter(|c| {
+            c.scheme.eq_ignore_ascii_case("bearer") || c.scheme.eq_ignore_ascii_case("dpop")
+        })
         .find_map(|c| c.param("scope").map(Cow::into_owned));
     Err(StreamableHttpError::InsufficientScope(
         InsufficientScopeError::new(challenge, scope),
@@ -567,10 +580,9 @@ fn discover_rejected(
     }
     let error = match error {
         Some(error) => error.error.clone(),
-        None => ErrorData::invalid_request(
-            format!("server/discover rejected with HTTP {status}"),
-            None,
-        ),
+        None => {
+            ErrorData::invalid_request(format!("server/discover rejected with HTTP {status}"), None)
+        }
     };
     Some(StreamableHttpPostResponse::Json(
         ServerJsonRpcMessage::error(error, Some(request.id.clone())),
@@ -620,11 +632,15 @@ mod tests {
     #[test]
     fn reserved_custom_headers_are_refused() {
         for name in ["accept", "mcp-session-id", "last-event-id"] {
-            let custom = HashMap::from([(
-                HeaderName::from_static(name),
-                HeaderValue::from_static("x"),
-            )]);
-            let result = request(Method::POST, "http://127.0.0.1/mcp", custom, None, Vec::new());
+            let custom =
+                HashMap::from([(HeaderName::from_static(name), HeaderValue::from_static("x"))]);
+            let result = request(
+                Method::POST,
+                "http://127.0.0.1/mcp",
+                custom,
+                None,
+                Vec::new(),
+            );
             assert!(
                 matches!(result, Err(StreamableHttpError::ReservedHeaderConflict(ref n)) if n == name),
                 "{name}"
@@ -634,7 +650,13 @@ mod tests {
             HeaderName::from_static("mcp-protocol-version"),
             HeaderValue::from_static("2025-11-25"),
         )]);
-        let request = request(Method::POST, "http://127.0.0.1/mcp", version, None, Vec::new());
+        let request = request(
+            Method::POST,
+            "http://127.0.0.1/mcp",
+            version,
+            None,
+            Vec::new(),
+        );
         assert!(request.is_ok());
     }
 

@@ -25,8 +25,8 @@ use rmcp::{
     ErrorData, RoleClient, ServerHandler, ServiceExt,
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ClientConfig, ContentBlock,
-        ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities,
-        ServerConfig, Tool,
+        ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+        Tool,
     },
     service::{RequestContext, RunningService},
     transport::{
@@ -142,7 +142,8 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
     let required = guard.required_scope.lock().unwrap().clone();
     if let Some(scope) = required.filter(|_| request.method() == http::Method::POST) {
         guard.stats.lock().unwrap().forbidden += 1;
-        let challenge = format!(r#"Bearer realm="mcp", error="insufficient_scope", scope="{scope}""#);
+        let challenge =
+            format!(r#"Bearer realm="mcp", error="insufficient_scope", scope="{scope}""#);
         return (
             StatusCode::FORBIDDEN,
             [(header::WWW_AUTHENTICATE, challenge)],
