@@ -37,11 +37,7 @@ async fn tools_keep_answering_across_an_access_token_expiry() {
 
 #[tokio::test(start_paused = true)]
 async fn a_revoked_access_token_is_refreshed_once_and_the_call_replayed() {
-    let w = World::start(
-        AuthConfig::default().access_lifetime(HOUR),
-        Answers::SessionsAndSse,
-    )
-    .await;
+    let w = World::hour(Answers::SessionsAndSse).await;
     let client = w.connect(ProtocolVersion::V_2025_11_25).await;
     assert_eq!(echo(&client, "before").await.unwrap(), "before");
 
@@ -59,11 +55,7 @@ async fn a_revoked_access_token_is_refreshed_once_and_the_call_replayed() {
 
 #[tokio::test(start_paused = true)]
 async fn insufficient_scope_surfaces_as_rmcps_error_with_the_scope() {
-    let w = World::start(
-        AuthConfig::default().access_lifetime(HOUR),
-        Answers::SessionsAndSse,
-    )
-    .await;
+    let w = World::hour(Answers::SessionsAndSse).await;
     let client = w.connect(ProtocolVersion::V_2025_11_25).await;
     w.mcp.require_scope("mcp:admin");
 
@@ -77,11 +69,7 @@ async fn insufficient_scope_surfaces_as_rmcps_error_with_the_scope() {
 
 #[tokio::test(start_paused = true)]
 async fn an_ended_session_surfaces_as_the_layers_session_expired_error() {
-    let w = World::start(
-        AuthConfig::default().access_lifetime(HOUR),
-        Answers::StatelessJson,
-    )
-    .await;
+    let w = World::hour(Answers::StatelessJson).await;
     let client = w.connect(ProtocolVersion::LATEST).await;
     assert_eq!(echo(&client, "before").await.unwrap(), "before");
 

@@ -279,6 +279,11 @@ impl World {
         }
     }
 
+    /// Tokens that live an hour: nothing expires unless the test says so.
+    pub async fn hour(answers: Answers) -> World {
+        World::start(AuthConfig::default().access_lifetime(HOUR), answers).await
+    }
+
     /// The token layer over hyper-util's client, serving the MCP server's origin.
     pub fn authorized(&self) -> McpHttpClient<TokenRefresh<Http>> {
         let origin = format!("http://{}", self.mcp.addr).parse().unwrap();
