@@ -228,10 +228,10 @@ impl resend::Wait for NonceCheck {
 }
 
 impl Hook for NonceCheck {
-    fn check<B, R>(
+    fn check<S, B, R>(
         &mut self,
         answer: &Response<R>,
-        copy: Option<&Request<B>>,
+        copy: &resend::Copy<S, B>,
     ) -> Option<Self::Wait> {
         let fresh = self.key.remember_nonce(&self.uri, answer.headers());
         // With no copy the challenge is returned as it is; its nonce still

@@ -37,15 +37,15 @@ impl<C> resend::Wait for TokenCheck<C> {
 
 impl<C: Classify> Hook for TokenCheck<C> {
     #[inline(always)]
-    fn check<B, R>(
+    fn check<S, B, R>(
         &mut self,
         answer: &Response<R>,
-        copy: Option<&Request<B>>,
+        copy: &resend::Copy<S, B>,
     ) -> Option<RefreshFuture> {
         if !self.classifier.is_rejected(answer) {
             return None;
         }
-        self.rejected(answer, copy.map(Request::uri))
+        self.rejected(answer, copy.as_ref().map(|(_, copy)| copy.uri()))
     }
 
     fn apply<B>(&mut self, token: Authorization, request: &mut Request<B>) -> Result<(), Error> {

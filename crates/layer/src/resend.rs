@@ -52,14 +52,11 @@ pub(crate) trait Wait {
 
 /// What one layer does around the machine.
 pub(crate) trait Hook: Wait {
-    /// The first attempt's answer: `Some` to resend `copy` after the wait,
-    /// `None` to return the answer as it is. `copy` is `None` when the
-    /// policy made no copy.
-    fn check<B, R>(
-        &mut self,
-        answer: &Response<R>,
-        copy: Option<&Request<B>>,
-    ) -> Option<Self::Wait>;
+    /// The first attempt's answer: `Some` to resend the copy after the
+    /// wait, `None` to return the answer as it is. `copy` is `None` when
+    /// the policy made no copy. (By reference to the whole `Option`: the
+    /// common answer, which the hook lets pass, never looks at it.)
+    fn check<S, B, R>(&mut self, answer: &Response<R>, copy: &Copy<S, B>) -> Option<Self::Wait>;
 
     /// Puts what was waited for on a request about to be sent.
     fn apply<B>(&mut self, ready: Self::Ready, request: &mut Request<B>) -> Result<(), Error>;
@@ -283,7 +280,7 @@ where
             Err(error) => return Some(Poll::Ready(Err(error.into()))),
         };
         let wait = match this.step {
-            Step::Check { hook, copy } => hook.check(&answer, copy.as_ref().map(|(_, c)| c)),
+            Step::Check { hook, copy } => hook.check(&answer, copy),
             Step::Resent { hook } => {
                 hook.last(&answer);
                 None
@@ -295,10 +292,10 @@ where
         // `Check`, `Resent` or `Final` step, and reports the misuse).
         // Dropping it here would cost a second pass over the step on the
         // common path.
-        match wait {
-            None => Some(Poll::Ready(Ok(answer))),
-            Some(wait) => resend(this.step, wait, answer).map(|answer| Poll::Ready(Ok(answer))),
-        }
+        let Some(wait) = wait else {
+            return Some(Poll::Ready(Ok(answer)));
+        };
+        resend(this.step, wait, answer).map(|answer| Poll::Ready(Ok(answer)))
     }
 
     /// Every step but the common one: a wait, a resend to ready and send,

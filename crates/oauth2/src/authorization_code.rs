@@ -144,6 +144,20 @@ impl<C> AuthorizationCodeLogin<C> {
         self
     }
 
+    /// Makes this a silent login (OpenID Connect `prompt=none`): the
+    /// authorization server answers at once, with a code when the user
+    /// still has a session there, else with
+    /// [`LoginError::InteractionRequired`] (`login_required`, …), and never
+    /// shows the user a page. Put a silent login before an interactive one
+    /// in a fallback chain, after the refresh token grant:
+    /// `refresh.or_else(silent_login).or_else(login)`. The
+    /// browser still opens the authorization URL (that is where the
+    /// server's session cookie is); a short [`timeout`](Self::timeout)
+    /// suits it.
+    pub fn silent(self) -> Self {
+        self.param("prompt", "none")
+    }
+
     /// The path of the redirect URI, `/callback` by default. Must start
     /// with `/`.
     pub fn redirect_path(mut self, path: impl Into<String>) -> Self {

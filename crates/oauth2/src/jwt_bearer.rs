@@ -8,7 +8,7 @@
 //! - The assertion is a credential: never in `Debug` output or an error
 //!   (the [`Redactor`](super::Redactor) treats the `assertion` form value as
 //!   a secret).
-//! - A refused assertion is [`Rejected`](ErrorKind::Rejected), not a
+//! - A refused assertion is [`Rejected`](crate::ErrorKind::Rejected), not a
 //!   session that expired: there is no session, only a key, and the next
 //!   fetch signs a new assertion.
 
@@ -17,10 +17,8 @@ use std::{fmt, time::Duration};
 use http::Uri;
 use serde_json::Value;
 
-use super::{
-    ClientAuth, ErrorCode, HttpClient, Params, TokenClient, client_assertion::JwtTemplate,
-};
-use crate::{BoxFuture, Error, ErrorKind, TokenSet, TokenSource, jose::SigningKey};
+use super::{ClientAuth, HttpClient, Params, TokenClient, client_assertion::JwtTemplate};
+use crate::{BoxFuture, Error, TokenSet, TokenSource, jose::SigningKey};
 
 /// The `grant_type` of the JWT bearer grant (RFC 7523 §2.1).
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -49,8 +47,8 @@ const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// are parsed and errors mapped as for
 /// [`ClientCredentialsGrant`](super::ClientCredentialsGrant), except that
 /// `invalid_grant` (the assertion was refused: bad signature, wrong
-/// audience, clock skew) is [`Rejected`](ErrorKind::Rejected), which a
-/// later request retries, not [`SessionExpired`](ErrorKind::SessionExpired).
+/// audience, clock skew) is [`Rejected`](crate::ErrorKind::Rejected), which a
+/// later request retries, not [`SessionExpired`](crate::ErrorKind::SessionExpired).
 ///
 /// # Example
 ///
@@ -206,15 +204,11 @@ impl<C: HttpClient> TokenSource for JwtBearerGrant<C> {
                 self.params.write_to(form);
                 Ok(())
             });
-            grant.await.map_err(|err| {
-                // There is no session to end, only a key: the next fetch
-                // signs a new assertion.
-                if err.oauth_error_code() == Some(&ErrorCode::InvalidGrant) {
-                    err.with_kind(ErrorKind::Rejected)
-                } else {
-                    err
-                }
-            })
+            // There is no session to end, only a key: the next fetch signs
+            // a new assertion.
+            grant
+                .await
+                .map_err(super::token_exchange::refused_is_rejected)
         })
     }
 }

@@ -113,6 +113,7 @@ mod resource;
 mod resource_metadata;
 mod revocation;
 mod scope;
+pub mod token_exchange;
 pub mod token_response;
 mod unread;
 
@@ -139,6 +140,7 @@ pub use resource::ResourceIndicator;
 pub use resource_metadata::ProtectedResourceMetadata;
 pub use revocation::{RevocationClient, TokenTypeHint};
 pub use scope::{ScopeStepUp, StepUpDecision, select_scope};
+pub use token_exchange::{AssertionGrant, TokenExchangeGrant};
 /// OAuth 2.0 `error` codes; defined in core, whose `Error` carries one.
 pub use tower_token_refresh_core::ErrorCode;
 pub use unread::UnreadBody;

@@ -57,6 +57,22 @@ pub enum LoginError {
         /// 200 bytes.
         description: Option<String>,
     },
+    /// The authorization server cannot finish the login without the user
+    /// (OpenID Connect Core §3.1.2.6): `login_required` (no session at the
+    /// server), `consent_required`, `account_selection_required` or
+    /// `interaction_required`. The answer to a silent login
+    /// ([`AuthorizationCodeLogin::silent`](super::AuthorizationCodeLogin::silent),
+    /// `prompt=none`) that cannot be silent: a fallback chain goes on to an
+    /// interactive login (it is [`SessionExpired`](ErrorKind::SessionExpired),
+    /// which [`or_else`](tower_token_refresh_core::source::TokenSourceExt::or_else)
+    /// falls through).
+    InteractionRequired {
+        /// Which of the four the server answered.
+        error: ErrorCode,
+        /// The `error_description`, control characters replaced and cut to
+        /// 200 bytes.
+        description: Option<String>,
+    },
     /// The device code expired (`expired_token`, or its `expires_in` passed
     /// while the user had not finished).
     Expired,
@@ -85,21 +101,35 @@ impl LoginError {
         None
     }
 
+    /// The error a login's redirect or poll answered with.
     pub(crate) fn denied(error: &str, description: Option<&str>) -> Self {
-        LoginError::Denied {
-            error: clean(error, 64),
-            description: description.map(|d| clean(d, 200)),
+        let description = description.map(|d| clean(d, 200));
+        match ErrorCode::from(error) {
+            code @ (ErrorCode::LoginRequired
+            | ErrorCode::ConsentRequired
+            | ErrorCode::InteractionRequired
+            | ErrorCode::AccountSelectionRequired) => LoginError::InteractionRequired {
+                error: code,
+                description,
+            },
+            _ => LoginError::Denied {
+                error: clean(error, 64),
+                description,
+            },
         }
+    }
+
+    /// Whether only the user can get the login further: a silent login's
+    /// [`InteractionRequired`](Self::InteractionRequired).
+    pub fn needs_user(&self) -> bool {
+        matches!(self, LoginError::InteractionRequired { .. })
     }
 
     fn kind(&self) -> ErrorKind {
         match self {
+            LoginError::InteractionRequired { .. } => ErrorKind::SessionExpired,
             LoginError::Denied { error, .. } => match ErrorCode::from(error.as_str()) {
-                ErrorCode::AccessDenied
-                | ErrorCode::LoginRequired
-                | ErrorCode::ConsentRequired
-                | ErrorCode::InteractionRequired
-                | ErrorCode::AccountSelectionRequired => ErrorKind::SessionExpired,
+                ErrorCode::AccessDenied => ErrorKind::SessionExpired,
                 ErrorCode::TemporarilyUnavailable | ErrorCode::ServerError => ErrorKind::Transient,
                 _ => ErrorKind::Rejected,
             },
@@ -137,6 +167,13 @@ impl fmt::Display for LoginError {
                 description: Some(d),
             } => write!(f, "authorization refused: {error} ({d})"),
             LoginError::Denied { error, .. } => write!(f, "authorization refused: {error}"),
+            LoginError::InteractionRequired {
+                error,
+                description: Some(d),
+            } => write!(f, "the login needs the user: {error} ({d})"),
+            LoginError::InteractionRequired { error, .. } => {
+                write!(f, "the login needs the user: {error}")
+            }
             LoginError::Expired => f.write_str("the device code expired before the user finished"),
             LoginError::TimedOut => f.write_str("no redirect came before the login timed out"),
             LoginError::BadCallback(why) => write!(f, "unusable redirect: {why}"),
@@ -149,8 +186,12 @@ impl StdError for LoginError {}
 impl From<LoginError> for Error {
     fn from(login: LoginError) -> Error {
         let mut err = Error::new(login.kind(), Cow::Owned(format!("login failed: {login}")));
-        if let LoginError::Denied { error, .. } = &login {
-            err = err.with_oauth_error(error.as_str());
+        match &login {
+            LoginError::Denied { error, .. } => err = err.with_oauth_error(error.as_str()),
+            LoginError::InteractionRequired { error, .. } => {
+                err = err.with_oauth_error(error.clone());
+            }
+            _ => {}
         }
         err.with_source(login)
     }
@@ -305,6 +346,49 @@ mod tests {
         }
         let err = Error::from(LoginError::denied("access_denied", Some("no")));
         assert_eq!(err.oauth_error(), Some("access_denied"));
+    }
+
+    #[test]
+    fn a_silent_login_that_needs_the_user_comes_back_typed() {
+        for (code, typed) in [
+            ("login_required", ErrorCode::LoginRequired),
+            ("consent_required", ErrorCode::ConsentRequired),
+            ("interaction_required", ErrorCode::InteractionRequired),
+            (
+                "account_selection_required",
+                ErrorCode::AccountSelectionRequired,
+            ),
+        ] {
+            let login = LoginError::denied(code, Some("no session"));
+            assert_eq!(
+                login,
+                LoginError::InteractionRequired {
+                    error: typed.clone(),
+                    description: Some("no session".into()),
+                }
+            );
+            assert!(login.needs_user());
+            let err = Error::from(login);
+            assert_eq!(err.kind(), ErrorKind::SessionExpired);
+            assert_eq!(err.oauth_error_code(), Some(&typed));
+        }
+        assert!(!LoginError::denied("access_denied", None).needs_user());
+        assert!(!LoginError::TimedOut.needs_user());
+    }
+
+    #[tokio::test]
+    async fn a_chain_falls_through_a_silent_login_that_needs_the_user() {
+        use tower_token_refresh_core::{
+            TokenSet, TokenSource as _,
+            source::{self, TokenSourceExt as _},
+        };
+        let refresh = source::from_fn(|_| async { Err(Error::session_expired("revoked")) });
+        let silent =
+            source::from_fn(|_| async { Err(LoginError::denied("login_required", None).into()) });
+        let interactive = source::from_fn(|_| async { Ok(TokenSet::bearer("from-the-user")) });
+        let chain = refresh.or_else(silent).or_else(interactive);
+        let tokens = chain.fetch(None).await.unwrap();
+        assert_eq!(tokens.access_token().secret(), "from-the-user");
     }
 
     #[test]
