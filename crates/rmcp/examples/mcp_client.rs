@@ -2,14 +2,14 @@
 //! and revocation.
 //!
 //! Starts an OAuth2 authorization server (2-second access tokens, rotating
-//! refresh tokens, reuse detection) and an MCP server (rmcp's Streamable
-//! HTTP server in axum, which accepts only that authorization server's
-//! current access tokens) in this process on 127.0.0.1. The client logs in
-//! once, then calls the `echo` tool every quarter second for five seconds:
-//! two and a half token lifetimes. Halfway through, the authorization server
-//! revokes the access token; the next call still answers, after one refresh
-//! and one replay. Exits non-zero if a call failed or a refresh token was
-//! presented twice.
+//! refresh tokens, reuse detection) and an MCP server that accepts only its
+//! current access tokens, both on 127.0.0.1. The client logs in once, then
+//! calls the `echo` tool every quarter second for five seconds: two and a
+//! half token lifetimes, each refreshed before it expires. Halfway through,
+//! the authorization server revokes the access token; the next call still
+//! answers, after one refresh (which waits out the manager's minimum second
+//! between refreshes) and one replay. Exits non-zero if a call failed or a
+//! refresh token was reused.
 //!
 //! ```text
 //! cargo run -p tower-token-refresh-rmcp --example mcp_client
@@ -45,20 +45,14 @@ use tower_token_refresh::{
 use tower_token_refresh_rmcp::McpHttpClient;
 use tower_token_refresh_test_util::{AuthConfig, AuthServer, hyper_client};
 
-type BoxError = Box<dyn Error + Send + Sync>;
-
+const LIFETIME: Duration = Duration::from_secs(2);
 const CALLS: u32 = 20;
 const PACE: Duration = Duration::from_millis(250);
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let lifetime = Duration::from_secs(2);
-    let auth = AuthServer::start(
-        AuthConfig::default()
-            .access_lifetime(lifetime)
-            .rotation(true),
-    )
-    .await?;
+async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+    // Refresh tokens rotate (the default), and a reused one ends the session.
+    let auth = AuthServer::start(AuthConfig::default().access_lifetime(LIFETIME)).await?;
     let mcp = start_mcp_server(&auth).await?;
     // The user's login (a browser and a redirect, in a real client).
     let login = auth.login().token_set();
@@ -85,67 +79,50 @@ async fn main() -> Result<(), BoxError> {
     let client = ().serve(transport).await?;
     let tools = client.list_tools(None).await?.tools;
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    println!("logged in once; MCP server at {mcp} offers {names:?}");
+    println!("logged in once; the MCP server at {mcp} offers {names:?}");
 
     let (started, mut pace, mut failed) =
         (tokio::time::Instant::now(), tokio::time::interval(PACE), 0);
     for call in 0..CALLS {
         pace.tick().await;
-        let before = tokens.stats();
         if call == CALLS / 2 {
             auth.expire_access_tokens();
             println!("  -- the authorization server revokes the access token --");
         }
+        let before = tokens.stats();
         let text = format!("call {call}");
-        let mut arguments = serde_json::Map::new();
-        arguments.insert("text".to_owned(), text.clone().into());
+        let arguments = serde_json::Map::from_iter([("text".to_owned(), text.clone().into())]);
         let request = CallToolRequestParams::new("echo").with_arguments(arguments);
-        let answer = match client.call_tool(request).await {
-            Ok(result) => result
-                .content
-                .first()
-                .and_then(|c| c.as_text())
-                .map(|t| t.text.clone()),
-            Err(e) => {
-                eprintln!("  {text} failed: {e}");
-                failed += 1;
-                continue;
-            }
-        };
-        if answer.as_deref() != Some(text.as_str()) {
-            eprintln!("  {text}: unexpected answer {answer:?}");
-            failed += 1;
-        }
+        let answer = client.call_tool(request).await.map(|result| {
+            let first = result.content.first().and_then(|c| c.as_text());
+            first.map(|t| t.text.clone())
+        });
         let after = tokens.stats();
-        println!(
-            "  {:4.2} s  echo({text:?}) -> {answer:?}  (refreshes {:+}, replays {:+})",
-            started.elapsed().as_secs_f64(),
-            after.refreshes_succeeded - before.refreshes_succeeded,
-            after.replays - before.replays,
-        );
+        match answer {
+            Ok(Some(answer)) if answer == text => println!(
+                "  {:.2} s  echo({text:?}) -> {answer:?}  (refreshes {:+}, replays {:+})",
+                started.elapsed().as_secs_f64(),
+                after.refreshes_succeeded - before.refreshes_succeeded,
+                after.replays - before.replays,
+            ),
+            other => {
+                eprintln!("  echo({text:?}) failed: {other:?}");
+                failed += 1;
+            }
+        }
     }
     client.cancel().await?;
 
     let (server, ours) = (auth.stats(), tokens.stats());
     println!(
-        "{CALLS} calls over {:.2} s, {failed} failed (access tokens live 2 s)",
-        started.elapsed().as_secs_f64()
-    );
-    println!(
-        "  refresh grants      {} (counted by the authorization server)",
-        server.refresh_grants
-    );
-    println!(
-        "  refresh-token reuse {} (the server revokes the session on reuse)",
-        server.reuse_detected
-    );
-    println!(
-        "  refreshes           {} (counted by the client)",
-        ours.refreshes_succeeded
-    );
-    println!(
-        "  replays             {} (calls answered 401, sent again with a new token)",
-        ours.replays
+        "{CALLS} calls in {:.2} s, {failed} failed (access tokens live {LIFETIME:?})\n\
+         authorization server: {} refresh grants, {} refresh tokens reused\n\
+         client (stats()):     {} refreshes, {} replays",
+        started.elapsed().as_secs_f64(),
+        server.refresh_grants,
+        server.reuse_detected,
+        ours.refreshes_succeeded,
+        ours.replays,
     );
     if failed > 0 || server.reuse_detected > 0 {
         return Err("FAILED: every call must answer and no refresh token may be reused".into());
@@ -153,8 +130,8 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-// The stand-in for a real MCP server: one tool, `echo`, served by rmcp's
-// Streamable HTTP server in axum behind a bearer check.
+// The stand-in for a real MCP server: rmcp's Streamable HTTP server in axum,
+// with one tool, `echo`, behind a bearer check against the authorization server.
 
 #[derive(Clone)]
 struct Echo;
@@ -169,14 +146,9 @@ impl ServerHandler for Echo {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let schema =
-            serde_json::json!({ "type": "object", "properties": { "text": { "type": "string" } } });
-        let schema = Arc::new(schema.as_object().cloned().unwrap_or_default());
-        Ok(ListToolsResult::with_all_items(vec![Tool::new(
-            "echo",
-            "Answers its text",
-            schema,
-        )]))
+        let schema = serde_json::Map::from_iter([("type".to_owned(), "object".into())]);
+        let echo = Tool::new("echo", "Answers its `text` argument", Arc::new(schema));
+        Ok(ListToolsResult::with_all_items(vec![echo]))
     }
 
     async fn call_tool(
@@ -184,10 +156,10 @@ impl ServerHandler for Echo {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let text = request
-            .arguments
-            .as_ref()
-            .and_then(|a| a.get("text")?.as_str())
+        let arguments = request.arguments.unwrap_or_default();
+        let text = arguments
+            .get("text")
+            .and_then(|t| t.as_str())
             .unwrap_or_default();
         Ok(CallToolResult::success(vec![ContentBlock::text(text.to_owned())]).into())
     }
@@ -195,18 +167,13 @@ impl ServerHandler for Echo {
 
 /// Lets a request through only with an access token that `auth` accepts now.
 async fn bearer(State(auth): State<AuthServer>, request: Request, next: Next) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match token.and_then(|v| v.strip_prefix("Bearer ")) {
-        Some(token) if auth.is_access_token_valid(token) => next.run(request).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)],
-        )
-            .into_response(),
+    let header = request.headers().get(header::AUTHORIZATION);
+    let token = header.and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "));
+    if token.is_some_and(|token| auth.is_access_token_valid(token)) {
+        return next.run(request).await;
     }
+    let challenge = [(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)];
+    (StatusCode::UNAUTHORIZED, challenge).into_response()
 }
 
 async fn start_mcp_server(auth: &AuthServer) -> std::io::Result<SocketAddr> {
