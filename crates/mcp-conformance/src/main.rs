@@ -7,14 +7,15 @@
 //!
 //! It is what an MCP client author writes with these crates, and no more:
 //!
-//! 1. an unauthenticated request, whose `401` challenge names the protected
-//!    resource metadata and the scope (RFC 9728, RFC 6750);
-//! 2. the discovery chain of the oauth2 crate: the resource's metadata,
-//!    checked against the server called, then its authorization server's;
-//! 3. a token source for the scenario: an authorization code login with
-//!    PKCE, `resource` (RFC 8707) and the selected scope, its client
-//!    pre-registered, a client ID metadata document or dynamically
-//!    registered (RFC 7591); client credentials (basic, or a
+//! 1. `tower_token_refresh_rmcp::probe`: an unauthenticated request, whose
+//!    `401` challenge names the protected resource metadata and the scope
+//!    (RFC 9728, RFC 6750);
+//! 2. `oauth2::McpAuthorization`: the resource's metadata, checked against
+//!    the server called, its authorization server's, the scope; the
+//!    client's identity (`ClientIdentity`: pre-registered, a client ID
+//!    metadata document, or a dynamic registration, RFC 7591); then a
+//!    token source for the scenario: an authorization code login with PKCE,
+//!    `resource` (RFC 8707) and the scope; client credentials (basic, or a
 //!    `private_key_jwt` assertion whose `aud` is the issuer); or
 //!    enterprise-managed authorization (an ID token exchanged for an
 //!    ID-JAG, presented in a JWT bearer grant);
@@ -33,7 +34,7 @@
 use std::{error::Error as StdError, process::ExitCode, sync::Arc};
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri, header};
+use http::{Uri, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -53,14 +54,13 @@ use tower_token_refresh::{
     BoxError, ServiceClient, TokenManager, TokenRefreshLayer, TokenSet, TokenSource,
     jose::SigningKey,
     oauth2::{
-        AssertionGrant, AuthorizationCodeLogin, ClientAssertion, ClientAuth, ClientRegistration,
-        LoginHints, ProtectedResourceMetadata, ProviderMetadata, ResourceIndicator, ScopeStepUp,
-        StepUpDecision, TokenExchangeGrant, select_scope, token_exchange::token_type,
+        AssertionGrant, AuthorizationCodeLogin, ClientAssertion, ClientAuth, ClientIdentity,
+        ClientRegistration, LoginHints, McpAuthorization, ScopeStepUp, StepUpDecision,
+        TokenExchangeGrant, token_exchange::token_type,
     },
     source,
-    step_up::StepUp,
 };
-use tower_token_refresh_rmcp::McpHttpClient;
+use tower_token_refresh_rmcp::{McpHttpClient, Unauthenticated, probe};
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 type OAuthHttp = ServiceClient<Http>;
@@ -101,15 +101,22 @@ async fn run() -> Result<(), BoxError> {
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
     let oauth = ServiceClient::new(http.clone());
 
-    let Some(challenge) = probe(&http, &server).await? else {
+    let (resource_metadata, scope) = match probe(http.clone(), &server).await? {
+        Unauthenticated::Challenged {
+            resource_metadata,
+            scope,
+        } => (resource_metadata, scope),
         // The server wants no token.
-        return session(&http, &server, None, None).await;
+        _ => return session(&http, &server, None, None).await,
     };
-    let resource =
-        ProtectedResourceMetadata::discover(&server, challenge.resource_metadata.as_ref(), &oauth)
-            .await?;
-    let issuer = resource.authorization_server(&oauth).await?;
-    let indicator = ResourceIndicator::new(resource.resource())?;
+    let mcp = McpAuthorization::discover(
+        &server,
+        resource_metadata.as_ref(),
+        scope.as_deref(),
+        &oauth,
+    )
+    .await?;
+    let issuer = mcp.server();
 
     match scenario.as_str() {
         "auth/client-credentials-basic" => {
@@ -117,20 +124,16 @@ async fn run() -> Result<(), BoxError> {
                 field(&context, "client_id")?,
                 field(&context, "client_secret")?,
             );
-            let grant = issuer
-                .client_credentials_grant(auth, oauth)
-                .resource(indicator);
+            let grant = mcp.client_credentials(auth, oauth);
             session(&http, &server, Some(manager(grant)), None).await
         }
         "auth/client-credentials-jwt" => {
             let key = SigningKey::from_pkcs8_pem(field(&context, "private_key_pem")?)?;
-            // The suite checks `aud` against the issuer, as the MCP
-            // extension says, not against the token endpoint.
+            // The MCP extension (and the suite) check `aud` against the
+            // issuer, not the token endpoint.
             let auth =
                 ClientAssertion::new(field(&context, "client_id")?, key).audience(issuer.issuer());
-            let grant = issuer
-                .client_credentials_grant(auth.into(), oauth)
-                .resource(indicator);
+            let grant = mcp.client_credentials(auth.into(), oauth);
             session(&http, &server, Some(manager(grant)), None).await
         }
         "auth/cross-app-access-complete-flow" => {
@@ -148,7 +151,7 @@ async fn run() -> Result<(), BoxError> {
             )
             .requested_token_type(token_type::ID_JAG)
             .audience(issuer.issuer())
-            .resource(indicator.clone());
+            .resource(mcp.resource().clone());
             let grant = AssertionGrant::new(issuer.token_endpoint().clone(), id_jag, oauth)
                 .client_auth(ClientAuth::basic(
                     field(&context, "client_id")?,
@@ -157,23 +160,28 @@ async fn run() -> Result<(), BoxError> {
             session(&http, &server, Some(manager(grant)), None).await
         }
         _ => {
-            let auth = client_identity(&issuer, &context, &oauth).await?;
-            let scope = select_scope(
-                challenge.scope.as_deref(),
-                Some(&resource),
-                Some(&issuer),
-                true,
+            let mut identity = ClientIdentity::new()
+                .metadata_document(CLIENT_METADATA_URL)
+                .registration(
+                    ClientRegistration::new()
+                        .client_name("tower-token-refresh MCP conformance client")
+                        .redirect_uris([REDIRECT_URI])
+                        .grant_types(["authorization_code", "refresh_token"])
+                        .response_types(["code"])
+                        .allow_cleartext(true),
+                );
+            if let (Ok(id), Ok(secret)) = (
+                field(&context, "client_id"),
+                field(&context, "client_secret"),
+            ) {
+                identity = identity.pre_registered(ClientAuth::basic(id, secret));
+            }
+            let who = mcp.client_auth(&identity, &oauth).await?;
+            let login = Arc::new(
+                mcp.login(who.auth, oauth)?
+                    .on_authorization_url(play_the_browser(http.clone())),
             );
-            let login = issuer
-                .authorization_code_login(auth, oauth)
-                .ok_or("the authorization server has no authorization endpoint")?
-                .resource(indicator)
-                .on_authorization_url(play_the_browser(http.clone()));
-            let login = Arc::new(match &scope {
-                Some(scope) => login.scope(scope.clone()),
-                None => login,
-            });
-            let step_up = ScopeStepUp::new(scope.as_deref());
+            let step_up = mcp.step_up();
             session(
                 &http,
                 &server,
@@ -183,66 +191,6 @@ async fn run() -> Result<(), BoxError> {
             .await
         }
     }
-}
-
-/// What an unauthenticated request's `401` said: where the resource's
-/// metadata is, and which scope it wants. `None`: no `401`.
-struct Challenge {
-    resource_metadata: Option<Uri>,
-    scope: Option<String>,
-}
-
-/// Sends `tools/list` without a token (`initialize` passes without one on
-/// some servers) and reads the `Bearer` challenge of a `401`.
-async fn probe(http: &Http, server: &str) -> Result<Option<Challenge>, BoxError> {
-    let request = Request::post(server)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, "application/json, text/event-stream")
-        .body(Full::new(Bytes::from_static(
-            br#"{"jsonrpc":"2.0","id":0,"method":"tools/list","params":{}}"#,
-        )))?;
-    let response = http.request(request).await?;
-    if response.status() != StatusCode::UNAUTHORIZED {
-        return Ok(None);
-    }
-    // The layer's challenge reader: `None` for a 401 that names neither
-    // metadata nor a scope, which still asks for a token.
-    let step_up = StepUp::from_response(&response);
-    let challenge = Challenge {
-        resource_metadata: step_up
-            .as_ref()
-            .and_then(|s| s.resource_metadata().cloned()),
-        scope: step_up.as_ref().and_then(|s| s.scope().map(str::to_owned)),
-    };
-    Ok(Some(challenge))
-}
-
-/// Who the client is at `issuer`: the context's pre-registered client, a
-/// client ID metadata document when the server takes one, else a dynamic
-/// registration.
-async fn client_identity(
-    issuer: &ProviderMetadata,
-    context: &Value,
-    oauth: &OAuthHttp,
-) -> Result<ClientAuth, BoxError> {
-    if let (Ok(id), Ok(secret)) = (field(context, "client_id"), field(context, "client_secret")) {
-        return Ok(ClientAuth::basic(id, secret));
-    }
-    if let Some(auth) = issuer.client_id_metadata_document(CLIENT_METADATA_URL)? {
-        return Ok(auth);
-    }
-    let endpoint = issuer.registration_endpoint().ok_or(
-        "no pre-registered client, no metadata document support, no registration endpoint",
-    )?;
-    let registered = ClientRegistration::new()
-        .client_name("tower-token-refresh MCP conformance client")
-        .redirect_uris([REDIRECT_URI])
-        .grant_types(["authorization_code", "refresh_token"])
-        .response_types(["code"])
-        .allow_cleartext(true)
-        .register(endpoint, oauth)
-        .await?;
-    Ok(registered.client_auth()?)
 }
 
 /// The login's browser: fetches the authorization URL without following
