@@ -179,17 +179,17 @@ fn token_request(
         })?;
     }
     let origin = origin(headers).unwrap_or_default();
-    let proof = check_token_proof(
-        &mut shared.lock(),
-        shared.dpop_required,
-        &format!("{origin}{}", Endpoint::Token.path()),
-        headers,
-    )
-    .inspect_err(|refusal| {
-        if let Some(nonce) = refusal.nonce() {
-            shared.lock().log.token_nonces.push(nonce.to_owned());
-        }
-    })?;
+    let proof = {
+        let mut state = shared.lock();
+        let token_url = format!("{origin}{}", Endpoint::Token.path());
+        check_token_proof(&mut state, shared.dpop_required, &token_url, headers).inspect_err(
+            |refusal| {
+                if let Some(nonce) = refusal.nonce() {
+                    state.log.token_nonces.push(nonce.to_owned());
+                }
+            },
+        )?
+    };
     let jkt = proof.as_ref().map(|proof| proof.jkt.as_str());
 
     let outcome = {
