@@ -202,7 +202,8 @@ pub(super) fn check_grant_assertion(
     };
     let (header, claims) = check_jws(assertion, &Verifier::Key(key)).map_err(refuse)?;
     let aud = claims["aud"].as_str().unwrap_or_default();
-    if !audiences(headers, Endpoint::Token)[..2].iter().any(|a| a == aud) {
+    // The token endpoint is also the endpoint posted to.
+    if !audiences(headers, Endpoint::Token).iter().any(|a| a == aud) {
         return Err(refuse("aud is wrong"));
     }
     if !state.tokens.spend_jti(claims["jti"].as_str().unwrap_or_default()) {
