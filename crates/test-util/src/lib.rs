@@ -25,6 +25,8 @@
 //! - [`CountingSource`]: a [`TokenSource`](tower_token_refresh_core::TokenSource)
 //!   for unit tests, with call counting, latency and injected failures.
 //! - [`dpop::verify_proof`]: checks a DPoP proof as a server would.
+//! - [`fixture`]: the servers, login and seeded manager a client's test
+//!   suite starts from.
 //! - [`hyper_client`]: the plain hyper-util client tests and examples share.
 //! - [`until`]: a bounded wait on tokio's clock for a condition to hold.
 //! - [`process`]: one login shared by several processes: the `ttr-session`
@@ -67,6 +69,7 @@
 
 mod auth;
 pub mod dpop;
+pub mod fixture;
 mod form;
 #[cfg(feature = "grpc")]
 mod grpc;
