@@ -64,7 +64,6 @@ pub fn refresh_grant<C>(auth: &AuthServer, http: C) -> RefreshTokenGrant<C> {
 /// An authorization server, a resource server of it, a login, and the
 /// manager seeded with it.
 #[derive(Debug)]
-#[non_exhaustive]
 pub struct Servers {
     /// The authorization server.
     pub auth: AuthServer,

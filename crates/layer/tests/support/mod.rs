@@ -1,5 +1,5 @@
 //! A world of real servers and a layered hyper client, shared by the tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod capture;
 
