@@ -10,9 +10,12 @@ use std::{
 
 use axum::{
     Extension,
+    body::Body,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
+use hyper::body::Frame;
 use serde_json::json;
 
 use super::{
@@ -124,6 +127,31 @@ pub enum Fault {
     /// # Ok(()) }
     /// ```
     Authenticated(Box<Fault>),
+    /// 200 with a JSON content type and the first byte of a body (`{`),
+    /// then nothing more, the connection left open: a server that stalls
+    /// mid-answer.
+    StalledBody,
+}
+
+/// The body of [`Fault::StalledBody`]: one byte, then never another
+/// (`true` once it was sent).
+struct Stalled(bool);
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.0 {
+            // Never woken: the body stalls until the connection closes.
+            return std::task::Poll::Pending;
+        }
+        self.0 = true;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{")))))
+    }
 }
 
 /// How much padding [`Fault::OversizedBody`] adds: 70 KiB.
@@ -373,6 +401,10 @@ fn fault_response(fault: Fault) -> Response {
             }
             response
         }
+        Fault::StalledBody => Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::new(Stalled(false)))
+            .unwrap_or_default(),
         Fault::OversizedBody(code) => {
             let status = final_status(code);
             let error = if status.is_server_error() {
