@@ -75,8 +75,7 @@ async fn main() -> Result<ExitCode, BoxError> {
             // is rejected, the token refreshed once, the request replayed.
             auth.revoke(&login.access_token);
         }
-        let request = Request::get(api.url(&format!("/api/data?page={i}")))
-            .body(Full::default())?;
+        let request = Request::get(api.url(&format!("/api/data?page={i}"))).body(Full::default())?;
         let status = client.clone().oneshot(request).await?.status();
         if status != StatusCode::OK {
             failed += 1;

@@ -213,7 +213,10 @@ async fn a_down_authorization_server_fails_every_waiter_in_bounded_time_then_rec
         .allow_origin(origin_of(w.api.addr()))
         .layer(hyper_client());
     let w = World {
-        servers: Servers { tokens, ..w.servers },
+        servers: Servers {
+            tokens,
+            ..w.servers
+        },
         client,
     };
     w.auth.expire_access_tokens();

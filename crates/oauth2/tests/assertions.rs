@@ -194,7 +194,8 @@ async fn an_rs256_key_from_a_pem_file_can_name_the_issuer_as_audience_and_add_he
         .audience(origin(&server))
         .lifetime(Duration::from_secs(30))
         .header_param("x5t", "hOBcHZi846VCHSJbFAs26Go9VTQ");
-    let grant = ClientCredentialsGrant::new(server.token_url().parse().unwrap(), auth.into(), http());
+    let grant =
+        ClientCredentialsGrant::new(server.token_url().parse().unwrap(), auth.into(), http());
     let tokens = TokenManager::builder(grant).build();
     let header = tokens.authorization().await.unwrap();
     let token = tokens.current().unwrap().access_token().secret().to_owned();

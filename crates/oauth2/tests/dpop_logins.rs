@@ -19,9 +19,7 @@ use tower_token_refresh::{
     },
     source::TokenSource,
 };
-use tower_token_refresh_test_util::{
-    AuthConfig, AuthLog, AuthServer, Client, Nonce, hyper_client,
-};
+use tower_token_refresh_test_util::{AuthConfig, AuthLog, AuthServer, Client, Nonce, hyper_client};
 
 type Http = ServiceClient<
     hyper_util::client::legacy::Client<
@@ -155,7 +153,10 @@ async fn a_jwt_bearer_grant_with_a_key_retries_the_nonce_with_a_new_assertion() 
     // Both assertions were accepted: the retry's was a new one, or the
     // server would have refused its jti.
     assert_eq!(log.assertions.len(), 2);
-    assert_ne!(log.assertions[0].claims["jti"], log.assertions[1].claims["jti"]);
+    assert_ne!(
+        log.assertions[0].claims["jti"],
+        log.assertions[1].claims["jti"]
+    );
     assert_bound(&tokens, &key, &log);
 }
 
@@ -186,6 +187,9 @@ async fn a_nonce_retry_signs_a_new_client_assertion() {
     let (stats, log) = (auth.stats(), auth.log());
     assert_eq!((stats.token_requests, stats.dpop_nonce_challenges), (2, 1));
     assert_eq!(log.assertions.len(), 2);
-    assert_ne!(log.assertions[0].claims["jti"], log.assertions[1].claims["jti"]);
+    assert_ne!(
+        log.assertions[0].claims["jti"],
+        log.assertions[1].claims["jti"]
+    );
     assert_bound(&tokens, &key, &log);
 }

@@ -165,8 +165,7 @@ async fn a_redirect_naming_another_issuer_is_refused_when_one_is_expected() {
     assert_eq!(LoginError::of(&err), Some(&LoginError::IssuerMismatch));
     assert_eq!(exchanges(&auth), 0);
 
-    let named: Browser =
-        Arc::new(|a| format!("{}&iss=https%3A%2F%2Fauth.example.com", genuine(a)));
+    let named: Browser = Arc::new(|a| format!("{}&iss=https%3A%2F%2Fauth.example.com", genuine(a)));
     let (login, _auth, _page) = login_with(named, Duration::from_secs(30)).await;
     let login = login.issuer("https://auth.example.com");
     assert!(login.login().await.is_ok());
@@ -232,7 +231,11 @@ async fn the_listener_gives_up_after_its_timeout_and_closes() {
         .timeout(Duration::from_secs(120))
         // No browser: the user never comes back.
         .on_authorization_url(move |url| {
-            *seen.lock().unwrap() = server.authorize(url).unwrap().get("redirect_uri").to_owned()
+            *seen.lock().unwrap() = server
+                .authorize(url)
+                .unwrap()
+                .get("redirect_uri")
+                .to_owned()
         });
     let started = tokio::time::Instant::now();
     let err = login.login().await.unwrap_err();
@@ -328,24 +331,28 @@ async fn a_flood_of_requests_that_are_not_the_redirect_ends_the_wait() {
     let auth = server().await;
     let server = auth.clone();
     let login = login_at(&auth)
-    // Without the bound it would wait for this, and fail as TimedOut.
-    .timeout(Duration::from_secs(10))
-    .on_authorization_url(move |url| {
-        let redirect = server.authorize(url).unwrap().get("redirect_uri").to_owned();
-        let base = redirect.strip_suffix("/callback").unwrap().to_owned();
-        tokio::spawn(async move {
-            // More than the listener's bound of 16 connections; each is
-            // answered 404 and closed. Later ones find the port closed.
-            for _ in 0..20 {
-                let other = http::Request::get(format!("{base}/other"))
-                    .body(Full::default())
-                    .unwrap();
-                if hyper_client().request(other).await.is_err() {
-                    break;
+        // Without the bound it would wait for this, and fail as TimedOut.
+        .timeout(Duration::from_secs(10))
+        .on_authorization_url(move |url| {
+            let redirect = server
+                .authorize(url)
+                .unwrap()
+                .get("redirect_uri")
+                .to_owned();
+            let base = redirect.strip_suffix("/callback").unwrap().to_owned();
+            tokio::spawn(async move {
+                // More than the listener's bound of 16 connections; each is
+                // answered 404 and closed. Later ones find the port closed.
+                for _ in 0..20 {
+                    let other = http::Request::get(format!("{base}/other"))
+                        .body(Full::default())
+                        .unwrap();
+                    if hyper_client().request(other).await.is_err() {
+                        break;
+                    }
                 }
-            }
+            });
         });
-    });
     let err = login.login().await.unwrap_err();
     assert!(
         matches!(LoginError::of(&err), Some(LoginError::BadCallback(_))),

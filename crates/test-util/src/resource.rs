@@ -236,7 +236,7 @@ async fn guard(
             *state.by_token.entry(token.clone()).or_default() += 1;
         }
     }
-    let checked = match &credentials {
+    let refusal = match &credentials {
         None => {
             shared.lock().stats.missing_credentials += 1;
             let challenge_text = if shared.auth.dpop_required {
@@ -244,33 +244,30 @@ async fn guard(
             } else {
                 NO_CREDENTIALS
             };
-            Err(challenge(StatusCode::UNAUTHORIZED, challenge_text))
+            Some(challenge(StatusCode::UNAUTHORIZED, challenge_text))
         }
         Some((Scheme::Bearer, token)) => {
             // A DPoP-bound token is no bearer token (RFC 9449 §7.2).
             let bound = shared.auth.lock().tokens.access_jkt(token).is_some();
-            if bound || !shared.auth.is_access_token_valid(token) {
-                Err(challenge(StatusCode::UNAUTHORIZED, INVALID_TOKEN))
-            } else {
-                Ok(())
-            }
+            (bound || !shared.auth.is_access_token_valid(token))
+                .then(|| challenge(StatusCode::UNAUTHORIZED, INVALID_TOKEN))
         }
         Some((Scheme::Dpop, token)) => check_dpop(&shared, &request, token),
     };
-    let mut response = match checked {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+    let mut response = match refusal {
+        None => next.run(request).await,
+        Some(refusal) => refusal,
     };
     let status = response.status();
     let mut state = shared.lock();
-    if status.is_success() {
-        if let Some((scheme, token)) = credentials {
-            state.accepted.push(token);
-            if scheme == Scheme::Dpop
-                && let Some(nonce) = state.nonce.after_success()
-            {
-                set_nonce(response.headers_mut(), &nonce);
-            }
+    if status.is_success()
+        && let Some((scheme, token)) = credentials
+    {
+        state.accepted.push(token);
+        if scheme == Scheme::Dpop
+            && let Some(nonce) = state.nonce.after_success()
+        {
+            set_nonce(response.headers_mut(), &nonce);
         }
     }
     if status.is_success() {
@@ -315,8 +312,8 @@ fn dpop_challenge(error: &str) -> Response {
 }
 
 /// Checks a `DPoP` request's proof, nonce and token, in that order (RFC
-/// 9449 §7.1, §9): `Err` is the challenge to answer with.
-fn check_dpop(shared: &ResourceShared, request: &Request, token: &str) -> Result<(), Response> {
+/// 9449 §7.1, §9): the challenge to answer with, if one fails.
+fn check_dpop(shared: &ResourceShared, request: &Request, token: &str) -> Option<Response> {
     let invalid_proof = || {
         shared.lock().stats.invalid_dpop_proof += 1;
         dpop_challenge("invalid_dpop_proof")
@@ -326,7 +323,7 @@ fn check_dpop(shared: &ResourceShared, request: &Request, token: &str) -> Result
         .get(DPOP)
         .map(|v| verify_proof(v.to_str().unwrap_or_default()))
     else {
-        return Err(invalid_proof());
+        return Some(invalid_proof());
     };
     let host = headers
         .get(header::HOST)
@@ -344,29 +341,28 @@ fn check_dpop(shared: &ResourceShared, request: &Request, token: &str) -> Result
         || proof.ath.as_deref() != Some(ath(token).as_str())
         || bound.as_ref().is_some_and(|jkt| *jkt != proof.jkt)
     {
-        return Err(invalid_proof());
+        return Some(invalid_proof());
     }
     {
         let mut state = shared.lock();
         if !state.jtis.insert(proof.jti.clone()) {
             drop(state);
-            return Err(invalid_proof());
+            return Some(invalid_proof());
         }
         state.log.dpop_jtis.push(proof.jti.clone());
         if let Err(nonce) = state.nonce.check(proof.nonce.as_deref()) {
             state.stats.dpop_nonce_challenges += 1;
             let mut response = dpop_challenge("use_dpop_nonce");
             set_nonce(response.headers_mut(), &nonce);
-            return Err(response);
+            return Some(response);
         }
     }
     if bound.is_none() || !shared.auth.is_access_token_valid(token) {
-        return Err(dpop_challenge("invalid_token"));
+        return Some(dpop_challenge("invalid_token"));
     }
     shared.lock().log.dpop_proofs.push(proof);
-    Ok(())
+    None
 }
-
 
 fn challenge(status: StatusCode, www_authenticate: &'static str) -> Response {
     (

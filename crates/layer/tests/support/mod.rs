@@ -14,12 +14,14 @@ use tower_token_refresh::{
     BoxError, ServiceClient, TokenManagerBuilder, TokenRefresh, TokenRefreshLayer,
     oauth2::RefreshTokenGrant,
 };
+use tower_token_refresh_test_util::{
+    AuthConfig, AuthServer,
+    fixture::{Servers, refresh_grant},
+    hyper_client,
+};
 pub use tower_token_refresh_test_util::{
     fixture::{HOUR, origin_of},
     until,
-};
-use tower_token_refresh_test_util::{
-    AuthConfig, AuthServer, fixture::{Servers, refresh_grant}, hyper_client,
 };
 
 pub type Http = Client<HttpConnector, Full<Bytes>>;
@@ -57,7 +59,8 @@ pub async fn world_with(
     let servers = Servers::start(config, ServiceClient::new(http.clone()), tweak)
         .await
         .unwrap();
-    let layer = TokenRefreshLayer::new(servers.tokens.clone()).allow_origin(origin_of(servers.api.addr()));
+    let layer =
+        TokenRefreshLayer::new(servers.tokens.clone()).allow_origin(origin_of(servers.api.addr()));
     let client = layer.layer(http);
     World { servers, client }
 }

@@ -20,13 +20,13 @@ use tower_token_refresh::{
     oauth2::RefreshTokenGrant,
 };
 use tower_token_refresh_reqwest::ReqwestService;
-pub use tower_token_refresh_test_util::{
-    fixture::{HOUR, origin_of},
-    until,
-};
 use tower_token_refresh_test_util::{
     AuthConfig, AuthServer, Fault, Gate, ResourceServer,
     fixture::{self, refresh_grant},
+};
+pub use tower_token_refresh_test_util::{
+    fixture::{HOUR, origin_of},
+    until,
 };
 
 /// A resolver that resolves nothing and remembers every name it was asked.

@@ -215,7 +215,10 @@ pub(super) fn unverified_claims(jwt: &str) -> Option<Value> {
 /// has not expired, `iat` is not in the future, it lives at most an hour,
 /// and it has a `jti` (whose replay the caller checks). Returns its header
 /// and claims.
-pub(super) fn check_jws(jwt: &str, verifier: &Verifier<'_>) -> Result<(Value, Value), &'static str> {
+pub(super) fn check_jws(
+    jwt: &str,
+    verifier: &Verifier<'_>,
+) -> Result<(Value, Value), &'static str> {
     let decode = |part: &str| -> Result<Value, &'static str> {
         let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| "not base64url")?;
         serde_json::from_slice(&bytes).map_err(|_| "not JSON")

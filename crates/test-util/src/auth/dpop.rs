@@ -109,11 +109,7 @@ pub(super) fn check_token_proof(
 ) -> Result<Option<Proof>, OAuthError> {
     let invalid = |state: &mut AuthState, why: &'static str| {
         state.stats.invalid_dpop_proof += 1;
-        OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_dpop_proof",
-            why,
-        )
+        OAuthError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why)
     };
     let Some(value) = headers.get(DPOP) else {
         return if required {

@@ -448,11 +448,7 @@ async fn authorization_endpoint(
         return StatusCode::BAD_REQUEST.into_response();
     };
     match authorize(&shared, &issuer, uri.query().unwrap_or_default()) {
-        Ok(request) => (
-            StatusCode::FOUND,
-            [(header::LOCATION, request.redirect)],
-        )
-            .into_response(),
+        Ok(request) => (StatusCode::FOUND, [(header::LOCATION, request.redirect)]).into_response(),
         Err(why) => (StatusCode::BAD_REQUEST, why).into_response(),
     }
 }
@@ -480,7 +476,9 @@ pub(super) fn authorize(
     if !state.registry.clients.contains_key(client_id) {
         return Err("unknown client");
     }
-    let code = state.tokens.issue_code(client_id, redirect_uri, Some(challenge));
+    let code = state
+        .tokens
+        .issue_code(client_id, redirect_uri, Some(challenge));
     let mut back = form_urlencoded::Serializer::new(String::new());
     back.append_pair("code", &code);
     if let Some(state) = get("state") {

@@ -154,7 +154,11 @@ fn authenticate_assertion(
         Ok(checked) => checked,
         Err(why) => {
             state.stats.invalid_client += 1;
-            return Err(OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", why));
+            return Err(OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                why,
+            ));
         }
     };
     let audiences = audiences(headers, endpoint);
@@ -167,7 +171,10 @@ fn authenticate_assertion(
             "iss, sub or aud is wrong",
         ));
     }
-    if !state.tokens.spend_jti(claims["jti"].as_str().unwrap_or_default()) {
+    if !state
+        .tokens
+        .spend_jti(claims["jti"].as_str().unwrap_or_default())
+    {
         state.stats.invalid_client += 1;
         return Err(OAuthError::new(
             StatusCode::UNAUTHORIZED,
@@ -206,7 +213,10 @@ pub(super) fn check_grant_assertion(
     if !audiences(headers, Endpoint::Token).iter().any(|a| a == aud) {
         return Err(refuse("aud is wrong"));
     }
-    if !state.tokens.spend_jti(claims["jti"].as_str().unwrap_or_default()) {
+    if !state
+        .tokens
+        .spend_jti(claims["jti"].as_str().unwrap_or_default())
+    {
         return Err(refuse("jti replayed"));
     }
     state.log.assertions.push(Assertion {

@@ -439,7 +439,11 @@ impl Tokens {
     /// `pending` polls: its device code and user code.
     pub(super) fn issue_device(&mut self, client_id: &str, pending: usize) -> (String, String) {
         let device_code = self.mint("dc");
-        let user_code = format!("{:04X}-{:04X}", self.minted % 0x1_0000, self.seed % 0x1_0000);
+        let user_code = format!(
+            "{:04X}-{:04X}",
+            self.minted % 0x1_0000,
+            self.seed % 0x1_0000
+        );
         self.devices.insert(
             device_code.clone(),
             DeviceEntry {
@@ -542,8 +546,10 @@ impl Tokens {
 /// The S256 `code_challenge` of a PKCE `verifier` (RFC 7636 §4.2).
 pub(super) fn pkce_challenge(verifier: &str) -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ))
 }
 
 /// splitmix64's output function: a cheap, well-mixed 64-bit permutation.
