@@ -90,6 +90,18 @@ fn assert_bound(tokens: &TokenSet, key: &DpopKey, log: &AuthLog) {
     }
 }
 
+/// Challenged once for the nonce, then answered with a new assertion:
+/// the server accepted both, as it would not a replayed `jti`.
+fn assert_retried_with_a_new_assertion(auth: &AuthServer) {
+    let (stats, log) = (auth.stats(), auth.log());
+    assert_eq!((stats.token_requests, stats.dpop_nonce_challenges), (2, 1));
+    assert_eq!(log.assertions.len(), 2);
+    assert_ne!(
+        log.assertions[0].claims["jti"],
+        log.assertions[1].claims["jti"]
+    );
+}
+
 #[tokio::test]
 async fn a_loopback_login_with_a_key_answers_the_nonce_once_and_binds_the_set() {
     let auth = start(|c| c).await;
@@ -148,16 +160,8 @@ async fn a_jwt_bearer_grant_with_a_key_retries_the_nonce_with_a_new_assertion() 
     let key = DpopKey::generate().unwrap();
     let grant = jwt_bearer(&auth, signer).dpop(key.clone());
     let tokens = grant.fetch(None).await.unwrap();
-    let (stats, log) = (auth.stats(), auth.log());
-    assert_eq!((stats.token_requests, stats.dpop_nonce_challenges), (2, 1));
-    // Both assertions were accepted: the retry's was a new one, or the
-    // server would have refused its jti.
-    assert_eq!(log.assertions.len(), 2);
-    assert_ne!(
-        log.assertions[0].claims["jti"],
-        log.assertions[1].claims["jti"]
-    );
-    assert_bound(&tokens, &key, &log);
+    assert_retried_with_a_new_assertion(&auth);
+    assert_bound(&tokens, &key, &auth.log());
 }
 
 #[tokio::test]
@@ -184,12 +188,6 @@ async fn a_nonce_retry_signs_a_new_client_assertion() {
     )
     .dpop(key.clone());
     let tokens = grant.fetch(None).await.unwrap();
-    let (stats, log) = (auth.stats(), auth.log());
-    assert_eq!((stats.token_requests, stats.dpop_nonce_challenges), (2, 1));
-    assert_eq!(log.assertions.len(), 2);
-    assert_ne!(
-        log.assertions[0].claims["jti"],
-        log.assertions[1].claims["jti"]
-    );
-    assert_bound(&tokens, &key, &log);
+    assert_retried_with_a_new_assertion(&auth);
+    assert_bound(&tokens, &key, &auth.log());
 }

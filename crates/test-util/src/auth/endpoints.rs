@@ -294,6 +294,27 @@ fn token_request(
     Ok(response)
 }
 
+/// What the endpoints beside the token endpoint share: serve the faults
+/// queued for `endpoint`, read the form, authenticate the client (one is
+/// required), then `answer` with the client's id and the form.
+async fn client_endpoint(
+    shared: &AuthShared,
+    endpoint: Endpoint,
+    conn: Option<Extension<ConnControl>>,
+    (headers, body): (&HeaderMap, &[u8]),
+    answer: impl FnOnce(String, &HashMap<String, String>) -> Result<Response, OAuthError>,
+) -> Response {
+    if let Err(response) = serve_faults(shared, endpoint, conn, (headers, body)).await {
+        return response;
+    }
+    read_form(headers, body)
+        .and_then(|params| {
+            let client = authenticate_client(shared, endpoint, headers, &params)?;
+            answer(require_client(shared, client)?, &params)
+        })
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
 async fn introspection_endpoint(
     State(shared): State<Arc<AuthShared>>,
     conn: Option<Extension<ConnControl>>,
@@ -301,22 +322,18 @@ async fn introspection_endpoint(
     body: Bytes,
 ) -> Response {
     shared.lock().stats.introspections += 1;
-    if let Err(response) =
-        serve_faults(&shared, Endpoint::Introspection, conn, (&headers, &body)).await
-    {
-        return response;
-    }
-    let result = (|| -> Result<serde_json::Value, OAuthError> {
-        let params = read_form(&headers, &body)?;
-        let client = authenticate_client(&shared, Endpoint::Introspection, &headers, &params)?;
-        require_client(&shared, client)?;
-        let token = param(&params, "token", "token is missing")?;
-        Ok(introspect(&shared, token))
-    })();
-    match result {
-        Ok(body) => json_response(StatusCode::OK, &body),
-        Err(refusal) => refusal.into_response(),
-    }
+    let request = (&headers, &body[..]);
+    client_endpoint(
+        &shared,
+        Endpoint::Introspection,
+        conn,
+        request,
+        |_, params| {
+            let token = param(params, "token", "token is missing")?;
+            Ok(json_response(StatusCode::OK, &introspect(&shared, token)))
+        },
+    )
+    .await
 }
 
 /// The RFC 7662 answer for `token`: only `{"active":false}` for an
@@ -359,27 +376,17 @@ async fn revocation_endpoint(
     body: Bytes,
 ) -> Response {
     shared.lock().stats.revocation_requests += 1;
-    if let Err(response) =
-        serve_faults(&shared, Endpoint::Revocation, conn, (&headers, &body)).await
-    {
-        return response;
-    }
-    let result = (|| -> Result<(), OAuthError> {
-        let params = read_form(&headers, &body)?;
-        let client = authenticate_client(&shared, Endpoint::Revocation, &headers, &params)?;
-        require_client(&shared, client)?;
-        let token = param(&params, "token", "token is missing")?;
+    let request = (&headers, &body[..]);
+    client_endpoint(&shared, Endpoint::Revocation, conn, request, |_, params| {
+        let token = param(params, "token", "token is missing")?;
         let mut state = shared.lock();
         if state.tokens.revoke(token) {
             state.stats.tokens_revoked += 1;
         }
-        Ok(())
-    })();
-    match result {
         // RFC 7009 §2.2: 200 whether or not the token was known.
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(refusal) => refusal.into_response(),
-    }
+        Ok(StatusCode::OK.into_response())
+    })
+    .await
 }
 
 /// The server's origin and its issuer, from the Host header (the server
@@ -503,36 +510,22 @@ async fn device_authorization_endpoint(
     body: Bytes,
 ) -> Response {
     shared.lock().stats.device_authorizations += 1;
-    if let Err(response) = serve_faults(
-        &shared,
-        Endpoint::DeviceAuthorization,
-        conn,
-        (&headers, &body),
-    )
-    .await
-    {
-        return response;
-    }
-    let result = (|| -> Result<serde_json::Value, OAuthError> {
-        let params = read_form(&headers, &body)?;
-        let client =
-            authenticate_client(&shared, Endpoint::DeviceAuthorization, &headers, &params)?;
-        let client = require_client(&shared, client)?;
+    let request = (&headers, &body[..]);
+    let endpoint = Endpoint::DeviceAuthorization;
+    client_endpoint(&shared, endpoint, conn, request, |client, _| {
         let origin = origin(&headers).unwrap_or_default();
         let (device_code, user_code) = shared
             .lock()
             .tokens
             .issue_device(&client, shared.device_pending);
-        Ok(json!({
+        let answer = json!({
             "device_code": device_code,
             "user_code": user_code,
             "verification_uri": format!("{origin}/device"),
             "expires_in": 600,
             "interval": shared.device_interval.as_secs(),
-        }))
-    })();
-    match result {
-        Ok(body) => json_response(StatusCode::OK, &body),
-        Err(refusal) => refusal.into_response(),
-    }
+        });
+        Ok(json_response(StatusCode::OK, &answer))
+    })
+    .await
 }
