@@ -577,4 +577,46 @@ mod tests {
         );
         assert!(HeaderValue::from_str(&format!("Bearer {a}")).is_ok());
     }
+
+    #[test]
+    fn a_code_issues_tokens_once_and_only_with_its_verifier() {
+        let mut tokens = Tokens::new(Duration::from_secs(2), true);
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = pkce_challenge(verifier);
+        assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        let code = tokens.issue_code("cli", "http://127.0.0.1/cb", Some(&challenge));
+        let grant = |tokens: &mut Tokens, verifier| {
+            tokens
+                .code_grant(
+                    &code,
+                    "cli",
+                    Some("http://127.0.0.1/cb"),
+                    Some(verifier),
+                    None,
+                )
+                .map(|grant| grant.access_token)
+        };
+        assert_eq!(
+            grant(&mut tokens, "another").err(),
+            Some(Refusal::BadVerifier)
+        );
+        assert!(grant(&mut tokens, verifier).is_ok());
+        assert_eq!(grant(&mut tokens, verifier).err(), Some(Refusal::BadCode));
+    }
+
+    #[test]
+    fn a_bound_refresh_token_is_served_only_to_its_key_and_binds_what_it_issues() {
+        let mut tokens = Tokens::new(Duration::from_secs(2), true);
+        let login = tokens.login(Some("jkt-a"));
+        let now = Instant::now();
+        let refused = tokens.refresh_grant(&login.refresh_token, Some("jkt-b"), now);
+        assert_eq!(refused.err(), Some(Refusal::WrongKey));
+        let refused = tokens.refresh_grant(&login.refresh_token, None, now);
+        assert_eq!(refused.err(), Some(Refusal::WrongKey));
+        // Refused for its key, it was not spent.
+        let grant = tokens
+            .refresh_grant(&login.refresh_token, Some("jkt-a"), now)
+            .unwrap();
+        assert_eq!(tokens.access_jkt(&grant.access_token), Some("jkt-a"));
+    }
 }
