@@ -717,3 +717,85 @@ async fn a_chain_past_a_revoked_refresh_token_and_no_session_ends_at_the_user() 
     assert_eq!(logins["interactions"], 2);
     assert_eq!(logins["authorization_code_grants"], 2);
 }
+
+#[tokio::test]
+async fn a_silent_login_of_a_native_client_the_provider_always_asks_is_interaction_required() {
+    let Some(provider) = Provider::start(&[]).await else {
+        return;
+    };
+    let browser = Browser::default();
+    provider
+        .code_login(ClientAuth::none(PUBLIC), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap();
+    browser.visited.lock().unwrap().clear();
+    // A session exists, but oidc-provider wants every native client's
+    // user to consent again (RFC 8252 §8.6).
+    let err = provider
+        .silent_login(ClientAuth::none(PUBLIC), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    assert!(
+        matches!(
+            LoginError::of(&err),
+            Some(LoginError::InteractionRequired {
+                error: ErrorCode::InteractionRequired,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(!met_an_interaction(&browser, &provider.issuer));
+    assert_eq!(provider.logins().await["interactions"], 1);
+}
+
+#[tokio::test]
+async fn a_silent_login_after_the_grant_was_revoked_is_consent_required() {
+    let Some(provider) = Provider::start(&[]).await else {
+        return;
+    };
+    let browser = Browser::default();
+    let tokens = provider
+        .code_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap();
+    // Revoking the refresh token revokes its grant; the session stays.
+    RevocationClient::new(
+        provider.url("/token/revocation").parse().unwrap(),
+        ClientAuth::none(SILENT),
+        http(),
+    )
+    .revoke(
+        tokens.refresh_token().unwrap().secret(),
+        Some(TokenTypeHint::RefreshToken),
+    )
+    .await
+    .unwrap();
+    browser.visited.lock().unwrap().clear();
+    let err = provider
+        .silent_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    assert!(
+        matches!(
+            LoginError::of(&err),
+            Some(LoginError::InteractionRequired {
+                error: ErrorCode::ConsentRequired,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(!met_an_interaction(&browser, &provider.issuer));
+    assert_eq!(provider.logins().await["interactions"], 1);
+}
