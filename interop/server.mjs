@@ -15,7 +15,9 @@
 //
 // Logins (wt-logins): public and confidential native clients with PKCE, a
 // loopback redirect (any port, RFC 8252 §7.3) and the device flow; see the
-// LOGINS blocks below and crates/oauth2/tests/interop_logins.rs.
+// LOGINS blocks below and crates/oauth2/tests/interop_logins.rs. The
+// native client `interop-native-silent` may also log in silently
+// (prompt=none) while its user has a session.
 // DPoP (RFC 9449), for crates/test-util/tests/interop_dpop.rs: the public
 // client `interop-dpop-client` must use DPoP-bound tokens, the token
 // endpoint wants a DPoP nonce, and beside it:

@@ -159,6 +159,11 @@ impl<C> AuthorizationCodeLogin<C> {
     /// `consent`, for the interactive login it was copied from): `none`
     /// stands alone (OpenID Connect Core §3.1.2.1), and a repeated
     /// parameter is an `invalid_request` (RFC 6749 §3.1).
+    ///
+    /// Some servers never let a public native client in silently, as its
+    /// id can be claimed by any app (RFC 8252 §8.6): `oidc-provider`, by
+    /// default, asks for consent at every login of one and answers
+    /// `interaction_required`.
     pub fn silent(mut self) -> Self {
         self.params.set("prompt", "none");
         self

@@ -3,6 +3,8 @@
 //! time. No browser exists: a hyper client with a small cookie jar follows
 //! the provider's redirects, and the server's test-only interaction route
 //! (`/interaction/:uid`) logs the test user in and consents, or refuses.
+//! Silent logins (`prompt=none`) reuse the provider session kept in that
+//! jar; the browser's list of visited URLs shows they met no interaction.
 //!
 //! Needs node (>= 20) and `npm ci` in `interop/` (run here when
 //! `interop/node_modules` is missing). Without node it prints why and
