@@ -15,7 +15,9 @@
 //
 // Logins (wt-logins): public and confidential native clients with PKCE, a
 // loopback redirect (any port, RFC 8252 §7.3) and the device flow; see the
-// LOGINS blocks below and crates/oauth2/tests/interop_logins.rs.
+// LOGINS blocks below and crates/oauth2/tests/interop_logins.rs. The
+// native client `interop-native-silent` may also log in silently
+// (prompt=none) while its user has a session.
 // DPoP (RFC 9449), for crates/test-util/tests/interop_dpop.rs: the public
 // client `interop-dpop-client` must use DPoP-bound tokens, the token
 // endpoint wants a DPoP nonce, and beside it:
@@ -44,7 +46,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 
 import { calculateJwkThumbprint, EmbeddedJWK, jwtVerify } from 'jose';
-import Provider, { errors } from 'oidc-provider';
+import Provider, { errors, interactionPolicy } from 'oidc-provider';
 
 const port = Number(process.env.PORT ?? 0);
 const accessTtl = Number(process.env.ACCESS_TTL ?? 2);
@@ -55,6 +57,7 @@ const clientSecret = process.env.CLIENT_SECRET ?? 'interop-secret';
 // Native apps logging a user in: a public client (no secret) and a
 // confidential one, both with PKCE and a loopback redirect whose port the
 // app picks, both allowed the device flow.
+const silentClientId = 'interop-native-silent';
 const loginGrantTypes = [
   'authorization_code',
   'refresh_token',
@@ -80,7 +83,30 @@ const loginClients = [
     redirect_uris: ['http://127.0.0.1/callback'],
     scope: 'openid offline_access api',
   },
+  // Silent logins (prompt=none, crates/oauth2/tests/interop_logins.rs):
+  // oidc-provider asks every native client for consent at each login
+  // (its `native_client_prompt` check, after RFC 8252 §8.6: anyone can
+  // claim a public client's id), so prompt=none never succeeds for one.
+  // This client is exempt from that check only (see `policy` below): with
+  // a session and a grant covering the scopes, it gets a code silently.
+  {
+    client_id: silentClientId,
+    application_type: 'native',
+    token_endpoint_auth_method: 'none',
+    grant_types: loginGrantTypes,
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/callback'],
+    scope: 'openid offline_access api',
+  },
 ];
+// The default interaction policy, but for the silent-login client's
+// exemption from `native_client_prompt`.
+const policy = interactionPolicy.base();
+const nativeClientPrompt = policy.get('consent').checks.get('native_client_prompt');
+const askNativeClients = nativeClientPrompt.check;
+nativeClientPrompt.check = (ctx) => (ctx.oidc.client.clientId === silentClientId
+  ? interactionPolicy.Check.NO_NEED_TO_PROMPT
+  : askNativeClients(ctx));
 // What the last interaction was asked for (GET /test/logins).
 const loginStats = {
   interactions: 0,
@@ -164,6 +190,9 @@ async function main() {
     // LOGINS: step-up requests name one of these (RFC 9470 acr_values).
     acrValues: ['urn:interop:pwd', 'urn:interop:mfa'],
     scopes: ['openid', 'offline_access', 'api'],
+    // LOGINS: the default policy, the silent-login client exempted from
+    // the consent asked of every native client.
+    interactions: { policy },
     features: {
       clientCredentials: { enabled: true },
       introspection: { enabled: true },

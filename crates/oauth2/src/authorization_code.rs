@@ -154,8 +154,19 @@ impl<C> AuthorizationCodeLogin<C> {
     /// browser still opens the authorization URL (that is where the
     /// server's session cookie is); a short [`timeout`](Self::timeout)
     /// suits it.
-    pub fn silent(self) -> Self {
-        self.param("prompt", "none")
+    ///
+    /// It replaces a `prompt` set before with [`param`](Self::param) (say
+    /// `consent`, for the interactive login it was copied from): `none`
+    /// stands alone (OpenID Connect Core §3.1.2.1), and a repeated
+    /// parameter is an `invalid_request` (RFC 6749 §3.1).
+    ///
+    /// Some servers never let a public native client in silently, as its
+    /// id can be claimed by any app (RFC 8252 §8.6): `oidc-provider`, by
+    /// default, asks for consent at every login of one and answers
+    /// `interaction_required`.
+    pub fn silent(mut self) -> Self {
+        self.params.set("prompt", "none");
+        self
     }
 
     /// The path of the redirect URI, `/callback` by default. Must start
@@ -413,6 +424,21 @@ mod tests {
             assert!(url.contains(part), "{part} not in {url}");
         }
         assert!(!url.contains(pkce.verifier()));
+    }
+
+    #[test]
+    fn a_silent_login_sends_prompt_none_alone() {
+        let pkce = Pkce::new().unwrap();
+        let login = login().param("prompt", "consent").silent();
+        let url = login.authorization_request(
+            "cli app",
+            &login.hints,
+            "http://127.0.0.1:5/callback",
+            "st8",
+            &pkce,
+        );
+        assert_eq!(url.matches("prompt=").count(), 1, "{url}");
+        assert!(url.contains("prompt=none"), "{url}");
     }
 
     #[tokio::test]

@@ -16,6 +16,14 @@ impl Params {
         self.0.push((name.into(), value.into()));
     }
 
+    /// Sets `name` to `value` alone: any earlier `name` goes, and the new
+    /// one is sent last.
+    pub(crate) fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        self.0.retain(|(n, _)| *n != name);
+        self.0.push((name, value.into()));
+    }
+
     /// Writes every parameter into `form`.
     pub(crate) fn write_to(&self, form: &mut Form) {
         for (name, value) in &self.0 {
@@ -47,6 +55,18 @@ mod tests {
         params.push("audience", "tenant-7");
         let shown = format!("{params:?}");
         assert_eq!(shown, r#"["resource", "audience"]"#);
+    }
+
+    #[test]
+    fn set_replaces_every_earlier_value_of_the_name() {
+        let mut params = Params::default();
+        params.push("prompt", "consent");
+        params.push("audience", "a");
+        params.push("prompt", "login");
+        params.set("prompt", "none");
+        let mut form = Form::default();
+        params.write_to(&mut form);
+        assert_eq!(form.as_str(), "audience=a&prompt=none");
     }
 
     #[test]

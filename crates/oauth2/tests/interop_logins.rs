@@ -3,6 +3,8 @@
 //! time. No browser exists: a hyper client with a small cookie jar follows
 //! the provider's redirects, and the server's test-only interaction route
 //! (`/interaction/:uid`) logs the test user in and consents, or refuses.
+//! Silent logins (`prompt=none`) reuse the provider session kept in that
+//! jar; the browser's list of visited URLs shows they met no interaction.
 //!
 //! Needs node (>= 20) and `npm ci` in `interop/` (run here when
 //! `interop/node_modules` is missing). Without node it prints why and
@@ -26,9 +28,10 @@ use tower_token_refresh::{
     dpop::{DpopKey, DpopLayer, DpopManagerExt as _, TokenSetExt as _},
     oauth2::{
         AuthorizationCodeLogin, ClientAuth, ClientRegistration, DeviceAuthorization, DeviceLogin,
-        LoginError, LoginHints, ProviderMetadata, RefreshTokenGrant, ResourceIndicator,
+        ErrorCode, LoginError, LoginHints, ProviderMetadata, RefreshTokenGrant, ResourceIndicator,
+        RevocationClient, TokenTypeHint,
     },
-    source::TokenSourceExt,
+    source::{self, TokenSourceExt},
 };
 use tower_token_refresh_test_util::hyper_client;
 
@@ -37,6 +40,9 @@ const CONFIDENTIAL: &str = "interop-native-confidential";
 const CONFIDENTIAL_SECRET: &str = "interop-native-secret";
 /// A public native client whose tokens must all be DPoP-bound.
 const DPOP_CLIENT: &str = "interop-dpop-client";
+/// A public native client the provider lets log in silently: oidc-provider
+/// asks every other native client for consent at each login.
+const SILENT: &str = "interop-native-silent";
 
 type Http = ServiceClient<
     hyper_util::client::legacy::Client<
@@ -104,6 +110,19 @@ impl Provider {
             })
     }
 
+    /// The same login made silent (`prompt=none`): it rides the provider's
+    /// session in `browser`'s cookies, or comes back needing the user.
+    async fn silent_login(
+        &self,
+        auth: ClientAuth,
+        browser: Browser,
+    ) -> AuthorizationCodeLogin<Http> {
+        self.code_login(auth, browser)
+            .await
+            .silent()
+            .timeout(Duration::from_secs(10))
+    }
+
     async fn device_login(&self, auth: ClientAuth, browser: Browser) -> DeviceLogin<Http> {
         let issuer = self.issuer.clone();
         self.metadata()
@@ -126,6 +145,8 @@ struct Browser {
     deny: bool,
     /// The status of the last page it landed on.
     landed: Arc<Mutex<Option<StatusCode>>>,
+    /// Every URL it requested, in order.
+    visited: Arc<Mutex<Vec<String>>>,
 }
 
 impl Browser {
@@ -172,6 +193,7 @@ impl Browser {
             if self.deny && url.starts_with(&format!("{issuer}/interaction/")) {
                 url.push_str("?deny=1");
             }
+            self.visited.lock().unwrap().push(url.clone());
             let request = Request::get(&url)
                 .header(header::COOKIE, self.cookie_header())
                 .body(Full::default())
@@ -478,4 +500,304 @@ async fn a_device_code_the_user_aborts_is_access_denied() {
         "{err:?}"
     );
     assert_eq!(provider.logins().await["device_code_grants"], 0);
+}
+
+/// Whether any URL `browser` requested was the provider's interaction,
+/// where a user would see a page.
+fn met_an_interaction(browser: &Browser, issuer: &str) -> bool {
+    let prefix = format!("{issuer}/interaction/");
+    browser
+        .visited
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|url| url.starts_with(&prefix))
+}
+
+#[tokio::test]
+async fn a_silent_login_rides_the_provider_session_straight_back_with_a_code() {
+    let Some(provider) = Provider::start(&[]).await else {
+        return;
+    };
+    let browser = Browser::default();
+    provider
+        .code_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap();
+    assert_eq!(provider.logins().await["interactions"], 1);
+    browser.visited.lock().unwrap().clear();
+
+    let tokens = provider
+        .silent_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap();
+    assert!(provider.api_accepts(tokens.access_token().secret()).await);
+    // One hop: the authorization endpoint redirected to the app's
+    // loopback listener at once.
+    let visited = browser.visited.lock().unwrap().clone();
+    assert_eq!(visited.len(), 2, "{visited:#?}");
+    assert!(
+        visited[0].starts_with(&provider.url("/auth?")),
+        "{visited:#?}"
+    );
+    assert!(visited[1].contains("code="), "{visited:#?}");
+    assert!(!met_an_interaction(&browser, &provider.issuer));
+    let logins = provider.logins().await;
+    assert_eq!(logins["interactions"], 1);
+    assert_eq!(logins["authorization_code_grants"], 2);
+}
+
+#[tokio::test]
+async fn a_silent_login_without_a_provider_session_is_login_required() {
+    let Some(provider) = Provider::start(&[]).await else {
+        return;
+    };
+    let browser = Browser::default();
+    let err = provider
+        .silent_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    let login = LoginError::of(&err);
+    assert!(
+        matches!(
+            login,
+            Some(LoginError::InteractionRequired {
+                error: ErrorCode::LoginRequired,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(login.unwrap().needs_user());
+    assert!(!met_an_interaction(&browser, &provider.issuer));
+    let logins = provider.logins().await;
+    assert_eq!(logins["interactions"], 0);
+    assert_eq!(logins["authorization_code_grants"], 0);
+}
+
+#[tokio::test]
+async fn a_chain_past_an_expired_refresh_is_answered_by_the_silent_login() {
+    let Some(provider) = Provider::start(&[]).await else {
+        return;
+    };
+    let browser = Browser::default();
+    provider
+        .code_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap();
+    browser.visited.lock().unwrap().clear();
+
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let (a, b, c) = (answered.clone(), answered.clone(), answered.clone());
+    let refresh = source::from_fn(|_| async {
+        Err(tower_token_refresh::Error::session_expired(
+            "the refresh token expired",
+        ))
+    })
+    .on_success(move |_| a.lock().unwrap().push("refresh"));
+    let silent = provider
+        .silent_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .on_success(move |_| b.lock().unwrap().push("silent"));
+    let interactive = provider
+        .code_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .on_success(move |_| c.lock().unwrap().push("interactive"));
+    let manager = TokenManager::builder(refresh.or_else(silent).or_else(interactive))
+        .attempt_timeout(Duration::from_secs(60))
+        .build();
+    let client = TokenRefreshLayer::new(manager)
+        .allow_origin(provider.issuer.parse().unwrap())
+        .layer(hyper_client());
+    let response = client
+        .oneshot(
+            Request::get(provider.url("/api/data"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(*answered.lock().unwrap(), ["silent"]);
+    assert!(!met_an_interaction(&browser, &provider.issuer));
+    assert_eq!(provider.logins().await["interactions"], 1);
+}
+
+#[tokio::test]
+async fn a_chain_past_a_revoked_refresh_token_and_no_session_ends_at_the_user() {
+    let Some(provider) = Provider::start(&[]).await else {
+        return;
+    };
+    // A session that was, on another browser; its refresh token revoked.
+    let earlier = provider
+        .code_login(ClientAuth::none(SILENT), Browser::default())
+        .await
+        .login()
+        .await
+        .unwrap();
+    RevocationClient::new(
+        provider.url("/token/revocation").parse().unwrap(),
+        ClientAuth::none(SILENT),
+        http(),
+    )
+    .revoke(
+        earlier.refresh_token().unwrap().secret(),
+        Some(TokenTypeHint::RefreshToken),
+    )
+    .await
+    .unwrap();
+
+    // This browser has no session at the provider.
+    let browser = Browser::default();
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let silent_failures = Arc::new(Mutex::new(Vec::new()));
+    let (a, b, c) = (answered.clone(), answered.clone(), answered.clone());
+    let refresh = RefreshTokenGrant::new(
+        provider.url("/token").parse().unwrap(),
+        ClientAuth::none(SILENT),
+        http(),
+    )
+    .on_success(move |_| a.lock().unwrap().push("refresh"));
+    let silent = Arc::new(
+        provider
+            .silent_login(ClientAuth::none(SILENT), browser.clone())
+            .await
+            .on_success(move |_| b.lock().unwrap().push("silent")),
+    );
+    let failures = silent_failures.clone();
+    // The silent link, remembering why it failed.
+    let silent = source::from_fn(move |current| {
+        let (silent, failures) = (silent.clone(), failures.clone());
+        async move {
+            let fetched = silent.fetch(current.as_ref()).await;
+            if let Err(err) = &fetched {
+                failures.lock().unwrap().push(LoginError::of(err).cloned());
+            }
+            fetched
+        }
+    });
+    let interactive = provider
+        .code_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .on_success(move |_| c.lock().unwrap().push("interactive"));
+    let manager = TokenManager::builder(refresh.or_else(silent).or_else(interactive))
+        .initial(earlier)
+        .attempt_timeout(Duration::from_secs(60))
+        .build();
+    let auth = manager.refresh().await.unwrap();
+    let access = auth
+        .header()
+        .to_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    assert!(provider.api_accepts(&access).await);
+    assert_eq!(*answered.lock().unwrap(), ["interactive"]);
+    let failures = silent_failures.lock().unwrap().clone();
+    assert!(
+        matches!(
+            failures.as_slice(),
+            [Some(LoginError::InteractionRequired {
+                error: ErrorCode::LoginRequired,
+                ..
+            })]
+        ),
+        "{failures:?}"
+    );
+    let logins = provider.logins().await;
+    // The earlier login's and this one's: the silent link met none.
+    assert_eq!(logins["interactions"], 2);
+    assert_eq!(logins["authorization_code_grants"], 2);
+}
+
+#[tokio::test]
+async fn a_silent_login_of_a_native_client_the_provider_always_asks_is_interaction_required() {
+    let Some(provider) = Provider::start(&[]).await else {
+        return;
+    };
+    let browser = Browser::default();
+    provider
+        .code_login(ClientAuth::none(PUBLIC), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap();
+    browser.visited.lock().unwrap().clear();
+    // A session exists, but oidc-provider wants every native client's
+    // user to consent again (RFC 8252 §8.6).
+    let err = provider
+        .silent_login(ClientAuth::none(PUBLIC), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    assert!(
+        matches!(
+            LoginError::of(&err),
+            Some(LoginError::InteractionRequired {
+                error: ErrorCode::InteractionRequired,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(!met_an_interaction(&browser, &provider.issuer));
+    assert_eq!(provider.logins().await["interactions"], 1);
+}
+
+#[tokio::test]
+async fn a_silent_login_after_the_grant_was_revoked_is_consent_required() {
+    let Some(provider) = Provider::start(&[]).await else {
+        return;
+    };
+    let browser = Browser::default();
+    let tokens = provider
+        .code_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap();
+    // Revoking the refresh token revokes its grant; the session stays.
+    RevocationClient::new(
+        provider.url("/token/revocation").parse().unwrap(),
+        ClientAuth::none(SILENT),
+        http(),
+    )
+    .revoke(
+        tokens.refresh_token().unwrap().secret(),
+        Some(TokenTypeHint::RefreshToken),
+    )
+    .await
+    .unwrap();
+    browser.visited.lock().unwrap().clear();
+    let err = provider
+        .silent_login(ClientAuth::none(SILENT), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    assert!(
+        matches!(
+            LoginError::of(&err),
+            Some(LoginError::InteractionRequired {
+                error: ErrorCode::ConsentRequired,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(!met_an_interaction(&browser, &provider.issuer));
+    assert_eq!(provider.logins().await["interactions"], 1);
 }
