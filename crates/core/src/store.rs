@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::{BoxFuture, Error, TokenSet};
+use crate::{BoxFuture, Error, ErrorKind, TokenSet};
 
 /// Loads and saves the token set.
 ///
@@ -116,6 +116,30 @@ pub trait RefreshLease: Send + Sync {
     fn commit<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>>;
     /// Gives the lock up, if it is still this lease's.
     fn release(&self) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Forgets the stored set if this lease still holds the lock, and
+    /// tells the other processes: what
+    /// [`TokenManager::clear`](crate::TokenManager::clear) (and
+    /// [`end_session`](crate::TokenManager::end_session) with no set)
+    /// writes while this process holds the lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit`](Self::commit). The default refuses with a
+    /// [`Store`](crate::ErrorKind::Store) error and leaves the store as it
+    /// is, since a lease may have no way to clear it: a store whose
+    /// [`begin_refresh`](TokenStore::begin_refresh) answers
+    /// [`Leader`](RefreshTurn::Leader) should implement it, or
+    /// `TokenManager::clear` reports that error (and forgets the set in
+    /// memory all the same).
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async {
+            Err(Error::new(
+                ErrorKind::Store,
+                "this store's refresh lease cannot clear the store",
+            ))
+        })
+    }
 
     /// Whether the lock is still this lease's, as far as the lease knows.
     ///

@@ -40,6 +40,7 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use self::{
+    commit::Overwrite,
     config::Config,
     credential::{Credential, State, Status},
     driver::Driver,
@@ -54,7 +55,7 @@ pub use self::{
     lookup::{Lookup, LookupCache},
 };
 use crate::{
-    EndReason, Error, TokenSet, TokenSource, TokenStore,
+    EndReason, Error, RefreshLease, TokenSet, TokenSource, TokenStore,
     backoff::Jitter,
     stats::{Counters, Stats},
 };
@@ -155,7 +156,15 @@ struct Inner {
     /// await.
     flight: Mutex<Flight>,
     /// Serializes every change of the token set with its store write.
+    /// Taken after the store's lock, never before (`commit.rs`).
     commit: tokio::sync::Mutex<()>,
+    /// The lease of the store's lock while this manager's refresh holds it:
+    /// `set`, `clear` and `end_session` write through it. Withdrawn with
+    /// the commit lock held, before the lease is released.
+    lease: Mutex<Option<Arc<dyn RefreshLease>>>,
+    /// Woken when `lease` is filled, so that a write waiting for the
+    /// store's lock writes through this manager's own lease instead.
+    lease_taken: tokio::sync::Notify,
     /// A hint for the refresh-ahead path, so requests in the window skip the lock.
     refreshing: AtomicBool,
     driver: Driver,
@@ -170,6 +179,11 @@ struct Inner {
 }
 
 impl Inner {
+    fn lock_lease(&self) -> MutexGuard<'_, Option<Arc<dyn RefreshLease>>> {
+        // Only an `Option` is written under it: whole even if poisoned.
+        self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock_flight(&self) -> MutexGuard<'_, Flight> {
         // Nothing panics while holding this lock, and the data stays whole
         // if something ever did.
@@ -213,12 +227,12 @@ impl TokenManager {
         driver::runtime()?;
         let inner = &self.inner;
         let cred = Credential::build(tokens, &inner.config, Instant::now(), inner.jitter.next())?;
-        let _commit = inner.commit.lock().await;
-        let saved = inner
-            .store_op("save", inner.store.save(&cred.tokens), self.far())
-            .await;
-        inner.replace(Status::Ready(cred));
-        saved
+        inner
+            .overwrite(
+                |_| (Overwrite::Save(cred.tokens.clone()), Status::Ready(cred)),
+                self.far(),
+            )
+            .await
     }
 
     /// Forgets the token set here and in the store. The next request waits
@@ -230,13 +244,9 @@ impl TokenManager {
     /// [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn clear(&self) -> Result<(), Error> {
         driver::runtime()?;
-        let inner = &self.inner;
-        let _commit = inner.commit.lock().await;
-        let cleared = inner
-            .store_op("clear", inner.store.clear(), self.far())
-            .await;
-        inner.replace(Status::Empty);
-        cleared
+        self.inner
+            .overwrite(|_| (Overwrite::Clear, Status::Empty), self.far())
+            .await
     }
 
     /// Loads the token set from the store, as at start-up: a stored set
@@ -294,30 +304,21 @@ impl TokenManager {
     pub async fn end_session(&self) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
-        let cleared = {
-            let _commit = inner.commit.lock().await;
-            // A tombstone, not an empty store: the other processes sharing
-            // the store must not go on with the refresh token they hold.
-            let tombstone = inner
-                .state
-                .load()
-                .tokens()
-                .map(|t| t.tombstone(EndReason::Logout));
-            let cleared = match tombstone {
-                Some(tombstone) => {
-                    inner
-                        .store_op("save", inner.store.save(&tombstone), self.far())
-                        .await
-                }
-                None => {
-                    inner
-                        .store_op("clear", inner.store.clear(), self.far())
-                        .await
-                }
-            };
-            inner.replace(Status::SessionExpired(session_ended()));
-            cleared
-        };
+        let cleared = inner
+            .overwrite(
+                |state| {
+                    // A tombstone, not an empty store: the other processes
+                    // sharing the store must not go on with the refresh
+                    // token they hold.
+                    let write = match state.tokens() {
+                        Some(tokens) => Overwrite::Save(tokens.tombstone(EndReason::Logout)),
+                        None => Overwrite::Clear,
+                    };
+                    (write, Status::SessionExpired(session_ended()))
+                },
+                self.far(),
+            )
+            .await;
         inner
             .counters
             .sessions_expired
