@@ -156,8 +156,14 @@ impl Inner {
                 self.store_op(what, write.to_store(&*self.store), deadline)
                     .await
             }
-            Via::Taken(lease) => self.store_op(what, write.to_lease(&**lease), deadline).await,
-            Via::Own(lease) => self.store_op(what, write.to_lease(&**lease), deadline).await,
+            Via::Taken(lease) => {
+                self.store_op(what, write.to_lease(&**lease), deadline)
+                    .await
+            }
+            Via::Own(lease) => {
+                self.store_op(what, write.to_lease(&**lease), deadline)
+                    .await
+            }
         };
         self.replace(status);
         drop(commit);
