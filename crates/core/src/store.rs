@@ -49,6 +49,28 @@ use crate::{BoxFuture, Error, ErrorKind, TokenSet};
 /// [`TokenManager::end_session`](crate::TokenManager::end_session) writes
 /// one (a logout ends the session everywhere).
 ///
+/// # Writes outside a refresh
+///
+/// [`TokenManager::set`](crate::TokenManager::set),
+/// [`clear`](crate::TokenManager::clear) and
+/// [`end_session`](crate::TokenManager::end_session) replace the stored
+/// set whatever it holds. They take the same turn first, so that no write
+/// lands inside a refresh (the refresh would then save its answer over a
+/// new login):
+///
+/// - [`Uncoordinated`](RefreshTurn::Uncoordinated): [`save`](Self::save)
+///   or [`clear`](Self::clear).
+/// - [`Leader`](RefreshTurn::Leader): write through the lease
+///   ([`RefreshLease::commit`], [`RefreshLease::clear`]), then release it.
+/// - [`Follower`](RefreshTurn::Follower): wait, then ask again. A login in
+///   one process waits for another process's refresh to end (bounded by
+///   the attempt timeout).
+///
+/// While the process's own refresh holds the lock, they write through that
+/// refresh's lease instead, at once: they never wait for its token request.
+/// So on every path the coordinator takes a store's lock before its own
+/// locks, never the other way round.
+///
 /// A store only keeps what [`TokenSet::to_stored_json`] (or the set itself)
 /// holds: the marks and tombstones travel inside the set, so any store that
 /// keeps whole sets keeps them. Stored fields a build does not know are

@@ -27,6 +27,16 @@
 //!    died, its heartbeat died with it: its lock expires at most one TTL
 //!    after its last renewal and one of them takes over.
 //!
+//! A login or a logout (`TokenManager::set`, `clear`, `end_session`) takes
+//! the lock too, and writes through it: it waits while another replica
+//! refreshes (bounded by its manager's attempt timeout), then writes, so a
+//! refresh never saves its answer over a new login. While its own
+//! replica's refresh holds the lock, it writes through that refresh's
+//! lease at once. A [`RedisStore::save`](TokenStore::save) or
+//! [`clear`](TokenStore::clear) called directly does not take the lock: a
+//! lease that committed before it has its next commit refused, and the
+//! direct write stands.
+//!
 //! The hot path never touches Redis: each replica keeps its own copy in
 //! memory and reads it with one atomic load. Redis is used only when that
 //! copy is stale or rejected.

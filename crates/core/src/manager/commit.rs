@@ -90,11 +90,38 @@ enum Via {
     /// The store has no lock: its own `save` or `clear`.
     Store,
     /// The lease this overwrite took; released after the write.
-    Taken(Box<dyn RefreshLease>),
+    Taken(Taken),
     /// The lease of this manager's refresh, which releases it.
     Own(Arc<dyn RefreshLease>),
     /// No turn in time, or the store failed: published, not written.
     Failed(Error),
+}
+
+/// A lease an overwrite took. Released after the write; if the overwrite
+/// is dropped first (its caller gave up), released by a task of its own,
+/// so that other processes do not wait out the lock's expiry.
+struct Taken(Option<Box<dyn RefreshLease>>);
+
+impl Taken {
+    async fn release(mut self, inner: &Inner) {
+        if let Some(lease) = self.0.take() {
+            let _ = inner
+                .store_op("unlock", lease.release(), far(inner.config.attempt_timeout))
+                .await;
+        }
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if let Some(lease) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = lease.release().await;
+            });
+        }
+    }
 }
 
 /// Marks that this manager's refresh holds the store's lock, so that
@@ -156,7 +183,7 @@ impl Inner {
                 self.store_op(what, write.to_store(&*self.store), deadline)
                     .await
             }
-            Via::Taken(lease) => {
+            Via::Taken(Taken(Some(lease))) => {
                 self.store_op(what, write.to_lease(&**lease), deadline)
                     .await
             }
@@ -164,13 +191,13 @@ impl Inner {
                 self.store_op(what, write.to_lease(&**lease), deadline)
                     .await
             }
+            // Only `release` and `drop` empty it, after the write.
+            Via::Taken(Taken(None)) => Ok(()),
         };
         self.replace(status);
         drop(commit);
-        if let Via::Taken(lease) = via {
-            let _ = self
-                .store_op("unlock", lease.release(), far(self.config.attempt_timeout))
-                .await;
+        if let Via::Taken(taken) = via {
+            taken.release(self).await;
         }
         written
     }
@@ -205,7 +232,7 @@ impl Inner {
                 .await
             {
                 Ok(RefreshTurn::Uncoordinated) => Via::Store,
-                Ok(RefreshTurn::Leader(lease)) => Via::Taken(lease),
+                Ok(RefreshTurn::Leader(lease)) => Via::Taken(Taken(Some(lease))),
                 Ok(RefreshTurn::Follower(wait)) => {
                     let waited = std::pin::pin!(self.store_op("lock", wait, deadline));
                     match future::select(waited, taken.as_mut()).await {

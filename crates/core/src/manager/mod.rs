@@ -218,11 +218,20 @@ impl TokenManager {
     /// its result does not replace this set (if this set still holds the
     /// refresh token that refresh spent, it gets the new one).
     ///
+    /// With a store that processes share, the save takes the store's refresh
+    /// lock as a refresh does (see [`TokenStore`], "Writes outside a
+    /// refresh"): while this manager's own refresh holds it, the set is
+    /// saved through that refresh's hold at once; while another process's
+    /// refresh holds it, the save waits for that refresh to end (within the
+    /// [`attempt_timeout`](TokenManagerBuilder::attempt_timeout)), so that
+    /// a refresh never overwrites the new login.
+    ///
     /// # Errors
     ///
     /// [`InvalidResponse`](crate::ErrorKind::InvalidResponse) if the access token
     /// cannot be a header value; [`Store`](crate::ErrorKind::Store) if saving failed
-    /// (the set is in use anyway); [`NoRuntime`](crate::ErrorKind::NoRuntime).
+    /// or the store's lock was not free in time (the set is in use anyway);
+    /// [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn set(&self, tokens: TokenSet) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
@@ -236,11 +245,14 @@ impl TokenManager {
     }
 
     /// Forgets the token set here and in the store. The next request waits
-    /// for the source to produce a new set.
+    /// for the source to produce a new set. The store is cleared under its
+    /// refresh lock, as [`set`](Self::set) saves (through
+    /// [`RefreshLease::clear`] when the store has a lock).
     ///
     /// # Errors
     ///
-    /// [`Store`](crate::ErrorKind::Store) if the store could not be cleared;
+    /// [`Store`](crate::ErrorKind::Store) if the store could not be cleared
+    /// or its lock was not free in time (the set is forgotten here anyway);
     /// [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn clear(&self) -> Result<(), Error> {
         driver::runtime()?;
@@ -295,12 +307,14 @@ impl TokenManager {
     /// ends the session too, see [`TokenStore`]), runs the `on_session_expired` hook, and fails every
     /// request with [`SessionExpired`](crate::ErrorKind::SessionExpired) until
     /// [`set`](Self::set) is called. Revoke the tokens at the server first
-    /// if it supports that (RFC 7009).
+    /// if it supports that (RFC 7009). The tombstone is written under the
+    /// store's refresh lock, as [`set`](Self::set) saves.
     ///
     /// # Errors
     ///
-    /// [`Store`](crate::ErrorKind::Store) if the store could not be cleared (the
-    /// session is over anyway); [`NoRuntime`](crate::ErrorKind::NoRuntime).
+    /// [`Store`](crate::ErrorKind::Store) if the store could not be written
+    /// or its lock was not free in time (the session is over anyway);
+    /// [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn end_session(&self) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
