@@ -10,7 +10,8 @@ use std::{
 
 use tokio::sync::Notify;
 use tower_token_refresh_core::{
-    ErrorKind, FileStore, LockedStore, MemoryStore, TokenManager, TokenSet, TokenStore, source,
+    ErrorKind, FileStore, LockedStore, MemoryStore, RefreshTurn, TokenManager, TokenSet,
+    TokenStore, source,
 };
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -630,4 +631,58 @@ async fn set_pending_when_the_refresh_answer_arrives_is_saved() {
     assert_eq!(auth.header().to_str().unwrap(), "Bearer acc-login");
     let stored = FileStore::new(&path).load().await.unwrap().unwrap();
     assert_eq!(stored.access_token().secret(), "acc-login");
+}
+
+// --- Writes while another process's refresh holds the lock --------------
+
+fn manager_over(path: &Path, attempt_timeout: Duration) -> TokenManager {
+    TokenManager::builder(never())
+        .store(FileStore::new(path))
+        .attempt_timeout(attempt_timeout)
+        .build()
+}
+
+#[tokio::test]
+async fn set_waits_for_another_processs_refresh_then_saves() {
+    let dir = TempDir::new("set-after-other-refresh");
+    let path = dir.path("tokens.json");
+    // Another process's refresh: a second handle on the file takes the lock.
+    let RefreshTurn::Leader(other) = FileStore::new(&path).begin_refresh().await.unwrap() else {
+        panic!("the lock was free");
+    };
+    let tokens = manager_over(&path, Duration::from_secs(5));
+
+    let set = tokio::spawn({
+        let tokens = tokens.clone();
+        async move { tokens.set(login()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!set.is_finished(), "the set went ahead of the other refresh");
+    other.commit(&sample()).await.unwrap();
+    other.release().await.unwrap();
+    set.await.unwrap().unwrap();
+
+    // The set came after the other process's answer, and stands.
+    let stored = FileStore::new(&path).load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "acc-login");
+}
+
+#[tokio::test]
+async fn set_behind_a_lock_held_too_long_is_in_use_and_reported() {
+    let dir = TempDir::new("set-lock-held-too-long");
+    let path = dir.path("tokens.json");
+    FileStore::new(&path).save(&sample()).await.unwrap();
+    let RefreshTurn::Leader(other) = FileStore::new(&path).begin_refresh().await.unwrap() else {
+        panic!("the lock was free");
+    };
+    let tokens = manager_over(&path, Duration::from_millis(300));
+
+    let err = tokens.set(login()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store, "{err}");
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer acc-login");
+    // Nothing was written without the lock.
+    let stored = FileStore::new(&path).load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "acc-1");
+    other.release().await.unwrap();
 }
