@@ -657,7 +657,10 @@ async fn set_waits_for_another_processs_refresh_then_saves() {
         async move { tokens.set(login()).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!set.is_finished(), "the set went ahead of the other refresh");
+    assert!(
+        !set.is_finished(),
+        "the set went ahead of the other refresh"
+    );
     other.commit(&sample()).await.unwrap();
     other.release().await.unwrap();
     set.await.unwrap().unwrap();
