@@ -3,15 +3,19 @@
 //! its token request) and another replica's (they wait for it, then write).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use tower_token_refresh::{
+    ServiceClient,
+    oauth2::{ClientAuth, RefreshTokenGrant},
+};
 use tower_token_refresh_core::{
-    Authorization, Error, ErrorKind, RefreshTurn, TokenManager, TokenSet, TokenSource, TokenStore,
-    source,
+    Authorization, Error, ErrorKind, RefreshTurn, TokenManager, TokenSet, TokenStore,
 };
 use tower_token_refresh_redis::RedisStore;
-use tower_token_refresh_test_util::RedisServer;
+use tower_token_refresh_test_util::{
+    AuthConfig, AuthServer, Fault, Gate, RedisServer, hyper_client,
+};
 
 async fn store(redis: &RedisServer) -> RedisStore {
     RedisStore::builder(redis.url())
@@ -23,27 +27,14 @@ async fn store(redis: &RedisServer) -> RedisStore {
         .unwrap()
 }
 
-/// A source whose token request waits for `gate` (with the lock held),
-/// and says when it started.
-fn gated() -> (impl TokenSource, Arc<Notify>, Arc<Notify>) {
-    let (entered, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let (e, g) = (Arc::clone(&entered), Arc::clone(&gate));
-    let source = source::from_fn(move |_| {
-        let (e, g) = (Arc::clone(&e), Arc::clone(&g));
-        async move {
-            e.notify_one();
-            g.notified().await;
-            Ok(TokenSet::bearer("acc-refreshed")
-                .with_refresh_token("ref-refreshed")
-                .with_expires_in(Duration::from_secs(300)))
-        }
-    });
-    (source, entered, gate)
-}
-
-fn manager(source: impl TokenSource, store: RedisStore) -> TokenManager {
-    TokenManager::builder(source)
-        .store(store)
+async fn replica(redis: &RedisServer, auth: &AuthServer) -> TokenManager {
+    let grant = RefreshTokenGrant::new(
+        auth.token_url().parse().unwrap(),
+        ClientAuth::basic(auth.client_id(), auth.client_secret()),
+        ServiceClient::new(hyper_client()),
+    );
+    TokenManager::builder(grant)
+        .store(store(redis).await)
         // Short, so that a write stuck behind the lock fails fast on a
         // regression instead of hanging the suite.
         .attempt_timeout(Duration::from_secs(5))
@@ -52,15 +43,21 @@ fn manager(source: impl TokenSource, store: RedisStore) -> TokenManager {
 
 type Refresh = tokio::task::JoinHandle<Result<Authorization, Error>>;
 
-/// A replica whose refresh is in flight with the lock held, waiting for
-/// the gate.
-async fn refreshing(redis: &RedisServer) -> (TokenManager, Refresh, Arc<Notify>) {
-    let (source, entered, gate) = gated();
-    let tokens = manager(source, store(redis).await);
-    tokens.set(first()).await.unwrap();
+/// A replica whose refresh is in flight with the lock held: its token
+/// request is held at the server until the gate opens.
+async fn refreshing(redis: &RedisServer, auth: &AuthServer) -> (TokenManager, Refresh, Gate) {
+    let tokens = replica(redis, auth).await;
+    tokens.set(auth.login().token_set()).await.unwrap();
+    let gate = Gate::new();
+    auth.inject(Fault::Hold(gate.clone()), 1);
     let refresh = tokio::spawn(tokens.refresh());
-    entered.notified().await;
-    (tokens, refresh, gate)
+    for _ in 0..2000 {
+        if auth.stats().token_requests == 1 {
+            return (tokens, refresh, gate);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the refresh never reached the token endpoint");
 }
 
 fn first() -> TokenSet {
@@ -82,11 +79,12 @@ async fn stored(redis: &RedisServer) -> Option<TokenSet> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_during_this_replicas_refresh_is_saved_through_its_lease() {
     let redis = RedisServer::start().await.unwrap();
-    let (tokens, refresh, gate) = refreshing(&redis).await;
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    let (tokens, refresh, gate) = refreshing(&redis, &auth).await;
 
     // The token request is still pending: the set must not wait for it.
     tokens.set(login()).await.unwrap();
-    gate.notify_one();
+    gate.open();
     let _ = refresh.await.unwrap();
 
     let auth = tokens.authorization().await.unwrap();
@@ -99,10 +97,11 @@ async fn set_during_this_replicas_refresh_is_saved_through_its_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_during_this_replicas_refresh_empties_the_store() {
     let redis = RedisServer::start().await.unwrap();
-    let (tokens, refresh, gate) = refreshing(&redis).await;
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    let (tokens, refresh, gate) = refreshing(&redis, &auth).await;
 
     tokens.clear().await.unwrap();
-    gate.notify_one();
+    gate.open();
     let _ = refresh.await.unwrap();
 
     assert!(tokens.current().is_none());
@@ -112,10 +111,11 @@ async fn clear_during_this_replicas_refresh_empties_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_session_during_this_replicas_refresh_leaves_its_tombstone() {
     let redis = RedisServer::start().await.unwrap();
-    let (tokens, refresh, gate) = refreshing(&redis).await;
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    let (tokens, refresh, gate) = refreshing(&redis, &auth).await;
 
     tokens.end_session().await.unwrap();
-    gate.notify_one();
+    gate.open();
     let _ = refresh.await.unwrap();
 
     assert!(tokens.is_session_expired());
@@ -125,17 +125,15 @@ async fn end_session_during_this_replicas_refresh_leaves_its_tombstone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_during_another_replicas_refresh_waits_for_it_then_wins() {
     let redis = RedisServer::start().await.unwrap();
-    let (a, refresh, gate) = refreshing(&redis).await;
-    let b = manager(
-        source::from_fn(|_| async { Err(Error::transient("B does not refresh")) }),
-        store(&redis).await,
-    );
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    let (a, refresh, gate) = refreshing(&redis, &auth).await;
+    let b = replica(&redis, &auth).await;
 
     let set = tokio::spawn(async move { b.set(login()).await });
     // The rule: a login does not land inside another replica's refresh.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!set.is_finished(), "B's set went ahead of A's refresh");
-    gate.notify_one();
+    gate.open();
     refresh.await.unwrap().unwrap();
     set.await.unwrap().unwrap();
 
