@@ -31,9 +31,7 @@ use std::{
 };
 
 use futures_util::future::{self, Either};
-use tokio::sync::MutexGuard;
-
-use tokio::time::Instant;
+use tokio::{sync::MutexGuard, time::Instant};
 
 use super::{
     Inner,
