@@ -1,11 +1,11 @@
 //! DPoP (RFC 9449) end to end: a real hyper client through
-//! `TokenRefreshLayer` and `DpopLayer` to test-util's `DpopServer`, a token
-//! endpoint and a resource on 127.0.0.1 that verify every proof with ring
-//! (signature, `typ`, `htm`, `htu`, `ath`, the key the token is bound to,
-//! `jti` replay, nonces) and count what they saw.
+//! `TokenRefreshLayer` and `DpopLayer` to test-util's `AuthServer` (which
+//! requires DPoP here) and `ResourceServer` on 127.0.0.1, which verify
+//! every proof with ring (signature, `typ`, `htm`, `htu`, `ath`, the key
+//! the token is bound to, `jti` replay, nonces) and count what they saw.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{collections::HashSet, path::PathBuf, sync::MutexGuard};
+use std::{collections::HashSet, path::PathBuf, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -17,37 +17,66 @@ use tower_token_refresh::{
     oauth2::{ClientAuth, ClientCredentialsGrant, RefreshTokenGrant},
 };
 use tower_token_refresh_test_util::{
-    dpop::{DpopLog, DpopServer, ath},
-    hyper_client,
+    AuthConfig, AuthServer, Client, IssuedTokens, Nonce, ResourceServer, dpop::ath, hyper_client,
 };
 
+const HOUR: Duration = Duration::from_secs(3600);
+
 struct World {
-    server: DpopServer,
+    auth: AuthServer,
+    api: ResourceServer,
+    /// The session a DPoP login left, once `login` was called.
+    first: std::sync::Mutex<Option<IssuedTokens>>,
 }
 
 impl World {
     async fn start() -> World {
+        World::with(|config| config).await
+    }
+
+    /// A server that requires DPoP, tokens good for an hour, and `app`, a
+    /// public client; `tweak` sets the rest.
+    async fn with(tweak: impl FnOnce(AuthConfig) -> AuthConfig) -> World {
+        let config = AuthConfig::default()
+            .access_lifetime(HOUR)
+            .dpop_required(true)
+            .register(Client::public("app"));
+        let auth = AuthServer::start(tweak(config)).await.unwrap();
+        let api = ResourceServer::start(&auth).await.unwrap();
         World {
-            server: DpopServer::start().await.unwrap(),
+            auth,
+            api,
+            first: std::sync::Mutex::default(),
         }
     }
 
-    fn log(&self) -> MutexGuard<'_, DpopLog> {
-        self.server.log()
+    /// A session as a login bound to `dpop` would leave it (the first
+    /// login's tokens, minted once).
+    fn login(&self, dpop: &DpopKey) -> TokenSet {
+        let mut first = self.first.lock().unwrap();
+        first
+            .get_or_insert_with(|| self.auth.login_dpop(&dpop.thumbprint()))
+            .token_set()
     }
 
-    /// A session as a login bound to `dpop` would leave it.
-    fn login(&self, dpop: &DpopKey) -> TokenSet {
-        self.server.login(&dpop.thumbprint())
+    /// The first login's tokens.
+    fn first(&self) -> IssuedTokens {
+        self.first.lock().unwrap().clone().expect("logged in")
     }
 
     fn grant(&self, dpop: &DpopKey) -> RefreshTokenGrant<ServiceClient<HyperClient>> {
         RefreshTokenGrant::new(
-            self.server.token_url().parse().unwrap(),
+            self.auth.token_url().parse().unwrap(),
             ClientAuth::none("app"),
             ServiceClient::new(hyper_client()),
         )
         .dpop(dpop.clone())
+    }
+
+    /// Grants carried out.
+    fn grants(&self) -> u64 {
+        let stats = self.auth.stats();
+        stats.refresh_grants + stats.client_credentials_grants
     }
 
     fn manager(
@@ -70,11 +99,11 @@ impl World {
         let client = ServiceBuilder::new()
             .layer(
                 TokenRefreshLayer::new(tokens.clone())
-                    .allow_origin(self.server.api_origin().parse().unwrap()),
+                    .allow_origin(self.api.url("").parse().unwrap()),
             )
             .layer(DpopLayer::new(dpop.clone()))
             .service(hyper_client());
-        let request = http::Request::get(self.server.api_url(path_and_query))
+        let request = http::Request::get(self.api.url(path_and_query))
             .body(Full::<Bytes>::default())
             .unwrap();
         client.oneshot(request).await
@@ -92,13 +121,13 @@ async fn htu_is_the_uri_without_query_or_fragment() {
     let dpop = DpopKey::generate().unwrap();
     let tokens = w.manager(&dpop, |b| b);
     let response = w
-        .get(&tokens, &dpop, "/api/orders/7?page=2&sort=asc#top")
+        .get(&tokens, &dpop, "/api/data?page=2&sort=asc#top")
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let log = w.log();
-    let proof = &log.api_proofs[0];
-    assert_eq!(proof.htu, w.server.api_url("/api/orders/7"));
+    let log = w.api.log();
+    let proof = &log.dpop_proofs[0];
+    assert_eq!(proof.htu, w.api.url("/api/data"));
     assert_eq!(proof.htm, "GET");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,14 +142,20 @@ async fn every_request_gets_its_own_proof_with_a_unique_jti_and_the_token_hash()
     let dpop = DpopKey::generate().unwrap();
     let tokens = w.manager(&dpop, |b| b);
     for _ in 0..10 {
-        assert_eq!(w.get(&tokens, &dpop, "/api/x").await.unwrap().status(), 200);
+        assert_eq!(
+            w.get(&tokens, &dpop, "/api/data").await.unwrap().status(),
+            200
+        );
     }
-    let log = w.log();
-    assert_eq!(log.api_proofs.len(), 10);
-    let jtis: HashSet<&str> = log.api_proofs.iter().map(|p| p.jti.as_str()).collect();
+    let log = w.api.log();
+    assert_eq!(log.dpop_proofs.len(), 10);
+    let jtis: HashSet<&str> = log.dpop_proofs.iter().map(|p| p.jti.as_str()).collect();
     assert_eq!(jtis.len(), 10, "a jti was repeated");
-    for proof in &log.api_proofs {
-        assert_eq!(proof.ath.as_deref(), Some(ath("at-0").as_str()));
+    for proof in &log.dpop_proofs {
+        assert_eq!(
+            proof.ath.as_deref(),
+            Some(ath(&w.first().access_token).as_str())
+        );
         assert_eq!(proof.jkt, dpop.thumbprint());
         assert_eq!(proof.nonce, None);
     }
@@ -128,34 +163,35 @@ async fn every_request_gets_its_own_proof_with_a_unique_jti_and_the_token_hash()
 
 #[tokio::test]
 async fn a_resource_nonce_challenge_is_answered_once_and_the_nonce_kept() {
-    let w = World::start().await;
-    w.log().api_nonce = Some("rs-n1".into());
+    let w = World::with(|c| c.resource_dpop_nonce(Nonce::Fixed("rs-n1".into()))).await;
     let dpop = DpopKey::generate().unwrap();
     let tokens = w.manager(&dpop, |b| b);
-    let response = w.get(&tokens, &dpop, "/api/x").await.unwrap();
+    let response = w.get(&tokens, &dpop, "/api/data").await.unwrap();
     assert_eq!(response.status(), 200);
     {
-        let log = w.log();
-        assert_eq!((log.api_requests, log.api_challenges), (2, 1));
-        assert_eq!(log.api_proofs[0].nonce.as_deref(), Some("rs-n1"));
+        let stats = w.api.stats();
+        assert_eq!((stats.requests, stats.dpop_nonce_challenges), (2, 1));
+        assert_eq!(w.api.log().dpop_proofs[0].nonce.as_deref(), Some("rs-n1"));
         // The nonce challenge is not a rejected token: no refresh.
-        assert_eq!(log.token_requests, 0);
+        assert_eq!(w.auth.stats().token_requests, 0);
     }
     // The next request carries the nonce from the start.
-    assert_eq!(w.get(&tokens, &dpop, "/api/y").await.unwrap().status(), 200);
-    let log = w.log();
-    assert_eq!((log.api_requests, log.api_challenges), (3, 1));
+    assert_eq!(
+        w.get(&tokens, &dpop, "/api/data").await.unwrap().status(),
+        200
+    );
+    let stats = w.api.stats();
+    assert_eq!((stats.requests, stats.dpop_nonce_challenges), (3, 1));
     // The nonce is the resource's: the token endpoint's origin has none.
-    assert_eq!(dpop.nonce(&w.server.token_url().parse().unwrap()), None);
+    assert_eq!(dpop.nonce(&w.auth.token_url().parse().unwrap()), None);
 }
 
 #[tokio::test]
 async fn a_second_nonce_challenge_is_returned_not_answered() {
-    let w = World::start().await;
-    w.log().api_always_challenges = true;
+    let w = World::with(|c| c.resource_dpop_nonce(Nonce::AlwaysChallenge)).await;
     let dpop = DpopKey::generate().unwrap();
     let tokens = w.manager(&dpop, |b| b);
-    let response = w.get(&tokens, &dpop, "/api/x").await.unwrap();
+    let response = w.get(&tokens, &dpop, "/api/data").await.unwrap();
     assert_eq!(response.status(), 401);
     assert!(
         response.headers()["www-authenticate"]
@@ -163,10 +199,11 @@ async fn a_second_nonce_challenge_is_returned_not_answered() {
             .unwrap()
             .contains("use_dpop_nonce")
     );
-    let log = w.log();
-    assert_eq!((log.api_requests, log.api_challenges), (2, 2));
+    let stats = w.api.stats();
+    assert_eq!((stats.requests, stats.dpop_nonce_challenges), (2, 2));
     assert_eq!(
-        log.token_requests, 0,
+        w.auth.stats().token_requests,
+        0,
         "a nonce challenge is no rejected token"
     );
 }
@@ -176,86 +213,82 @@ async fn a_replay_after_a_rejected_token_carries_a_new_proof_for_the_new_token()
     let w = World::start().await;
     let dpop = DpopKey::generate().unwrap();
     let tokens = w.manager(&dpop, |b| b);
-    w.log().revoked.insert("at-0".into());
-    let response = w.get(&tokens, &dpop, "/api/x").await.unwrap();
+    w.auth.revoke(&w.first().access_token);
+    let response = w.get(&tokens, &dpop, "/api/data").await.unwrap();
     assert_eq!(response.status(), 200);
-    let log = w.log();
-    assert_eq!(log.api_requests, 2, "the rejected request, then its replay");
-    assert_eq!(log.grants, 1);
-    let new_token = log.api_tokens[0].clone();
-    assert_ne!(new_token, "at-0");
-    let replay = &log.api_proofs[0];
+    assert_eq!(
+        w.api.stats().requests,
+        2,
+        "the rejected request, then its replay"
+    );
+    assert_eq!(w.grants(), 1);
+    let new_token = w.api.accepted_tokens()[0].clone();
+    assert_ne!(new_token, w.first().access_token);
+    let replay = w.api.log().dpop_proofs[0].clone();
     assert_eq!(replay.ath.as_deref(), Some(ath(&new_token).as_str()));
     assert_eq!(replay.jkt, dpop.thumbprint());
     // The token endpoint's proof and the resource's are different proofs.
-    assert_ne!(log.token_proofs[0].jti, replay.jti);
+    assert_ne!(w.auth.log().token_proofs[0].jti, replay.jti);
 }
 
 #[tokio::test]
 async fn the_replay_and_its_nonce_resend_each_get_a_new_proof() {
-    let w = World::start().await;
+    let w = World::with(|c| c.resource_dpop_nonce(Nonce::Fixed("rs-n1".into()))).await;
     let dpop = DpopKey::generate().unwrap();
     let tokens = w.manager(&dpop, |b| b);
-    {
-        let mut log = w.log();
-        log.revoked.insert("at-0".into());
-        log.api_nonce = Some("rs-n1".into());
-    }
+    w.auth.revoke(&w.first().access_token);
     // The first proof is challenged for a nonce; the resend with the nonce
-    // finds at-0 revoked; the replay with the new token passes.
-    let response = w.get(&tokens, &dpop, "/api/x").await.unwrap();
+    // finds the first token revoked; the replay with the new token passes.
+    let response = w.get(&tokens, &dpop, "/api/data").await.unwrap();
     assert_eq!(response.status(), 200);
-    let log = w.log();
-    assert_eq!((log.api_requests, log.api_challenges), (3, 1));
-    assert_eq!(log.api_jtis.len(), 3, "three valid proofs");
-    assert_eq!(log.api_jtis.iter().collect::<HashSet<_>>().len(), 3);
-    assert_eq!(log.grants, 1);
-    assert_eq!(log.api_proofs.len(), 1);
-    assert_eq!(log.api_proofs[0].nonce.as_deref(), Some("rs-n1"));
+    let stats = w.api.stats();
+    assert_eq!((stats.requests, stats.dpop_nonce_challenges), (3, 1));
+    let log = w.api.log();
+    assert_eq!(log.dpop_jtis.len(), 3, "three valid proofs");
+    assert_eq!(log.dpop_jtis.iter().collect::<HashSet<_>>().len(), 3);
+    assert_eq!(w.grants(), 1);
+    assert_eq!(log.dpop_proofs.len(), 1);
+    assert_eq!(log.dpop_proofs[0].nonce.as_deref(), Some("rs-n1"));
 }
 
 #[tokio::test]
 async fn the_token_endpoint_nonce_retry_presents_the_refresh_token_again_without_reuse() {
-    let w = World::start().await;
-    {
-        let mut log = w.log();
-        log.token_nonce = Some("as-n0".into());
-        log.token_rotates_nonce = true;
-    }
+    let w = World::with(|c| c.token_dpop_nonce(Nonce::Rotating("as-n0".into()))).await;
     let dpop = DpopKey::generate().unwrap();
     let tokens = w.manager(&dpop, |b| b);
     let auth = tokens.refresh().await.unwrap();
-    assert!(auth.header().to_str().unwrap().starts_with("DPoP at-"));
+    assert!(auth.header().to_str().unwrap().starts_with("DPoP at_"));
     {
-        let log = w.log();
+        let (stats, log) = (w.auth.stats(), w.auth.log());
         // Challenged, then the same refresh token again: the first request
         // was refused before the grant was looked at, so it spent nothing.
-        assert_eq!(log.presented, ["rt-0", "rt-0"]);
-        assert_eq!((log.token_requests, log.token_challenges), (2, 1));
-        assert_eq!((log.grants, log.reuse), (1, 0));
+        let first = w.first().refresh_token;
+        assert_eq!(log.refresh_tokens_presented, [first.clone(), first]);
+        assert_eq!((stats.token_requests, stats.dpop_nonce_challenges), (2, 1));
+        assert_eq!((w.grants(), stats.reuse_detected), (1, 0));
         assert_eq!(log.token_proofs[0].nonce.as_deref(), Some("as-n0"));
     }
     // The nonce of the success answer is kept: the next refresh is not
     // challenged.
     tokens.refresh().await.unwrap();
-    let log = w.log();
-    assert_eq!((log.token_requests, log.token_challenges), (3, 1));
-    assert_eq!((log.grants, log.reuse), (2, 0));
-    assert_eq!(log.token_proofs[1].nonce.as_deref(), Some("as-nonce-3"));
+    let (stats, log) = (w.auth.stats(), w.auth.log());
+    assert_eq!((stats.token_requests, stats.dpop_nonce_challenges), (3, 1));
+    assert_eq!((w.grants(), stats.reuse_detected), (2, 0));
+    assert_eq!(log.token_nonces, ["as-n0", "nonce-1", "nonce-2"]);
+    assert_eq!(log.token_proofs[1].nonce.as_deref(), Some("nonce-1"));
 }
 
 #[tokio::test]
 async fn the_token_endpoint_nonce_retry_happens_once() {
-    let w = World::start().await;
-    w.log().token_always_challenges = true;
+    let w = World::with(|c| c.token_dpop_nonce(Nonce::AlwaysChallenge)).await;
     let dpop = DpopKey::generate().unwrap();
     let tokens = w.manager(&dpop, |b| b.max_attempts(1));
     let err = tokens.refresh().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
     assert_eq!(err.oauth_error(), Some("use_dpop_nonce"));
-    let log = w.log();
-    assert_eq!((log.token_requests, log.token_challenges), (2, 2));
-    assert_eq!(log.grants, 0);
+    let stats = w.auth.stats();
+    assert_eq!((stats.token_requests, stats.dpop_nonce_challenges), (2, 2));
+    assert_eq!(w.grants(), 0);
 }
 
 #[tokio::test]
@@ -265,8 +298,14 @@ async fn a_dpop_token_goes_out_as_dpop_whatever_the_scheme_setting() {
     for scheme in [Scheme::Fixed("Bearer".into()), Scheme::None] {
         let tokens = w.manager(&dpop, |b| b.scheme(scheme));
         let auth = tokens.authorization().await.unwrap();
-        assert_eq!(auth.header().to_str().unwrap(), "DPoP at-0");
-        assert_eq!(w.get(&tokens, &dpop, "/api/x").await.unwrap().status(), 200);
+        assert_eq!(
+            auth.header().to_str().unwrap(),
+            format!("DPoP {}", w.first().access_token)
+        );
+        assert_eq!(
+            w.get(&tokens, &dpop, "/api/data").await.unwrap().status(),
+            200
+        );
     }
     // The token type is read in any case.
     let set = tower_token_refresh::oauth2::token_response::parse(
@@ -281,16 +320,19 @@ async fn client_credentials_tokens_are_bound_and_proven() {
     let w = World::start().await;
     let dpop = DpopKey::generate().unwrap();
     let grant = ClientCredentialsGrant::new(
-        w.server.token_url().parse().unwrap(),
-        ClientAuth::none("svc"),
+        w.auth.token_url().parse().unwrap(),
+        ClientAuth::basic(w.auth.client_id(), w.auth.client_secret()),
         ServiceClient::new(hyper_client()),
     )
     .dpop(dpop.clone());
     let tokens = TokenManager::builder(grant).dpop(dpop.clone()).build();
-    assert_eq!(w.get(&tokens, &dpop, "/api/x").await.unwrap().status(), 200);
-    let log = w.log();
-    assert_eq!(log.grants, 1);
-    assert_eq!(log.access[&log.api_tokens[0]], dpop.thumbprint());
+    assert_eq!(
+        w.get(&tokens, &dpop, "/api/data").await.unwrap().status(),
+        200
+    );
+    assert_eq!(w.grants(), 1);
+    let accepted = w.api.accepted_tokens();
+    assert_eq!(w.auth.dpop_jkt(&accepted[0]), Some(dpop.thumbprint()));
 }
 
 /// A fresh directory under target/, removed on drop.
@@ -344,17 +386,18 @@ async fn the_key_survives_a_file_store_round_trip() {
     // The resource accepts the bound token's proof, and the bound refresh
     // token still refreshes (the server checks the binding).
     assert_eq!(
-        w.get(&restarted, &restarted_key, "/api/x")
+        w.get(&restarted, &restarted_key, "/api/data")
             .await
             .unwrap()
             .status(),
         200
     );
     restarted.refresh().await.unwrap();
-    let log = w.log();
-    assert_eq!((log.grants, log.reuse), (2, 0));
+    assert_eq!((w.grants(), w.auth.stats().reuse_detected), (2, 0));
     assert!(
-        log.token_proofs
+        w.auth
+            .log()
+            .token_proofs
             .iter()
             .all(|p| p.jkt == first_key.thumbprint())
     );
@@ -370,7 +413,6 @@ async fn a_refresh_signs_with_the_key_its_refresh_token_is_bound_to() {
     let tokens = TokenManager::builder(w.grant(&other)).initial(set).build();
     tokens.refresh().await.unwrap();
     assert_eq!(other.thumbprint(), bound.thumbprint());
-    let log = w.log();
-    assert_eq!((log.grants, log.reuse), (1, 0));
-    assert_eq!(log.token_proofs[0].jkt, bound.thumbprint());
+    assert_eq!((w.grants(), w.auth.stats().reuse_detected), (1, 0));
+    assert_eq!(w.auth.log().token_proofs[0].jkt, bound.thumbprint());
 }

@@ -29,7 +29,7 @@ use tower_token_refresh::{
     ErrorKind, Rotation, ServiceClient, TokenManager, TokenManagerBuilder, TokenRefreshLayer,
     oauth2::{ClientAuth, RefreshTokenGrant},
 };
-use tower_token_refresh_test_util::{AuthConfig, Fault, hyper_client};
+use tower_token_refresh_test_util::{AuthConfig, Fault, fixture::Servers, hyper_client};
 
 const WAITERS: usize = 20;
 const ATTEMPTS: u32 = 3;
@@ -213,9 +213,11 @@ async fn a_down_authorization_server_fails_every_waiter_in_bounded_time_then_rec
         .allow_origin(origin_of(w.api.addr()))
         .layer(hyper_client());
     let w = World {
-        tokens,
+        servers: Servers {
+            tokens,
+            ..w.servers
+        },
         client,
-        ..w
     };
     w.auth.expire_access_tokens();
     let cause = all_waiters_fail(&w, backoffs()).await;

@@ -1,25 +1,16 @@
 //! `ServiceClient` against real servers on 127.0.0.1 through hyper-util's
-//! client: a token endpoint that never answers is cut off by the timeout (an
-//! outcome-unknown refresh), a refused connection is `NotSent`. Time is
+//! client: a token endpoint that never answers (or stalls its body; test-util
+//! faults) is cut off by the timeout (an outcome-unknown refresh), a refused
+//! connection is `NotSent`. Time is
 //! paused there, so the timeouts are exact and nothing sleeps for real.
 //! Then against the AuthServer in real time: a `BoxCloneService` (not
 //! `Sync`) carries a refresh, and the documented placement under a
 //! `ConcurrencyLimit(1)` does not deadlock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    error::Error as _,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{error::Error as _, net::SocketAddr, time::Duration};
 
-use axum::{Router, body::Body, routing::post};
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -30,9 +21,11 @@ use tower_token_refresh::{
     TokenSet, TokenSource,
     oauth2::{ClientAuth, HttpClient, NotSent, RefreshTokenGrant, UnreadBody},
 };
-use tower_token_refresh_test_util::{AuthConfig, AuthServer, ResourceServer, hyper_client};
+use tower_token_refresh_test_util::{
+    AuthConfig, AuthServer, Fault, Gate, ResourceServer, hyper_client,
+};
 
-/// How a test server treats `POST /token`.
+/// How the token endpoint treats the test's one request.
 #[derive(Clone, Copy)]
 enum Silence {
     /// Reads the request and never answers.
@@ -41,29 +34,17 @@ enum Silence {
     StalledBody,
 }
 
-/// A server on 127.0.0.1 and the number of token requests it received.
-async fn silent_server(silence: Silence) -> (SocketAddr, Arc<AtomicUsize>) {
-    let received = Arc::new(AtomicUsize::new(0));
-    let seen = received.clone();
-    let router = Router::new().route(
-        "/token",
-        post(move |_body: Bytes| {
-            seen.fetch_add(1, Ordering::SeqCst);
-            async move {
-                match silence {
-                    Silence::NoAnswer => std::future::pending::<Body>().await,
-                    Silence::StalledBody => Body::from_stream(
-                        stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"{")) })
-                            .chain(stream::pending()),
-                    ),
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (addr, received)
+/// test-util's server, silent as asked for the next token request: its
+/// address and the server, which counts the token requests it received.
+async fn silent_server(silence: Silence) -> (SocketAddr, AuthServer) {
+    let auth = AuthServer::start(AuthConfig::default()).await.unwrap();
+    let fault = match silence {
+        // A gate nobody opens.
+        Silence::NoAnswer => Fault::Hold(Gate::new()),
+        Silence::StalledBody => Fault::StalledBody,
+    };
+    auth.inject(fault, 1);
+    (auth.addr(), auth)
 }
 
 fn token_request(addr: SocketAddr) -> Request<Bytes> {
@@ -99,7 +80,7 @@ async fn a_silent_token_endpoint_times_out_after_the_default_timeout() {
         "{took:?}"
     );
     // The request had left: this is not a "not sent" failure.
-    assert_eq!(received.load(Ordering::SeqCst), 1);
+    assert_eq!(received.stats().token_requests, 1);
     assert!(!err.is::<NotSent>());
 }
 
@@ -118,7 +99,7 @@ async fn a_body_that_stops_coming_is_cut_off_by_the_same_timeout() {
         "{err:?}"
     );
     assert!(took >= timeout && took < timeout + Duration::from_millis(10));
-    assert_eq!(received.load(Ordering::SeqCst), 1);
+    assert_eq!(received.stats().token_requests, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -138,7 +119,7 @@ async fn a_timed_out_refresh_is_an_unknown_outcome() {
     assert!(err.is_outcome_unknown(), "{err:?}");
     let cause = std::error::Error::source(&err).expect("the transport error");
     assert!(cause.is::<TimedOut>(), "{cause:?}");
-    assert_eq!(received.load(Ordering::SeqCst), 1);
+    assert_eq!(received.stats().token_requests, 1);
 }
 
 #[tokio::test]

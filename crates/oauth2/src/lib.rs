@@ -104,6 +104,7 @@ pub mod jose;
 mod jwt_bearer;
 mod login;
 mod loopback;
+mod mcp;
 mod params;
 mod pkce;
 mod redact;
@@ -131,6 +132,7 @@ pub use introspection::{Introspection, IntrospectionClient};
 #[cfg(feature = "jose")]
 pub use jwt_bearer::JwtBearerGrant;
 pub use login::{LoginError, LoginHints};
+pub use mcp::{ClientIdentity, Identified, McpAuthorization};
 pub(crate) use params::Params;
 pub use pkce::Pkce;
 pub(crate) use redact::Redactor;

@@ -31,7 +31,7 @@ use std::{fmt, sync::Arc};
 
 use http::Uri;
 
-use super::{ClientAuth, ErrorCode, HttpClient, Params, TokenClient};
+use super::{ClientAuth, ErrorCode, HttpClient, Params, ResourceIndicator, TokenClient};
 use crate::{BoxFuture, Error, ErrorKind, TokenSet, TokenSource};
 
 /// The `grant_type` of token exchange (RFC 8693 §2.1).
@@ -115,7 +115,8 @@ impl fmt::Debug for Given {
 /// use http::{Request, Response};
 /// use tower_token_refresh_core::{TokenManager, TokenSet, source};
 /// use tower_token_refresh_oauth2::{
-///     AssertionGrant, ClientAuth, TokenExchangeGrant, token_exchange::token_type,
+///     AssertionGrant, ClientAuth, ResourceIndicator, TokenExchangeGrant,
+///     token_exchange::token_type,
 /// };
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -137,7 +138,7 @@ impl fmt::Debug for Given {
 /// )
 /// .requested_token_type(token_type::ID_JAG)
 /// .audience("https://auth.example.com")
-/// .resource("https://mcp.example.com/mcp");
+/// .resource(ResourceIndicator::new("https://mcp.example.com/mcp")?);
 /// let grant = AssertionGrant::new(
 ///     "https://auth.example.com/token".parse()?,
 ///     id_jag,
@@ -199,10 +200,11 @@ impl<C> TokenExchangeGrant<C> {
         self.param("audience", audience)
     }
 
-    /// The URI of the resource the token is for (`resource`, RFC 8707).
-    /// May be given more than once.
-    pub fn resource(self, resource: impl Into<String>) -> Self {
-        self.param("resource", resource)
+    /// The resource the token is for (`resource`, RFC 8707). May be given
+    /// more than once.
+    pub fn resource(mut self, resource: ResourceIndicator) -> Self {
+        self.token.resources.push(resource);
+        self
     }
 
     /// Asks for this scope (space-separated).
@@ -315,10 +317,11 @@ impl<C> AssertionGrant<C> {
         self.param("scope", scope)
     }
 
-    /// The URI of the resource the token is for (`resource`, RFC 8707).
-    /// May be given more than once.
-    pub fn resource(self, resource: impl Into<String>) -> Self {
-        self.param("resource", resource)
+    /// The resource the token is for (`resource`, RFC 8707). May be given
+    /// more than once.
+    pub fn resource(mut self, resource: ResourceIndicator) -> Self {
+        self.token.resources.push(resource);
+        self
     }
 
     /// Adds a form parameter to every request.

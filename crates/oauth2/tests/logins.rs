@@ -1,25 +1,27 @@
 //! The loopback login (authorization code + PKCE, RFC 8252 §7.3) over real
-//! HTTP: a hyper client plays the browser that follows the redirect, a
-//! small axum token endpoint on 127.0.0.1 checks the code and the PKCE
-//! verifier as a real one would.
+//! HTTP: test-util's `AuthServer` approves the authorization request (the
+//! headless `authorize`), a hyper client plays the browser that follows
+//! the redirect, and the server's token endpoint on 127.0.0.1 checks the
+//! code and the PKCE verifier as a real one would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use axum::{Form, Json, Router, http::StatusCode, routing::post};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use http_body_util::Full;
 use tokio::io::AsyncWriteExt;
 use tower_token_refresh::{
-    Error, ErrorKind, ServiceClient, TokenManager,
-    oauth2::{AuthorizationCodeLogin, ClientAuth, LoginError, LoginHints, Pkce},
+    Error, ErrorKind, ServiceClient, TokenManager, TokenSet,
+    oauth2::{AuthorizationCodeLogin, ClientAuth, LoginError, LoginHints},
     source::{self, TokenSourceExt},
 };
-use tower_token_refresh_test_util::hyper_client;
+use tower_token_refresh_test_util::{
+    AuthConfig, AuthServer, AuthorizationRequest, Client, hyper_client,
+};
 
 type Http = ServiceClient<
     hyper_util::client::legacy::Client<
@@ -28,109 +30,46 @@ type Http = ServiceClient<
     >,
 >;
 
-/// What the authorization endpoint was asked for, as the browser saw it.
-#[derive(Clone, Debug, Default)]
-struct Asked {
-    params: HashMap<String, String>,
+/// test-util's authorization server with `cli`, a public client: it issues
+/// tokens for a code it issued, once, and only with the verifier of the
+/// challenge the browser was sent with.
+async fn server() -> AuthServer {
+    let config = AuthConfig::default()
+        .access_lifetime(Duration::from_secs(300))
+        .register(Client::public("cli"));
+    AuthServer::start(config).await.unwrap()
 }
 
-impl Asked {
-    fn of(url: &str) -> Asked {
-        let query = url.split_once('?').unwrap().1;
-        let params = query
-            .split('&')
-            .map(|pair| {
-                let (n, v) = pair.split_once('=').unwrap();
-                (decode(n), decode(v))
-            })
-            .collect();
-        Asked { params }
-    }
-
-    fn get(&self, name: &str) -> &str {
-        self.params.get(name).map(String::as_str).unwrap_or("")
-    }
+/// A login of `cli` at `auth`.
+fn login_at(auth: &AuthServer) -> AuthorizationCodeLogin<Http> {
+    AuthorizationCodeLogin::new(
+        auth.authorization_url().parse().unwrap(),
+        auth.token_url().parse().unwrap(),
+        ClientAuth::none("cli"),
+        ServiceClient::new(hyper_client()),
+    )
 }
 
-fn decode(s: &str) -> String {
-    let s = s.replace('+', " ");
-    let mut out = Vec::new();
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
+/// What the authorization endpoint was last asked for.
+fn asked(auth: &AuthServer) -> AuthorizationRequest {
+    auth.log().authorization_requests.last().unwrap().clone()
 }
 
-/// A token endpoint that issues tokens for the code `the-code` once, and
-/// only with the verifier of the challenge the browser was sent with.
-#[derive(Clone, Default)]
-struct TokenEndpoint {
-    asked: Arc<Mutex<Option<Asked>>>,
-    requests: Arc<Mutex<Vec<HashMap<String, String>>>>,
+/// Code exchanges the token endpoint saw.
+fn exchanges(auth: &AuthServer) -> u64 {
+    auth.stats().token_requests
 }
 
-impl TokenEndpoint {
-    async fn start(&self) -> String {
-        let this = self.clone();
-        let app = Router::new().route(
-            "/token",
-            post(move |Form(form): Form<HashMap<String, String>>| {
-                let this = this.clone();
-                async move { this.answer(form) }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}/token")
-    }
-
-    fn answer(&self, form: HashMap<String, String>) -> (StatusCode, Json<serde_json::Value>) {
-        self.requests.lock().unwrap().push(form.clone());
-        let asked = self.asked.lock().unwrap().clone().unwrap_or_default();
-        let verifier_ok = form
-            .get("code_verifier")
-            .and_then(|v| Pkce::from_verifier(v.clone()).ok())
-            .is_some_and(|p| p.challenge() == asked.get("code_challenge"));
-        let ok = form.get("grant_type").map(String::as_str) == Some("authorization_code")
-            && form.get("code").map(String::as_str) == Some("the-code")
-            && form.get("client_id").map(String::as_str) == Some("cli")
-            && form.get("redirect_uri").map(String::as_str) == Some(asked.get("redirect_uri"))
-            && asked.get("code_challenge_method") == "S256"
-            && verifier_ok;
-        if !ok {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({"error": "invalid_grant"})),
-            );
-        }
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({
-                "access_token": "at-from-code",
-                "token_type": "Bearer",
-                "expires_in": 300,
-                "refresh_token": "rt-from-code",
-            })),
-        )
-    }
-
-    fn exchanges(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
+/// The tokens were issued by `auth` and are live there.
+fn assert_issued_by(auth: &AuthServer, tokens: &TokenSet) {
+    assert!(auth.is_access_token_valid(tokens.access_token().secret()));
+    assert!(auth.is_refresh_token_active(tokens.refresh_token().unwrap().secret()));
+    assert_eq!(auth.stats().authorization_code_grants, 1);
 }
 
-/// What the browser does with the authorization URL: `redirect` builds the
-/// query it comes back with from what was asked.
-type Browser = Arc<dyn Fn(&Asked) -> String + Send + Sync>;
+/// What the browser does with the approved authorization request:
+/// `redirect` builds the query it comes back with from it.
+type Browser = Arc<dyn Fn(&AuthorizationRequest) -> String + Send + Sync>;
 
 /// The status the browser's page came back with, once it has.
 type Page = Arc<Mutex<Option<StatusCode>>>;
@@ -138,47 +77,45 @@ type Page = Arc<Mutex<Option<StatusCode>>>;
 async fn login_with(
     browser: Browser,
     timeout: Duration,
-) -> (AuthorizationCodeLogin<Http>, TokenEndpoint, Page) {
-    let endpoint = TokenEndpoint::default();
-    let token_url = endpoint.start().await;
+) -> (AuthorizationCodeLogin<Http>, AuthServer, Page) {
+    let auth = server().await;
     let page: Page = Arc::default();
-    let (asked_slot, page_slot) = (endpoint.asked.clone(), page.clone());
-    let login = AuthorizationCodeLogin::new(
-        "https://auth.example.com/authorize".parse().unwrap(),
-        token_url.parse().unwrap(),
-        ClientAuth::none("cli"),
-        ServiceClient::new(hyper_client()),
-    )
-    .scope("openid api")
-    .timeout(timeout)
-    .on_authorization_url(move |url| {
-        // The hook must not block: the browser runs beside the listener.
-        let asked = Asked::of(url);
-        *asked_slot.lock().unwrap() = Some(asked.clone());
-        let target = format!("{}?{}", asked.get("redirect_uri"), browser(&asked));
-        let page = page_slot.clone();
-        tokio::spawn(async move {
-            let request = http::Request::get(target).body(Full::default()).unwrap();
-            let response = hyper_client().request(request).await.unwrap();
-            *page.lock().unwrap() = Some(response.status());
+    let (server, page_slot) = (auth.clone(), page.clone());
+    let login = login_at(&auth)
+        .scope("openid api")
+        .timeout(timeout)
+        .on_authorization_url(move |url| {
+            // The hook must not block: the browser runs beside the listener.
+            let asked = server.authorize(url).unwrap();
+            let target = format!("{}?{}", asked.get("redirect_uri"), browser(&asked));
+            let page = page_slot.clone();
+            tokio::spawn(async move {
+                let request = http::Request::get(target).body(Full::default()).unwrap();
+                let response = hyper_client().request(request).await.unwrap();
+                *page.lock().unwrap() = Some(response.status());
+            });
         });
-    });
-    (login, endpoint, page)
+    (login, auth, page)
 }
 
-fn state_of(asked: &Asked) -> String {
+/// The genuine answer: the code issued, with the state sent.
+fn genuine(asked: &AuthorizationRequest) -> String {
+    format!("code={}&state={}", asked.code, state_of(asked))
+}
+
+fn state_of(asked: &AuthorizationRequest) -> String {
     asked.get("state").to_owned()
 }
 
 #[tokio::test]
 async fn a_loopback_login_exchanges_the_code_with_its_pkce_verifier() {
-    let browser: Browser = Arc::new(|a| format!("code=the-code&state={}", state_of(a)));
-    let (login, endpoint, page) = login_with(browser, Duration::from_secs(30)).await;
+    let browser: Browser = Arc::new(genuine);
+    let (login, auth, page) = login_with(browser, Duration::from_secs(30)).await;
     let tokens = login.login().await.unwrap();
-    assert_eq!(tokens.access_token().secret(), "at-from-code");
-    assert_eq!(tokens.refresh_token().unwrap().secret(), "rt-from-code");
-    assert_eq!(endpoint.exchanges(), 1);
-    let asked = endpoint.asked.lock().unwrap().clone().unwrap();
+    assert_issued_by(&auth, &tokens);
+    assert_eq!(exchanges(&auth), 1);
+    let asked = asked(&auth);
+    assert_eq!(asked.get("code_challenge_method"), "S256");
     assert!(asked.get("redirect_uri").starts_with("http://127.0.0.1:"));
     assert_eq!(asked.get("response_type"), "code");
     assert_eq!(asked.get("scope"), "openid api");
@@ -194,12 +131,12 @@ async fn a_loopback_login_exchanges_the_code_with_its_pkce_verifier() {
 
 #[tokio::test]
 async fn every_login_sends_a_new_state_and_challenge() {
-    let browser: Browser = Arc::new(|a| format!("code=the-code&state={}", state_of(a)));
-    let (login, endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;
+    let browser: Browser = Arc::new(genuine);
+    let (login, auth, _page) = login_with(browser, Duration::from_secs(30)).await;
     login.login().await.unwrap();
-    let first = endpoint.asked.lock().unwrap().clone().unwrap();
+    let first = asked(&auth);
     login.login().await.unwrap();
-    let second = endpoint.asked.lock().unwrap().clone().unwrap();
+    let second = asked(&auth);
     assert_ne!(first.get("state"), second.get("state"));
     assert_ne!(first.get("code_challenge"), second.get("code_challenge"));
     assert!(first.get("state").len() >= 22, "128 bits, base64url");
@@ -207,23 +144,18 @@ async fn every_login_sends_a_new_state_and_challenge() {
 
 #[tokio::test]
 async fn a_redirect_with_another_state_is_refused_and_no_code_is_exchanged() {
-    let browser: Browser = Arc::new(|_| "code=the-code&state=forged".to_owned());
-    let (login, endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;
+    let browser: Browser = Arc::new(|a| format!("code={}&state=forged", a.code));
+    let (login, auth, _page) = login_with(browser, Duration::from_secs(30)).await;
     let err = login.login().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Policy);
     assert_eq!(LoginError::of(&err), Some(&LoginError::StateMismatch));
-    assert_eq!(endpoint.exchanges(), 0);
+    assert_eq!(exchanges(&auth), 0);
 }
 
 #[tokio::test]
 async fn a_redirect_naming_another_issuer_is_refused_when_one_is_expected() {
-    let forged: Browser = Arc::new(|a| {
-        format!(
-            "code=the-code&state={}&iss=https%3A%2F%2Fevil.example",
-            state_of(a)
-        )
-    });
-    let (login, endpoint, _page) = login_with(forged, Duration::from_secs(30)).await;
+    let forged: Browser = Arc::new(|a| format!("{}&iss=https%3A%2F%2Fevil.example", genuine(a)));
+    let (login, auth, _page) = login_with(forged, Duration::from_secs(30)).await;
     let err = login
         .issuer("https://auth.example.com")
         .login()
@@ -231,26 +163,21 @@ async fn a_redirect_naming_another_issuer_is_refused_when_one_is_expected() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Policy);
     assert_eq!(LoginError::of(&err), Some(&LoginError::IssuerMismatch));
-    assert_eq!(endpoint.exchanges(), 0);
+    assert_eq!(exchanges(&auth), 0);
 
-    let genuine: Browser = Arc::new(|a| {
-        format!(
-            "code=the-code&state={}&iss=https%3A%2F%2Fauth.example.com",
-            state_of(a)
-        )
-    });
-    let (login, _endpoint, _page) = login_with(genuine, Duration::from_secs(30)).await;
+    let named: Browser = Arc::new(|a| format!("{}&iss=https%3A%2F%2Fauth.example.com", genuine(a)));
+    let (login, _auth, _page) = login_with(named, Duration::from_secs(30)).await;
     let login = login.issuer("https://auth.example.com");
     assert!(login.login().await.is_ok());
 }
 
 #[tokio::test]
 async fn a_redirect_without_state_is_a_mismatch() {
-    let browser: Browser = Arc::new(|_| "code=the-code".to_owned());
-    let (login, endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;
+    let browser: Browser = Arc::new(|a| format!("code={}", a.code));
+    let (login, auth, _page) = login_with(browser, Duration::from_secs(30)).await;
     let err = login.login().await.unwrap_err();
     assert_eq!(LoginError::of(&err), Some(&LoginError::StateMismatch));
-    assert_eq!(endpoint.exchanges(), 0);
+    assert_eq!(exchanges(&auth), 0);
 }
 
 #[tokio::test]
@@ -261,7 +188,7 @@ async fn access_denied_on_the_redirect_is_a_typed_denial() {
             state_of(a)
         )
     });
-    let (login, endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;
+    let (login, auth, _page) = login_with(browser, Duration::from_secs(30)).await;
     let err = login.login().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionExpired);
     assert_eq!(err.oauth_error(), Some("access_denied"));
@@ -272,13 +199,13 @@ async fn access_denied_on_the_redirect_is_a_typed_denial() {
             description: Some("The user said no".into()),
         })
     );
-    assert_eq!(endpoint.exchanges(), 0);
+    assert_eq!(exchanges(&auth), 0);
 }
 
 #[tokio::test]
 async fn a_redirect_without_code_or_error_is_missing_code() {
     let browser: Browser = Arc::new(|a| format!("state={}", state_of(a)));
-    let (login, _endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;
+    let (login, _auth, _page) = login_with(browser, Duration::from_secs(30)).await;
     let err = login.login().await.unwrap_err();
     assert_eq!(LoginError::of(&err), Some(&LoginError::MissingCode));
 }
@@ -286,31 +213,30 @@ async fn a_redirect_without_code_or_error_is_missing_code() {
 #[tokio::test]
 async fn a_rejected_code_is_the_token_endpoint_error_and_keeps_the_code_out() {
     let browser: Browser = Arc::new(|a| format!("code=stolen-code-123&state={}", state_of(a)));
-    let (login, endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;
+    let (login, auth, _page) = login_with(browser, Duration::from_secs(30)).await;
     let err = login.login().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionExpired);
     assert_eq!(err.oauth_error(), Some("invalid_grant"));
-    assert_eq!(endpoint.exchanges(), 1);
+    assert_eq!(exchanges(&auth), 1);
+    assert_eq!(auth.stats().invalid_grant, 1);
     assert!(!format!("{err} {err:?}").contains("stolen-code-123"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_listener_gives_up_after_its_timeout_and_closes() {
-    let endpoint = TokenEndpoint::default();
-    let token_url = endpoint.start().await;
+    let auth = server().await;
     let redirect_uri = Arc::new(Mutex::new(String::new()));
-    let seen = redirect_uri.clone();
-    let login = AuthorizationCodeLogin::new(
-        "https://auth.example.com/authorize".parse().unwrap(),
-        token_url.parse().unwrap(),
-        ClientAuth::none("cli"),
-        ServiceClient::new(hyper_client()),
-    )
-    .timeout(Duration::from_secs(120))
-    // No browser: the user never comes back.
-    .on_authorization_url(move |url| {
-        *seen.lock().unwrap() = Asked::of(url).get("redirect_uri").to_owned()
-    });
+    let (seen, server) = (redirect_uri.clone(), auth.clone());
+    let login = login_at(&auth)
+        .timeout(Duration::from_secs(120))
+        // No browser: the user never comes back.
+        .on_authorization_url(move |url| {
+            *seen.lock().unwrap() = server
+                .authorize(url)
+                .unwrap()
+                .get("redirect_uri")
+                .to_owned()
+        });
     let started = tokio::time::Instant::now();
     let err = login.login().await.unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_secs(120));
@@ -325,20 +251,12 @@ async fn the_listener_gives_up_after_its_timeout_and_closes() {
 
 #[tokio::test]
 async fn preconnects_and_other_paths_do_not_end_the_wait() {
-    let endpoint = TokenEndpoint::default();
-    let token_url = endpoint.start().await;
-    let asked_slot = endpoint.asked.clone();
+    let auth = server().await;
+    let server = auth.clone();
     let favicon: Page = Arc::default();
     let favicon_slot = favicon.clone();
-    let login = AuthorizationCodeLogin::new(
-        "https://auth.example.com/authorize".parse().unwrap(),
-        token_url.parse().unwrap(),
-        ClientAuth::none("cli"),
-        ServiceClient::new(hyper_client()),
-    )
-    .on_authorization_url(move |url| {
-        let asked = Asked::of(url);
-        *asked_slot.lock().unwrap() = Some(asked.clone());
+    let login = login_at(&auth).on_authorization_url(move |url| {
+        let asked = server.authorize(url).unwrap();
         let redirect = asked.get("redirect_uri").to_owned();
         let favicon = favicon_slot.clone();
         tokio::spawn(async move {
@@ -358,26 +276,26 @@ async fn preconnects_and_other_paths_do_not_end_the_wait() {
                 .unwrap();
             let status = hyper_client().request(icon).await.unwrap().status();
             *favicon.lock().unwrap() = Some(status);
-            let back = format!("{redirect}?code=the-code&state={}", asked.get("state"));
+            let back = format!("{redirect}?{}", genuine(&asked));
             let request = http::Request::get(back).body(Full::default()).unwrap();
             hyper_client().request(request).await.unwrap();
             idle.shutdown().await.ok();
         });
     });
     let tokens = login.login().await.unwrap();
-    assert_eq!(tokens.access_token().secret(), "at-from-code");
+    assert_issued_by(&auth, &tokens);
     assert_eq!(*favicon.lock().unwrap(), Some(StatusCode::NOT_FOUND));
 }
 
 #[tokio::test]
 async fn step_up_hints_reach_the_authorization_request() {
-    let browser: Browser = Arc::new(|a| format!("code=the-code&state={}", state_of(a)));
-    let (login, endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;
+    let browser: Browser = Arc::new(genuine);
+    let (login, auth, _page) = login_with(browser, Duration::from_secs(30)).await;
     let hints = LoginHints::new()
         .with_acr_values("urn:example:mfa")
         .with_max_age(Duration::from_secs(0));
     login.login_with(&hints).await.unwrap();
-    let asked = endpoint.asked.lock().unwrap().clone().unwrap();
+    let asked = asked(&auth);
     assert_eq!(asked.get("acr_values"), "urn:example:mfa");
     assert_eq!(asked.get("max_age"), "0");
     assert_eq!(asked.get("scope"), "openid api");
@@ -385,8 +303,8 @@ async fn step_up_hints_reach_the_authorization_request() {
 
 #[tokio::test]
 async fn the_login_is_the_last_link_of_a_chain_and_says_it_answered() {
-    let browser: Browser = Arc::new(|a| format!("code=the-code&state={}", state_of(a)));
-    let (login, endpoint, _page) = login_with(browser, Duration::from_secs(30)).await;
+    let browser: Browser = Arc::new(genuine);
+    let (login, auth, _page) = login_with(browser, Duration::from_secs(30)).await;
     let answered = Arc::new(Mutex::new(Vec::new()));
     let (a, b, c) = (answered.clone(), answered.clone(), answered.clone());
     let refresh =
@@ -400,44 +318,45 @@ async fn the_login_is_the_last_link_of_a_chain_and_says_it_answered() {
     let tokens = TokenManager::builder(refresh.or_else(silent).or_else(interactive))
         .attempt_timeout(Duration::from_secs(300))
         .build();
-    let auth = tokens.authorization().await.unwrap();
-    assert_eq!(auth.header().to_str().unwrap(), "Bearer at-from-code");
+    let header = tokens.authorization().await.unwrap();
+    let token = tokens.current().unwrap().access_token().secret().to_owned();
+    assert_eq!(header.header().to_str().unwrap(), format!("Bearer {token}"));
+    assert!(auth.is_access_token_valid(&token));
     assert_eq!(*answered.lock().unwrap(), ["interactive"]);
-    assert_eq!(endpoint.exchanges(), 1);
+    assert_eq!(exchanges(&auth), 1);
 }
 
 #[tokio::test]
 async fn a_flood_of_requests_that_are_not_the_redirect_ends_the_wait() {
-    let endpoint = TokenEndpoint::default();
-    let token_url = endpoint.start().await;
-    let login = AuthorizationCodeLogin::new(
-        "https://auth.example.com/authorize".parse().unwrap(),
-        token_url.parse().unwrap(),
-        ClientAuth::none("cli"),
-        ServiceClient::new(hyper_client()),
-    )
-    // Without the bound it would wait for this, and fail as TimedOut.
-    .timeout(Duration::from_secs(10))
-    .on_authorization_url(move |url| {
-        let redirect = Asked::of(url).get("redirect_uri").to_owned();
-        let base = redirect.strip_suffix("/callback").unwrap().to_owned();
-        tokio::spawn(async move {
-            // More than the listener's bound of 16 connections; each is
-            // answered 404 and closed. Later ones find the port closed.
-            for _ in 0..20 {
-                let other = http::Request::get(format!("{base}/other"))
-                    .body(Full::default())
-                    .unwrap();
-                if hyper_client().request(other).await.is_err() {
-                    break;
+    let auth = server().await;
+    let server = auth.clone();
+    let login = login_at(&auth)
+        // Without the bound it would wait for this, and fail as TimedOut.
+        .timeout(Duration::from_secs(10))
+        .on_authorization_url(move |url| {
+            let redirect = server
+                .authorize(url)
+                .unwrap()
+                .get("redirect_uri")
+                .to_owned();
+            let base = redirect.strip_suffix("/callback").unwrap().to_owned();
+            tokio::spawn(async move {
+                // More than the listener's bound of 16 connections; each is
+                // answered 404 and closed. Later ones find the port closed.
+                for _ in 0..20 {
+                    let other = http::Request::get(format!("{base}/other"))
+                        .body(Full::default())
+                        .unwrap();
+                    if hyper_client().request(other).await.is_err() {
+                        break;
+                    }
                 }
-            }
+            });
         });
-    });
     let err = login.login().await.unwrap_err();
     assert!(
         matches!(LoginError::of(&err), Some(LoginError::BadCallback(_))),
         "{err:?}"
     );
-    assert_eq!(endpoint.exchanges(), 0);
+    assert_eq!(exchanges(&auth), 0);
 }

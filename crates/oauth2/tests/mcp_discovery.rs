@@ -28,9 +28,10 @@ use tower_token_refresh::{
     ErrorKind, FileStore, TokenManager, TokenStore,
     classify::parse_challenges,
     oauth2::{
-        AuthorizationCodeLogin, ClientAuth, ClientCredentialsGrant, ClientRegistration, LoginError,
-        ProtectedResourceMetadata, ProviderMetadata, RefreshTokenGrant, RegisteredClient,
-        ResourceIndicator, ScopeStepUp, StepUpDecision, select_scope,
+        AuthorizationCodeLogin, ClientAuth, ClientCredentialsGrant, ClientIdentity,
+        ClientRegistration, LoginError, McpAuthorization, ProtectedResourceMetadata,
+        ProviderMetadata, RefreshTokenGrant, RegisteredClient, ResourceIndicator, ScopeStepUp,
+        StepUpDecision, select_scope,
     },
 };
 use tower_token_refresh_test_util::hyper_client;
@@ -821,4 +822,120 @@ async fn an_unused_grant_shows_its_resource_but_never_its_secret() {
         http(),
     );
     assert!(format!("{grant:?}").contains("resources: []"));
+}
+
+/// The chain as one value: what the 401 said, the discovery, the identity.
+async fn mcp_authorization(world: &World) -> McpAuthorization {
+    let (status, scope, metadata_url) = call_mcp(world, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let metadata_url: Option<http::Uri> = metadata_url.map(|u| u.parse().unwrap());
+    McpAuthorization::discover(
+        &world.mcp_url(),
+        metadata_url.as_ref(),
+        scope.as_deref(),
+        &http(),
+    )
+    .await
+    .unwrap()
+}
+
+fn registration() -> ClientRegistration {
+    ClientRegistration::new()
+        .client_name("identity test")
+        .redirect_uris(["http://127.0.0.1/callback"])
+}
+
+#[tokio::test]
+async fn mcp_authorization_logs_in_and_refreshes_with_its_resource_and_scope() {
+    let world = World::start(Setup {
+        challenge_scope: Some("mcp:basic"),
+        ..Setup::default()
+    })
+    .await;
+    let mcp = mcp_authorization(&world).await;
+    assert_eq!(mcp.resource().as_str(), world.mcp_url());
+    assert_eq!(mcp.scope(), Some("mcp:basic"));
+
+    let who = mcp
+        .client_auth(&ClientIdentity::new().registration(registration()), &http())
+        .await
+        .unwrap();
+    let registered = who.registered.expect("registered just now");
+    let login = mcp
+        .login(who.auth.clone(), http())
+        .unwrap()
+        .on_authorization_url(browser);
+    let tokens = login.login().await.unwrap();
+    let (status, _, _) = call_mcp(&world, Some(tokens.access_token().secret())).await;
+    assert_eq!(status, StatusCode::OK);
+    let refresh = mcp.refresh_grant(who.auth, http());
+    let manager = TokenManager::builder(refresh).initial(tokens).build();
+    manager.refresh().await.unwrap();
+
+    let seen = world.seen();
+    assert_eq!(seen.registrations.len(), 1);
+    assert_eq!(registered.client_id(), "dyn-client");
+    assert_eq!(seen.authorizations[0]["resource"], world.mcp_url());
+    assert_eq!(seen.authorizations[0]["scope"], "mcp:basic");
+    for (form, _) in &seen.token_requests {
+        assert_eq!(form["resource"], world.mcp_url(), "{form:?}");
+    }
+    assert_eq!(seen.token_requests.len(), 2, "the code, then the refresh");
+}
+
+#[tokio::test]
+async fn mcp_authorization_takes_the_identity_in_the_specs_order() {
+    let world = World::start(Setup {
+        cimd: true,
+        ..Setup::default()
+    })
+    .await;
+    let mcp = mcp_authorization(&world).await;
+    let cimd = "https://app.example.com/oauth/client.json";
+    let everything = ClientIdentity::new()
+        .metadata_document(cimd)
+        .registration(registration());
+
+    // Pre-registered credentials come first.
+    let who = mcp
+        .client_auth(
+            &everything
+                .clone()
+                .pre_registered(ClientAuth::basic("pre", "secret")),
+            &http(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(who.auth.client_id(), Some("pre"));
+    assert!(who.registered.is_none());
+
+    // Then the metadata document, the server taking them: no registration.
+    let who = mcp.client_auth(&everything, &http()).await.unwrap();
+    assert_eq!(who.auth.client_id(), Some(cimd));
+    assert_eq!(who.auth.method(), "none");
+    assert!(world.seen().registrations.is_empty());
+
+    // A server without metadata document support: registration.
+    let world = World::start(Setup::default()).await;
+    let mcp = mcp_authorization(&world).await;
+    let who = mcp.client_auth(&everything, &http()).await.unwrap();
+    assert_eq!(who.auth.client_id(), Some("dyn-client"));
+    let registered = who.registered.unwrap();
+    assert_eq!(world.seen().registrations.len(), 1);
+
+    // A kept registration is used instead of registering again.
+    let who = mcp
+        .client_auth(&everything.clone().stored(registered), &http())
+        .await
+        .unwrap();
+    assert_eq!(who.auth.client_id(), Some("dyn-client"));
+    assert!(who.registered.is_none());
+    assert_eq!(world.seen().registrations.len(), 1, "not registered again");
+
+    // Nothing applies: refused, and said why.
+    let err = mcp
+        .client_auth(&ClientIdentity::new(), &http())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Rejected);
 }

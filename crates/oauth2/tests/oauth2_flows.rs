@@ -319,6 +319,16 @@ fn endpoints(metadata: &ProviderMetadata) -> (Option<String>, Option<String>) {
     )
 }
 
+/// The grants test-util's server serves, as its OpenID Connect document
+/// lists them.
+const GRANT_TYPES: [&str; 5] = [
+    "refresh_token",
+    "client_credentials",
+    "authorization_code",
+    "urn:ietf:params:oauth:grant-type:device_code",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+];
+
 #[tokio::test]
 async fn discovery_reads_an_rfc_8414_document_alone() {
     let config = AuthConfig::default().metadata(MetadataDocuments::OAuthOnly);
@@ -341,10 +351,7 @@ async fn discovery_reads_an_openid_configuration_alone() {
         endpoints(&metadata),
         (Some(auth.introspection_url()), Some(auth.revocation_url()))
     );
-    assert_eq!(
-        metadata.grant_types_supported(),
-        ["refresh_token", "client_credentials"]
-    );
+    assert_eq!(metadata.grant_types_supported(), GRANT_TYPES);
 }
 
 #[tokio::test]
@@ -357,10 +364,7 @@ async fn discovery_merges_both_documents_field_by_field() {
         endpoints(&metadata),
         (Some(auth.introspection_url()), Some(auth.revocation_url()))
     );
-    assert_eq!(
-        metadata.grant_types_supported(),
-        ["refresh_token", "client_credentials"]
-    );
+    assert_eq!(metadata.grant_types_supported(), GRANT_TYPES);
     let revocation = metadata.revocation_client(basic(&auth), http()).unwrap();
     revocation.revoke("no-such-token", None).await.unwrap();
     assert_eq!(auth.stats().revocation_requests, 1);

@@ -22,7 +22,10 @@ use axum::{
 use serde_json::json;
 use tower_token_refresh::{
     ErrorKind, ServiceClient, TokenManager, TokenSet,
-    oauth2::{AssertionGrant, ClientAuth, TokenExchangeGrant, token_exchange::token_type},
+    oauth2::{
+        AssertionGrant, ClientAuth, ResourceIndicator, TokenExchangeGrant,
+        token_exchange::token_type,
+    },
     source,
 };
 use tower_token_refresh_test_util::hyper_client;
@@ -178,7 +181,7 @@ fn id_jag_exchange(origin: &str, subject: &'static str) -> TokenExchangeGrant<Ht
     )
     .requested_token_type(token_type::ID_JAG)
     .audience(AS_ISSUER)
-    .resource(RESOURCE)
+    .resource(ResourceIndicator::new(RESOURCE).unwrap())
 }
 
 fn chain(origin: &str, subject: &'static str) -> AssertionGrant<Http> {

@@ -121,6 +121,8 @@
 mod body;
 mod client;
 mod error;
+mod probe;
 
 pub use client::McpHttpClient;
 pub use error::Error;
+pub use probe::{Unauthenticated, probe};

@@ -2,13 +2,22 @@
 //! an OAuth2 authorization server and a protected resource, both axum on
 //! 127.0.0.1, in the test's own process and runtime.
 //!
-//! - [`AuthServer`]: a token endpoint with refresh token rotation and reuse
-//!   detection (with an optional reuse grace), `client_credentials`, introspection (RFC 7662), revocation
-//!   (RFC 7009), OpenID Connect discovery, and queued [`Fault`]s (delays,
-//!   5xx, `invalid_grant`, malformed JSON, HTML error pages, dropped
-//!   connections, `Retry-After`, string `expires_in`, missing fields).
+//! - [`AuthServer`]: one authorization server over one token ledger: a
+//!   token endpoint with refresh token rotation and reuse detection (with
+//!   an optional reuse grace), `client_credentials`, the authorization code
+//!   with PKCE (and a headless [approval](AuthServer::authorize)), device
+//!   authorization (RFC 8628), the JWT bearer grant (RFC 7523); clients
+//!   authenticated by secret, signed assertion (`private_key_jwt`,
+//!   `client_secret_jwt`, `jti` replay refused) or none; DPoP (RFC 9449:
+//!   proofs checked, nonces, tokens bound to the proof's key);
+//!   introspection (RFC 7662), revocation (RFC 7009), discovery (RFC 8414,
+//!   OpenID Connect); and queued [`Fault`]s (delays, 5xx, `invalid_grant`,
+//!   malformed JSON, HTML error pages, dropped connections, `Retry-After`,
+//!   string `expires_in`, missing fields). Switches are in [`AuthConfig`],
+//!   counts in [`AuthStats`], what it was shown in [`AuthLog`].
 //! - [`ResourceServer`]: an API that accepts the [`AuthServer`]'s access
-//!   tokens and answers with RFC 6750 challenges.
+//!   tokens, bearer or DPoP-bound (proofs checked), and answers with RFC
+//!   6750 and RFC 9449 challenges.
 //! - `GrpcServer` (feature `grpc`): a tonic server that accepts the
 //!   [`AuthServer`]'s tokens as gRPC metadata, rejects others with
 //!   `UNAUTHENTICATED` (trailers-only, or in real trailers after a message),
@@ -16,6 +25,8 @@
 //! - [`CountingSource`]: a [`TokenSource`](tower_token_refresh_core::TokenSource)
 //!   for unit tests, with call counting, latency and injected failures.
 //! - [`dpop::verify_proof`]: checks a DPoP proof as a server would.
+//! - [`fixture`]: the servers, login and seeded manager a client's test
+//!   suite starts from.
 //! - [`hyper_client`]: the plain hyper-util client tests and examples share.
 //! - [`until`]: a bounded wait on tokio's clock for a condition to hold.
 //! - [`process`]: one login shared by several processes: the `ttr-session`
@@ -58,6 +69,7 @@
 
 mod auth;
 pub mod dpop;
+pub mod fixture;
 mod form;
 #[cfg(feature = "grpc")]
 mod grpc;
@@ -72,18 +84,19 @@ mod wait;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
+    client::legacy::{Client as HyperClient, connect::HttpConnector},
     rt::TokioExecutor,
 };
 
 pub use auth::{
-    AuthConfig, AuthServer, AuthStats, Echo, Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments,
+    Assertion, AuthConfig, AuthLog, AuthServer, AuthStats, AuthorizationRequest, Client, Echo,
+    Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments, Nonce,
 };
 #[cfg(feature = "grpc")]
 pub use grpc::{BytesCodec, GrpcServer, GrpcStats};
 #[cfg(feature = "redis")]
 pub use redis_server::RedisServer;
-pub use resource::{ResourceServer, ResourceStats};
+pub use resource::{ResourceLog, ResourceServer, ResourceStats};
 pub use source::CountingSource;
 pub use wait::until;
 
@@ -98,6 +111,6 @@ pub use wait::until;
 /// # let _ = client;
 /// # }
 /// ```
-pub fn hyper_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
+pub fn hyper_client() -> HyperClient<HttpConnector, Full<Bytes>> {
+    HyperClient::builder(TokioExecutor::new()).build_http()
 }

@@ -1,7 +1,7 @@
 //! The in-process protected resource.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
@@ -17,8 +17,17 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::json;
+use tower_token_refresh_core::header::DPOP;
 
-use crate::{AuthServer, auth::AuthShared, serve::ServerTask};
+use crate::{
+    AuthServer,
+    auth::{
+        AuthShared,
+        dpop::{NonceState, set_nonce},
+    },
+    dpop::{Proof, ath, verify_proof},
+    serve::ServerTask,
+};
 
 /// The challenge for a request without bearer credentials (RFC 6750 §3.1:
 /// no error code).
@@ -28,6 +37,10 @@ const INVALID_TOKEN: &str = r#"Bearer realm="test", error="invalid_token", error
 /// The challenge of `/api/admin`.
 const INSUFFICIENT_SCOPE: &str =
     r#"Bearer realm="test", error="insufficient_scope", scope="admin""#;
+
+/// The challenge for a request without credentials to a resource of a
+/// server that requires DPoP.
+const DPOP_NO_CREDENTIALS: &str = r#"DPoP algs="ES256""#;
 
 /// Echo accepts bodies up to this size (benches send large ones).
 const ECHO_LIMIT: usize = 16 * 1024 * 1024;
@@ -43,9 +56,27 @@ pub struct ResourceStats {
     pub rejected: u64,
     /// Requests answered 403 (`/api/admin`).
     pub forbidden: u64,
-    /// Requests that came without `Authorization: Bearer` credentials (also
-    /// counted in `rejected`).
+    /// Requests that came without `Authorization: Bearer` or `DPoP`
+    /// credentials (also counted in `rejected`).
     pub missing_credentials: u64,
+    /// `DPoP` requests refused with `invalid_dpop_proof`: no proof, or one
+    /// that does not verify, is not for this request or token, or was seen
+    /// before (also counted in `rejected`).
+    pub invalid_dpop_proof: u64,
+    /// `DPoP` requests refused with `use_dpop_nonce` (also counted in
+    /// `rejected`).
+    pub dpop_nonce_challenges: u64,
+}
+
+/// What a [`ResourceServer`] was shown, in order.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ResourceLog {
+    /// The `jti` of every valid DPoP proof, accepted or not: one seen twice
+    /// is a replay, refused.
+    pub dpop_jtis: Vec<String>,
+    /// Every DPoP proof of an accepted request.
+    pub dpop_proofs: Vec<Proof>,
 }
 
 /// A protected resource on 127.0.0.1 that accepts the access tokens of one
@@ -53,8 +84,18 @@ pub struct ResourceStats {
 ///
 /// Every route requires `Authorization: Bearer <token>` (scheme in any
 /// case). Without it the answer is 401 with `WWW-Authenticate: Bearer
-/// realm="test"`; with a token the authorization server does not consider
-/// valid, 401 with `error="invalid_token"`. Routes:
+/// realm="test"` (`DPoP algs="ES256"` if the server
+/// [requires DPoP](crate::AuthConfig::dpop_required)); with a token the
+/// authorization server does not consider valid, or one bound to a DPoP
+/// key, 401 with `error="invalid_token"`.
+///
+/// A DPoP-bound token comes as `Authorization: DPoP <token>` with a proof
+/// (RFC 9449 §7): its signature, `htm`, `htu` (no query), `ath`, the key
+/// the token is bound to, and a `jti` this server never saw are checked
+/// (else `invalid_dpop_proof`), then the
+/// [nonce](crate::AuthConfig::resource_dpop_nonce) (else `use_dpop_nonce`
+/// with `DPoP-Nonce`), then the token (else `invalid_token`), each in a
+/// `DPoP` challenge. Routes:
 ///
 /// | route | answer |
 /// |---|---|
@@ -90,9 +131,14 @@ impl ResourceServer {
     ///
     /// When the listening socket cannot be bound.
     pub async fn start(auth: &AuthServer) -> std::io::Result<ResourceServer> {
+        let auth = auth.shared();
+        let state = ResourceState {
+            nonce: NonceState::new(auth.resource_nonce.clone()),
+            ..ResourceState::default()
+        };
         let shared = Arc::new(ResourceShared {
-            auth: auth.shared(),
-            state: Mutex::new(ResourceState::default()),
+            auth,
+            state: Mutex::new(state),
         });
         let router = Router::new()
             .route("/api/data", get(data))
@@ -127,6 +173,16 @@ impl ResourceServer {
     pub fn requests_with(&self, token: &str) -> u64 {
         self.shared.lock().by_token.get(token).copied().unwrap_or(0)
     }
+
+    /// The access tokens of the requests the server accepted, in order.
+    pub fn accepted_tokens(&self) -> Vec<String> {
+        self.shared.lock().accepted.clone()
+    }
+
+    /// What the server was shown so far.
+    pub fn log(&self) -> ResourceLog {
+        self.shared.lock().log.clone()
+    }
 }
 
 impl fmt::Debug for ResourceServer {
@@ -153,6 +209,17 @@ impl ResourceShared {
 struct ResourceState {
     stats: ResourceStats,
     by_token: HashMap<String, u64>,
+    accepted: Vec<String>,
+    nonce: NonceState,
+    jtis: HashSet<String>,
+    log: ResourceLog,
+}
+
+/// How a request presents its token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
 }
 
 /// Authenticates every request and counts every answer.
@@ -161,26 +228,48 @@ async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let token = bearer_token(request.headers()).map(str::to_owned);
+    let credentials = credentials(request.headers());
     {
         let mut state = shared.lock();
         state.stats.requests += 1;
-        if let Some(token) = &token {
+        if let Some((_, token)) = &credentials {
             *state.by_token.entry(token.clone()).or_default() += 1;
         }
     }
-    let response = match token {
+    let refusal = match &credentials {
         None => {
             shared.lock().stats.missing_credentials += 1;
-            challenge(StatusCode::UNAUTHORIZED, NO_CREDENTIALS)
+            let challenge_text = if shared.auth.dpop_required {
+                DPOP_NO_CREDENTIALS
+            } else {
+                NO_CREDENTIALS
+            };
+            Some(challenge(StatusCode::UNAUTHORIZED, challenge_text))
         }
-        Some(token) if !shared.auth.is_access_token_valid(&token) => {
-            challenge(StatusCode::UNAUTHORIZED, INVALID_TOKEN)
+        Some((Scheme::Bearer, token)) => {
+            // A DPoP-bound token is no bearer token (RFC 9449 §7.2).
+            let bound = shared.auth.lock().tokens.access_jkt(token).is_some();
+            (bound || !shared.auth.is_access_token_valid(token))
+                .then(|| challenge(StatusCode::UNAUTHORIZED, INVALID_TOKEN))
         }
-        Some(_) => next.run(request).await,
+        Some((Scheme::Dpop, token)) => check_dpop(&shared, &request, token),
+    };
+    let mut response = match refusal {
+        None => next.run(request).await,
+        Some(refusal) => refusal,
     };
     let status = response.status();
     let mut state = shared.lock();
+    if status.is_success()
+        && let Some((scheme, token)) = credentials
+    {
+        state.accepted.push(token);
+        if scheme == Scheme::Dpop
+            && let Some(nonce) = state.nonce.after_success()
+        {
+            set_nonce(response.headers_mut(), &nonce);
+        }
+    }
     if status.is_success() {
         state.stats.ok += 1;
     } else if status == StatusCode::UNAUTHORIZED {
@@ -191,13 +280,88 @@ async fn guard(
     response
 }
 
-/// The token of an `Authorization: Bearer` header, if there is one.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// The scheme and token of an `Authorization: Bearer` or `DPoP` header.
+fn credentials_of(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
-        .then_some(token)
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return None;
+    };
+    (!token.is_empty() && !token.contains(' ')).then_some((scheme, token))
+}
+
+fn credentials(headers: &HeaderMap) -> Option<(Scheme, String)> {
+    credentials_of(headers).map(|(scheme, token)| (scheme, token.to_owned()))
+}
+
+/// A 401 with a `DPoP` challenge carrying `error`.
+fn dpop_challenge(error: &str) -> Response {
+    let value = format!(r#"DPoP algs="ES256", error="{error}""#);
+    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// Checks a `DPoP` request's proof, nonce and token, in that order (RFC
+/// 9449 §7.1, §9): the challenge to answer with, if one fails.
+fn check_dpop(shared: &ResourceShared, request: &Request, token: &str) -> Option<Response> {
+    let invalid_proof = || {
+        shared.lock().stats.invalid_dpop_proof += 1;
+        dpop_challenge("invalid_dpop_proof")
+    };
+    let headers = request.headers();
+    let Some(Ok(proof)) = headers
+        .get(DPOP)
+        .map(|v| verify_proof(v.to_str().unwrap_or_default()))
+    else {
+        return Some(invalid_proof());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let htu = format!("http://{host}{}", request.uri().path());
+    let bound = shared
+        .auth
+        .lock()
+        .tokens
+        .access_jkt(token)
+        .map(str::to_owned);
+    if proof.htm != request.method().as_str()
+        || proof.htu != htu
+        || proof.ath.as_deref() != Some(ath(token).as_str())
+        || bound.as_ref().is_some_and(|jkt| *jkt != proof.jkt)
+    {
+        return Some(invalid_proof());
+    }
+    {
+        let mut state = shared.lock();
+        if !state.jtis.insert(proof.jti.clone()) {
+            drop(state);
+            return Some(invalid_proof());
+        }
+        state.log.dpop_jtis.push(proof.jti.clone());
+        if let Err(nonce) = state.nonce.check(proof.nonce.as_deref()) {
+            state.stats.dpop_nonce_challenges += 1;
+            let mut response = dpop_challenge("use_dpop_nonce");
+            set_nonce(response.headers_mut(), &nonce);
+            return Some(response);
+        }
+    }
+    if bound.is_none() || !shared.auth.is_access_token_valid(token) {
+        return Some(dpop_challenge("invalid_token"));
+    }
+    shared.lock().log.dpop_proofs.push(proof);
+    None
 }
 
 fn challenge(status: StatusCode, www_authenticate: &'static str) -> Response {
@@ -234,6 +398,14 @@ async fn always_401() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The token of an `Authorization: Bearer` header, if there is one.
+    fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+        match credentials_of(headers)? {
+            (Scheme::Bearer, token) => Some(token),
+            (Scheme::Dpop, _) => None,
+        }
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_token_required() {

@@ -927,6 +927,8 @@ async fn resource_routes_answer_as_documented() -> TestResult {
             rejected: 1,
             forbidden: 1,
             missing_credentials: 0,
+            invalid_dpop_proof: 0,
+            dpop_nonce_challenges: 0,
         }
     );
     assert_eq!(api.requests_with(&token), 4);

@@ -1,9 +1,9 @@
 //! A world of real servers and a layered hyper client, shared by the tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod capture;
 
-use std::time::Duration;
+use std::ops::Deref;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -11,39 +11,38 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use tower::{Layer, ServiceExt};
 use tower_token_refresh::{
-    BoxError, Origin, ServiceClient, TokenManager, TokenManagerBuilder, TokenRefresh,
-    TokenRefreshLayer,
-    oauth2::{ClientAuth, RefreshTokenGrant},
+    BoxError, ServiceClient, TokenManagerBuilder, TokenRefresh, TokenRefreshLayer,
+    oauth2::RefreshTokenGrant,
 };
-pub use tower_token_refresh_test_util::until;
 use tower_token_refresh_test_util::{
-    AuthConfig, AuthServer, IssuedTokens, ResourceServer, hyper_client,
+    AuthConfig, AuthServer,
+    fixture::{Servers, refresh_grant},
+    hyper_client,
+};
+pub use tower_token_refresh_test_util::{
+    fixture::{HOUR, origin_of},
+    until,
 };
 
 pub type Http = Client<HttpConnector, Full<Bytes>>;
 pub type Authed = TokenRefresh<Http>;
 
-pub const HOUR: Duration = Duration::from_secs(3600);
-
+/// test-util's servers, login and manager, and the layered hyper client.
 pub struct World {
-    pub auth: AuthServer,
-    pub api: ResourceServer,
-    pub tokens: TokenManager,
+    pub servers: Servers,
     pub client: Authed,
-    pub login: IssuedTokens,
 }
 
-/// The origin of a server listening on `addr`.
-pub fn origin_of(addr: std::net::SocketAddr) -> Origin {
-    format!("http://{addr}").parse().unwrap()
+impl Deref for World {
+    type Target = Servers;
+
+    fn deref(&self) -> &Servers {
+        &self.servers
+    }
 }
 
 pub fn grant(auth: &AuthServer, http: Http) -> RefreshTokenGrant<ServiceClient<Http>> {
-    RefreshTokenGrant::new(
-        auth.token_url().parse().unwrap(),
-        ClientAuth::basic(auth.client_id(), auth.client_secret()),
-        ServiceClient::new(http),
-    )
+    refresh_grant(auth, ServiceClient::new(http))
 }
 
 /// Servers with one-hour tokens (so nothing expires unless a test says so),
@@ -56,21 +55,14 @@ pub async fn world_with(
     config: AuthConfig,
     tweak: impl FnOnce(TokenManagerBuilder) -> TokenManagerBuilder,
 ) -> World {
-    let auth = AuthServer::start(config).await.unwrap();
-    let api = ResourceServer::start(&auth).await.unwrap();
     let http = hyper_client();
-    let login = auth.login();
-    let tokens =
-        tweak(TokenManager::builder(grant(&auth, http.clone())).initial(login.token_set())).build();
-    let layer = TokenRefreshLayer::new(tokens.clone()).allow_origin(origin_of(api.addr()));
+    let servers = Servers::start(config, ServiceClient::new(http.clone()), tweak)
+        .await
+        .unwrap();
+    let layer =
+        TokenRefreshLayer::new(servers.tokens.clone()).allow_origin(origin_of(servers.api.addr()));
     let client = layer.layer(http);
-    World {
-        auth,
-        api,
-        tokens,
-        client,
-        login,
-    }
+    World { servers, client }
 }
 
 impl World {
@@ -116,15 +108,5 @@ impl World {
         tokio::spawn(async move {
             send(&client, Request::get(url).body(Full::default()).unwrap()).await
         })
-    }
-}
-
-impl World {
-    /// Waits until `n` requests have reached the token endpoint.
-    pub async fn until_token_requests(&self, n: u64) {
-        until("the refresh is at the token endpoint", || {
-            self.auth.stats().token_requests == n
-        })
-        .await;
     }
 }

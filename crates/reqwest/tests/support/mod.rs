@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
+    ops::Deref,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -15,16 +16,18 @@ use reqwest_middleware::ClientWithMiddleware;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use tower_token_refresh::{
-    BoxError, ErrorKind, Origin, ServiceClient, TokenManager, TokenManagerBuilder, TokenRefresh,
-    oauth2::{ClientAuth, RefreshTokenGrant},
+    BoxError, ErrorKind, ServiceClient, TokenManagerBuilder, TokenRefresh,
+    oauth2::RefreshTokenGrant,
 };
 use tower_token_refresh_reqwest::ReqwestService;
-pub use tower_token_refresh_test_util::until;
 use tower_token_refresh_test_util::{
-    AuthConfig, AuthServer, Fault, Gate, IssuedTokens, ResourceServer,
+    AuthConfig, AuthServer, Fault, Gate, ResourceServer,
+    fixture::{self, refresh_grant},
 };
-
-pub const HOUR: Duration = Duration::from_secs(3600);
+pub use tower_token_refresh_test_util::{
+    fixture::{HOUR, origin_of},
+    until,
+};
 
 /// A resolver that resolves nothing and remembers every name it was asked.
 #[derive(Clone, Default)]
@@ -52,32 +55,29 @@ pub fn reqwest_client(dns: &NoDns) -> reqwest::Client {
         .unwrap()
 }
 
-/// The origin of a server listening on `addr`.
-pub fn origin_of(addr: std::net::SocketAddr) -> Origin {
-    format!("http://{addr}").parse().unwrap()
-}
-
 /// The refresh token grant, sent through reqwest too.
 pub fn grant(
     auth: &AuthServer,
     http: reqwest::Client,
 ) -> RefreshTokenGrant<ServiceClient<ReqwestService, Bytes>> {
-    RefreshTokenGrant::new(
-        auth.token_url().parse().unwrap(),
-        ClientAuth::basic(auth.client_id(), auth.client_secret()),
-        ServiceClient::with_body(ReqwestService::new(http)),
-    )
+    refresh_grant(auth, ServiceClient::with_body(ReqwestService::new(http)))
 }
 
-/// An authorization server, a resource server, a login and the manager
-/// seeded with it; the client is each test file's own.
+/// test-util's servers, login and manager (refreshing through reqwest),
+/// and the reqwest client; the client with the layer's behaviour is each
+/// test file's own.
 pub struct Servers {
-    pub auth: AuthServer,
-    pub api: ResourceServer,
-    pub login: IssuedTokens,
-    pub tokens: TokenManager,
+    pub servers: fixture::Servers,
     pub http: reqwest::Client,
     pub dns: NoDns,
+}
+
+impl Deref for Servers {
+    type Target = fixture::Servers;
+
+    fn deref(&self) -> &fixture::Servers {
+        &self.servers
+    }
 }
 
 /// Servers with one-hour tokens, so that nothing expires unless a test
@@ -90,21 +90,14 @@ pub async fn servers_with(
     config: AuthConfig,
     tweak: impl FnOnce(TokenManagerBuilder) -> TokenManagerBuilder,
 ) -> Servers {
-    let auth = AuthServer::start(config).await.unwrap();
-    let api = ResourceServer::start(&auth).await.unwrap();
     let dns = NoDns::default();
     let http = reqwest_client(&dns);
-    let login = auth.login();
-    let tokens =
-        tweak(TokenManager::builder(grant(&auth, http.clone())).initial(login.token_set())).build();
-    Servers {
-        auth,
-        api,
-        login,
-        tokens,
-        http,
-        dns,
-    }
+    let via_reqwest: ServiceClient<_, Bytes> =
+        ServiceClient::with_body(ReqwestService::new(http.clone()));
+    let servers = fixture::Servers::start(config, via_reqwest, tweak)
+        .await
+        .unwrap();
+    Servers { servers, http, dns }
 }
 
 /// The two ways this crate puts the layer's behaviour in front of reqwest,

@@ -2,16 +2,27 @@
 //! [`Gate`] that holds requests, the per-endpoint queues, and how a handler
 //! serves what is queued before (or instead of) its normal answer.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Extension,
+    body::Body,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
+use hyper::body::Frame;
 use serde_json::json;
 
-use super::{echo::Echo, oauth::json_response, state::AuthShared};
+use super::{
+    echo::Echo,
+    oauth::{authenticate_client, json_response, read_form},
+    state::AuthShared,
+};
 use crate::serve::ConnControl;
 
 // The queues keep these rules:
@@ -100,6 +111,47 @@ pub enum Fault {
     /// padded in its `error_description`; the grant is not served. A
     /// number that is not a valid final status code answers 500.
     OversizedBody(u16),
+    /// Authenticate the client as the normal answer would (a client
+    /// assertion is checked, its `jti` spent and the assertion logged; a
+    /// client that fails gets its `invalid_client`), then serve this fault:
+    /// for a test whose client must not resend an assertion after an
+    /// error.
+    ///
+    /// ```
+    /// use tower_token_refresh_test_util::{AuthConfig, AuthServer, Endpoint, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// let auth = AuthServer::start(AuthConfig::default()).await?;
+    /// let fault = Fault::Authenticated(Box::new(Fault::TemporarilyUnavailable));
+    /// auth.inject_at(Endpoint::Revocation, fault, 1);
+    /// # Ok(()) }
+    /// ```
+    Authenticated(Box<Fault>),
+    /// 200 with a JSON content type and the first byte of a body (`{`),
+    /// then nothing more, the connection left open: a server that stalls
+    /// mid-answer.
+    StalledBody,
+}
+
+/// The body of [`Fault::StalledBody`]: one byte, then never another
+/// (`true` once it was sent).
+struct Stalled(bool);
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.0 {
+            // Never woken: the body stalls until the connection closes.
+            return std::task::Poll::Pending;
+        }
+        self.0 = true;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{")))))
+    }
 }
 
 /// How much padding [`Fault::OversizedBody`] adds: 70 KiB.
@@ -173,33 +225,37 @@ pub enum Endpoint {
     Introspection,
     /// `POST /revoke`.
     Revocation,
+    /// `POST /device_authorization` (RFC 8628 §3.1).
+    DeviceAuthorization,
+}
+
+impl Endpoint {
+    /// Its path on the server, `/token`, `/introspect`, ….
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Token => "/token",
+            Endpoint::Introspection => "/introspect",
+            Endpoint::Revocation => "/revoke",
+            Endpoint::DeviceAuthorization => "/device_authorization",
+        }
+    }
 }
 
 /// The faults waiting for each endpoint.
 #[derive(Default)]
-pub(super) struct FaultQueues {
-    token: VecDeque<Fault>,
-    introspection: VecDeque<Fault>,
-    revocation: VecDeque<Fault>,
-}
+pub(super) struct FaultQueues(HashMap<Endpoint, VecDeque<Fault>>);
 
 impl FaultQueues {
-    fn queue(&mut self, endpoint: Endpoint) -> &mut VecDeque<Fault> {
-        match endpoint {
-            Endpoint::Token => &mut self.token,
-            Endpoint::Introspection => &mut self.introspection,
-            Endpoint::Revocation => &mut self.revocation,
-        }
-    }
-
     /// Queues `fault` `times` times for `endpoint`, after those already queued.
     pub(super) fn push(&mut self, endpoint: Endpoint, fault: Fault, times: usize) {
-        self.queue(endpoint)
+        self.0
+            .entry(endpoint)
+            .or_default()
             .extend(std::iter::repeat_n(fault, times));
     }
 
     fn pop(&mut self, endpoint: Endpoint) -> Option<Fault> {
-        self.queue(endpoint).pop_front()
+        self.0.get_mut(&endpoint)?.pop_front()
     }
 }
 
@@ -239,23 +295,35 @@ pub(super) async fn take_faults(
     endpoint: Endpoint,
     (headers, body): (&HeaderMap, &[u8]),
 ) -> Served {
+    let next = || {
+        let mut state = shared.lock();
+        let fault = state.faults.pop(endpoint);
+        if fault.is_some() {
+            state.stats.faults_served += 1;
+        }
+        fault
+    };
+    let mut fault = next();
     loop {
-        let fault = {
-            let mut state = shared.lock();
-            let fault = state.faults.pop(endpoint);
-            if fault.is_some() {
-                state.stats.faults_served += 1;
-            }
-            fault
-        };
-        match fault {
+        match fault.take() {
             None => return Served::Normal(None),
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;
                 return Served::Normal(None);
             }
             // Held requests take the next queued fault once released.
-            Some(Fault::Hold(gate)) => gate.wait().await,
+            Some(Fault::Hold(gate)) => {
+                gate.wait().await;
+                fault = next();
+            }
+            Some(Fault::Authenticated(inner)) => {
+                let authenticated = read_form(headers, body)
+                    .and_then(|params| authenticate_client(shared, endpoint, headers, &params));
+                if let Err(refusal) = authenticated {
+                    return Served::Instead(refusal.into_response());
+                }
+                fault = Some(*inner);
+            }
             Some(Fault::DropConnection) => return Served::HangUp,
             Some(fault @ (Fault::ExpiresInString | Fault::OmitField(_))) => {
                 return Served::Normal(Some(fault));
@@ -333,6 +401,10 @@ fn fault_response(fault: Fault) -> Response {
             }
             response
         }
+        Fault::StalledBody => Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::new(Stalled(false)))
+            .unwrap_or_default(),
         Fault::OversizedBody(code) => {
             let status = final_status(code);
             let error = if status.is_server_error() {
@@ -354,6 +426,7 @@ fn fault_response(fault: Fault) -> Response {
         | Fault::Hold(_)
         | Fault::ExpiresInString
         | Fault::OmitField(_)
-        | Fault::Echo(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        | Fault::Echo(_)
+        | Fault::Authenticated(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

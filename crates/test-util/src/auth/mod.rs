@@ -11,9 +11,24 @@
 //!   them.
 //! - `state`: what the server task and its handles share behind one lock,
 //!   and the [`AuthStats`] counters.
-//! - `tokens`: the token ledger: grant families, refresh token rotation,
-//!   reuse detection and revocation, and [`IssuedTokens`].
+//! - `tokens`: the one token ledger: grant families, refresh token
+//!   rotation, reuse detection and revocation, DPoP key bindings,
+//!   authorization and device codes, spent assertion `jti`s, and
+//!   [`IssuedTokens`].
+//! - `clients`: the registered [`Client`]s and JWT bearer issuers, and the
+//!   checks of a signed assertion.
+//! - `dpop`: the DPoP [`Nonce`]s and the token endpoint's proof check.
+//!
+//! Growing the server: a new switch is a field of [`AuthConfig`] copied
+//! into `AuthShared` (or, if it changes at run time, `AuthState`); a new
+//! endpoint is an [`Endpoint`] variant (which gives it a fault queue), a
+//! route and a handler in `endpoints`; a new grant is a name in
+//! `endpoints::GRANT_TYPES` and an arm of `endpoints::token_request` that
+//! asks the ledger for tokens; a new client, registered at run time, goes
+//! into the `clients::Registry` under the lock.
 
+mod clients;
+pub(crate) mod dpop;
 mod echo;
 mod endpoints;
 mod faults;
@@ -23,14 +38,17 @@ mod tokens;
 
 use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::serve::ServerTask;
 
+pub use clients::{Assertion, Client};
+pub use dpop::Nonce;
 pub use echo::Echo;
 pub use faults::{Endpoint, Fault, Gate};
 pub(crate) use state::AuthShared;
-pub use state::AuthStats;
+pub use state::{AuthLog, AuthStats, AuthorizationRequest};
 pub use tokens::IssuedTokens;
 
 /// How an [`AuthServer`] behaves.
@@ -57,6 +75,12 @@ pub struct AuthConfig {
     issuer_path: String,
     finish_abandoned: bool,
     reuse_grace: Option<Duration>,
+    registry: clients::Registry,
+    dpop_required: bool,
+    token_nonce: Nonce,
+    resource_nonce: Nonce,
+    device_pending: usize,
+    device_interval: Duration,
 }
 
 /// Which metadata documents an [`AuthServer`] publishes, at the well-known
@@ -84,10 +108,20 @@ pub enum MetadataDocuments {
 impl Default for AuthConfig {
     /// Access tokens live 2 s, refresh tokens rotate (no reuse grace), the
     /// client is `test-client` / `test-secret`, both metadata documents are
-    /// served, the issuer has no path, and a request whose client hangs up
-    /// is dropped.
+    /// served, the issuer has no path, a request whose client hangs up is
+    /// dropped, DPoP is optional and wants no nonce, and a device
+    /// authorization is approved at the first poll, which may come after
+    /// 1 s.
     fn default() -> Self {
+        let mut registry = clients::Registry::default();
+        registry.register(Client::secret("test-client", "test-secret"));
         AuthConfig {
+            registry,
+            dpop_required: false,
+            token_nonce: Nonce::Off,
+            resource_nonce: Nonce::Off,
+            device_pending: 0,
+            device_interval: Duration::from_secs(1),
             access_lifetime: Duration::from_secs(2),
             rotation: true,
             client_id: "test-client".to_owned(),
@@ -116,10 +150,72 @@ impl AuthConfig {
         self
     }
 
-    /// The one client the server accepts.
+    /// The server's own confidential client, in place of `test-client`:
+    /// the one [`AuthServer::client_id`] and [`AuthServer::client_secret`]
+    /// name. Others can be [registered](Self::register) beside it.
     pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.registry.clients.remove(&self.client_id);
         self.client_id = id.into();
         self.client_secret = secret.into();
+        self.registry
+            .register(Client::secret(&self.client_id, &self.client_secret));
+        self
+    }
+
+    /// Accepts `client` too, authenticating it the way it was made for
+    /// (a secret, none, `private_key_jwt`, `client_secret_jwt`). A client
+    /// registered again under the same id replaces the first.
+    pub fn register(mut self, client: Client) -> Self {
+        self.registry.register(client);
+        self
+    }
+
+    /// Accepts JWT bearer grants (RFC 7523 §2.1) whose assertion names
+    /// `issuer` as `iss` and is signed with the key of `jwk`, its public
+    /// JWK (`EC` P-256 or `RSA`). The assertion's `aud` must be the token
+    /// endpoint or the server's origin, and its `jti` new.
+    pub fn jwt_bearer_issuer(mut self, issuer: impl Into<String>, jwk: &Value) -> Self {
+        self.registry
+            .issuers
+            .insert(issuer.into(), clients::PublicKey::from_jwk(jwk));
+        self
+    }
+
+    /// Whether the token endpoint refuses a request without a DPoP proof
+    /// (RFC 9449) with `invalid_dpop_proof` (default `false`). Either way
+    /// a proof that comes is checked (signature, `typ`, `htm`, `htu`, no
+    /// `ath`, a `jti` never seen, the [nonce](Self::token_dpop_nonce)),
+    /// and what the request is granted is bound to its key, `token_type`
+    /// `DPoP`.
+    pub fn dpop_required(mut self, required: bool) -> Self {
+        self.dpop_required = required;
+        self
+    }
+
+    /// The DPoP nonce the token endpoint wants (default [`Nonce::Off`]).
+    pub fn token_dpop_nonce(mut self, nonce: Nonce) -> Self {
+        self.token_nonce = nonce;
+        self
+    }
+
+    /// The DPoP nonce each [`ResourceServer`](crate::ResourceServer) of
+    /// this server wants (default [`Nonce::Off`]); each keeps its own.
+    pub fn resource_dpop_nonce(mut self, nonce: Nonce) -> Self {
+        self.resource_nonce = nonce;
+        self
+    }
+
+    /// How many polls of a device authorization (RFC 8628) are answered
+    /// `authorization_pending` before the user has approved (default 0).
+    pub fn device_pending_polls(mut self, polls: usize) -> Self {
+        self.device_pending = polls;
+        self
+    }
+
+    /// The `interval` a device authorization tells the client to poll at,
+    /// in whole seconds (default 1 s).
+    pub fn device_interval(mut self, interval: Duration) -> Self {
+        self.device_interval = interval;
         self
     }
 
@@ -251,16 +347,24 @@ impl fmt::Debug for AuthConfig {
             .field("issuer_path", &self.issuer_path)
             .field("finish_abandoned", &self.finish_abandoned)
             .field("reuse_grace", &self.reuse_grace)
-            .finish()
+            .field("dpop_required", &self.dpop_required)
+            .field("token_nonce", &self.token_nonce)
+            .field("resource_nonce", &self.resource_nonce)
+            .field("device_pending", &self.device_pending)
+            .field("device_interval", &self.device_interval)
+            .finish_non_exhaustive()
     }
 }
 
 /// An OAuth2 authorization server on 127.0.0.1 with a token endpoint
-/// (`POST /token`) and fault injection.
+/// (`POST /token`), over one token ledger, with fault injection.
 ///
 /// The token endpoint takes `application/x-www-form-urlencoded` bodies and
-/// authenticates the client by HTTP Basic (id and secret form-urlencoded
-/// first, RFC 6749 §2.3.1) or `client_id`/`client_secret` in the body; a
+/// authenticates the client the way it was [registered](AuthConfig::register):
+/// HTTP Basic (id and secret form-urlencoded first, RFC 6749 §2.3.1) or
+/// `client_id`/`client_secret` in the body, a signed `client_assertion`
+/// (`private_key_jwt`, `client_secret_jwt`: signature, `iss`, `sub`, `aud`,
+/// `exp`, a `jti` never seen), or a public client's `client_id` alone; a
 /// wrong client gets 401 `invalid_client`. It serves:
 ///
 /// - `grant_type=refresh_token`: the token must be active. With rotation on,
@@ -268,7 +372,22 @@ impl fmt::Debug for AuthConfig {
 ///   presenting a retired one again revokes the whole grant family, access
 ///   tokens included (RFC 9700 §4.14.2), unless a
 ///   [reuse grace](AuthConfig::reuse_grace) lets it through once.
-/// - `grant_type=client_credentials`: an access token, no refresh token.
+/// - `grant_type=client_credentials` (confidential clients): an access
+///   token, no refresh token.
+/// - `grant_type=authorization_code`: a code from `GET /authorize` (or
+///   [`authorize`](Self::authorize)), once, with the same client and
+///   redirect URI, and the PKCE verifier of its S256 challenge.
+/// - the device grant (RFC 8628): a code from `POST /device_authorization`,
+///   `authorization_pending` for the first
+///   [polls](AuthConfig::device_pending_polls).
+/// - the JWT bearer grant (RFC 7523): an assertion of a
+///   [registered issuer](AuthConfig::jwt_bearer_issuer), no client needed.
+///
+/// A request with a DPoP proof (RFC 9449; [required](AuthConfig::dpop_required)
+/// or not) has it checked, and what it is granted is bound to the proof's
+/// key; a refresh token bound to a key is served only to proofs of it.
+/// [`ResourceServer`](crate::ResourceServer)s check DPoP-bound tokens
+/// against the same ledger.
 ///
 /// Other grant types get `unsupported_grant_type`, missing or repeated
 /// parameters `invalid_request`. Access tokens are opaque random strings,
@@ -337,12 +456,87 @@ impl AuthServer {
     /// Mints tokens of a new grant family, as a user login would: an access
     /// token and a refresh token. Not counted in [`stats`](Self::stats).
     pub fn login(&self) -> IssuedTokens {
-        self.shared.lock().tokens.login()
+        self.shared.lock().tokens.login(None)
     }
 
-    /// What the token endpoint has seen so far.
+    /// Mints tokens of a new grant family bound to the DPoP key of
+    /// thumbprint `jkt` (RFC 7638), as a DPoP login would. Not counted in
+    /// [`stats`](Self::stats).
+    pub fn login_dpop(&self, jkt: &str) -> IssuedTokens {
+        self.shared.lock().tokens.login(Some(jkt))
+    }
+
+    /// The thumbprint of the DPoP key an access token is bound to, if it
+    /// is one this server issued bound.
+    pub fn dpop_jkt(&self, access_token: &str) -> Option<String> {
+        self.shared
+            .lock()
+            .tokens
+            .access_jkt(access_token)
+            .map(str::to_owned)
+    }
+
+    /// What the token endpoint has seen so far, counted.
     pub fn stats(&self) -> AuthStats {
         self.shared.lock().stats
+    }
+
+    /// What the server was shown so far, in order: refresh tokens, DPoP
+    /// proofs and nonces, assertions, authorization requests.
+    pub fn log(&self) -> AuthLog {
+        self.shared.lock().log.clone()
+    }
+
+    /// `endpoint`'s URL, `http://127.0.0.1:PORT/…`.
+    pub fn url(&self, endpoint: Endpoint) -> String {
+        format!("http://{}{}", self.addr(), endpoint.path())
+    }
+
+    /// The authorization endpoint, `http://127.0.0.1:PORT/authorize`:
+    /// `GET` it with an authorization request and the user approves at
+    /// once, redirecting (302) to the client's `redirect_uri` with a code.
+    pub fn authorization_url(&self) -> String {
+        format!("http://{}/authorize", self.addr())
+    }
+
+    /// What `GET` of the authorization URL `url` does, without HTTP: the
+    /// headless browser of a login test. The request (whose query is
+    /// read; the rest of `url` is not) is checked, approved and logged,
+    /// and the answer says where the browser goes back to.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the request: not `response_type=code`, no
+    /// `client_id` of a registered client, no `redirect_uri`, or no S256
+    /// `code_challenge` (PKCE is required).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_test_util::{AuthConfig, AuthServer, Client};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// let auth = AuthServer::start(AuthConfig::default().register(Client::public("cli"))).await?;
+    /// let url = format!(
+    ///     "{}?response_type=code&client_id=cli&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb\
+    ///      &state=s1&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+    ///     auth.authorization_url()
+    /// );
+    /// let approved = auth.authorize(&url).unwrap();
+    /// assert!(approved.redirect.starts_with("http://127.0.0.1:9/cb?code="));
+    /// assert_eq!(approved.get("state"), "s1");
+    /// # Ok(()) }
+    /// ```
+    pub fn authorize(&self, url: &str) -> Result<AuthorizationRequest, String> {
+        let query = url.split_once('?').map_or("", |(_, query)| query);
+        let query = query.split('#').next().unwrap_or_default();
+        endpoints::authorize(&self.shared, &self.issuer(), query).map_err(str::to_owned)
+    }
+
+    /// The device authorization endpoint (RFC 8628),
+    /// `http://127.0.0.1:PORT/device_authorization`.
+    pub fn device_authorization_url(&self) -> String {
+        self.url(Endpoint::DeviceAuthorization)
     }
 
     /// Makes the next `times` requests to the token endpoint get `fault`,
@@ -437,7 +631,7 @@ mod tests {
     #[test]
     fn debug_output_never_shows_secrets() {
         let shared = AuthShared::new(AuthConfig::default().client("id", "hunter2"));
-        let tokens = shared.lock().tokens.login();
+        let tokens = shared.lock().tokens.login(None);
         let shown = format!(
             "{tokens:?} {:?}",
             AuthConfig::default().client("id", "hunter2")

@@ -2,15 +2,22 @@
 //! resource servers share: the client credentials and, behind one mutex, the
 //! token ledger, the queued faults and the [`AuthStats`] counters.
 
-use std::sync::{Mutex, MutexGuard};
+use std::{
+    fmt,
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
 use super::{
     AuthConfig, MetadataDocuments,
+    clients::{Assertion, Registry},
+    dpop::{Nonce, NonceState},
     faults::FaultQueues,
     tokens::{Grant, Refusal, Tokens},
 };
+use crate::dpop::Proof;
 
 // Every change below happens under the one lock, so whoever takes it sees:
 //
@@ -25,6 +32,7 @@ use super::{
 //  3. The client id and secret never change once the server has started.
 //  4. `stats.abandoned_completed` counts a request after its grant is
 //     counted (a later lock): whoever sees it counted sees the grant too.
+//  5. The log only grows: what a test read from it stays true.
 
 /// State shared by the server task, its handles and resource servers.
 pub(crate) struct AuthShared {
@@ -33,17 +41,100 @@ pub(crate) struct AuthShared {
     pub(super) metadata: MetadataDocuments,
     pub(super) issuer_path: String,
     pub(super) finish_abandoned: bool,
+    /// Token requests without a DPoP proof are refused.
+    pub(crate) dpop_required: bool,
+    /// What each resource server's nonce starts as.
+    pub(crate) resource_nonce: Nonce,
+    /// `authorization_pending` answers before a device authorization is
+    /// approved.
+    pub(super) device_pending: usize,
+    /// The device flow's polling `interval`.
+    pub(super) device_interval: Duration,
     state: Mutex<AuthState>,
 }
 
 /// Everything that changes, under [`AuthShared`]'s lock.
-pub(super) struct AuthState {
-    pub(super) tokens: Tokens,
+pub(crate) struct AuthState {
+    pub(crate) tokens: Tokens,
     pub(super) faults: FaultQueues,
     pub(super) stats: AuthStats,
+    pub(super) registry: Registry,
+    pub(super) token_nonce: NonceState,
+    pub(super) log: AuthLog,
 }
 
-/// What an [`AuthServer`](super::AuthServer)'s token endpoint has seen so far.
+/// What an [`AuthServer`](super::AuthServer) was shown, in order: the
+/// record beside the [`AuthStats`] counters, read with
+/// [`AuthServer::log`](super::AuthServer::log).
+///
+/// `Debug` shows how many refresh tokens were presented, not which.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct AuthLog {
+    /// The `refresh_token` of every token request that got past the faults
+    /// queued for it, whatever came of it.
+    pub refresh_tokens_presented: Vec<String>,
+    /// Every DPoP proof the token endpoint accepted (past the nonce).
+    pub token_proofs: Vec<Proof>,
+    /// Every DPoP nonce the token endpoint handed out, challenges and
+    /// rotations.
+    pub token_nonces: Vec<String>,
+    /// Every signed assertion accepted, client assertions and JWT bearer
+    /// grants.
+    pub assertions: Vec<Assertion>,
+    /// Every authorization request that issued a code.
+    pub authorization_requests: Vec<AuthorizationRequest>,
+}
+
+impl fmt::Debug for AuthLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLog")
+            .field(
+                "refresh_tokens_presented",
+                &self.refresh_tokens_presented.len(),
+            )
+            .field("token_proofs", &self.token_proofs)
+            .field("token_nonces", &self.token_nonces)
+            .field("assertions", &self.assertions)
+            .field("authorization_requests", &self.authorization_requests)
+            .finish()
+    }
+}
+
+/// An authorization request (RFC 6749 §4.1.1) as the server took it, and
+/// the code it issued.
+///
+/// `Debug` redacts the code.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthorizationRequest {
+    /// Its query parameters, decoded.
+    pub params: std::collections::HashMap<String, String>,
+    /// The authorization code issued.
+    pub code: String,
+    /// Where the browser is sent back: the `redirect_uri` with `code`,
+    /// `state` (if the request had one) and `iss` (RFC 9207).
+    pub redirect: String,
+}
+
+impl AuthorizationRequest {
+    /// The parameter `name`, or `""`.
+    pub fn get(&self, name: &str) -> &str {
+        self.params.get(name).map_or("", String::as_str)
+    }
+}
+
+impl fmt::Debug for AuthorizationRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizationRequest")
+            .field("params", &self.params)
+            .field("code", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an [`AuthServer`](super::AuthServer)'s token endpoint has seen so
+/// far, counted. What it was shown, in order, is its [`AuthLog`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuthStats {
     /// Every `POST /token`, including those answered with a fault.
@@ -52,8 +143,19 @@ pub struct AuthStats {
     pub refresh_grants: u64,
     /// `client_credentials` grants that issued a token.
     pub client_credentials_grants: u64,
-    /// Refresh grants refused with `invalid_grant` by the server's own
-    /// judgement (unknown, revoked or reused token), not by an injected fault.
+    /// `authorization_code` grants that issued tokens.
+    pub authorization_code_grants: u64,
+    /// `urn:ietf:params:oauth:grant-type:device_code` grants that issued
+    /// tokens.
+    pub device_code_grants: u64,
+    /// Device polls answered `authorization_pending`.
+    pub authorization_pending: u64,
+    /// JWT bearer grants (RFC 7523 §2.1) that issued a token.
+    pub jwt_bearer_grants: u64,
+    /// Grants refused with `invalid_grant` by the server's own judgement
+    /// (an unknown, revoked, reused or wrongly bound refresh token; a bad
+    /// code or verifier; a refused grant assertion), not by an injected
+    /// fault.
     pub invalid_grant: u64,
     /// Refresh grants that presented an already-rotated refresh token, which
     /// revoked that grant family (also counted in `invalid_grant`).
@@ -72,6 +174,14 @@ pub struct AuthStats {
     pub faults_served: u64,
     /// Requests refused with `invalid_client`.
     pub invalid_client: u64,
+    /// Token requests refused with `invalid_dpop_proof`: no proof where one
+    /// is required, or one that does not verify, is not for the request, or
+    /// was seen before.
+    pub invalid_dpop_proof: u64,
+    /// Token requests refused with `use_dpop_nonce`.
+    pub dpop_nonce_challenges: u64,
+    /// Every `POST /device_authorization`, faults included.
+    pub device_authorizations: u64,
     /// Every `POST /introspect` (RFC 7662), faults included.
     pub introspections: u64,
     /// Every `POST /revoke` (RFC 7009), faults included.
@@ -88,16 +198,23 @@ impl AuthShared {
             metadata: config.metadata,
             issuer_path: config.issuer_path,
             finish_abandoned: config.finish_abandoned,
+            dpop_required: config.dpop_required,
+            resource_nonce: config.resource_nonce,
+            device_pending: config.device_pending,
+            device_interval: config.device_interval,
             state: Mutex::new(AuthState {
                 tokens: Tokens::new(config.access_lifetime, config.rotation)
                     .with_reuse_grace(config.reuse_grace),
                 faults: FaultQueues::default(),
                 stats: AuthStats::default(),
+                registry: config.registry,
+                token_nonce: NonceState::new(config.token_nonce),
+                log: AuthLog::default(),
             }),
         }
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, AuthState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, AuthState> {
         // Nothing holding the lock can leave the state half-updated in a way
         // that matters to a test server.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -110,10 +227,14 @@ impl AuthShared {
 }
 
 impl AuthState {
-    /// A refresh grant as the token endpoint serves it: the ledger decides,
-    /// the stats count the outcome.
-    pub(super) fn refresh_grant(&mut self, presented: &str) -> Result<Grant, Refusal> {
-        let outcome = self.tokens.refresh_grant(presented, Instant::now());
+    /// A refresh grant as the token endpoint serves it, with a DPoP proof
+    /// of key `jkt` if any: the ledger decides, the stats count the outcome.
+    pub(super) fn refresh_grant(
+        &mut self,
+        presented: &str,
+        jkt: Option<&str>,
+    ) -> Result<Grant, Refusal> {
+        let outcome = self.tokens.refresh_grant(presented, jkt, Instant::now());
         match &outcome {
             Ok(grant) => {
                 self.stats.refresh_grants += 1;
@@ -131,9 +252,12 @@ impl AuthState {
         outcome
     }
 
-    /// A client credentials grant as the token endpoint serves it, counted.
-    pub(super) fn client_credentials_grant(&mut self) -> Grant {
-        self.stats.client_credentials_grants += 1;
-        self.tokens.client_credentials_grant()
+    /// Counts a grant's refusal: `authorization_pending` or `invalid_grant`.
+    pub(super) fn count_refusal(&mut self, refusal: Refusal) {
+        if refusal == Refusal::Pending {
+            self.stats.authorization_pending += 1;
+        } else {
+            self.stats.invalid_grant += 1;
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! administrative revocation count nothing.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     hash::{BuildHasher, RandomState},
     time::Duration,
@@ -32,9 +32,14 @@ use tower_token_refresh_core::TokenSet;
 //  4. Minted tokens are unique (a counter) and safe in a header value.
 //  5. A `client_credentials` access token belongs to no family: only
 //     revoking that token itself revokes it.
+//  6. A token minted for a DPoP proof is bound to that proof's key (`jkt`)
+//     for life: a refresh token bound to a key is served only to a proof
+//     of that key, and what it issues is bound to the same key.
+//  7. An authorization code and a device code issue tokens at most once;
+//     an assertion `jti` is accepted at most once.
 
 /// All tokens minted so far, and the settings new ones are minted with.
-pub(super) struct Tokens {
+pub(crate) struct Tokens {
     access_lifetime: Duration,
     rotation: bool,
     reuse_grace: Option<Duration>,
@@ -43,17 +48,23 @@ pub(super) struct Tokens {
     families: u64,
     access: HashMap<String, AccessEntry>,
     refresh: HashMap<String, RefreshEntry>,
+    codes: HashMap<String, CodeEntry>,
+    devices: HashMap<String, DeviceEntry>,
+    jtis: HashSet<String>,
 }
 
 struct AccessEntry {
     family: Option<u64>,
     expires_at: Instant,
     revoked: bool,
+    /// The thumbprint of the DPoP key it is bound to, if any.
+    jkt: Option<String>,
 }
 
 struct RefreshEntry {
     family: u64,
     status: RefreshStatus,
+    jkt: Option<String>,
     /// The refresh token issued when this one was last rotated.
     successor: Option<String>,
 }
@@ -70,6 +81,24 @@ enum RefreshStatus {
     Revoked,
 }
 
+/// An authorization code issued at the authorization endpoint, waiting to
+/// be exchanged.
+struct CodeEntry {
+    client_id: String,
+    redirect_uri: String,
+    /// The S256 `code_challenge`, if the request had one.
+    challenge: Option<String>,
+    used: bool,
+}
+
+/// A device authorization waiting for its user (RFC 8628).
+struct DeviceEntry {
+    client_id: String,
+    /// `authorization_pending` answers still to give.
+    pending: usize,
+    used: bool,
+}
+
 /// What a successful grant issued.
 pub(super) struct Grant {
     pub(super) access_token: String,
@@ -77,9 +106,11 @@ pub(super) struct Grant {
     pub(super) refresh_token: Option<String>,
     /// Served to a rotated refresh token within its reuse grace.
     pub(super) by_grace: bool,
+    /// The DPoP key thumbprint the tokens are bound to: `token_type` DPoP.
+    pub(super) jkt: Option<String>,
 }
 
-/// Why a refresh grant was refused (`invalid_grant`).
+/// Why a grant was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Refusal {
     /// The ledger never minted this refresh token.
@@ -88,15 +119,39 @@ pub(super) enum Refusal {
     Revoked,
     /// It was already rotated; its family is now revoked.
     Reused,
+    /// It is bound to another DPoP key, or to one and presented without a
+    /// proof (RFC 9449 §5).
+    WrongKey,
+    /// An authorization or device code never issued, or already used.
+    BadCode,
+    /// The code was issued to another client or redirect URI.
+    CodeMismatch,
+    /// The PKCE verifier does not match the code's challenge (RFC 7636 §4.6).
+    BadVerifier,
+    /// The device's user has not approved yet (RFC 8628 §3.5).
+    Pending,
 }
 
 impl Refusal {
-    /// The `error_description` sent with `invalid_grant`.
+    /// The `error` code sent.
+    pub(super) fn code(self) -> &'static str {
+        match self {
+            Refusal::Pending => "authorization_pending",
+            _ => "invalid_grant",
+        }
+    }
+
+    /// The `error_description` sent.
     pub(super) fn description(self) -> &'static str {
         match self {
             Refusal::Unknown => "unknown refresh token",
             Refusal::Revoked => "refresh token revoked",
             Refusal::Reused => "refresh token reused; grant revoked",
+            Refusal::WrongKey => "the token is bound to another DPoP key",
+            Refusal::BadCode => "unknown or used code",
+            Refusal::CodeMismatch => "the code was issued to another client or redirect URI",
+            Refusal::BadVerifier => "the code_verifier does not match the code_challenge",
+            Refusal::Pending => "the user has not approved yet",
         }
     }
 }
@@ -105,6 +160,7 @@ impl Refusal {
 ///
 /// `Debug` redacts both tokens.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IssuedTokens {
     /// The access token.
     pub access_token: String,
@@ -112,15 +168,24 @@ pub struct IssuedTokens {
     pub refresh_token: String,
     /// The access token's lifetime.
     pub expires_in: Duration,
+    /// The thumbprint of the DPoP key both are bound to
+    /// ([`AuthServer::login_dpop`](super::AuthServer::login_dpop)); `None`:
+    /// bearer tokens.
+    pub dpop_jkt: Option<String>,
 }
 
 impl IssuedTokens {
-    /// The same tokens as a core [`TokenSet`] (bearer, expiring `expires_in`
-    /// from now on tokio's clock), ready to seed a token manager.
+    /// The same tokens as a core [`TokenSet`] (bearer, or `DPoP` when
+    /// bound to a key; expiring `expires_in` from now on tokio's clock),
+    /// ready to seed a token manager.
     pub fn token_set(&self) -> TokenSet {
-        TokenSet::bearer(self.access_token.clone())
+        let set = TokenSet::bearer(self.access_token.clone())
             .with_expires_in(self.expires_in)
-            .with_refresh_token(self.refresh_token.clone())
+            .with_refresh_token(self.refresh_token.clone());
+        match self.dpop_jkt {
+            Some(_) => set.with_token_type("DPoP"),
+            None => set,
+        }
     }
 }
 
@@ -130,6 +195,7 @@ impl fmt::Debug for IssuedTokens {
             .field("access_token", &"<redacted>")
             .field("refresh_token", &"<redacted>")
             .field("expires_in", &self.expires_in)
+            .field("dpop_jkt", &self.dpop_jkt)
             .finish()
     }
 }
@@ -146,6 +212,9 @@ impl Tokens {
             families: 0,
             access: HashMap::new(),
             refresh: HashMap::new(),
+            codes: HashMap::new(),
+            devices: HashMap::new(),
+            jtis: HashSet::new(),
         }
     }
 
@@ -169,7 +238,7 @@ impl Tokens {
         format!("{prefix}_{n}_{:016x}", splitmix64(self.seed ^ n))
     }
 
-    fn issue_access(&mut self, family: Option<u64>) -> (String, Duration) {
+    fn issue_access(&mut self, family: Option<u64>, jkt: Option<&str>) -> (String, Duration) {
         let token = self.mint("at");
         let lifetime = self.access_lifetime;
         self.access.insert(
@@ -178,47 +247,64 @@ impl Tokens {
                 family,
                 expires_at: Instant::now() + lifetime,
                 revoked: false,
+                jkt: jkt.map(str::to_owned),
             },
         );
         (token, lifetime)
     }
 
-    fn issue_refresh(&mut self, family: u64) -> String {
+    fn issue_refresh(&mut self, family: u64, jkt: Option<&str>) -> String {
         let token = self.mint("rt");
         self.refresh.insert(
             token.clone(),
             RefreshEntry {
                 family,
                 status: RefreshStatus::Active,
+                jkt: jkt.map(str::to_owned),
                 successor: None,
             },
         );
         token
     }
 
-    /// Tokens of a new grant family, as a user login would mint them.
-    pub(super) fn login(&mut self) -> IssuedTokens {
-        self.families += 1;
-        let family = self.families;
-        let (access_token, expires_in) = self.issue_access(Some(family));
-        let refresh_token = self.issue_refresh(family);
+    /// Tokens of a new grant family, as a user login would mint them,
+    /// bound to the DPoP key of thumbprint `jkt` if any.
+    pub(super) fn login(&mut self, jkt: Option<&str>) -> IssuedTokens {
+        let grant = self.new_family(jkt);
         IssuedTokens {
-            access_token,
-            refresh_token,
-            expires_in,
+            access_token: grant.access_token,
+            refresh_token: grant.refresh_token.unwrap_or_default(),
+            expires_in: grant.lifetime,
+            dpop_jkt: grant.jkt,
         }
     }
 
-    /// A `refresh_token` grant at `now`: a new access token of the same
-    /// family and, with rotation on, a new refresh token that replaces
-    /// `presented`.
+    /// An access token and a refresh token of a new grant family.
+    fn new_family(&mut self, jkt: Option<&str>) -> Grant {
+        self.families += 1;
+        let family = self.families;
+        let (access_token, lifetime) = self.issue_access(Some(family), jkt);
+        let refresh_token = self.issue_refresh(family, jkt);
+        Grant {
+            access_token,
+            lifetime,
+            refresh_token: Some(refresh_token),
+            by_grace: false,
+            jkt: jkt.map(str::to_owned),
+        }
+    }
+
+    /// A `refresh_token` grant at `now`, with a DPoP proof of key `jkt` if
+    /// any: a new access token of the same family and, with rotation on, a
+    /// new refresh token that replaces `presented`.
     pub(super) fn refresh_grant(
         &mut self,
         presented: &str,
+        jkt: Option<&str>,
         now: Instant,
     ) -> Result<Grant, Refusal> {
-        let (family, status) = match self.refresh.get(presented) {
-            Some(entry) => (entry.family, entry.status),
+        let (family, status, bound) = match self.refresh.get(presented) {
+            Some(entry) => (entry.family, entry.status, entry.jkt.clone()),
             None => return Err(Refusal::Unknown),
         };
         let by_grace = match status {
@@ -232,8 +318,14 @@ impl Tokens {
                 true
             }
         };
+        if bound.is_some() && bound.as_deref() != jkt {
+            return Err(Refusal::WrongKey);
+        }
+        // What a bound refresh token issues stays bound to its key; an
+        // unbound one's access tokens are bound to the proof's, if any.
+        let jkt = bound.as_deref().or(jkt);
         let refresh_token = if self.rotation {
-            let successor = self.issue_refresh(family);
+            let successor = self.issue_refresh(family, bound.as_deref());
             // A grace reuse keeps the time of the first rotation: the grace
             // does not start over.
             let at = match status {
@@ -254,12 +346,13 @@ impl Tokens {
         } else {
             None
         };
-        let (access_token, lifetime) = self.issue_access(Some(family));
+        let (access_token, lifetime) = self.issue_access(Some(family), jkt);
         Ok(Grant {
             access_token,
             lifetime,
             refresh_token,
             by_grace,
+            jkt: jkt.map(str::to_owned),
         })
     }
 
@@ -278,15 +371,123 @@ impl Tokens {
             .is_some_and(|successor| self.is_refresh_active(successor))
     }
 
-    /// A `client_credentials` grant: an access token of no family.
-    pub(super) fn client_credentials_grant(&mut self) -> Grant {
-        let (access_token, lifetime) = self.issue_access(None);
+    /// An access token of no family, for a grant that issues no refresh
+    /// token (`client_credentials`, the JWT bearer grant).
+    pub(super) fn access_only(&mut self, jkt: Option<&str>) -> Grant {
+        let (access_token, lifetime) = self.issue_access(None, jkt);
         Grant {
             access_token,
             lifetime,
             refresh_token: None,
             by_grace: false,
+            jkt: jkt.map(str::to_owned),
         }
+    }
+
+    /// An authorization code for `client_id`, to be exchanged with the same
+    /// `redirect_uri` (and the verifier of `challenge`, if any).
+    pub(super) fn issue_code(
+        &mut self,
+        client_id: &str,
+        redirect_uri: &str,
+        challenge: Option<&str>,
+    ) -> String {
+        let code = self.mint("code");
+        self.codes.insert(
+            code.clone(),
+            CodeEntry {
+                client_id: client_id.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                challenge: challenge.map(str::to_owned),
+                used: false,
+            },
+        );
+        code
+    }
+
+    /// An `authorization_code` grant (RFC 6749 §4.1.3, PKCE as RFC 7636
+    /// §4.6): tokens of a new family, once per code.
+    pub(super) fn code_grant(
+        &mut self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: Option<&str>,
+        verifier: Option<&str>,
+        jkt: Option<&str>,
+    ) -> Result<Grant, Refusal> {
+        let entry = self
+            .codes
+            .get_mut(code)
+            .filter(|entry| !entry.used)
+            .ok_or(Refusal::BadCode)?;
+        if entry.client_id != client_id || redirect_uri != Some(entry.redirect_uri.as_str()) {
+            return Err(Refusal::CodeMismatch);
+        }
+        let verified = match (&entry.challenge, verifier) {
+            (None, None) => true,
+            (Some(challenge), Some(verifier)) => *challenge == pkce_challenge(verifier),
+            _ => false,
+        };
+        if !verified {
+            return Err(Refusal::BadVerifier);
+        }
+        entry.used = true;
+        Ok(self.new_family(jkt))
+    }
+
+    /// A device authorization for `client_id` whose user approves after
+    /// `pending` polls: its device code and user code.
+    pub(super) fn issue_device(&mut self, client_id: &str, pending: usize) -> (String, String) {
+        let device_code = self.mint("dc");
+        let user_code = format!(
+            "{:04X}-{:04X}",
+            self.minted % 0x1_0000,
+            self.seed % 0x1_0000
+        );
+        self.devices.insert(
+            device_code.clone(),
+            DeviceEntry {
+                client_id: client_id.to_owned(),
+                pending,
+                used: false,
+            },
+        );
+        (device_code, user_code)
+    }
+
+    /// A `device_code` grant poll (RFC 8628 §3.4): `Pending` until the user
+    /// approves, then tokens of a new family, once.
+    pub(super) fn device_grant(
+        &mut self,
+        device_code: &str,
+        client_id: &str,
+        jkt: Option<&str>,
+    ) -> Result<Grant, Refusal> {
+        let entry = self
+            .devices
+            .get_mut(device_code)
+            .filter(|entry| !entry.used)
+            .ok_or(Refusal::BadCode)?;
+        if entry.client_id != client_id {
+            return Err(Refusal::CodeMismatch);
+        }
+        if entry.pending > 0 {
+            entry.pending -= 1;
+            return Err(Refusal::Pending);
+        }
+        entry.used = true;
+        Ok(self.new_family(jkt))
+    }
+
+    /// Records an assertion's or a proof's `jti`: `false` if it was seen
+    /// before (a replay).
+    pub(super) fn spend_jti(&mut self, jti: &str) -> bool {
+        self.jtis.insert(jti.to_owned())
+    }
+
+    /// The DPoP key thumbprint `token` (an access token) is bound to.
+    pub(crate) fn access_jkt(&self, token: &str) -> Option<&str> {
+        self.access.get(token)?.jkt.as_deref()
     }
 
     /// RFC 7009 §2.1: revoking a refresh token revokes its grant (access
@@ -342,6 +543,15 @@ impl Tokens {
     }
 }
 
+/// The S256 `code_challenge` of a PKCE `verifier` (RFC 7636 §4.2).
+pub(super) fn pkce_challenge(verifier: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ))
+}
+
 /// splitmix64's output function: a cheap, well-mixed 64-bit permutation.
 fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -366,5 +576,47 @@ mod tests {
             "{a}"
         );
         assert!(HeaderValue::from_str(&format!("Bearer {a}")).is_ok());
+    }
+
+    #[test]
+    fn a_code_issues_tokens_once_and_only_with_its_verifier() {
+        let mut tokens = Tokens::new(Duration::from_secs(2), true);
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = pkce_challenge(verifier);
+        assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        let code = tokens.issue_code("cli", "http://127.0.0.1/cb", Some(&challenge));
+        let grant = |tokens: &mut Tokens, verifier| {
+            tokens
+                .code_grant(
+                    &code,
+                    "cli",
+                    Some("http://127.0.0.1/cb"),
+                    Some(verifier),
+                    None,
+                )
+                .map(|grant| grant.access_token)
+        };
+        assert_eq!(
+            grant(&mut tokens, "another").err(),
+            Some(Refusal::BadVerifier)
+        );
+        assert!(grant(&mut tokens, verifier).is_ok());
+        assert_eq!(grant(&mut tokens, verifier).err(), Some(Refusal::BadCode));
+    }
+
+    #[test]
+    fn a_bound_refresh_token_is_served_only_to_its_key_and_binds_what_it_issues() {
+        let mut tokens = Tokens::new(Duration::from_secs(2), true);
+        let login = tokens.login(Some("jkt-a"));
+        let now = Instant::now();
+        let refused = tokens.refresh_grant(&login.refresh_token, Some("jkt-b"), now);
+        assert_eq!(refused.err(), Some(Refusal::WrongKey));
+        let refused = tokens.refresh_grant(&login.refresh_token, None, now);
+        assert_eq!(refused.err(), Some(Refusal::WrongKey));
+        // Refused for its key, it was not spent.
+        let grant = tokens
+            .refresh_grant(&login.refresh_token, Some("jkt-a"), now)
+            .unwrap();
+        assert_eq!(tokens.access_jkt(&grant.access_token), Some("jkt-a"));
     }
 }
