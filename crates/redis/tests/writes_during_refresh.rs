@@ -14,7 +14,7 @@ use tower_token_refresh_core::{
 };
 use tower_token_refresh_redis::RedisStore;
 use tower_token_refresh_test_util::{
-    AuthConfig, AuthServer, Fault, Gate, RedisServer, hyper_client,
+    AuthConfig, AuthServer, Fault, Gate, RedisServer, hyper_client, until,
 };
 
 async fn store(redis: &RedisServer) -> RedisStore {
@@ -51,13 +51,11 @@ async fn refreshing(redis: &RedisServer, auth: &AuthServer) -> (TokenManager, Re
     let gate = Gate::new();
     auth.inject(Fault::Hold(gate.clone()), 1);
     let refresh = tokio::spawn(tokens.refresh());
-    for _ in 0..2000 {
-        if auth.stats().token_requests == 1 {
-            return (tokens, refresh, gate);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("the refresh never reached the token endpoint");
+    until("the refresh is at the token endpoint", || {
+        auth.stats().token_requests == 1
+    })
+    .await;
+    (tokens, refresh, gate)
 }
 
 fn first() -> TokenSet {
