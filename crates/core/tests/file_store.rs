@@ -10,8 +10,8 @@ use std::{
 
 use tokio::sync::Notify;
 use tower_token_refresh_core::{
-    ErrorKind, FileStore, LockedStore, MemoryStore, RefreshTurn, TokenManager, TokenSet,
-    TokenStore, source,
+    ErrorKind, FileStore, LockedStore, MemoryStore, RefreshLease, RefreshTurn, TokenManager,
+    TokenSet, TokenStore, source,
 };
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -635,6 +635,19 @@ async fn set_pending_when_the_refresh_answer_arrives_is_saved() {
 
 // --- Writes while another process's refresh holds the lock --------------
 
+/// Another process's refresh: a second handle on the file takes its lock.
+async fn other_processs_lock(path: &Path) -> Box<dyn RefreshLease> {
+    loop {
+        match FileStore::new(path).begin_refresh().await.unwrap() {
+            RefreshTurn::Leader(lease) => return lease,
+            // A process another test spawns holds a copy of a lock file's
+            // descriptor until it runs its program: wait for it.
+            RefreshTurn::Follower(free) => free.await.unwrap(),
+            RefreshTurn::Uncoordinated => panic!("a FileStore has a lock"),
+        }
+    }
+}
+
 fn manager_over(path: &Path, attempt_timeout: Duration) -> TokenManager {
     TokenManager::builder(never())
         .store(FileStore::new(path))
@@ -646,10 +659,7 @@ fn manager_over(path: &Path, attempt_timeout: Duration) -> TokenManager {
 async fn set_waits_for_another_processs_refresh_then_saves() {
     let dir = TempDir::new("set-after-other-refresh");
     let path = dir.path("tokens.json");
-    // Another process's refresh: a second handle on the file takes the lock.
-    let RefreshTurn::Leader(other) = FileStore::new(&path).begin_refresh().await.unwrap() else {
-        panic!("the lock was free");
-    };
+    let other = other_processs_lock(&path).await;
     let tokens = manager_over(&path, Duration::from_secs(5));
 
     let set = tokio::spawn({
@@ -675,9 +685,7 @@ async fn set_behind_a_lock_held_too_long_is_in_use_and_reported() {
     let dir = TempDir::new("set-lock-held-too-long");
     let path = dir.path("tokens.json");
     FileStore::new(&path).save(&sample()).await.unwrap();
-    let RefreshTurn::Leader(other) = FileStore::new(&path).begin_refresh().await.unwrap() else {
-        panic!("the lock was free");
-    };
+    let other = other_processs_lock(&path).await;
     let tokens = manager_over(&path, Duration::from_millis(300));
 
     let err = tokens.set(login()).await.unwrap_err();
