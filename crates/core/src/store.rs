@@ -55,8 +55,8 @@ use crate::{BoxFuture, Error, ErrorKind, TokenSet};
 /// [`clear`](crate::TokenManager::clear) and
 /// [`end_session`](crate::TokenManager::end_session) replace the stored
 /// set whatever it holds. They take the same turn first, so that no write
-/// lands inside a refresh (the refresh would then save its answer over a
-/// new login):
+/// lands inside another process's refresh, between its look at the store
+/// and its save:
 ///
 /// - [`Uncoordinated`](RefreshTurn::Uncoordinated): [`save`](Self::save)
 ///   or [`clear`](Self::clear).

@@ -30,7 +30,7 @@
 //! A login or a logout (`TokenManager::set`, `clear`, `end_session`) takes
 //! the lock too, and writes through it: it waits while another replica
 //! refreshes (bounded by its manager's attempt timeout), then writes, so a
-//! refresh never saves its answer over a new login. While its own
+//! login lands after that refresh's answer, never inside it. While its own
 //! replica's refresh holds the lock, it writes through that refresh's
 //! lease at once. A [`RedisStore::save`](TokenStore::save) or
 //! [`clear`](TokenStore::clear) called directly does not take the lock: a

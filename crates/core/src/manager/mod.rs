@@ -224,7 +224,7 @@ impl TokenManager {
     /// saved through that refresh's hold at once; while another process's
     /// refresh holds it, the save waits for that refresh to end (within the
     /// [`attempt_timeout`](TokenManagerBuilder::attempt_timeout)), so that
-    /// a refresh never overwrites the new login.
+    /// the new login lands after that refresh's answer, never inside it.
     ///
     /// # Errors
     ///
