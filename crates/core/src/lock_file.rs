@@ -154,18 +154,32 @@ impl FileLease {
     fn take_file(&self) -> Option<File> {
         self.file.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
+
+    /// Writes go through only while the lock is held.
+    fn still_held(&self, what: &str) -> Result<(), Error> {
+        if self.is_held() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Store,
+                format!("the refresh lock was released before the {what}"),
+            ))
+        }
+    }
 }
 
 impl RefreshLease for FileLease {
     fn commit<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            if !self.is_held() {
-                return Err(Error::new(
-                    ErrorKind::Store,
-                    "the refresh lock was released before the save",
-                ));
-            }
+            self.still_held("save")?;
             self.store.save(tokens).await
+        })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            self.still_held("clear")?;
+            self.store.clear().await
         })
     }
 

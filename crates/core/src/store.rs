@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::{BoxFuture, Error, TokenSet};
+use crate::{BoxFuture, Error, ErrorKind, TokenSet};
 
 /// Loads and saves the token set.
 ///
@@ -48,6 +48,28 @@ use crate::{BoxFuture, Error, TokenSet};
 /// ([`TokenManager::set`](crate::TokenManager::set)) replaces it, and
 /// [`TokenManager::end_session`](crate::TokenManager::end_session) writes
 /// one (a logout ends the session everywhere).
+///
+/// # Writes outside a refresh
+///
+/// [`TokenManager::set`](crate::TokenManager::set),
+/// [`clear`](crate::TokenManager::clear) and
+/// [`end_session`](crate::TokenManager::end_session) replace the stored
+/// set whatever it holds. They take the same turn first, so that no write
+/// lands inside another process's refresh, between its look at the store
+/// and its save:
+///
+/// - [`Uncoordinated`](RefreshTurn::Uncoordinated): [`save`](Self::save)
+///   or [`clear`](Self::clear).
+/// - [`Leader`](RefreshTurn::Leader): write through the lease
+///   ([`RefreshLease::commit`], [`RefreshLease::clear`]), then release it.
+/// - [`Follower`](RefreshTurn::Follower): wait, then ask again. A login in
+///   one process waits for another process's refresh to end (bounded by
+///   the attempt timeout).
+///
+/// While the process's own refresh holds the lock, they write through that
+/// refresh's lease instead, at once: they never wait for its token request.
+/// So on every path the coordinator takes a store's lock before its own
+/// locks, never the other way round.
 ///
 /// A store only keeps what [`TokenSet::to_stored_json`] (or the set itself)
 /// holds: the marks and tombstones travel inside the set, so any store that
@@ -116,6 +138,30 @@ pub trait RefreshLease: Send + Sync {
     fn commit<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>>;
     /// Gives the lock up, if it is still this lease's.
     fn release(&self) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Forgets the stored set if this lease still holds the lock, and
+    /// tells the other processes: what
+    /// [`TokenManager::clear`](crate::TokenManager::clear) (and
+    /// [`end_session`](crate::TokenManager::end_session) with no set)
+    /// writes while this process holds the lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit`](Self::commit). The default refuses with a
+    /// [`Store`](crate::ErrorKind::Store) error and leaves the store as it
+    /// is, since a lease may have no way to clear it: a store whose
+    /// [`begin_refresh`](TokenStore::begin_refresh) answers
+    /// [`Leader`](RefreshTurn::Leader) should implement it, or
+    /// `TokenManager::clear` reports that error (and forgets the set in
+    /// memory all the same).
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async {
+            Err(Error::new(
+                ErrorKind::Store,
+                "this store's refresh lease cannot clear the store",
+            ))
+        })
+    }
 
     /// Whether the lock is still this lease's, as far as the lease knows.
     ///

@@ -1,12 +1,18 @@
-//! `FileStore`: atomic, private, and loud about corruption.
+//! `FileStore`: atomic, private, and loud about corruption; its lock and the
+//! manager's own writes (`set`, `clear`, `end_session`) during a refresh.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
-use tower_token_refresh_core::{ErrorKind, FileStore, TokenManager, TokenSet, TokenStore, source};
+use tokio::sync::Notify;
+use tower_token_refresh_core::{
+    ErrorKind, FileStore, LockedStore, MemoryStore, RefreshLease, RefreshTurn, TokenManager,
+    TokenSet, TokenStore, source,
+};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -473,4 +479,221 @@ async fn foreign_temp_files_go_when_an_hour_old_and_other_files_never() {
             "notes.txt"
         ]
     );
+}
+
+// --- Writes while this manager's own refresh holds the lock -------------
+//
+// The refresh holds the store's lock from before its token request until
+// its answer is saved; `set`, `clear` and `end_session` called meanwhile
+// must neither wait for that lock while holding what the refresh needs to
+// save its answer, nor wait out the token request itself.
+
+/// A source whose token request waits for `gate` (with the refresh lock
+/// held, its "presented" mark saved), and says when it started.
+fn gated() -> (
+    impl tower_token_refresh_core::TokenSource,
+    Arc<Notify>,
+    Arc<Notify>,
+) {
+    let (entered, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (e, g) = (Arc::clone(&entered), Arc::clone(&gate));
+    let source = source::from_fn(move |_| {
+        let (e, g) = (Arc::clone(&e), Arc::clone(&g));
+        async move {
+            e.notify_one();
+            g.notified().await;
+            Ok(TokenSet::bearer("acc-refreshed")
+                .with_refresh_token("ref-refreshed")
+                .with_expires_in(Duration::from_secs(300)))
+        }
+    });
+    (source, entered, gate)
+}
+
+/// A manager over `store` whose refresh is in flight, waiting for the gate.
+async fn refreshing(
+    store: impl TokenStore,
+) -> (
+    TokenManager,
+    tokio::task::JoinHandle<
+        Result<tower_token_refresh_core::Authorization, tower_token_refresh_core::Error>,
+    >,
+    Arc<Notify>,
+) {
+    let (source, entered, gate) = gated();
+    let tokens = TokenManager::builder(source)
+        .store(store)
+        // Short, so that a write stuck behind the lock fails fast on a
+        // regression instead of hanging the suite.
+        .attempt_timeout(Duration::from_secs(2))
+        .build();
+    tokens.set(sample()).await.unwrap();
+    let refresh = tokio::spawn(tokens.refresh());
+    entered.notified().await;
+    (tokens, refresh, gate)
+}
+
+fn login() -> TokenSet {
+    TokenSet::bearer("acc-login")
+        .with_refresh_token("ref-login")
+        .with_expires_in(Duration::from_secs(600))
+}
+
+#[tokio::test]
+async fn set_during_this_managers_refresh_is_saved_without_waiting_for_it() {
+    let dir = TempDir::new("set-during-refresh");
+    let path = dir.path("tokens.json");
+    let (tokens, refresh, gate) = refreshing(FileStore::new(&path)).await;
+
+    // The token request is still pending: the set must not wait for it.
+    tokens.set(login()).await.unwrap();
+    gate.notify_one();
+    let _ = refresh.await.unwrap();
+
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer acc-login");
+    let stored = FileStore::new(&path).load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "acc-login");
+    assert_eq!(stored.refresh_token().unwrap().secret(), "ref-login");
+}
+
+#[tokio::test]
+async fn clear_during_this_managers_refresh_empties_the_file() {
+    let dir = TempDir::new("clear-during-refresh");
+    let path = dir.path("tokens.json");
+    let (tokens, refresh, gate) = refreshing(FileStore::new(&path)).await;
+
+    tokens.clear().await.unwrap();
+    gate.notify_one();
+    let _ = refresh.await.unwrap();
+
+    assert!(tokens.current().is_none());
+    assert!(FileStore::new(&path).load().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn end_session_during_this_managers_refresh_leaves_its_tombstone() {
+    let dir = TempDir::new("end-during-refresh");
+    let path = dir.path("tokens.json");
+    let (tokens, refresh, gate) = refreshing(FileStore::new(&path)).await;
+
+    tokens.end_session().await.unwrap();
+    gate.notify_one();
+    let _ = refresh.await.unwrap();
+
+    assert!(tokens.is_session_expired());
+    let stored = FileStore::new(&path).load().await.unwrap().unwrap();
+    assert!(stored.ended().is_some());
+    // The refresh's answer came after the logout: neither it nor the
+    // logged-out tokens are kept.
+    let on_disk = std::fs::read_to_string(&path).unwrap();
+    assert!(!on_disk.contains("refreshed") && !on_disk.contains("ref-1"));
+}
+
+#[tokio::test]
+async fn set_during_this_managers_refresh_through_a_locked_store() {
+    let dir = TempDir::new("locked-set-during-refresh");
+    let inner = Arc::new(MemoryStore::new());
+    let (tokens, refresh, gate) = refreshing(LockedStore::new(
+        Arc::clone(&inner),
+        dir.path("tokens.lock"),
+    ))
+    .await;
+
+    tokens.set(login()).await.unwrap();
+    gate.notify_one();
+    let _ = refresh.await.unwrap();
+
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer acc-login");
+    let stored = inner.load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "acc-login");
+}
+
+#[tokio::test]
+async fn set_pending_when_the_refresh_answer_arrives_is_saved() {
+    let dir = TempDir::new("set-while-answer-arrives");
+    let path = dir.path("tokens.json");
+    let (tokens, refresh, gate) = refreshing(FileStore::new(&path)).await;
+
+    // The answer arrives while the set is under way: the refresh needs to
+    // save it under its lock while the set wants to save too.
+    let set = tokio::spawn({
+        let tokens = tokens.clone();
+        async move { tokens.set(login()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.notify_one();
+    set.await.unwrap().unwrap();
+    let _ = refresh.await.unwrap();
+
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer acc-login");
+    let stored = FileStore::new(&path).load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "acc-login");
+}
+
+// --- Writes while another process's refresh holds the lock --------------
+
+/// Another process's refresh: a second handle on the file takes its lock.
+async fn other_processs_lock(path: &Path) -> Box<dyn RefreshLease> {
+    loop {
+        match FileStore::new(path).begin_refresh().await.unwrap() {
+            RefreshTurn::Leader(lease) => return lease,
+            // A process another test spawns holds a copy of a lock file's
+            // descriptor until it runs its program: wait for it.
+            RefreshTurn::Follower(free) => free.await.unwrap(),
+            RefreshTurn::Uncoordinated => panic!("a FileStore has a lock"),
+        }
+    }
+}
+
+fn manager_over(path: &Path, attempt_timeout: Duration) -> TokenManager {
+    TokenManager::builder(never())
+        .store(FileStore::new(path))
+        .attempt_timeout(attempt_timeout)
+        .build()
+}
+
+#[tokio::test]
+async fn set_waits_for_another_processs_refresh_then_saves() {
+    let dir = TempDir::new("set-after-other-refresh");
+    let path = dir.path("tokens.json");
+    let other = other_processs_lock(&path).await;
+    let tokens = manager_over(&path, Duration::from_secs(5));
+
+    let set = tokio::spawn({
+        let tokens = tokens.clone();
+        async move { tokens.set(login()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !set.is_finished(),
+        "the set went ahead of the other refresh"
+    );
+    other.commit(&sample()).await.unwrap();
+    other.release().await.unwrap();
+    set.await.unwrap().unwrap();
+
+    // The set came after the other process's answer, and stands.
+    let stored = FileStore::new(&path).load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "acc-login");
+}
+
+#[tokio::test]
+async fn set_behind_a_lock_held_too_long_is_in_use_and_reported() {
+    let dir = TempDir::new("set-lock-held-too-long");
+    let path = dir.path("tokens.json");
+    FileStore::new(&path).save(&sample()).await.unwrap();
+    let other = other_processs_lock(&path).await;
+    let tokens = manager_over(&path, Duration::from_millis(300));
+
+    let err = tokens.set(login()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store, "{err}");
+    let auth = tokens.authorization().await.unwrap();
+    assert_eq!(auth.header().to_str().unwrap(), "Bearer acc-login");
+    // Nothing was written without the lock.
+    let stored = FileStore::new(&path).load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "acc-1");
+    other.release().await.unwrap();
 }

@@ -46,8 +46,9 @@
 //! nothing in flight) has every process and the store on the newest set.
 //! Budgets (expiries, crashes, faults = lost request / lost or late
 //! answer, 5xx answers, revocations, lost leases) keep the space finite.
-//! Not modeled: logins and logouts (`set`, `clear`), store writes that
-//! fail other than by a lost lease, `Rotation::Detect`, the degraded access
+//! Not modeled: logins and logouts (`set`, `clear`, `end_session`, which
+//! take the lock, or write through their own process's lease, like the
+//! saves of step 5), store writes that fail other than by a lost lease, `Rotation::Detect`, the degraded access
 //! token's own expiry.
 //!
 //! Findings (each pinned by a test below, with its trace printed): the

@@ -27,6 +27,16 @@
 //!    died, its heartbeat died with it: its lock expires at most one TTL
 //!    after its last renewal and one of them takes over.
 //!
+//! A login or a logout (`TokenManager::set`, `clear`, `end_session`) takes
+//! the lock too, and writes through it: it waits while another replica
+//! refreshes (bounded by its manager's attempt timeout), then writes, so a
+//! login lands after that refresh's answer, never inside it. While its own
+//! replica's refresh holds the lock, it writes through that refresh's
+//! lease at once. A [`RedisStore::save`](TokenStore::save) or
+//! [`clear`](TokenStore::clear) called directly does not take the lock: a
+//! lease that committed before it has its next commit refused, and the
+//! direct write stands.
+//!
 //! The hot path never touches Redis: each replica keeps its own copy in
 //! memory and reads it with one atomic load. Redis is used only when that
 //! copy is stale or rejected.
@@ -345,10 +355,11 @@ end
 return -1
 ";
 
-/// Writes the set only while the lock holds this lease's value and nobody
-/// wrote since the lease began (a login saved by another process, say).
+/// Writes the set (or deletes it, with an empty value) only while the lock
+/// holds this lease's value and nobody wrote since the lease last did (a
+/// plain `save` by another process, say).
 /// KEYS: lock, tokens, generation, channel. ARGV: lease value, generation
-/// at lock time, new set.
+/// the lease last wrote or found, new set.
 const COMMIT: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return -1
@@ -356,7 +367,11 @@ end
 if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[2]) then
   return -2
 end
-redis.call('SET', KEYS[2], ARGV[3])
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[3])
+end
 local g = redis.call('INCR', KEYS[3])
 redis.call('PUBLISH', KEYS[4], g)
 return g
@@ -705,44 +720,54 @@ async fn heartbeat(s: Arc<Shared>, value: String, hold: Arc<Hold>) {
     }
 }
 
+impl Lease {
+    /// Writes `value` (empty: deletes the set) while the lock is this
+    /// lease's and nobody else wrote since it last did.
+    async fn write(&self, value: Vec<u8>) -> Result<(), Error> {
+        let s = &self.shared;
+        let mut conn = s.conn.clone();
+        // The heartbeat keeps the lock meanwhile; the script checks it is
+        // still this lease's.
+        let written = Script::new(COMMIT)
+            .key(&s.lock_key)
+            .key(&s.tokens_key)
+            .key(&s.generation_key)
+            .key(&s.channel)
+            .arg(&self.value)
+            .arg(self.generation.load(Ordering::Acquire))
+            .arg(value)
+            .invoke_async::<i64>(&mut conn)
+            .await;
+        match written.map_err(|e| store_error("Redis write failed", e))? {
+            -1 => {
+                self.hold.lose();
+                Err(Error::new(
+                    ErrorKind::Store,
+                    "the shared refresh lock was lost (it expired or another process took it) before the write",
+                ))
+            }
+            -2 => Err(Error::new(
+                ErrorKind::Store,
+                "another process saved a token set while this process held the lock; kept it",
+            )),
+            written => {
+                self.generation.store(written, Ordering::Release);
+                Ok(())
+            }
+        }
+    }
+}
+
 impl RefreshLease for Lease {
     fn commit<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            let s = &self.shared;
-            // The heartbeat runs until the lease is released: a lease
-            // commits its mark before the token request, then the answer.
-            let value = s.encode(tokens).await?;
-            let mut conn = s.conn.clone();
-            // The heartbeat keeps the lock meanwhile; the script checks it
-            // is still this lease's.
-            let written = Script::new(COMMIT)
-                .key(&s.lock_key)
-                .key(&s.tokens_key)
-                .key(&s.generation_key)
-                .key(&s.channel)
-                .arg(&self.value)
-                .arg(self.generation.load(Ordering::Acquire))
-                .arg(value)
-                .invoke_async::<i64>(&mut conn)
-                .await;
-            match written.map_err(|e| store_error("Redis write failed", e))? {
-                -1 => {
-                    self.hold.lose();
-                    Err(Error::new(
-                        ErrorKind::Store,
-                        "the shared refresh lock was lost (it expired or another process took it) before the new set was saved",
-                    ))
-                }
-                -2 => Err(Error::new(
-                    ErrorKind::Store,
-                    "another process saved a token set during this refresh; kept it",
-                )),
-                written => {
-                    self.generation.store(written, Ordering::Release);
-                    Ok(())
-                }
-            }
-        })
+        // The heartbeat runs until the lease is released: a lease commits
+        // its mark before the token request, then the answer (and any
+        // `set` of its process meanwhile).
+        Box::pin(async move { self.write(self.shared.encode(tokens).await?).await })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.write(Vec::new()))
     }
 
     fn release(&self) -> BoxFuture<'_, Result<(), Error>> {

@@ -6,6 +6,14 @@
 //! - Every writer holds the `commit` lock from its look at the state to its
 //!   publication, so the store never ends up holding a set that memory has
 //!   moved past, and no writer is overtaken between its check and its write.
+//! - One lock order: the store's lock (the refresh turn's lease), then the
+//!   `commit` lock. Nothing waits for the store's lock with the `commit`
+//!   lock held: under it, the store is written through a lease already
+//!   held, or through a store that has no lock. `set`, `clear` and
+//!   `end_session` ([`Inner::overwrite`]) take the store's turn first, as a
+//!   refresh does, or write through the lease of this manager's own
+//!   refresh, which is withdrawn under the `commit` lock before it is
+//!   released.
 //! - A fetched set is saved before it is published, and published even if
 //!   the save failed: dropping it would lose a rotated refresh token for
 //!   sure.
@@ -22,7 +30,8 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use tokio::time::Instant;
+use futures_util::future::{self, Either};
+use tokio::{sync::MutexGuard, time::Instant};
 
 use super::{
     Inner,
@@ -31,7 +40,8 @@ use super::{
     refresh::{ended_elsewhere, far, remaining},
 };
 use crate::{
-    EndReason, Error, ErrorKind, RefreshLease, RefreshToken, TokenSet, token::RefreshMark,
+    BoxFuture, EndReason, Error, ErrorKind, RefreshLease, RefreshToken, RefreshTurn, TokenSet,
+    TokenStore, token::RefreshMark,
 };
 
 /// What taking a stored set did.
@@ -44,7 +54,196 @@ pub(super) enum Adopted {
     Ended(Error),
 }
 
+/// What `set`, `clear` and `end_session` write, whatever the store holds.
+pub(super) enum Overwrite {
+    Save(TokenSet),
+    Clear,
+}
+
+impl Overwrite {
+    fn what(&self) -> &'static str {
+        match self {
+            Overwrite::Save(_) => "save",
+            Overwrite::Clear => "clear",
+        }
+    }
+
+    fn to_store<'a>(&'a self, store: &'a dyn TokenStore) -> BoxFuture<'a, Result<(), Error>> {
+        match self {
+            Overwrite::Save(tokens) => store.save(tokens),
+            Overwrite::Clear => store.clear(),
+        }
+    }
+
+    fn to_lease<'a>(&'a self, lease: &'a dyn RefreshLease) -> BoxFuture<'a, Result<(), Error>> {
+        match self {
+            Overwrite::Save(tokens) => lease.commit(tokens),
+            Overwrite::Clear => lease.clear(),
+        }
+    }
+}
+
+/// How an overwrite reaches the store.
+enum Via {
+    /// The store has no lock: its own `save` or `clear`.
+    Store,
+    /// The lease this overwrite took; released after the write.
+    Taken(Taken),
+    /// The lease of this manager's refresh, which releases it.
+    Own(Arc<dyn RefreshLease>),
+    /// No turn in time, or the store failed: published, not written.
+    Failed(Error),
+}
+
+/// A lease an overwrite took. Released after the write; if the overwrite
+/// is dropped first (its caller gave up), released by a task of its own,
+/// so that other processes do not wait out the lock's expiry.
+struct Taken(Option<Box<dyn RefreshLease>>);
+
+impl Taken {
+    async fn release(mut self, inner: &Inner) {
+        if let Some(lease) = self.0.take() {
+            let _ = inner
+                .store_op("unlock", lease.release(), far(inner.config.attempt_timeout))
+                .await;
+        }
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if let Some(lease) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = lease.release().await;
+            });
+        }
+    }
+}
+
+/// Marks that this manager's refresh holds the store's lock, so that
+/// overwrites go through its lease meanwhile. Dropped (the refresh is over,
+/// or its task was dropped), it withdraws the lease.
+pub(super) struct OwnLease<'a> {
+    inner: &'a Inner,
+}
+
+impl OwnLease<'_> {
+    /// Withdraws the lease once no overwrite is writing through it: the
+    /// caller may release it then.
+    pub(super) async fn end(self) {
+        let inner = self.inner;
+        let _commit = inner.commit.lock().await;
+        drop(self);
+    }
+}
+
+impl Drop for OwnLease<'_> {
+    fn drop(&mut self) {
+        *self.inner.lock_lease() = None;
+    }
+}
+
 impl Inner {
+    /// Offers the lease this manager's refresh holds to overwrites, until
+    /// the guard is ended or dropped.
+    pub(super) fn hold_lease(&self, lease: &Arc<dyn RefreshLease>) -> OwnLease<'_> {
+        *self.lock_lease() = Some(Arc::clone(lease));
+        self.lease_taken.notify_waiters();
+        OwnLease { inner: self }
+    }
+
+    /// Writes `next`'s change to the store and publishes its status
+    /// (`set`, `clear`, `end_session`), in the one lock order: the store's
+    /// turn first, as a refresh takes it, then the `commit` lock.
+    ///
+    /// - While this manager's refresh holds the store's lock, through its
+    ///   lease, without waiting for its token request.
+    /// - Else by the store's turn: no coordination, the store's own write;
+    ///   the lock, through that lease, released after; another process's
+    ///   refresh, wait for it (or for this manager's refresh to take the
+    ///   lock) and ask again.
+    ///
+    /// The status is published whatever the write did; its error is
+    /// returned. Bounded by `deadline`.
+    pub(super) async fn overwrite(
+        &self,
+        next: impl FnOnce(&State) -> (Overwrite, Status),
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let (via, commit) = self.overwrite_turn(deadline).await;
+        let (write, status) = next(&self.state.load());
+        let what = write.what();
+        let written = match &via {
+            Via::Failed(e) => Err(e.clone()),
+            Via::Store => {
+                self.store_op(what, write.to_store(&*self.store), deadline)
+                    .await
+            }
+            Via::Taken(Taken(Some(lease))) => {
+                self.store_op(what, write.to_lease(&**lease), deadline)
+                    .await
+            }
+            Via::Own(lease) => {
+                self.store_op(what, write.to_lease(&**lease), deadline)
+                    .await
+            }
+            // Only `release` and `drop` empty it, after the write.
+            Via::Taken(Taken(None)) => Ok(()),
+        };
+        self.replace(status);
+        drop(commit);
+        if let Via::Taken(taken) = via {
+            taken.release(self).await;
+        }
+        written
+    }
+
+    /// The store's turn for an overwrite, and the `commit` lock, taken
+    /// after it.
+    async fn overwrite_turn(&self, deadline: Instant) -> (Via, MutexGuard<'_, ()>) {
+        // Bounded: every turn waits on the store within the deadline, and
+        // the loop ends at the deadline.
+        loop {
+            // Registered before the look at `lease`, so that a lease this
+            // manager's refresh takes after it wakes the wait below.
+            let taken = self.lease_taken.notified();
+            let mut taken = std::pin::pin!(taken);
+            taken.as_mut().enable();
+            let commit = self.commit.lock().await;
+            let own = self.lock_lease().clone();
+            if let Some(lease) = own {
+                return (Via::Own(lease), commit);
+            }
+            drop(commit);
+            if Instant::now() >= deadline {
+                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                let err = Error::new(
+                    ErrorKind::Store,
+                    "the store's refresh lock was not free in time",
+                );
+                return (Via::Failed(err), self.commit.lock().await);
+            }
+            let via = match self
+                .store_op("lock", self.store.begin_refresh(), deadline)
+                .await
+            {
+                Ok(RefreshTurn::Uncoordinated) => Via::Store,
+                Ok(RefreshTurn::Leader(lease)) => Via::Taken(Taken(Some(lease))),
+                Ok(RefreshTurn::Follower(wait)) => {
+                    let waited = std::pin::pin!(self.store_op("lock", wait, deadline));
+                    match future::select(waited, taken.as_mut()).await {
+                        Either::Left((Ok(()), _)) | Either::Right(_) => continue,
+                        Either::Left((Err(e), _)) => Via::Failed(e),
+                    }
+                }
+                Err(e) => Via::Failed(e),
+            };
+            return (via, self.commit.lock().await);
+        }
+    }
+
     /// A store call, bounded by the attempt timeout and `deadline`, and
     /// counted on failure.
     pub(super) async fn store_op<T>(

@@ -352,6 +352,8 @@ impl TokenManagerBuilder {
                 }),
                 flight: std::sync::Mutex::new(Flight::default()),
                 commit: tokio::sync::Mutex::new(()),
+                lease: std::sync::Mutex::new(None),
+                lease_taken: tokio::sync::Notify::new(),
                 refreshing: std::sync::atomic::AtomicBool::new(false),
                 driver: Driver::new(),
                 rotation_seen: std::sync::atomic::AtomicU8::new(super::refresh::UNKNOWN),

@@ -40,6 +40,7 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use self::{
+    commit::Overwrite,
     config::Config,
     credential::{Credential, State, Status},
     driver::Driver,
@@ -54,7 +55,7 @@ pub use self::{
     lookup::{Lookup, LookupCache},
 };
 use crate::{
-    EndReason, Error, TokenSet, TokenSource, TokenStore,
+    EndReason, Error, RefreshLease, TokenSet, TokenSource, TokenStore,
     backoff::Jitter,
     stats::{Counters, Stats},
 };
@@ -155,7 +156,15 @@ struct Inner {
     /// await.
     flight: Mutex<Flight>,
     /// Serializes every change of the token set with its store write.
+    /// Taken after the store's lock, never before (`commit.rs`).
     commit: tokio::sync::Mutex<()>,
+    /// The lease of the store's lock while this manager's refresh holds it:
+    /// `set`, `clear` and `end_session` write through it. Withdrawn with
+    /// the commit lock held, before the lease is released.
+    lease: Mutex<Option<Arc<dyn RefreshLease>>>,
+    /// Woken when `lease` is filled, so that a write waiting for the
+    /// store's lock writes through this manager's own lease instead.
+    lease_taken: tokio::sync::Notify,
     /// A hint for the refresh-ahead path, so requests in the window skip the lock.
     refreshing: AtomicBool,
     driver: Driver,
@@ -170,6 +179,11 @@ struct Inner {
 }
 
 impl Inner {
+    fn lock_lease(&self) -> MutexGuard<'_, Option<Arc<dyn RefreshLease>>> {
+        // Only an `Option` is written under it: whole even if poisoned.
+        self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock_flight(&self) -> MutexGuard<'_, Flight> {
         // Nothing panics while holding this lock, and the data stays whole
         // if something ever did.
@@ -204,39 +218,47 @@ impl TokenManager {
     /// its result does not replace this set (if this set still holds the
     /// refresh token that refresh spent, it gets the new one).
     ///
+    /// With a store that processes share, the save takes the store's refresh
+    /// lock as a refresh does (see [`TokenStore`], "Writes outside a
+    /// refresh"): while this manager's own refresh holds it, the set is
+    /// saved through that refresh's hold at once; while another process's
+    /// refresh holds it, the save waits for that refresh to end (within the
+    /// [`attempt_timeout`](TokenManagerBuilder::attempt_timeout)), so that
+    /// the new login lands after that refresh's answer, never inside it.
+    ///
     /// # Errors
     ///
     /// [`InvalidResponse`](crate::ErrorKind::InvalidResponse) if the access token
     /// cannot be a header value; [`Store`](crate::ErrorKind::Store) if saving failed
-    /// (the set is in use anyway); [`NoRuntime`](crate::ErrorKind::NoRuntime).
+    /// or the store's lock was not free in time (the set is in use anyway);
+    /// [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn set(&self, tokens: TokenSet) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
         let cred = Credential::build(tokens, &inner.config, Instant::now(), inner.jitter.next())?;
-        let _commit = inner.commit.lock().await;
-        let saved = inner
-            .store_op("save", inner.store.save(&cred.tokens), self.far())
-            .await;
-        inner.replace(Status::Ready(cred));
-        saved
+        inner
+            .overwrite(
+                |_| (Overwrite::Save(cred.tokens.clone()), Status::Ready(cred)),
+                self.far(),
+            )
+            .await
     }
 
     /// Forgets the token set here and in the store. The next request waits
-    /// for the source to produce a new set.
+    /// for the source to produce a new set. The store is cleared under its
+    /// refresh lock, as [`set`](Self::set) saves (through
+    /// [`RefreshLease::clear`] when the store has a lock).
     ///
     /// # Errors
     ///
-    /// [`Store`](crate::ErrorKind::Store) if the store could not be cleared;
+    /// [`Store`](crate::ErrorKind::Store) if the store could not be cleared
+    /// or its lock was not free in time (the set is forgotten here anyway);
     /// [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn clear(&self) -> Result<(), Error> {
         driver::runtime()?;
-        let inner = &self.inner;
-        let _commit = inner.commit.lock().await;
-        let cleared = inner
-            .store_op("clear", inner.store.clear(), self.far())
-            .await;
-        inner.replace(Status::Empty);
-        cleared
+        self.inner
+            .overwrite(|_| (Overwrite::Clear, Status::Empty), self.far())
+            .await
     }
 
     /// Loads the token set from the store, as at start-up: a stored set
@@ -285,39 +307,32 @@ impl TokenManager {
     /// ends the session too, see [`TokenStore`]), runs the `on_session_expired` hook, and fails every
     /// request with [`SessionExpired`](crate::ErrorKind::SessionExpired) until
     /// [`set`](Self::set) is called. Revoke the tokens at the server first
-    /// if it supports that (RFC 7009).
+    /// if it supports that (RFC 7009). The tombstone is written under the
+    /// store's refresh lock, as [`set`](Self::set) saves.
     ///
     /// # Errors
     ///
-    /// [`Store`](crate::ErrorKind::Store) if the store could not be cleared (the
-    /// session is over anyway); [`NoRuntime`](crate::ErrorKind::NoRuntime).
+    /// [`Store`](crate::ErrorKind::Store) if the store could not be written
+    /// or its lock was not free in time (the session is over anyway);
+    /// [`NoRuntime`](crate::ErrorKind::NoRuntime).
     pub async fn end_session(&self) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
-        let cleared = {
-            let _commit = inner.commit.lock().await;
-            // A tombstone, not an empty store: the other processes sharing
-            // the store must not go on with the refresh token they hold.
-            let tombstone = inner
-                .state
-                .load()
-                .tokens()
-                .map(|t| t.tombstone(EndReason::Logout));
-            let cleared = match tombstone {
-                Some(tombstone) => {
-                    inner
-                        .store_op("save", inner.store.save(&tombstone), self.far())
-                        .await
-                }
-                None => {
-                    inner
-                        .store_op("clear", inner.store.clear(), self.far())
-                        .await
-                }
-            };
-            inner.replace(Status::SessionExpired(session_ended()));
-            cleared
-        };
+        let cleared = inner
+            .overwrite(
+                |state| {
+                    // A tombstone, not an empty store: the other processes
+                    // sharing the store must not go on with the refresh
+                    // token they hold.
+                    let write = match state.tokens() {
+                        Some(tokens) => Overwrite::Save(tokens.tombstone(EndReason::Logout)),
+                        None => Overwrite::Clear,
+                    };
+                    (write, Status::SessionExpired(session_ended()))
+                },
+                self.far(),
+            )
+            .await;
         inner
             .counters
             .sessions_expired

@@ -15,7 +15,8 @@
 //!   rotate ([`Rotation`](super::Rotation)); otherwise the session ends,
 //!   saying why.
 //! - A shared store's lease is checked just before the request and released
-//!   on every path after it.
+//!   on every path after it, once no `set`, `clear` or `end_session` writes
+//!   through it any more.
 
 use std::{
     panic::AssertUnwindSafe,
@@ -160,7 +161,13 @@ impl Inner {
                         .await;
                 }
                 RefreshTurn::Leader(lease) => {
+                    let lease: Arc<dyn RefreshLease> = Arc::from(lease);
+                    // `set`, `clear` and `end_session` write through it
+                    // meanwhile: waiting for the lock, they would wait
+                    // for this token request.
+                    let own = self.hold_lease(&lease);
                     let result = self.lead(from, current, &*lease, deadline).await;
+                    own.end().await;
                     let _ = self
                         .store_op("unlock", lease.release(), far(self.config.attempt_timeout))
                         .await;
