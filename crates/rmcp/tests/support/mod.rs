@@ -52,7 +52,9 @@ pub const HOUR: Duration = Duration::from_secs(3600);
 
 /// The one tool: `echo`, which answers its `text` argument.
 #[derive(Clone)]
-struct Echo;
+struct Echo {
+    stats: Arc<Mutex<McpStats>>,
+}
 
 impl ServerHandler for Echo {
     fn get_info(&self) -> ServerConfig {
@@ -88,6 +90,7 @@ impl ServerHandler for Echo {
             .and_then(|t| t.as_str())
             .unwrap_or_default()
             .to_owned();
+        self.stats.lock().unwrap().echoes += 1;
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
     }
 }
@@ -106,6 +109,8 @@ pub struct McpStats {
     /// Responses let through, by content type.
     pub sse: u64,
     pub json: u64,
+    /// `echo` calls the tool answered.
+    pub echoes: u64,
 }
 
 #[derive(Clone)]
@@ -200,14 +205,18 @@ impl McpServer {
                 .with_legacy_session_mode(false)
                 .with_json_response(true),
         };
+        let stats: Arc<Mutex<McpStats>> = Arc::default();
+        let echo = Echo {
+            stats: stats.clone(),
+        };
         let service: StreamableHttpService<Echo, LocalSessionManager> =
-            StreamableHttpService::new(|| Ok(Echo), Default::default(), config);
+            StreamableHttpService::new(move || Ok(echo.clone()), Default::default(), config);
         let guard = Guard {
             auth: auth.clone(),
-            stats: Arc::default(),
+            stats: stats.clone(),
             required_scope: Arc::default(),
         };
-        let (stats, required_scope) = (guard.stats.clone(), guard.required_scope.clone());
+        let required_scope = guard.required_scope.clone();
         let router = Router::new()
             .nest_service("/mcp", service)
             .layer(middleware::from_fn_with_state(guard, self::guard));
