@@ -90,7 +90,7 @@ use hyper_util::{
 
 pub use auth::{
     Assertion, AuthConfig, AuthLog, AuthServer, AuthStats, AuthorizationRequest, Client, Echo,
-    Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments, Nonce,
+    Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments, Nonce, Registration,
 };
 #[cfg(feature = "grpc")]
 pub use grpc::{BytesCodec, GrpcServer, GrpcStats};

@@ -42,6 +42,12 @@ pub(super) fn router(shared: Arc<AuthShared>) -> Router {
             post(device_authorization_endpoint),
         )
         .route("/authorize", get(authorization_endpoint));
+    if shared.registration.is_some() {
+        router = router.route(
+            Endpoint::Registration.path(),
+            post(super::registration::registration_endpoint),
+        );
+    }
     if shared.metadata != MetadataDocuments::OpenIdOnly {
         // RFC 8414 §3.1: between the host and the issuer's path.
         router = router.route(
@@ -399,8 +405,8 @@ fn origin_and_issuer(shared: &AuthShared, headers: &HeaderMap) -> Option<(String
 }
 
 /// What both metadata documents say.
-fn common_metadata(origin: &str, issuer: &str) -> serde_json::Value {
-    json!({
+fn common_metadata(shared: &AuthShared, origin: &str, issuer: &str) -> serde_json::Value {
+    let mut document = json!({
         "issuer": issuer,
         "token_endpoint": format!("{origin}{}", Endpoint::Token.path()),
         "authorization_endpoint": format!("{origin}/authorize"),
@@ -410,7 +416,12 @@ fn common_metadata(origin: &str, issuer: &str) -> serde_json::Value {
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "dpop_signing_alg_values_supported": ["ES256"],
-    })
+    });
+    if shared.registration.is_some() {
+        document["registration_endpoint"] =
+            json!(format!("{origin}{}", Endpoint::Registration.path()));
+    }
+    document
 }
 
 async fn oauth_metadata_endpoint(
@@ -420,7 +431,7 @@ async fn oauth_metadata_endpoint(
     let Some((origin, issuer)) = origin_and_issuer(&shared, &headers) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let mut document = common_metadata(&origin, &issuer);
+    let mut document = common_metadata(&shared, &origin, &issuer);
     document["introspection_endpoint"] = json!(format!("{origin}/introspect"));
     document["revocation_endpoint"] = json!(format!("{origin}/revoke"));
     json_response(StatusCode::OK, &document)
@@ -433,7 +444,7 @@ async fn openid_configuration_endpoint(
     let Some((origin, issuer)) = origin_and_issuer(&shared, &headers) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let mut document = common_metadata(&origin, &issuer);
+    let mut document = common_metadata(&shared, &origin, &issuer);
     document["grant_types_supported"] = json!(GRANT_TYPES);
     document["subject_types_supported"] = json!(["public"]);
     // With both documents served, these are only in RFC 8414's.

@@ -33,6 +33,7 @@ mod echo;
 mod endpoints;
 mod faults;
 mod oauth;
+mod registration;
 mod state;
 mod tokens;
 
@@ -47,6 +48,7 @@ pub use clients::{Assertion, Client};
 pub use dpop::Nonce;
 pub use echo::Echo;
 pub use faults::{Endpoint, Fault, Gate};
+pub use registration::Registration;
 pub(crate) use state::AuthShared;
 pub use state::{AuthLog, AuthStats, AuthorizationRequest};
 pub use tokens::IssuedTokens;
@@ -81,6 +83,7 @@ pub struct AuthConfig {
     resource_nonce: Nonce,
     device_pending: usize,
     device_interval: Duration,
+    registration: Option<Registration>,
 }
 
 /// Which metadata documents an [`AuthServer`] publishes, at the well-known
@@ -111,7 +114,7 @@ impl Default for AuthConfig {
     /// served, the issuer has no path, a request whose client hangs up is
     /// dropped, DPoP is optional and wants no nonce, and a device
     /// authorization is approved at the first poll, which may come after
-    /// 1 s.
+    /// 1 s, and there is no dynamic client registration.
     fn default() -> Self {
         let mut registry = clients::Registry::default();
         registry.register(Client::secret("test-client", "test-secret"));
@@ -122,6 +125,7 @@ impl Default for AuthConfig {
             resource_nonce: Nonce::Off,
             device_pending: 0,
             device_interval: Duration::from_secs(1),
+            registration: None,
             access_lifetime: Duration::from_secs(2),
             rotation: true,
             client_id: "test-client".to_owned(),
@@ -216,6 +220,18 @@ impl AuthConfig {
     /// in whole seconds (default 1 s).
     pub fn device_interval(mut self, interval: Duration) -> Self {
         self.device_interval = interval;
+        self
+    }
+
+    /// Switches on dynamic client registration (RFC 7591) at
+    /// `POST /register` ([`Endpoint::Registration`], named
+    /// `registration_endpoint` in the metadata documents; default off, a
+    /// 404). A client it registers is authenticated by the token endpoint
+    /// like one [registered](Self::register) here. Counted in
+    /// [`AuthStats::registrations`], the metadata sent kept in
+    /// [`AuthLog::registrations`].
+    pub fn registration(mut self, registration: Registration) -> Self {
+        self.registration = Some(registration);
         self
     }
 
@@ -352,6 +368,7 @@ impl fmt::Debug for AuthConfig {
             .field("resource_nonce", &self.resource_nonce)
             .field("device_pending", &self.device_pending)
             .field("device_interval", &self.device_interval)
+            .field("registration", &self.registration)
             .finish_non_exhaustive()
     }
 }
@@ -537,6 +554,12 @@ impl AuthServer {
     /// `http://127.0.0.1:PORT/device_authorization`.
     pub fn device_authorization_url(&self) -> String {
         self.url(Endpoint::DeviceAuthorization)
+    }
+
+    /// The registration endpoint (RFC 7591), `http://127.0.0.1:PORT/register`:
+    /// a 404 unless [switched on](AuthConfig::registration).
+    pub fn registration_url(&self) -> String {
+        self.url(Endpoint::Registration)
     }
 
     /// Makes the next `times` requests to the token endpoint get `fault`,

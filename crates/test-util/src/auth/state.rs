@@ -11,7 +11,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    AuthConfig, MetadataDocuments,
+    AuthConfig, MetadataDocuments, Registration,
     clients::{Assertion, Registry},
     dpop::{Nonce, NonceState},
     faults::FaultQueues,
@@ -50,6 +50,8 @@ pub(crate) struct AuthShared {
     pub(super) device_pending: usize,
     /// The device flow's polling `interval`.
     pub(super) device_interval: Duration,
+    /// Dynamic client registration, if on.
+    pub(super) registration: Option<Registration>,
     state: Mutex<AuthState>,
 }
 
@@ -84,6 +86,9 @@ pub struct AuthLog {
     pub assertions: Vec<Assertion>,
     /// Every authorization request that issued a code.
     pub authorization_requests: Vec<AuthorizationRequest>,
+    /// The client metadata of every dynamic registration (RFC 7591) that
+    /// registered a client, as it was sent.
+    pub registrations: Vec<serde_json::Value>,
 }
 
 impl fmt::Debug for AuthLog {
@@ -97,6 +102,7 @@ impl fmt::Debug for AuthLog {
             .field("token_nonces", &self.token_nonces)
             .field("assertions", &self.assertions)
             .field("authorization_requests", &self.authorization_requests)
+            .field("registrations", &self.registrations)
             .finish()
     }
 }
@@ -188,6 +194,8 @@ pub struct AuthStats {
     pub revocation_requests: u64,
     /// Revocation requests that revoked a known, still-valid token.
     pub tokens_revoked: u64,
+    /// Every `POST /register` (RFC 7591), faults included.
+    pub registrations: u64,
 }
 
 impl AuthShared {
@@ -202,6 +210,7 @@ impl AuthShared {
             resource_nonce: config.resource_nonce,
             device_pending: config.device_pending,
             device_interval: config.device_interval,
+            registration: config.registration,
             state: Mutex::new(AuthState {
                 tokens: Tokens::new(config.access_lifetime, config.rotation)
                     .with_reuse_grace(config.reuse_grace),

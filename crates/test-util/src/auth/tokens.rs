@@ -238,6 +238,11 @@ impl Tokens {
         format!("{prefix}_{n}_{:016x}", splitmix64(self.seed ^ n))
     }
 
+    /// A new client's id and secret, for dynamic registration.
+    pub(super) fn mint_client(&mut self) -> (String, String) {
+        (self.mint("client"), self.mint("secret"))
+    }
+
     fn issue_access(&mut self, family: Option<u64>, jkt: Option<&str>) -> (String, Duration) {
         let token = self.mint("at");
         let lifetime = self.access_lifetime;
