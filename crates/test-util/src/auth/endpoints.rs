@@ -11,6 +11,7 @@ use axum::{
     body::Bytes,
     extract::State,
     http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -26,7 +27,7 @@ use super::{
         OAuthError, authenticate_client, check_grant_assertion, invalid_request, json_response,
         origin, read_form, require_client,
     },
-    state::{AuthShared, AuthorizationRequest},
+    state::{AuthShared, AuthorizationRequest, TokenRequest},
 };
 use crate::{form, serve::ConnControl};
 
@@ -62,7 +63,20 @@ pub(super) fn router(shared: Arc<AuthShared>) -> Router {
             get(openid_configuration_endpoint),
         );
     }
-    router.with_state(shared)
+    router
+        .layer(middleware::from_fn_with_state(shared.clone(), log_request))
+        .with_state(shared)
+}
+
+/// Logs every request, whatever answers it.
+async fn log_request(
+    State(shared): State<Arc<AuthShared>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let line = format!("{} {}", request.method(), request.uri().path());
+    shared.lock().log.requests.push(line);
+    next.run(request).await
 }
 
 async fn token_endpoint(
@@ -160,12 +174,19 @@ fn token_request(
     modifier: Option<Fault>,
 ) -> Result<Response, OAuthError> {
     let params = read_form(headers, body)?;
-    if let Some(presented) = params.get("refresh_token") {
-        shared
-            .lock()
-            .log
-            .refresh_tokens_presented
-            .push(presented.clone());
+    {
+        let mut state = shared.lock();
+        if let Some(presented) = params.get("refresh_token") {
+            state.log.refresh_tokens_presented.push(presented.clone());
+        }
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        state.log.token_requests.push(TokenRequest {
+            params: params.clone(),
+            authorization,
+        });
     }
 
     let client = authenticate_client(shared, Endpoint::Token, headers, &params)?;
@@ -417,6 +438,9 @@ fn common_metadata(shared: &AuthShared, origin: &str, issuer: &str) -> serde_jso
         "code_challenge_methods_supported": ["S256"],
         "dpop_signing_alg_values_supported": ["ES256"],
     });
+    if let Some(scopes) = &shared.scopes_supported {
+        document["scopes_supported"] = json!(scopes);
+    }
     if shared.registration.is_some() {
         document["registration_endpoint"] =
             json!(format!("{origin}{}", Endpoint::Registration.path()));
@@ -496,7 +520,7 @@ pub(super) fn authorize(
     }
     let code = state
         .tokens
-        .issue_code(client_id, redirect_uri, Some(challenge));
+        .issue_code(client_id, redirect_uri, Some(challenge), get("scope"));
     let mut back = form_urlencoded::Serializer::new(String::new());
     back.append_pair("code", &code);
     if let Some(state) = get("state") {

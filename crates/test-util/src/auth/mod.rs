@@ -42,7 +42,7 @@ use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::serve::ServerTask;
+use crate::{resource::ResourceMetadata, serve::ServerTask};
 
 pub use clients::{Assertion, Client};
 pub use dpop::Nonce;
@@ -50,7 +50,7 @@ pub use echo::Echo;
 pub use faults::{Endpoint, Fault, Gate};
 pub use registration::Registration;
 pub(crate) use state::AuthShared;
-pub use state::{AuthLog, AuthStats, AuthorizationRequest};
+pub use state::{AuthLog, AuthStats, AuthorizationRequest, TokenRequest};
 pub use tokens::IssuedTokens;
 
 /// How an [`AuthServer`] behaves.
@@ -84,6 +84,9 @@ pub struct AuthConfig {
     device_pending: usize,
     device_interval: Duration,
     registration: Option<Registration>,
+    resource_metadata: Option<ResourceMetadata>,
+    resource_scope: Option<String>,
+    scopes_supported: Option<Vec<String>>,
 }
 
 /// Which metadata documents an [`AuthServer`] publishes, at the well-known
@@ -114,7 +117,8 @@ impl Default for AuthConfig {
     /// served, the issuer has no path, a request whose client hangs up is
     /// dropped, DPoP is optional and wants no nonce, and a device
     /// authorization is approved at the first poll, which may come after
-    /// 1 s, and there is no dynamic client registration.
+    /// 1 s, there is no dynamic client registration, and resource servers
+    /// serve no protected resource metadata and require no scope.
     fn default() -> Self {
         let mut registry = clients::Registry::default();
         registry.register(Client::secret("test-client", "test-secret"));
@@ -126,6 +130,9 @@ impl Default for AuthConfig {
             device_pending: 0,
             device_interval: Duration::from_secs(1),
             registration: None,
+            resource_metadata: None,
+            resource_scope: None,
+            scopes_supported: None,
             access_lifetime: Duration::from_secs(2),
             rotation: true,
             client_id: "test-client".to_owned(),
@@ -232,6 +239,50 @@ impl AuthConfig {
     /// [`AuthLog::registrations`].
     pub fn registration(mut self, registration: Registration) -> Self {
         self.registration = Some(registration);
+        self
+    }
+
+    /// Makes each [`ResourceServer`](crate::ResourceServer) of this server
+    /// serve protected resource metadata (RFC 9728) naming this server's
+    /// issuer, and name it in its 401 challenges (default: none).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_test_util::{AuthConfig, AuthServer, ResourceMetadata, ResourceServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// let auth = AuthServer::start(AuthConfig::default().resource_metadata(ResourceMetadata::new())).await?;
+    /// let api = ResourceServer::start(&auth).await?;
+    /// assert_eq!(
+    ///     api.metadata_url().unwrap(),
+    ///     api.url("/.well-known/oauth-protected-resource/api/data")
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn resource_metadata(mut self, metadata: ResourceMetadata) -> Self {
+        self.resource_metadata = Some(metadata);
+        self
+    }
+
+    /// The scope (space-separated) each
+    /// [`ResourceServer`](crate::ResourceServer) of this server requires:
+    /// a valid token not granted all of it (the `scope` of the
+    /// authorization request its grant came from) gets 403
+    /// `insufficient_scope` with `scope` naming this (default: none
+    /// required).
+    pub fn resource_required_scope(mut self, scope: impl Into<String>) -> Self {
+        self.resource_scope = Some(scope.into());
+        self
+    }
+
+    /// The `scopes_supported` of the metadata documents (default: none).
+    pub fn scopes_supported<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes_supported = Some(scopes.into_iter().map(Into::into).collect());
         self
     }
 
@@ -369,6 +420,9 @@ impl fmt::Debug for AuthConfig {
             .field("device_pending", &self.device_pending)
             .field("device_interval", &self.device_interval)
             .field("registration", &self.registration)
+            .field("resource_metadata", &self.resource_metadata)
+            .field("resource_scope", &self.resource_scope)
+            .field("scopes_supported", &self.scopes_supported)
             .finish_non_exhaustive()
     }
 }
