@@ -65,7 +65,9 @@ async fn a_401_gives_the_challenges_metadata_url_and_scope() {
 #[tokio::test]
 async fn a_401_that_names_nothing_still_asks_for_a_token() {
     let origin = start().await;
-    let answer = probe(hyper_client(), &format!("{origin}/bare")).await.unwrap();
+    let answer = probe(hyper_client(), &format!("{origin}/bare"))
+        .await
+        .unwrap();
     assert_eq!(
         answer,
         Unauthenticated::Challenged {
@@ -78,6 +80,8 @@ async fn a_401_that_names_nothing_still_asks_for_a_token() {
 #[tokio::test]
 async fn a_server_that_answers_without_a_token_is_open() {
     let origin = start().await;
-    let answer = probe(hyper_client(), &format!("{origin}/open")).await.unwrap();
+    let answer = probe(hyper_client(), &format!("{origin}/open"))
+        .await
+        .unwrap();
     assert_eq!(answer, Unauthenticated::Open);
 }
