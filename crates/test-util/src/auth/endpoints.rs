@@ -18,6 +18,7 @@ use axum::{
 use serde_json::json;
 use tokio::{sync::oneshot, time::Instant};
 
+use super::exchange::TOKEN_EXCHANGE;
 use super::{
     MetadataDocuments,
     clients::Method,
@@ -138,12 +139,13 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// The grants the token endpoint serves, as `grant_types_supported` names
 /// them. A new grant is a name here and an arm in [`token_request`].
-const GRANT_TYPES: [&str; 5] = [
+const GRANT_TYPES: [&str; 6] = [
     "refresh_token",
     "client_credentials",
     "authorization_code",
     DEVICE_CODE,
     JWT_BEARER,
+    TOKEN_EXCHANGE,
 ];
 
 /// The client authentication methods the server takes.
@@ -201,9 +203,13 @@ fn token_request(
         let assertion = param(&params, "assertion", "assertion is missing")?;
         // Checked (and its jti spent) before the DPoP proof, as a server
         // that remembers every assertion it is shown does.
-        check_grant_assertion(shared, headers, assertion).inspect_err(|_| {
-            shared.lock().stats.invalid_grant += 1;
-        })?;
+        // An ID-JAG of our own token exchange, or a signed assertion.
+        let jag = shared.lock().tokens.spend_jag(assertion);
+        if !jag {
+            check_grant_assertion(shared, headers, assertion).inspect_err(|_| {
+                shared.lock().stats.invalid_grant += 1;
+            })?;
+        }
     }
     let origin = origin(headers).unwrap_or_default();
     let proof = {
@@ -218,6 +224,9 @@ fn token_request(
         )?
     };
     let jkt = proof.as_ref().map(|proof| proof.jkt.as_str());
+    if grant_type == TOKEN_EXCHANGE {
+        return super::exchange::exchange(shared, &params, jkt);
+    }
 
     let outcome = {
         let mut state = shared.lock();

@@ -31,6 +31,7 @@ mod clients;
 pub(crate) mod dpop;
 mod echo;
 mod endpoints;
+mod exchange;
 mod faults;
 mod oauth;
 mod registration;
@@ -47,6 +48,7 @@ use crate::{resource::ResourceMetadata, serve::ServerTask};
 pub use clients::{Assertion, Client};
 pub use dpop::Nonce;
 pub use echo::Echo;
+pub use exchange::TokenExchange;
 pub use faults::{Endpoint, Fault, Gate};
 pub use registration::Registration;
 pub(crate) use state::AuthShared;
@@ -84,6 +86,7 @@ pub struct AuthConfig {
     device_pending: usize,
     device_interval: Duration,
     registration: Option<Registration>,
+    token_exchange: Option<TokenExchange>,
     resource_metadata: Option<ResourceMetadata>,
     resource_scope: Option<String>,
     scopes_supported: Option<Vec<String>>,
@@ -130,6 +133,7 @@ impl Default for AuthConfig {
             device_pending: 0,
             device_interval: Duration::from_secs(1),
             registration: None,
+            token_exchange: None,
             resource_metadata: None,
             resource_scope: None,
             scopes_supported: None,
@@ -239,6 +243,15 @@ impl AuthConfig {
     /// [`AuthLog::registrations`].
     pub fn registration(mut self, registration: Registration) -> Self {
         self.registration = Some(registration);
+        self
+    }
+
+    /// Switches on token exchange (RFC 8693) at the token endpoint
+    /// (default off: `unsupported_grant_type`), as [`TokenExchange`]
+    /// describes. Its answers ignore [`Fault::ExpiresInString`] and
+    /// [`Fault::OmitField`]. Counted in [`AuthStats::token_exchanges`].
+    pub fn token_exchange(mut self, exchange: TokenExchange) -> Self {
+        self.token_exchange = Some(exchange);
         self
     }
 
@@ -420,6 +433,7 @@ impl fmt::Debug for AuthConfig {
             .field("device_pending", &self.device_pending)
             .field("device_interval", &self.device_interval)
             .field("registration", &self.registration)
+            .field("token_exchange", &self.token_exchange)
             .field("resource_metadata", &self.resource_metadata)
             .field("resource_scope", &self.resource_scope)
             .field("scopes_supported", &self.scopes_supported)
@@ -680,6 +694,12 @@ impl AuthServer {
     /// Sets the lifetime of access tokens issued from now on.
     pub fn set_access_lifetime(&self, lifetime: Duration) {
         self.shared.lock().tokens.set_access_lifetime(lifetime);
+    }
+
+    /// Whether an ID-JAG issued by [token exchange](AuthConfig::token_exchange)
+    /// is still waiting to be presented.
+    pub fn has_live_id_jags(&self) -> bool {
+        self.shared.lock().tokens.has_live_jags()
     }
 
     /// Whether a resource server would accept this access token now.

@@ -11,7 +11,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    AuthConfig, MetadataDocuments, Registration,
+    AuthConfig, MetadataDocuments, Registration, TokenExchange,
     clients::{Assertion, Registry},
     dpop::{Nonce, NonceState},
     faults::FaultQueues,
@@ -58,6 +58,8 @@ pub(crate) struct AuthShared {
     pub(super) device_interval: Duration,
     /// Dynamic client registration, if on.
     pub(super) registration: Option<Registration>,
+    /// Token exchange, if on.
+    pub(super) token_exchange: Option<TokenExchange>,
     state: Mutex<AuthState>,
 }
 
@@ -244,6 +246,8 @@ pub struct AuthStats {
     pub tokens_revoked: u64,
     /// Every `POST /register` (RFC 7591), faults included.
     pub registrations: u64,
+    /// Token exchange grants (RFC 8693) that issued a token.
+    pub token_exchanges: u64,
 }
 
 impl AuthShared {
@@ -262,6 +266,7 @@ impl AuthShared {
             device_pending: config.device_pending,
             device_interval: config.device_interval,
             registration: config.registration,
+            token_exchange: config.token_exchange,
             state: Mutex::new(AuthState {
                 tokens: Tokens::new(config.access_lifetime, config.rotation)
                     .with_reuse_grace(config.reuse_grace),

@@ -54,6 +54,8 @@ pub(crate) struct Tokens {
     /// The scope each grant family was authorized for, if the request
     /// named one.
     scopes: HashMap<u64, String>,
+    /// ID-JAGs issued by token exchange and not yet presented.
+    jags: HashSet<String>,
 }
 
 struct AccessEntry {
@@ -221,6 +223,7 @@ impl Tokens {
             devices: HashMap::new(),
             jtis: HashSet::new(),
             scopes: HashMap::new(),
+            jags: HashSet::new(),
         }
     }
 
@@ -242,6 +245,24 @@ impl Tokens {
         self.minted += 1;
         let n = self.minted;
         format!("{prefix}_{n}_{:016x}", splitmix64(self.seed ^ n))
+    }
+
+    /// A new ID-JAG, good for one JWT bearer grant.
+    pub(super) fn issue_jag(&mut self) -> String {
+        let jag = self.mint("jag");
+        self.jags.insert(jag.clone());
+        jag
+    }
+
+    /// Spends an ID-JAG this ledger issued: `false` if it did not, or it
+    /// was presented before.
+    pub(super) fn spend_jag(&mut self, jag: &str) -> bool {
+        self.jags.remove(jag)
+    }
+
+    /// Whether an ID-JAG was issued and not yet presented.
+    pub(super) fn has_live_jags(&self) -> bool {
+        !self.jags.is_empty()
     }
 
     /// A new client's id and secret, for dynamic registration.
