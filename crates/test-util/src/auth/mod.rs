@@ -18,6 +18,14 @@
 //! - `clients`: the registered [`Client`]s and JWT bearer issuers, and the
 //!   checks of a signed assertion.
 //! - `dpop`: the DPoP [`Nonce`]s and the token endpoint's proof check.
+//! - `registration`: the [`Registration`] switch and `POST /register`
+//!   (RFC 7591).
+//! - `exchange`: the [`TokenExchange`] switch and the token exchange grant
+//!   (RFC 8693).
+//!
+//! The [`ResourceServer`](crate::ResourceServer)'s switches are here too,
+//! as the DPoP nonce it wants is: its protected resource metadata
+//! ([`ResourceMetadata`](crate::ResourceMetadata)) and required scope.
 //!
 //! Growing the server: a new switch is a field of [`AuthConfig`] copied
 //! into `AuthShared` (or, if it changes at run time, `AuthState`); a new
