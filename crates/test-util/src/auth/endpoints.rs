@@ -139,13 +139,13 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// The grants the token endpoint serves, as `grant_types_supported` names
 /// them. A new grant is a name here and an arm in [`token_request`].
-const GRANT_TYPES: [&str; 6] = [
+/// Token exchange joins them when switched on.
+const GRANT_TYPES: [&str; 5] = [
     "refresh_token",
     "client_credentials",
     "authorization_code",
     DEVICE_CODE,
     JWT_BEARER,
-    TOKEN_EXCHANGE,
 ];
 
 /// The client authentication methods the server takes.
@@ -478,7 +478,11 @@ async fn openid_configuration_endpoint(
         return StatusCode::BAD_REQUEST.into_response();
     };
     let mut document = common_metadata(&shared, &origin, &issuer);
-    document["grant_types_supported"] = json!(GRANT_TYPES);
+    let mut grant_types = GRANT_TYPES.to_vec();
+    if shared.token_exchange.is_some() {
+        grant_types.push(TOKEN_EXCHANGE);
+    }
+    document["grant_types_supported"] = json!(grant_types);
     document["subject_types_supported"] = json!(["public"]);
     // With both documents served, these are only in RFC 8414's.
     if shared.metadata == MetadataDocuments::OpenIdOnly {
