@@ -90,13 +90,16 @@ use hyper_util::{
 
 pub use auth::{
     Assertion, AuthConfig, AuthLog, AuthServer, AuthStats, AuthorizationRequest, Client, Echo,
-    Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments, Nonce,
+    Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments, Nonce, Registration, TokenExchange,
+    TokenRequest,
 };
 #[cfg(feature = "grpc")]
 pub use grpc::{BytesCodec, GrpcServer, GrpcStats};
 #[cfg(feature = "redis")]
 pub use redis_server::RedisServer;
-pub use resource::{ResourceLog, ResourceServer, ResourceStats};
+pub use resource::{
+    MetadataLocation, ResourceLog, ResourceMetadata, ResourceServer, ResourceStats,
+};
 pub use source::CountingSource;
 pub use wait::until;
 

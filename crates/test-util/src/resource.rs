@@ -32,8 +32,14 @@ use crate::{
 /// The challenge for a request without bearer credentials (RFC 6750 §3.1:
 /// no error code).
 const NO_CREDENTIALS: &str = r#"Bearer realm="test""#;
-/// The challenge for an expired, revoked or unknown token.
-const INVALID_TOKEN: &str = r#"Bearer realm="test", error="invalid_token", error_description="the access token expired or was revoked""#;
+/// What the challenge for an expired, revoked or unknown token says after
+/// the realm.
+const INVALID_TOKEN: &str =
+    r#", error="invalid_token", error_description="the access token expired or was revoked""#;
+/// The path of the resource the [`ResourceMetadata`] describes.
+const RESOURCE_PATH: &str = "/api/data";
+/// RFC 9728 §3.1's well-known suffix.
+const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 /// The challenge of `/api/admin`.
 const INSUFFICIENT_SCOPE: &str =
     r#"Bearer realm="test", error="insufficient_scope", scope="admin""#;
@@ -45,6 +51,114 @@ const DPOP_NO_CREDENTIALS: &str = r#"DPoP algs="ES256""#;
 /// Echo accepts bodies up to this size (benches send large ones).
 const ECHO_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The protected resource metadata (RFC 9728) a [`ResourceServer`]
+/// serves, switched on with
+/// [`AuthConfig::resource_metadata`](crate::AuthConfig::resource_metadata).
+///
+/// The document describes the resource `http://127.0.0.1:PORT/api/data`
+/// (the origin, for the [root](MetadataLocation::Root) document): its
+/// `resource`, `authorization_servers` (the
+/// [`AuthServer`]'s [issuer](AuthServer::issuer)) and, if set,
+/// `scopes_supported`. By default the 401's `WWW-Authenticate` names it
+/// (`resource_metadata`, RFC 9728 §5.1).
+///
+/// # Example
+///
+/// ```
+/// use tower_token_refresh_test_util::{AuthConfig, MetadataLocation, ResourceMetadata};
+///
+/// let config = AuthConfig::default().resource_metadata(
+///     ResourceMetadata::new()
+///         .at(MetadataLocation::Root)
+///         .scopes_supported(["mcp:read", "mcp:write"])
+///         .challenge_scope("mcp:read"),
+/// );
+/// # let _ = config;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ResourceMetadata {
+    location: MetadataLocation,
+    scopes_supported: Option<Vec<String>>,
+    in_challenge: bool,
+    challenge_scope: Option<String>,
+}
+
+/// Where a [`ResourceServer`] serves its [`ResourceMetadata`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetadataLocation {
+    /// `/.well-known/oauth-protected-resource/api/data`, the path-based URL
+    /// of RFC 9728 §3.1 (the default).
+    #[default]
+    PathBased,
+    /// `/.well-known/oauth-protected-resource`; the document's `resource`
+    /// is then the origin.
+    Root,
+    /// This path (starting with `/`), found only through the challenge.
+    Custom(String),
+}
+
+impl MetadataLocation {
+    fn path(&self) -> String {
+        match self {
+            MetadataLocation::PathBased => format!("{WELL_KNOWN}{RESOURCE_PATH}"),
+            MetadataLocation::Root => WELL_KNOWN.to_owned(),
+            MetadataLocation::Custom(path) => path.clone(),
+        }
+    }
+}
+
+impl Default for ResourceMetadata {
+    fn default() -> Self {
+        ResourceMetadata {
+            location: MetadataLocation::PathBased,
+            scopes_supported: None,
+            in_challenge: true,
+            challenge_scope: None,
+        }
+    }
+}
+
+impl ResourceMetadata {
+    /// The document at the path-based URL, named in the challenge, with
+    /// no `scopes_supported`.
+    pub fn new() -> ResourceMetadata {
+        ResourceMetadata::default()
+    }
+
+    /// Where the document is served (default
+    /// [`PathBased`](MetadataLocation::PathBased)).
+    pub fn at(mut self, location: MetadataLocation) -> Self {
+        self.location = location;
+        self
+    }
+
+    /// The document's `scopes_supported` (default: none).
+    pub fn scopes_supported<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes_supported = Some(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether the 401's challenge names the document in
+    /// `resource_metadata` (default `true`); without, a client finds it
+    /// only at a well-known URL.
+    pub fn in_challenge(mut self, named: bool) -> Self {
+        self.in_challenge = named;
+        self
+    }
+
+    /// The `scope` of the 401's challenge (default: none), the scope a
+    /// client should ask for (RFC 6750 §3).
+    pub fn challenge_scope(mut self, scope: impl Into<String>) -> Self {
+        self.challenge_scope = Some(scope.into());
+        self
+    }
+}
+
 /// What a [`ResourceServer`] has seen so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResourceStats {
@@ -54,8 +168,12 @@ pub struct ResourceStats {
     pub ok: u64,
     /// Requests answered 401, for any reason.
     pub rejected: u64,
-    /// Requests answered 403 (`/api/admin`).
+    /// Requests answered 403 (`/api/admin`, or a token without the
+    /// [required scope](crate::AuthConfig::resource_required_scope)).
     pub forbidden: u64,
+    /// `GET`s of the [protected resource metadata](ResourceMetadata)
+    /// (not counted in `requests`).
+    pub metadata_requests: u64,
     /// Requests that came without `Authorization: Bearer` or `DPoP`
     /// credentials (also counted in `rejected`).
     pub missing_credentials: u64,
@@ -77,6 +195,9 @@ pub struct ResourceLog {
     pub dpop_jtis: Vec<String>,
     /// Every DPoP proof of an accepted request.
     pub dpop_proofs: Vec<Proof>,
+    /// Every request, metadata and unknown paths included, as
+    /// `"GET /path"` (no query).
+    pub requests: Vec<String>,
 }
 
 /// A protected resource on 127.0.0.1 that accepts the access tokens of one
@@ -103,6 +224,12 @@ pub struct ResourceLog {
 /// | `POST /api/echo` | 200, the request body |
 /// | `GET /api/admin` | 403, `error="insufficient_scope", scope="admin"` |
 /// | `GET /api/always-401` | 401 `invalid_token`, even for a valid token |
+///
+/// With [protected resource metadata](crate::AuthConfig::resource_metadata)
+/// the server also serves that document (no token needed) and its 401
+/// challenges name it. With a
+/// [required scope](crate::AuthConfig::resource_required_scope), a valid
+/// token not granted all of it gets 403 `insufficient_scope` naming it.
 ///
 /// Clones share the server; it stops when the last clone is dropped.
 ///
@@ -131,6 +258,7 @@ impl ResourceServer {
     ///
     /// When the listening socket cannot be bound.
     pub async fn start(auth: &AuthServer) -> std::io::Result<ResourceServer> {
+        let issuer = auth.issuer();
         let auth = auth.shared();
         let state = ResourceState {
             nonce: NonceState::new(auth.resource_nonce.clone()),
@@ -138,15 +266,24 @@ impl ResourceServer {
         };
         let shared = Arc::new(ResourceShared {
             auth,
+            issuer,
             state: Mutex::new(state),
         });
-        let router = Router::new()
-            .route("/api/data", get(data))
+        let mut router = Router::new()
+            .route(RESOURCE_PATH, get(data))
             .route("/api/echo", post(echo))
             .route("/api/admin", get(admin))
             .route("/api/always-401", get(always_401))
             .layer(DefaultBodyLimit::max(ECHO_LIMIT))
             .layer(middleware::from_fn_with_state(shared.clone(), guard));
+        if let Some(metadata) = &shared.auth.resource_metadata {
+            // Added after the guard: the document needs no token.
+            router = router.route(
+                &metadata.location.path(),
+                get(resource_metadata).with_state(shared.clone()),
+            );
+        }
+        let router = router.layer(middleware::from_fn_with_state(shared.clone(), log_request));
         let server = ServerTask::spawn(router).await?;
         Ok(ResourceServer {
             shared,
@@ -179,6 +316,29 @@ impl ResourceServer {
         self.shared.lock().accepted.clone()
     }
 
+    /// The URL of its [protected resource metadata](ResourceMetadata), if
+    /// [switched on](crate::AuthConfig::resource_metadata).
+    pub fn metadata_url(&self) -> Option<String> {
+        let metadata = self.shared.auth.resource_metadata.as_ref()?;
+        Some(self.url(&metadata.location.path()))
+    }
+
+    /// The resource identifier its metadata names (RFC 9728 §2):
+    /// `http://127.0.0.1:PORT/api/data`, or the origin for the
+    /// [root](MetadataLocation::Root) document.
+    pub fn resource(&self) -> String {
+        match self
+            .shared
+            .auth
+            .resource_metadata
+            .as_ref()
+            .map(|m| &m.location)
+        {
+            Some(MetadataLocation::Root) => self.url(""),
+            _ => self.url(RESOURCE_PATH),
+        }
+    }
+
     /// What the server was shown so far.
     pub fn log(&self) -> ResourceLog {
         self.shared.lock().log.clone()
@@ -195,6 +355,8 @@ impl fmt::Debug for ResourceServer {
 
 struct ResourceShared {
     auth: Arc<AuthShared>,
+    /// The authorization server's issuer identifier.
+    issuer: String,
     state: Mutex<ResourceState>,
 }
 
@@ -213,6 +375,71 @@ struct ResourceState {
     nonce: NonceState,
     jtis: HashSet<String>,
     log: ResourceLog,
+}
+
+/// Logs every request, whatever answers it.
+async fn log_request(
+    State(shared): State<Arc<ResourceShared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let line = format!("{} {}", request.method(), request.uri().path());
+    shared.lock().log.requests.push(line);
+    next.run(request).await
+}
+
+/// `http://HOST` of a request, from its Host header.
+fn origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    format!("http://{host}")
+}
+
+/// The protected resource metadata document (RFC 9728 §3.2).
+async fn resource_metadata(
+    State(shared): State<Arc<ResourceShared>>,
+    headers: HeaderMap,
+) -> Response {
+    shared.lock().stats.metadata_requests += 1;
+    let Some(metadata) = &shared.auth.resource_metadata else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let origin = origin(&headers);
+    let resource = match metadata.location {
+        MetadataLocation::Root => origin.clone(),
+        _ => format!("{origin}{RESOURCE_PATH}"),
+    };
+    let mut document = json!({
+        "resource": resource,
+        "authorization_servers": [shared.issuer],
+        "bearer_methods_supported": ["header"],
+    });
+    if let Some(scopes) = &metadata.scopes_supported {
+        document["scopes_supported"] = json!(scopes);
+    }
+    Json(document).into_response()
+}
+
+/// A `Bearer` challenge: `realm="test"`, then `params`, then what the
+/// [`ResourceMetadata`] adds to a 401 or 403.
+fn bearer_challenge(shared: &ResourceShared, headers: &HeaderMap, params: &str) -> String {
+    let mut value = format!(r#"Bearer realm="test"{params}"#);
+    if let Some(metadata) = &shared.auth.resource_metadata {
+        if let Some(scope) = metadata
+            .challenge_scope
+            .as_ref()
+            .filter(|_| !params.contains("scope="))
+        {
+            value.push_str(&format!(r#", scope="{scope}""#));
+        }
+        if metadata.in_challenge {
+            let url = format!("{}{}", origin(headers), metadata.location.path());
+            value.push_str(&format!(r#", resource_metadata="{url}""#));
+        }
+    }
+    value
 }
 
 /// How a request presents its token.
@@ -240,20 +467,26 @@ async fn guard(
         None => {
             shared.lock().stats.missing_credentials += 1;
             let challenge_text = if shared.auth.dpop_required {
-                DPOP_NO_CREDENTIALS
+                DPOP_NO_CREDENTIALS.to_owned()
             } else {
-                NO_CREDENTIALS
+                bearer_challenge(&shared, request.headers(), "")
             };
             Some(challenge(StatusCode::UNAUTHORIZED, challenge_text))
         }
         Some((Scheme::Bearer, token)) => {
             // A DPoP-bound token is no bearer token (RFC 9449 §7.2).
             let bound = shared.auth.lock().tokens.access_jkt(token).is_some();
-            (bound || !shared.auth.is_access_token_valid(token))
-                .then(|| challenge(StatusCode::UNAUTHORIZED, INVALID_TOKEN))
+            (bound || !shared.auth.is_access_token_valid(token)).then(|| {
+                let text = bearer_challenge(&shared, request.headers(), INVALID_TOKEN);
+                challenge(StatusCode::UNAUTHORIZED, text)
+            })
         }
         Some((Scheme::Dpop, token)) => check_dpop(&shared, &request, token),
     };
+    let refusal = refusal.or_else(|| {
+        let (_, token) = credentials.as_ref()?;
+        check_scope(&shared, request.headers(), token)
+    });
     let mut response = match refusal {
         None => next.run(request).await,
         Some(refusal) => refusal,
@@ -364,15 +597,27 @@ fn check_dpop(shared: &ResourceShared, request: &Request, token: &str) -> Option
     None
 }
 
-fn challenge(status: StatusCode, www_authenticate: &'static str) -> Response {
-    (
-        status,
-        [(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(www_authenticate),
-        )],
-    )
-        .into_response()
+/// 403 `insufficient_scope` (RFC 6750 §3.1) if the
+/// [required scope](crate::AuthConfig::resource_required_scope) is not all
+/// granted to `token`.
+fn check_scope(shared: &ResourceShared, headers: &HeaderMap, token: &str) -> Option<Response> {
+    let required = shared.auth.resource_scope.as_deref()?;
+    let state = shared.auth.lock();
+    let granted = state.tokens.access_scope(token).unwrap_or_default();
+    let has = |scope: &str| granted.split(' ').any(|g| g == scope);
+    if required.split(' ').all(has) {
+        return None;
+    }
+    drop(state);
+    let params = format!(r#", error="insufficient_scope", scope="{required}""#);
+    let text = bearer_challenge(shared, headers, &params);
+    Some(challenge(StatusCode::FORBIDDEN, text))
+}
+
+fn challenge(status: StatusCode, www_authenticate: impl Into<String>) -> Response {
+    let value = HeaderValue::try_from(www_authenticate.into())
+        .unwrap_or(HeaderValue::from_static(NO_CREDENTIALS));
+    (status, [(header::WWW_AUTHENTICATE, value)]).into_response()
 }
 
 async fn data() -> Json<serde_json::Value> {
@@ -392,7 +637,10 @@ async fn admin() -> Response {
 }
 
 async fn always_401() -> Response {
-    challenge(StatusCode::UNAUTHORIZED, INVALID_TOKEN)
+    challenge(
+        StatusCode::UNAUTHORIZED,
+        format!(r#"Bearer realm="test"{INVALID_TOKEN}"#),
+    )
 }
 
 #[cfg(test)]

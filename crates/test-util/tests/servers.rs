@@ -929,6 +929,7 @@ async fn resource_routes_answer_as_documented() -> TestResult {
             missing_credentials: 0,
             invalid_dpop_proof: 0,
             dpop_nonce_challenges: 0,
+            metadata_requests: 0,
         }
     );
     assert_eq!(api.requests_with(&token), 4);

@@ -11,12 +11,14 @@ use axum::{
     body::Bytes,
     extract::State,
     http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::json;
 use tokio::{sync::oneshot, time::Instant};
 
+use super::exchange::TOKEN_EXCHANGE;
 use super::{
     MetadataDocuments,
     clients::Method,
@@ -26,7 +28,7 @@ use super::{
         OAuthError, authenticate_client, check_grant_assertion, invalid_request, json_response,
         origin, read_form, require_client,
     },
-    state::{AuthShared, AuthorizationRequest},
+    state::{AuthShared, AuthorizationRequest, TokenRequest},
 };
 use crate::{form, serve::ConnControl};
 
@@ -42,6 +44,12 @@ pub(super) fn router(shared: Arc<AuthShared>) -> Router {
             post(device_authorization_endpoint),
         )
         .route("/authorize", get(authorization_endpoint));
+    if shared.registration.is_some() {
+        router = router.route(
+            Endpoint::Registration.path(),
+            post(super::registration::registration_endpoint),
+        );
+    }
     if shared.metadata != MetadataDocuments::OpenIdOnly {
         // RFC 8414 §3.1: between the host and the issuer's path.
         router = router.route(
@@ -56,7 +64,20 @@ pub(super) fn router(shared: Arc<AuthShared>) -> Router {
             get(openid_configuration_endpoint),
         );
     }
-    router.with_state(shared)
+    router
+        .layer(middleware::from_fn_with_state(shared.clone(), log_request))
+        .with_state(shared)
+}
+
+/// Logs every request, whatever answers it.
+async fn log_request(
+    State(shared): State<Arc<AuthShared>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let line = format!("{} {}", request.method(), request.uri().path());
+    shared.lock().log.requests.push(line);
+    next.run(request).await
 }
 
 async fn token_endpoint(
@@ -118,6 +139,7 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// The grants the token endpoint serves, as `grant_types_supported` names
 /// them. A new grant is a name here and an arm in [`token_request`].
+/// Token exchange joins them when switched on.
 const GRANT_TYPES: [&str; 5] = [
     "refresh_token",
     "client_credentials",
@@ -154,12 +176,19 @@ fn token_request(
     modifier: Option<Fault>,
 ) -> Result<Response, OAuthError> {
     let params = read_form(headers, body)?;
-    if let Some(presented) = params.get("refresh_token") {
-        shared
-            .lock()
-            .log
-            .refresh_tokens_presented
-            .push(presented.clone());
+    {
+        let mut state = shared.lock();
+        if let Some(presented) = params.get("refresh_token") {
+            state.log.refresh_tokens_presented.push(presented.clone());
+        }
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        state.log.token_requests.push(TokenRequest {
+            params: params.clone(),
+            authorization,
+        });
     }
 
     let client = authenticate_client(shared, Endpoint::Token, headers, &params)?;
@@ -174,9 +203,13 @@ fn token_request(
         let assertion = param(&params, "assertion", "assertion is missing")?;
         // Checked (and its jti spent) before the DPoP proof, as a server
         // that remembers every assertion it is shown does.
-        check_grant_assertion(shared, headers, assertion).inspect_err(|_| {
-            shared.lock().stats.invalid_grant += 1;
-        })?;
+        // An ID-JAG of our own token exchange, or a signed assertion.
+        let jag = shared.lock().tokens.spend_jag(assertion);
+        if !jag {
+            check_grant_assertion(shared, headers, assertion).inspect_err(|_| {
+                shared.lock().stats.invalid_grant += 1;
+            })?;
+        }
     }
     let origin = origin(headers).unwrap_or_default();
     let proof = {
@@ -191,6 +224,9 @@ fn token_request(
         )?
     };
     let jkt = proof.as_ref().map(|proof| proof.jkt.as_str());
+    if grant_type == TOKEN_EXCHANGE {
+        return super::exchange::exchange(shared, &params, jkt);
+    }
 
     let outcome = {
         let mut state = shared.lock();
@@ -399,8 +435,8 @@ fn origin_and_issuer(shared: &AuthShared, headers: &HeaderMap) -> Option<(String
 }
 
 /// What both metadata documents say.
-fn common_metadata(origin: &str, issuer: &str) -> serde_json::Value {
-    json!({
+fn common_metadata(shared: &AuthShared, origin: &str, issuer: &str) -> serde_json::Value {
+    let mut document = json!({
         "issuer": issuer,
         "token_endpoint": format!("{origin}{}", Endpoint::Token.path()),
         "authorization_endpoint": format!("{origin}/authorize"),
@@ -410,7 +446,15 @@ fn common_metadata(origin: &str, issuer: &str) -> serde_json::Value {
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "dpop_signing_alg_values_supported": ["ES256"],
-    })
+    });
+    if let Some(scopes) = &shared.scopes_supported {
+        document["scopes_supported"] = json!(scopes);
+    }
+    if shared.registration.is_some() {
+        document["registration_endpoint"] =
+            json!(format!("{origin}{}", Endpoint::Registration.path()));
+    }
+    document
 }
 
 async fn oauth_metadata_endpoint(
@@ -420,7 +464,7 @@ async fn oauth_metadata_endpoint(
     let Some((origin, issuer)) = origin_and_issuer(&shared, &headers) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let mut document = common_metadata(&origin, &issuer);
+    let mut document = common_metadata(&shared, &origin, &issuer);
     document["introspection_endpoint"] = json!(format!("{origin}/introspect"));
     document["revocation_endpoint"] = json!(format!("{origin}/revoke"));
     json_response(StatusCode::OK, &document)
@@ -433,8 +477,12 @@ async fn openid_configuration_endpoint(
     let Some((origin, issuer)) = origin_and_issuer(&shared, &headers) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let mut document = common_metadata(&origin, &issuer);
-    document["grant_types_supported"] = json!(GRANT_TYPES);
+    let mut document = common_metadata(&shared, &origin, &issuer);
+    let mut grant_types = GRANT_TYPES.to_vec();
+    if shared.token_exchange.is_some() {
+        grant_types.push(TOKEN_EXCHANGE);
+    }
+    document["grant_types_supported"] = json!(grant_types);
     document["subject_types_supported"] = json!(["public"]);
     // With both documents served, these are only in RFC 8414's.
     if shared.metadata == MetadataDocuments::OpenIdOnly {
@@ -485,7 +533,7 @@ pub(super) fn authorize(
     }
     let code = state
         .tokens
-        .issue_code(client_id, redirect_uri, Some(challenge));
+        .issue_code(client_id, redirect_uri, Some(challenge), get("scope"));
     let mut back = form_urlencoded::Serializer::new(String::new());
     back.append_pair("code", &code);
     if let Some(state) = get("state") {

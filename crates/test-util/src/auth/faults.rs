@@ -227,6 +227,9 @@ pub enum Endpoint {
     Revocation,
     /// `POST /device_authorization` (RFC 8628 §3.1).
     DeviceAuthorization,
+    /// `POST /register`, dynamic client registration (RFC 7591), when
+    /// [switched on](super::AuthConfig::registration).
+    Registration,
 }
 
 impl Endpoint {
@@ -237,6 +240,7 @@ impl Endpoint {
             Endpoint::Introspection => "/introspect",
             Endpoint::Revocation => "/revoke",
             Endpoint::DeviceAuthorization => "/device_authorization",
+            Endpoint::Registration => "/register",
         }
     }
 }

@@ -18,6 +18,14 @@
 //! - `clients`: the registered [`Client`]s and JWT bearer issuers, and the
 //!   checks of a signed assertion.
 //! - `dpop`: the DPoP [`Nonce`]s and the token endpoint's proof check.
+//! - `registration`: the [`Registration`] switch and `POST /register`
+//!   (RFC 7591).
+//! - `exchange`: the [`TokenExchange`] switch and the token exchange grant
+//!   (RFC 8693).
+//!
+//! The [`ResourceServer`](crate::ResourceServer)'s switches are here too,
+//! as the DPoP nonce it wants is: its protected resource metadata
+//! ([`ResourceMetadata`](crate::ResourceMetadata)) and required scope.
 //!
 //! Growing the server: a new switch is a field of [`AuthConfig`] copied
 //! into `AuthShared` (or, if it changes at run time, `AuthState`); a new
@@ -31,8 +39,10 @@ mod clients;
 pub(crate) mod dpop;
 mod echo;
 mod endpoints;
+mod exchange;
 mod faults;
 mod oauth;
+mod registration;
 mod state;
 mod tokens;
 
@@ -41,14 +51,16 @@ use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::serve::ServerTask;
+use crate::{resource::ResourceMetadata, serve::ServerTask};
 
 pub use clients::{Assertion, Client};
 pub use dpop::Nonce;
 pub use echo::Echo;
+pub use exchange::TokenExchange;
 pub use faults::{Endpoint, Fault, Gate};
+pub use registration::Registration;
 pub(crate) use state::AuthShared;
-pub use state::{AuthLog, AuthStats, AuthorizationRequest};
+pub use state::{AuthLog, AuthStats, AuthorizationRequest, TokenRequest};
 pub use tokens::IssuedTokens;
 
 /// How an [`AuthServer`] behaves.
@@ -81,6 +93,11 @@ pub struct AuthConfig {
     resource_nonce: Nonce,
     device_pending: usize,
     device_interval: Duration,
+    registration: Option<Registration>,
+    token_exchange: Option<TokenExchange>,
+    resource_metadata: Option<ResourceMetadata>,
+    resource_scope: Option<String>,
+    scopes_supported: Option<Vec<String>>,
 }
 
 /// Which metadata documents an [`AuthServer`] publishes, at the well-known
@@ -111,7 +128,8 @@ impl Default for AuthConfig {
     /// served, the issuer has no path, a request whose client hangs up is
     /// dropped, DPoP is optional and wants no nonce, and a device
     /// authorization is approved at the first poll, which may come after
-    /// 1 s.
+    /// 1 s, there is no dynamic client registration, and resource servers
+    /// serve no protected resource metadata and require no scope.
     fn default() -> Self {
         let mut registry = clients::Registry::default();
         registry.register(Client::secret("test-client", "test-secret"));
@@ -122,6 +140,11 @@ impl Default for AuthConfig {
             resource_nonce: Nonce::Off,
             device_pending: 0,
             device_interval: Duration::from_secs(1),
+            registration: None,
+            token_exchange: None,
+            resource_metadata: None,
+            resource_scope: None,
+            scopes_supported: None,
             access_lifetime: Duration::from_secs(2),
             rotation: true,
             client_id: "test-client".to_owned(),
@@ -216,6 +239,71 @@ impl AuthConfig {
     /// in whole seconds (default 1 s).
     pub fn device_interval(mut self, interval: Duration) -> Self {
         self.device_interval = interval;
+        self
+    }
+
+    /// Switches on dynamic client registration (RFC 7591) at
+    /// `POST /register` ([`Endpoint::Registration`], named
+    /// `registration_endpoint` in the metadata documents; default off, a
+    /// 404). A client it registers is authenticated by the token endpoint
+    /// like one [registered](Self::register) here. Counted in
+    /// [`AuthStats::registrations`], the metadata sent kept in
+    /// [`AuthLog::registrations`].
+    pub fn registration(mut self, registration: Registration) -> Self {
+        self.registration = Some(registration);
+        self
+    }
+
+    /// Switches on token exchange (RFC 8693) at the token endpoint
+    /// (default off: `unsupported_grant_type`), as [`TokenExchange`]
+    /// describes. Its answers ignore [`Fault::ExpiresInString`] and
+    /// [`Fault::OmitField`]. Counted in [`AuthStats::token_exchanges`].
+    pub fn token_exchange(mut self, exchange: TokenExchange) -> Self {
+        self.token_exchange = Some(exchange);
+        self
+    }
+
+    /// Makes each [`ResourceServer`](crate::ResourceServer) of this server
+    /// serve protected resource metadata (RFC 9728) naming this server's
+    /// issuer, and name it in its 401 challenges (default: none).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_token_refresh_test_util::{AuthConfig, AuthServer, ResourceMetadata, ResourceServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// let auth = AuthServer::start(AuthConfig::default().resource_metadata(ResourceMetadata::new())).await?;
+    /// let api = ResourceServer::start(&auth).await?;
+    /// assert_eq!(
+    ///     api.metadata_url().unwrap(),
+    ///     api.url("/.well-known/oauth-protected-resource/api/data")
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn resource_metadata(mut self, metadata: ResourceMetadata) -> Self {
+        self.resource_metadata = Some(metadata);
+        self
+    }
+
+    /// The scope (space-separated) each
+    /// [`ResourceServer`](crate::ResourceServer) of this server requires:
+    /// a valid token not granted all of it (the `scope` of the
+    /// authorization request its grant came from) gets 403
+    /// `insufficient_scope` with `scope` naming this (default: none
+    /// required).
+    pub fn resource_required_scope(mut self, scope: impl Into<String>) -> Self {
+        self.resource_scope = Some(scope.into());
+        self
+    }
+
+    /// The `scopes_supported` of the metadata documents (default: none).
+    pub fn scopes_supported<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes_supported = Some(scopes.into_iter().map(Into::into).collect());
         self
     }
 
@@ -352,6 +440,11 @@ impl fmt::Debug for AuthConfig {
             .field("resource_nonce", &self.resource_nonce)
             .field("device_pending", &self.device_pending)
             .field("device_interval", &self.device_interval)
+            .field("registration", &self.registration)
+            .field("token_exchange", &self.token_exchange)
+            .field("resource_metadata", &self.resource_metadata)
+            .field("resource_scope", &self.resource_scope)
+            .field("scopes_supported", &self.scopes_supported)
             .finish_non_exhaustive()
     }
 }
@@ -539,6 +632,12 @@ impl AuthServer {
         self.url(Endpoint::DeviceAuthorization)
     }
 
+    /// The registration endpoint (RFC 7591), `http://127.0.0.1:PORT/register`:
+    /// a 404 unless [switched on](AuthConfig::registration).
+    pub fn registration_url(&self) -> String {
+        self.url(Endpoint::Registration)
+    }
+
     /// Makes the next `times` requests to the token endpoint get `fault`,
     /// after any faults already queued.
     pub fn inject(&self, fault: Fault, times: usize) {
@@ -603,6 +702,12 @@ impl AuthServer {
     /// Sets the lifetime of access tokens issued from now on.
     pub fn set_access_lifetime(&self, lifetime: Duration) {
         self.shared.lock().tokens.set_access_lifetime(lifetime);
+    }
+
+    /// Whether an ID-JAG issued by [token exchange](AuthConfig::token_exchange)
+    /// is still waiting to be presented.
+    pub fn has_live_id_jags(&self) -> bool {
+        self.shared.lock().tokens.has_live_jags()
     }
 
     /// Whether a resource server would accept this access token now.

@@ -11,13 +11,13 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    AuthConfig, MetadataDocuments,
+    AuthConfig, MetadataDocuments, Registration, TokenExchange,
     clients::{Assertion, Registry},
     dpop::{Nonce, NonceState},
     faults::FaultQueues,
     tokens::{Grant, Refusal, Tokens},
 };
-use crate::dpop::Proof;
+use crate::{dpop::Proof, resource::ResourceMetadata};
 
 // Every change below happens under the one lock, so whoever takes it sees:
 //
@@ -45,11 +45,21 @@ pub(crate) struct AuthShared {
     pub(crate) dpop_required: bool,
     /// What each resource server's nonce starts as.
     pub(crate) resource_nonce: Nonce,
+    /// The protected resource metadata resource servers serve, if any.
+    pub(crate) resource_metadata: Option<ResourceMetadata>,
+    /// The scope resource servers require of a token, if any.
+    pub(crate) resource_scope: Option<String>,
+    /// The metadata documents' `scopes_supported`, if any.
+    pub(super) scopes_supported: Option<Vec<String>>,
     /// `authorization_pending` answers before a device authorization is
     /// approved.
     pub(super) device_pending: usize,
     /// The device flow's polling `interval`.
     pub(super) device_interval: Duration,
+    /// Dynamic client registration, if on.
+    pub(super) registration: Option<Registration>,
+    /// Token exchange, if on.
+    pub(super) token_exchange: Option<TokenExchange>,
     state: Mutex<AuthState>,
 }
 
@@ -84,6 +94,15 @@ pub struct AuthLog {
     pub assertions: Vec<Assertion>,
     /// Every authorization request that issued a code.
     pub authorization_requests: Vec<AuthorizationRequest>,
+    /// Every request the server was sent, as `"POST /token"` (its method
+    /// and path, no query), unknown paths included.
+    pub requests: Vec<String>,
+    /// Every token request's form and `Authorization` header, once past
+    /// the faults queued for it and readable as a form.
+    pub token_requests: Vec<TokenRequest>,
+    /// The client metadata of every dynamic registration (RFC 7591) that
+    /// registered a client, as it was sent.
+    pub registrations: Vec<serde_json::Value>,
 }
 
 impl fmt::Debug for AuthLog {
@@ -97,6 +116,43 @@ impl fmt::Debug for AuthLog {
             .field("token_nonces", &self.token_nonces)
             .field("assertions", &self.assertions)
             .field("authorization_requests", &self.authorization_requests)
+            .field("registrations", &self.registrations)
+            .field("requests", &self.requests)
+            .field("token_requests", &self.token_requests.len())
+            .finish()
+    }
+}
+
+/// A token request as the token endpoint read it, in
+/// [`AuthLog::token_requests`].
+///
+/// `Debug` shows the parameters' names, not their values.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenRequest {
+    /// Its form parameters, decoded.
+    pub params: std::collections::HashMap<String, String>,
+    /// Its `Authorization` header, if it had one.
+    pub authorization: Option<String>,
+}
+
+impl TokenRequest {
+    /// The parameter `name`, or `""`.
+    pub fn get(&self, name: &str) -> &str {
+        self.params.get(name).map_or("", String::as_str)
+    }
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.params.keys().collect();
+        names.sort();
+        f.debug_struct("TokenRequest")
+            .field("params", &names)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -188,6 +244,10 @@ pub struct AuthStats {
     pub revocation_requests: u64,
     /// Revocation requests that revoked a known, still-valid token.
     pub tokens_revoked: u64,
+    /// Every `POST /register` (RFC 7591), faults included.
+    pub registrations: u64,
+    /// Token exchange grants (RFC 8693) that issued a token.
+    pub token_exchanges: u64,
 }
 
 impl AuthShared {
@@ -200,8 +260,13 @@ impl AuthShared {
             finish_abandoned: config.finish_abandoned,
             dpop_required: config.dpop_required,
             resource_nonce: config.resource_nonce,
+            resource_metadata: config.resource_metadata,
+            resource_scope: config.resource_scope,
+            scopes_supported: config.scopes_supported,
             device_pending: config.device_pending,
             device_interval: config.device_interval,
+            registration: config.registration,
+            token_exchange: config.token_exchange,
             state: Mutex::new(AuthState {
                 tokens: Tokens::new(config.access_lifetime, config.rotation)
                     .with_reuse_grace(config.reuse_grace),

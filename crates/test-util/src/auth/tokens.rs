@@ -51,6 +51,11 @@ pub(crate) struct Tokens {
     codes: HashMap<String, CodeEntry>,
     devices: HashMap<String, DeviceEntry>,
     jtis: HashSet<String>,
+    /// The scope each grant family was authorized for, if the request
+    /// named one.
+    scopes: HashMap<u64, String>,
+    /// ID-JAGs issued by token exchange and not yet presented.
+    jags: HashSet<String>,
 }
 
 struct AccessEntry {
@@ -88,6 +93,8 @@ struct CodeEntry {
     redirect_uri: String,
     /// The S256 `code_challenge`, if the request had one.
     challenge: Option<String>,
+    /// The `scope` the authorization request asked for.
+    scope: Option<String>,
     used: bool,
 }
 
@@ -215,6 +222,8 @@ impl Tokens {
             codes: HashMap::new(),
             devices: HashMap::new(),
             jtis: HashSet::new(),
+            scopes: HashMap::new(),
+            jags: HashSet::new(),
         }
     }
 
@@ -236,6 +245,29 @@ impl Tokens {
         self.minted += 1;
         let n = self.minted;
         format!("{prefix}_{n}_{:016x}", splitmix64(self.seed ^ n))
+    }
+
+    /// A new ID-JAG, good for one JWT bearer grant.
+    pub(super) fn issue_jag(&mut self) -> String {
+        let jag = self.mint("jag");
+        self.jags.insert(jag.clone());
+        jag
+    }
+
+    /// Spends an ID-JAG this ledger issued: `false` if it did not, or it
+    /// was presented before.
+    pub(super) fn spend_jag(&mut self, jag: &str) -> bool {
+        self.jags.remove(jag)
+    }
+
+    /// Whether an ID-JAG was issued and not yet presented.
+    pub(super) fn has_live_jags(&self) -> bool {
+        !self.jags.is_empty()
+    }
+
+    /// A new client's id and secret, for dynamic registration.
+    pub(super) fn mint_client(&mut self) -> (String, String) {
+        (self.mint("client"), self.mint("secret"))
     }
 
     fn issue_access(&mut self, family: Option<u64>, jkt: Option<&str>) -> (String, Duration) {
@@ -385,12 +417,14 @@ impl Tokens {
     }
 
     /// An authorization code for `client_id`, to be exchanged with the same
-    /// `redirect_uri` (and the verifier of `challenge`, if any).
+    /// `redirect_uri` (and the verifier of `challenge`, if any), granting
+    /// `scope`.
     pub(super) fn issue_code(
         &mut self,
         client_id: &str,
         redirect_uri: &str,
         challenge: Option<&str>,
+        scope: Option<&str>,
     ) -> String {
         let code = self.mint("code");
         self.codes.insert(
@@ -399,6 +433,7 @@ impl Tokens {
                 client_id: client_id.to_owned(),
                 redirect_uri: redirect_uri.to_owned(),
                 challenge: challenge.map(str::to_owned),
+                scope: scope.map(str::to_owned),
                 used: false,
             },
         );
@@ -432,7 +467,13 @@ impl Tokens {
             return Err(Refusal::BadVerifier);
         }
         entry.used = true;
-        Ok(self.new_family(jkt))
+        let scope = entry.scope.clone();
+        let grant = self.new_family(jkt);
+        if let Some(scope) = scope {
+            // `new_family` numbered the family it made `self.families`.
+            self.scopes.insert(self.families, scope);
+        }
+        Ok(grant)
     }
 
     /// A device authorization for `client_id` whose user approves after
@@ -483,6 +524,13 @@ impl Tokens {
     /// before (a replay).
     pub(super) fn spend_jti(&mut self, jti: &str) -> bool {
         self.jtis.insert(jti.to_owned())
+    }
+
+    /// The scope `token` (an access token) was granted: its family's, as
+    /// the authorization request asked.
+    pub(crate) fn access_scope(&self, token: &str) -> Option<&str> {
+        let family = self.access.get(token)?.family?;
+        self.scopes.get(&family).map(String::as_str)
     }
 
     /// The DPoP key thumbprint `token` (an access token) is bound to.
@@ -584,7 +632,7 @@ mod tests {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let challenge = pkce_challenge(verifier);
         assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
-        let code = tokens.issue_code("cli", "http://127.0.0.1/cb", Some(&challenge));
+        let code = tokens.issue_code("cli", "http://127.0.0.1/cb", Some(&challenge), None);
         let grant = |tokens: &mut Tokens, verifier| {
             tokens
                 .code_grant(
