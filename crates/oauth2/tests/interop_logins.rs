@@ -514,6 +514,31 @@ fn met_an_interaction(browser: &Browser, issuer: &str) -> bool {
         .any(|url| url.starts_with(&prefix))
 }
 
+/// Runs a silent login as `client` in `browser` and checks that the
+/// provider answered that only the user can go on, with `code`, without
+/// showing an interaction page.
+async fn silent_login_needs_the_user(
+    provider: &Provider,
+    client: &str,
+    browser: &Browser,
+    code: ErrorCode,
+) {
+    let err = provider
+        .silent_login(ClientAuth::none(client), browser.clone())
+        .await
+        .login()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionExpired);
+    let login = LoginError::of(&err);
+    assert!(
+        matches!(login, Some(LoginError::InteractionRequired { error, .. }) if *error == code),
+        "{err:?}"
+    );
+    assert!(login.unwrap().needs_user());
+    assert!(!met_an_interaction(browser, &provider.issuer));
+}
+
 #[tokio::test]
 async fn a_silent_login_rides_the_provider_session_straight_back_with_a_code() {
     let Some(provider) = Provider::start(&[]).await else {
@@ -557,26 +582,7 @@ async fn a_silent_login_without_a_provider_session_is_login_required() {
         return;
     };
     let browser = Browser::default();
-    let err = provider
-        .silent_login(ClientAuth::none(SILENT), browser.clone())
-        .await
-        .login()
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::SessionExpired);
-    let login = LoginError::of(&err);
-    assert!(
-        matches!(
-            login,
-            Some(LoginError::InteractionRequired {
-                error: ErrorCode::LoginRequired,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
-    assert!(login.unwrap().needs_user());
-    assert!(!met_an_interaction(&browser, &provider.issuer));
+    silent_login_needs_the_user(&provider, SILENT, &browser, ErrorCode::LoginRequired).await;
     let logins = provider.logins().await;
     assert_eq!(logins["interactions"], 0);
     assert_eq!(logins["authorization_code_grants"], 0);
@@ -735,24 +741,7 @@ async fn a_silent_login_of_a_native_client_the_provider_always_asks_is_interacti
     browser.visited.lock().unwrap().clear();
     // A session exists, but oidc-provider wants every native client's
     // user to consent again (RFC 8252 §8.6).
-    let err = provider
-        .silent_login(ClientAuth::none(PUBLIC), browser.clone())
-        .await
-        .login()
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::SessionExpired);
-    assert!(
-        matches!(
-            LoginError::of(&err),
-            Some(LoginError::InteractionRequired {
-                error: ErrorCode::InteractionRequired,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
-    assert!(!met_an_interaction(&browser, &provider.issuer));
+    silent_login_needs_the_user(&provider, PUBLIC, &browser, ErrorCode::InteractionRequired).await;
     assert_eq!(provider.logins().await["interactions"], 1);
 }
 
@@ -781,23 +770,6 @@ async fn a_silent_login_after_the_grant_was_revoked_is_consent_required() {
     .await
     .unwrap();
     browser.visited.lock().unwrap().clear();
-    let err = provider
-        .silent_login(ClientAuth::none(SILENT), browser.clone())
-        .await
-        .login()
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::SessionExpired);
-    assert!(
-        matches!(
-            LoginError::of(&err),
-            Some(LoginError::InteractionRequired {
-                error: ErrorCode::ConsentRequired,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
-    assert!(!met_an_interaction(&browser, &provider.issuer));
+    silent_login_needs_the_user(&provider, SILENT, &browser, ErrorCode::ConsentRequired).await;
     assert_eq!(provider.logins().await["interactions"], 1);
 }
