@@ -63,6 +63,8 @@ pub struct FileStore {
     lock: Option<LockFile>,
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 impl FileStore {
     /// A store in the file at `path`. Nothing is read or written yet.
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -72,6 +74,33 @@ impl FileStore {
             path,
             sealer: None,
         }
+    }
+
+    /// The store of one session among many ([`Sessions`](crate::Sessions)):
+    /// the file `{dir}/{name}.json`, where the name is a SHA-256 of `key`
+    /// (32 hex digits). Whatever the key holds (a user ID, an email, a path
+    /// with `../`), the file stays in `dir` and its name tells nothing of
+    /// the key. With its lock file, as [`new`](Self::new). The directory
+    /// must exist.
+    ///
+    /// ```
+    /// use tower_token_refresh_core::FileStore;
+    ///
+    /// let alice = FileStore::keyed("/var/lib/app/sessions", "alice@example.com");
+    /// let sneaky = FileStore::keyed("/var/lib/app/sessions", "../../etc/passwd");
+    /// assert!(alice.path().starts_with("/var/lib/app/sessions"));
+    /// assert_eq!(sneaky.path().parent(), alice.path().parent());
+    /// assert_ne!(alice.path(), sneaky.path());
+    /// ```
+    pub fn keyed(dir: impl AsRef<Path>, key: impl AsRef<[u8]>) -> Self {
+        let digest = crate::crypto::sha256(key.as_ref());
+        let mut name = String::with_capacity(37);
+        for byte in &digest[..16] {
+            name.push(char::from(HEX[usize::from(byte >> 4)]));
+            name.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        name.push_str(".json");
+        FileStore::new(dir.as_ref().join(name))
     }
 
     /// No lock file: for a file only one process ever uses, or on a network

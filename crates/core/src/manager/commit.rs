@@ -104,7 +104,7 @@ impl Taken {
     async fn release(mut self, inner: &Inner) {
         if let Some(lease) = self.0.take() {
             let _ = inner
-                .store_op("unlock", lease.release(), far(inner.config.attempt_timeout))
+                .store_op("unlock", lease.release(), far(inner.common.config.attempt_timeout))
                 .await;
         }
     }
@@ -218,7 +218,7 @@ impl Inner {
             }
             drop(commit);
             if Instant::now() >= deadline {
-                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.common.counters.store_errors.fetch_add(1, Ordering::Relaxed);
                 let err = Error::new(
                     ErrorKind::Store,
                     "the store's refresh lock was not free in time",
@@ -252,7 +252,7 @@ impl Inner {
         op: impl Future<Output = Result<T, Error>>,
         deadline: Instant,
     ) -> Result<T, Error> {
-        let limit = self.config.attempt_timeout.min(remaining(deadline));
+        let limit = self.common.config.attempt_timeout.min(remaining(deadline));
         let result = match tokio::time::timeout(limit, op).await {
             Ok(result) => result,
             Err(_) => Err(Error::new(
@@ -261,7 +261,7 @@ impl Inner {
             )),
         };
         if let Err(e) = &result {
-            self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+            self.common.counters.store_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "token store {what} failed");
         }
         result
@@ -289,7 +289,7 @@ impl Inner {
     pub(super) async fn adopt(&self, from: &mut u64, stored: TokenSet) -> Adopted {
         let now = Instant::now();
         let ended = stored.ended().map(|_| ended_elsewhere(&stored));
-        let cred = match Credential::build(stored.clone(), &self.config, now, self.jitter.next()) {
+        let cred = match Credential::build(stored.clone(), &self.common.config, now, self.common.jitter.next()) {
             Ok(cred) if !cred.is_stale(now) => Some(cred),
             _ => None,
         };
@@ -300,7 +300,7 @@ impl Inner {
             *from = generation;
             return Adopted::Usable;
         }
-        self.counters.adopted.fetch_add(1, Ordering::Relaxed);
+        self.common.counters.adopted.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             generation = generation + 1,
             "adopting a newer token set from the store"
@@ -352,7 +352,7 @@ impl Inner {
             return Ok(());
         }
         let failure =
-            match Credential::build(fetched.clone(), &self.config, now, self.jitter.next()) {
+            match Credential::build(fetched.clone(), &self.common.config, now, self.common.jitter.next()) {
                 Ok(cred) if !cred.is_stale(now) => {
                     self.save(&cred.tokens, lease).await;
                     *from += 1;
@@ -399,7 +399,7 @@ impl Inner {
             .clone()
             .with_refresh_token_opt(fetched.refresh_token().cloned())
             .with_mark(RefreshMark::Live);
-        let cred = match Credential::build(tokens.clone(), &self.config, now, self.jitter.next()) {
+        let cred = match Credential::build(tokens.clone(), &self.common.config, now, self.common.jitter.next()) {
             Ok(cred) if !cred.is_stale(now) => cred,
             _ => Credential::unusable(tokens, now),
         };
@@ -414,7 +414,7 @@ impl Inner {
     /// Saves a fetched set, through the lease if this process holds the
     /// shared lock. A failure is logged and counted, not returned.
     async fn save(&self, tokens: &TokenSet, lease: Option<&dyn RefreshLease>) {
-        let deadline = far(self.config.attempt_timeout);
+        let deadline = far(self.common.config.attempt_timeout);
         let _ = match lease {
             Some(lease) => self.store_op("save", lease.commit(tokens), deadline).await,
             None => {
@@ -442,9 +442,9 @@ impl Inner {
             && cred.is_usable()
             && let Ok(doomed) = Credential::build(
                 cred.tokens.clone(),
-                &self.config,
+                &self.common.config,
                 Instant::now(),
-                self.jitter.next(),
+                self.common.jitter.next(),
             )
         {
             let doomed = doomed.doom(err.clone());
@@ -464,7 +464,7 @@ impl Inner {
             }
         }
         self.replace(Status::SessionExpired(err.clone()));
-        self.counters
+        self.common.counters
             .sessions_expired
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %err, "session expired");
@@ -500,7 +500,7 @@ impl Inner {
         if self.state.load().generation != from {
             return Ok(());
         }
-        let deadline = far(self.config.attempt_timeout);
+        let deadline = far(self.common.config.attempt_timeout);
         match lease {
             Some(lease) => self.store_op("save", lease.commit(&tokens), deadline).await,
             None => {

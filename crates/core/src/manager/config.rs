@@ -10,7 +10,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use super::{
-    Hook, Inner, TokenManager,
+    Common, Hook, Inner, TokenManager,
     credential::{State, Status},
     driver::Driver,
     flight::Flight,
@@ -332,10 +332,53 @@ impl TokenManagerBuilder {
     /// An initial set whose access token cannot be a header value is
     /// dropped with a warning, so the first request fetches a new one.
     pub fn build(self) -> TokenManager {
-        let jitter = Jitter::new();
-        let status = match self.initial {
+        let common = Arc::new(Common {
+            source: self.source,
+            config: self.config,
+            counters: Counters::default(),
+            jitter: Jitter::new(),
+            timed: true,
+        });
+        let store = self.store.unwrap_or_else(|| Box::new(MemoryStore::new()));
+        TokenManager::with_common(common, store, self.initial, self.hook)
+    }
+
+    /// The shared half of a [`Sessions`](crate::Sessions) registry's
+    /// managers (no phase driver per session). Refused, naming it, when the
+    /// builder holds something that belongs to one session.
+    pub(crate) fn into_common(self) -> Result<Arc<Common>, &'static str> {
+        if self.store.is_some() {
+            return Err("a store");
+        }
+        if self.initial.is_some() {
+            return Err("an initial token set");
+        }
+        if self.hook.is_some() {
+            return Err("an on_session_expired hook");
+        }
+        Ok(Arc::new(Common {
+            source: self.source,
+            config: self.config,
+            counters: Counters::default(),
+            jitter: Jitter::new(),
+            timed: false,
+        }))
+    }
+}
+
+impl TokenManager {
+    /// A manager over `common`, with its own store, state and hook.
+    /// An initial set whose access token cannot be a header value is
+    /// dropped with a warning, so the first request fetches a new one.
+    pub(crate) fn with_common(
+        common: Arc<Common>,
+        store: Box<dyn TokenStore>,
+        initial: Option<TokenSet>,
+        hook: Option<Hook>,
+    ) -> TokenManager {
+        let status = match initial {
             None => Status::Empty,
-            Some(tokens) => match Status::ready(tokens, &self.config, jitter.next()) {
+            Some(tokens) => match Status::ready(tokens, &common.config, common.jitter.next()) {
                 Ok(status) => status,
                 Err(e) => {
                     tracing::warn!(error = %e, "initial token set unusable; starting empty");
@@ -357,12 +400,9 @@ impl TokenManagerBuilder {
                 refreshing: std::sync::atomic::AtomicBool::new(false),
                 driver: Driver::new(),
                 rotation_seen: std::sync::atomic::AtomicU8::new(super::refresh::UNKNOWN),
-                source: self.source,
-                store: self.store.unwrap_or_else(|| Box::new(MemoryStore::new())),
-                config: self.config,
-                counters: Counters::default(),
-                hook: self.hook,
-                jitter,
+                store,
+                hook,
+                common,
             }),
         }
     }

@@ -14,6 +14,9 @@
 //!   to `Untimed`, so lookups read the clock and start a new driver.
 //! - Nothing here panics without a runtime or a time driver: [`runtime`]
 //!   says `NoRuntime` first.
+//! - The sessions of a [`Sessions`](crate::Sessions) registry have no
+//!   driver: their phase flag stays `Untimed` and every lookup reads the
+//!   clock, so that no task lives per session.
 
 use std::{
     pin::pin,
@@ -130,6 +133,11 @@ fn timers_enabled() -> bool {
 #[cold]
 pub(super) fn arm(inner: &Arc<Inner>, cred: &Credential) -> Phase {
     let phase = cred.phase_at(Instant::now());
+    if !inner.common.timed {
+        // A registry's session: no driver of its own, the clock decides at
+        // every lookup.
+        return phase;
+    }
     let running = &inner.driver.running;
     if !running.load(Ordering::SeqCst) {
         start(inner);
@@ -268,7 +276,7 @@ impl Inner {
         if !self.driver.running.load(Ordering::Acquire) || cred.phase() != Phase::Ahead {
             return;
         }
-        let until = Instant::now() + self.config.background_retry;
+        let until = Instant::now() + self.common.config.background_retry;
         let until = cred.stale_at.map_or(until, |stale| until.min(stale));
         {
             let mut snooze = self.driver.snooze.lock().unwrap_or_else(|p| p.into_inner());

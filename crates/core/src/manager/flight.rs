@@ -118,7 +118,7 @@ impl Future for RefreshFuture {
             },
         };
         if let (Some(inner), Ok(_)) = (self.replay_of.take(), &outcome) {
-            inner.counters.replays.fetch_add(1, Ordering::Relaxed);
+            inner.common.counters.replays.fetch_add(1, Ordering::Relaxed);
         }
         Poll::Ready(outcome)
     }
@@ -156,7 +156,7 @@ impl Inner {
         let now = Instant::now();
         let start_at = flight
             .last_started
-            .map(|last| last + self.config.min_refresh_interval)
+            .map(|last| last + self.common.config.min_refresh_interval)
             .filter(|t| *t > now);
         flight.last_started = Some(start_at.unwrap_or(now));
         flight.wanted = generation;
@@ -223,13 +223,13 @@ async fn run(
     if let Some(at) = start_at {
         tokio::time::sleep_until(at).await;
     }
-    inner.counters.started.fetch_add(1, Ordering::Relaxed);
+    inner.common.counters.started.fetch_add(1, Ordering::Relaxed);
     let (outcome, expired) = inner.refresh(guard.id, from).await;
     let counter = match &outcome {
-        Ok(_) => &inner.counters.succeeded,
+        Ok(_) => &inner.common.counters.succeeded,
         Err(_) => {
             inner.snooze_background(&inner.state.load_full());
-            &inner.counters.failed
+            &inner.common.counters.failed
         }
     };
     counter.fetch_add(1, Ordering::Relaxed);

@@ -149,6 +149,21 @@ fn next_manager_id() -> u64 {
     NEXT_MANAGER_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// What the managers built from one builder share: the source, the
+/// settings and the counters. A lone manager has its own; the sessions of a
+/// [`Sessions`](crate::Sessions) registry share one, so that a session
+/// costs only its own state.
+pub(crate) struct Common {
+    source: Box<dyn TokenSource>,
+    pub(crate) counters: Counters,
+    config: Config,
+    jitter: Jitter,
+    /// Whether each manager runs its own phase driver (a task). The
+    /// sessions of a registry do not: their lookups read the clock, so that
+    /// no task lives per session.
+    timed: bool,
+}
+
 struct Inner {
     id: u64,
     state: ArcSwap<State>,
@@ -170,12 +185,9 @@ struct Inner {
     driver: Driver,
     /// What the last refresh answer showed about rotation (`refresh.rs`).
     rotation_seen: AtomicU8,
-    source: Box<dyn TokenSource>,
     store: Box<dyn TokenStore>,
-    config: Config,
-    counters: Counters,
     hook: Option<Hook>,
-    jitter: Jitter,
+    common: Arc<Common>,
 }
 
 impl Inner {
@@ -235,7 +247,7 @@ impl TokenManager {
     pub async fn set(&self, tokens: TokenSet) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
-        let cred = Credential::build(tokens, &inner.config, Instant::now(), inner.jitter.next())?;
+        let cred = Credential::build(tokens, &inner.common.config, Instant::now(), inner.common.jitter.next())?;
         inner
             .overwrite(
                 |_| (Overwrite::Save(cred.tokens.clone()), Status::Ready(cred)),
@@ -287,7 +299,7 @@ impl TokenManager {
             // earlier run). Its access token, if still good, serves on.
             let err = refresh::ended_elsewhere(&tokens);
             let now = Instant::now();
-            let status = match Credential::build(tokens, &inner.config, now, inner.jitter.next()) {
+            let status = match Credential::build(tokens, &inner.common.config, now, inner.common.jitter.next()) {
                 Ok(cred) if err.is_outcome_unknown() && !cred.is_stale(now) => {
                     Status::Ready(cred.doom(err))
                 }
@@ -297,7 +309,7 @@ impl TokenManager {
             inner.replace(status);
             return Ok(usable);
         }
-        let cred = Credential::build(tokens, &inner.config, Instant::now(), inner.jitter.next())?;
+        let cred = Credential::build(tokens, &inner.common.config, Instant::now(), inner.common.jitter.next())?;
         inner.replace(Status::Ready(cred));
         Ok(true)
     }
@@ -334,6 +346,7 @@ impl TokenManager {
             )
             .await;
         inner
+            .common
             .counters
             .sessions_expired
             .fetch_add(1, Ordering::Relaxed);
@@ -342,7 +355,7 @@ impl TokenManager {
     }
 
     fn far(&self) -> Instant {
-        far(self.inner.config.attempt_timeout)
+        far(self.inner.common.config.attempt_timeout)
     }
 
     /// A copy of the current token set, if there is one.
@@ -360,9 +373,16 @@ impl TokenManager {
         matches!(self.inner.state.load().status, Status::SessionExpired(_))
     }
 
-    /// Counters since this manager was built.
+    /// Whether this handle is the only one (nothing else holds the
+    /// manager: no clone, no refresh task, no waiter).
+    pub(crate) fn is_unshared(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+    }
+
+    /// Counters since this manager was built (of every session together,
+    /// for a session of a [`Sessions`](crate::Sessions) registry).
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        self.inner.common.counters.snapshot()
     }
 }
 

@@ -45,7 +45,7 @@ const KEEPS: u8 = 2;
 impl Inner {
     /// Runs one refresh to its end; the flag says whether it ended the session.
     pub(super) async fn refresh(self: &Arc<Self>, id: u64, mut from: u64) -> (Outcome, bool) {
-        let deadline = Instant::now() + self.config.refresh_deadline;
+        let deadline = Instant::now() + self.common.config.refresh_deadline;
         let mut attempt = 1;
         loop {
             let state = self.state.load_full();
@@ -67,7 +67,7 @@ impl Inner {
                 // Its refresh token is dead: it was served while it lasted.
                 return self.expire(id, from, err.clone()).await;
             }
-            self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+            self.common.counters.attempts.fetch_add(1, Ordering::Relaxed);
             let err = match self.attempt(&mut from, deadline).await {
                 Ok(()) => {
                     if self.try_land(id, from) {
@@ -76,7 +76,7 @@ impl Inner {
                     // A caller rejected what was just published (a set that
                     // overtook this refresh): refresh again from it.
                     attempt += 1;
-                    if attempt > self.config.max_attempts || Instant::now() >= deadline {
+                    if attempt > self.common.config.max_attempts || Instant::now() >= deadline {
                         return (
                             Err(Error::transient("refreshes kept being rejected")),
                             false,
@@ -92,12 +92,12 @@ impl Inner {
             if self.leaves_grace_retry(id, from, &err) {
                 return (Err(err), false);
             }
-            let backoff = self.config.backoff.delay(attempt, self.jitter.next());
+            let backoff = self.common.config.backoff.delay(attempt, self.common.jitter.next());
             let wait = err
                 .retry_after()
                 .map_or(backoff, |after| after.max(backoff));
             let retry = err.kind().is_retryable()
-                && attempt < self.config.max_attempts
+                && attempt < self.common.config.max_attempts
                 && Instant::now()
                     .checked_add(wait)
                     .is_some_and(|at| at < deadline);
@@ -169,7 +169,7 @@ impl Inner {
                     let result = self.lead(from, current, &*lease, deadline).await;
                     own.end().await;
                     let _ = self
-                        .store_op("unlock", lease.release(), far(self.config.attempt_timeout))
+                        .store_op("unlock", lease.release(), far(self.common.config.attempt_timeout))
                         .await;
                     return match result {
                         Led::Done(result) => result,
@@ -306,7 +306,7 @@ impl Inner {
         let spent = current.and_then(|c| c.refresh_token()).cloned();
         let presented_at = retry.unwrap_or_else(now_unix_ms);
         let retry = retry.is_some();
-        let limit = self.config.attempt_timeout.min(remaining(deadline));
+        let limit = self.common.config.attempt_timeout.min(remaining(deadline));
         if let (Some(current), Some(_)) = (current, &spent) {
             // Recorded before the request leaves: if this process dies with
             // the request in flight, whoever takes the lock next knows the
@@ -325,7 +325,7 @@ impl Inner {
                 return Err(e);
             }
         }
-        let call = AssertUnwindSafe(self.source.fetch(current)).catch_unwind();
+        let call = AssertUnwindSafe(self.common.source.fetch(current)).catch_unwind();
         let result = match tokio::time::timeout(limit, call).await {
             Err(_) => {
                 Err(Error::transient("token request got no answer in time").with_outcome_unknown())
@@ -382,7 +382,7 @@ impl Inner {
                 .await;
             return err;
         }
-        self.counters.unanswered.fetch_add(1, Ordering::Relaxed);
+        self.common.counters.unanswered.fetch_add(1, Ordering::Relaxed);
         match self.after_unanswered(presented_at, retry) {
             Unanswered::PresentAgain => {
                 let _ = self
@@ -412,7 +412,7 @@ impl Inner {
     /// (returns true) under the flight lock, so no rejecting caller joins
     /// it afterwards.
     fn leaves_grace_retry(&self, id: u64, from: u64, err: &Error) -> bool {
-        if !matches!(self.config.rotation, Rotation::Grace(_)) || !err.is_outcome_unknown() {
+        if !matches!(self.common.config.rotation, Rotation::Grace(_)) || !err.is_outcome_unknown() {
             return false;
         }
         let state = self.state.load();
@@ -432,10 +432,10 @@ impl Inner {
     /// grace. So a grace shorter than twice the attempt timeout allows no
     /// retry. (Found by the model check in `tests/protocol_model.rs`.)
     fn after_unanswered(&self, at_unix_ms: u64, retried: bool) -> Unanswered {
-        match self.config.rotation {
+        match self.common.config.rotation {
             Rotation::Grace(grace) if !retried => {
                 let age = u128::from(now_unix_ms().saturating_sub(at_unix_ms));
-                let bound = self.config.attempt_timeout.as_millis();
+                let bound = self.common.config.attempt_timeout.as_millis();
                 if age + bound >= grace.as_millis() {
                     Unanswered::End
                 } else if age < bound {
@@ -452,7 +452,7 @@ impl Inner {
     }
 
     fn may_rotate(&self) -> bool {
-        match self.config.rotation {
+        match self.common.config.rotation {
             Rotation::Never => false,
             Rotation::Always | Rotation::Grace(_) => true,
             Rotation::Detect => self.rotation_seen.load(Ordering::Relaxed) != KEEPS,
