@@ -122,6 +122,24 @@ struct Entry {
     last_used: AtomicU64,
 }
 
+/// Names a request's session: the request extension a tower layer over
+/// [`Sessions`] reads (`TokenRefreshLayer::sessions` in
+/// `tower-token-refresh`). Set it where the request is made, from what
+/// identifies the user (the signed-in user of the incoming request, say):
+///
+/// ```
+/// use tower_token_refresh_core::SessionKey;
+///
+/// let mut request = http::Request::get("https://api.example.com/orders").body(())?;
+/// request.extensions_mut().insert(SessionKey("user-42".to_owned()));
+/// # Ok::<(), http::Error>(())
+/// ```
+///
+/// A request without one (or with a key of another type) is refused, never
+/// sent with some other session's token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionKey<K>(pub K);
+
 /// Builds a [`Sessions`] registry. Start with [`Sessions::builder`].
 #[must_use]
 pub struct SessionsBuilder<K> {

@@ -15,8 +15,7 @@ use std::{
 
 use tokio::time::sleep;
 use tower_token_refresh_core::{
-    Error, ErrorKind, FileStore, MemoryStore, Sessions, TokenManager, TokenSet, TokenSource,
-    source,
+    Error, ErrorKind, FileStore, MemoryStore, Sessions, TokenManager, TokenSet, TokenSource, source,
 };
 
 const LIFETIME: Duration = Duration::from_secs(600);
@@ -50,7 +49,12 @@ impl Grant {
                 let (user, n) = refresh.split_once(":rt").unwrap();
                 let n: u64 = n.parse().unwrap();
                 this.total.fetch_add(1, Ordering::SeqCst);
-                *this.calls.lock().unwrap().entry(user.to_owned()).or_default() += 1;
+                *this
+                    .calls
+                    .lock()
+                    .unwrap()
+                    .entry(user.to_owned())
+                    .or_default() += 1;
                 sleep(Duration::from_millis(50)).await;
                 if this.revoked.lock().unwrap().iter().any(|r| r == user) {
                     return Err(Error::session_expired("invalid_grant"));
@@ -84,7 +88,11 @@ fn registry(grant: &Grant, dir: &PathBuf, max: usize) -> Sessions<String> {
 }
 
 async fn header(sessions: &Sessions<String>, user: &str) -> String {
-    let auth = sessions.session(&user.to_owned()).authorization().await.unwrap();
+    let auth = sessions
+        .session(&user.to_owned())
+        .authorization()
+        .await
+        .unwrap();
     auth.header().to_str().unwrap().to_owned()
 }
 
@@ -94,10 +102,16 @@ async fn each_key_gets_its_own_token_and_one_refresh_per_expiry() {
     let dir = temp_dir("own");
     let sessions = registry(&grant, &dir, 1_000);
     for u in 0..20 {
-        sessions.set(format!("u{u}"), login(&format!("u{u}"), 1)).await.unwrap();
+        sessions
+            .set(format!("u{u}"), login(&format!("u{u}"), 1))
+            .await
+            .unwrap();
     }
     for u in 0..20 {
-        assert_eq!(header(&sessions, &format!("u{u}")).await, format!("Bearer u{u}:at1"));
+        assert_eq!(
+            header(&sessions, &format!("u{u}")).await,
+            format!("Bearer u{u}:at1")
+        );
     }
     sleep(LIFETIME).await;
     // 20 users, 10 concurrent callers each, all past expiry.
@@ -152,7 +166,11 @@ async fn ending_one_session_touches_no_other_and_runs_the_hook_with_its_key() {
     let mut ended = ended.lock().unwrap().clone();
     ended.sort();
     assert_eq!(ended, ["bob", "carol"]);
-    assert_eq!(grant.calls_for("bob"), 0, "a logged-out refresh token is never presented");
+    assert_eq!(
+        grant.calls_for("bob"),
+        0,
+        "a logged-out refresh token is never presented"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -175,7 +193,11 @@ async fn past_the_bound_sessions_are_evicted_and_reload_from_their_store() {
         assert_eq!(header(&sessions, &user).await, format!("Bearer {user}:at1"));
         assert!(sessions.len() <= 16);
     }
-    assert_eq!(grant.total(), 0, "nobody was refreshed, nobody logged in again");
+    assert_eq!(
+        grant.total(),
+        0,
+        "nobody was refreshed, nobody logged in again"
+    );
     // Each refreshes once, with the refresh token from its file. (Stored
     // expiry is wall-clock time, which paused tokio time does not move: a
     // forced refresh stands in for the expiry.)
@@ -185,7 +207,10 @@ async fn past_the_bound_sessions_are_evicted_and_reload_from_their_store() {
         assert_eq!(header(&sessions, &user).await, format!("Bearer {user}:at1"));
         let auth = session.refresh().await.unwrap();
         drop(session);
-        assert_eq!(auth.header().to_str().unwrap(), format!("Bearer {user}:at2"));
+        assert_eq!(
+            auth.header().to_str().unwrap(),
+            format!("Bearer {user}:at2")
+        );
         assert_eq!(header(&sessions, &user).await, format!("Bearer {user}:at2"));
     }
     assert_eq!(grant.total(), 200);
@@ -197,7 +222,10 @@ async fn a_session_in_use_is_never_evicted_so_one_key_has_one_manager() {
     let grant = Grant::default();
     let dir = temp_dir("held");
     let sessions = registry(&grant, &dir, 4);
-    sessions.set("held".to_owned(), login("held", 1)).await.unwrap();
+    sessions
+        .set("held".to_owned(), login("held", 1))
+        .await
+        .unwrap();
     let held = sessions.session(&"held".to_owned());
     for u in 0..50 {
         let user = format!("u{u}");
@@ -224,9 +252,15 @@ async fn idle_sessions_are_evicted_on_request() {
         .idle_timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    sessions.set("old".to_owned(), login("old", 1)).await.unwrap();
+    sessions
+        .set("old".to_owned(), login("old", 1))
+        .await
+        .unwrap();
     sleep(Duration::from_secs(61)).await;
-    sessions.set("new".to_owned(), login("new", 1)).await.unwrap();
+    sessions
+        .set("new".to_owned(), login("new", 1))
+        .await
+        .unwrap();
     sessions.evict_idle();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions.stats().evicted, 1);

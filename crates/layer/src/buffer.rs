@@ -79,8 +79,9 @@ impl<F, C> BufferLayer<F, C> {
         BufferLayer { auth, policy }
     }
 
-    /// The manager whose tokens this layer sends.
-    pub fn manager(&self) -> &TokenManager {
+    /// The manager whose tokens this layer sends; `None` over
+    /// [`Sessions`](crate::Sessions).
+    pub fn manager(&self) -> Option<&TokenManager> {
         self.auth.manager()
     }
 
@@ -170,8 +171,9 @@ impl<S, F, C> BufferedTokenRefresh<S, F, C> {
         self.auth.into_inner().inner
     }
 
-    /// The manager whose tokens this service sends.
-    pub fn manager(&self) -> &TokenManager {
+    /// The manager whose tokens this service sends; `None` over
+    /// [`Sessions`](crate::Sessions).
+    pub fn manager(&self) -> Option<&TokenManager> {
         self.auth.manager()
     }
 }

@@ -11,7 +11,7 @@ use std::{
 use http::{Request, Response, Uri};
 use pin_project_lite::pin_project;
 use tower::Service;
-use tower_token_refresh_core::{Authorization, BoxError, Error, RefreshFuture};
+use tower_token_refresh_core::{Authorization, BoxError, Error, RefreshFuture, TokenManager};
 
 use crate::{
     Classify, ReplayPolicy,
@@ -24,6 +24,8 @@ use crate::{
 /// rejects the token is replayed once, with a newer one.
 pub(crate) struct TokenCheck<C> {
     shared: Arc<Shared>,
+    /// The request's session, for a layer over `Sessions`.
+    session: Option<TokenManager>,
     classifier: C,
     /// The generation of the token the request carries (0 before one is
     /// on it).
@@ -59,6 +61,11 @@ impl<C: Classify> Hook for TokenCheck<C> {
 }
 
 impl<C> TokenCheck<C> {
+    /// The manager whose token the request carries.
+    fn manager(&self) -> Option<&TokenManager> {
+        self.session.as_ref().or_else(|| self.shared.tokens.one())
+    }
+
     /// A response rejected the token: the refresh to wait for before the
     /// replay, or `None` when the response is final (no copy to replay, or
     /// it came from another origin).
@@ -74,7 +81,9 @@ impl<C> TokenCheck<C> {
         if sent_to.is_none() {
             // No copy to replay: the 401 goes back as it is, and the
             // refresh (spawned) serves later requests.
-            drop(self.shared.manager.refresh_if(self.generation));
+            if let Some(manager) = self.manager() {
+                drop(manager.refresh_if(self.generation));
+            }
             tracing::debug!(
                 generation = self.generation,
                 "token rejected; no replay copy"
@@ -85,7 +94,7 @@ impl<C> TokenCheck<C> {
             generation = self.generation,
             "token rejected; replaying after refresh"
         );
-        Some(self.shared.manager.replay_if(self.generation))
+        Some(self.manager()?.replay_if(self.generation))
     }
 }
 
@@ -165,10 +174,12 @@ where
         generation: u64,
         replay: resend::Copy<S, B>,
         shared: Arc<Shared>,
+        session: Option<TokenManager>,
         classifier: C,
     ) -> Self {
         let hook = TokenCheck {
             shared,
+            session,
             classifier,
             generation,
         };
@@ -183,10 +194,12 @@ where
         request: Request<B>,
         policy: P,
         shared: Arc<Shared>,
+        session: Option<TokenManager>,
         classifier: C,
     ) -> Self {
         let hook = TokenCheck {
             shared,
+            session,
             classifier,
             generation: 0,
         };

@@ -1,8 +1,8 @@
-use std::sync::Arc;
+use std::{fmt, hash::Hash, sync::Arc};
 
-use http::{HeaderName, HeaderValue, Request, header::AUTHORIZATION};
+use http::{Extensions, HeaderName, HeaderValue, Request, header::AUTHORIZATION};
 use tower::Layer;
-use tower_token_refresh_core::TokenManager;
+use tower_token_refresh_core::{SessionKey, Sessions, TokenManager};
 
 use crate::{
     BufferBody, BufferLayer, CloneBody, Origin, RejectedToken, TokenRefresh, origin::OriginPolicy,
@@ -11,9 +11,42 @@ use crate::{
 /// Settings shared by every clone of a layer and its services.
 #[derive(Clone, Debug)]
 pub(crate) struct Shared {
-    pub(crate) manager: TokenManager,
+    pub(crate) tokens: Tokens,
     pub(crate) origins: OriginPolicy,
     pub(crate) header_name: HeaderName,
+}
+
+/// Whose tokens a layer sends: one manager's, or each request's session's.
+#[derive(Clone, Debug)]
+pub(crate) enum Tokens {
+    One(TokenManager),
+    PerSession(Arc<dyn SessionOf>),
+}
+
+impl Tokens {
+    /// The one manager, for a layer that has one.
+    pub(crate) fn one(&self) -> Option<&TokenManager> {
+        match self {
+            Tokens::One(manager) => Some(manager),
+            Tokens::PerSession(_) => None,
+        }
+    }
+}
+
+/// A [`Sessions`] registry with its key type erased: the session a
+/// request's [`SessionKey`] names.
+pub(crate) trait SessionOf: fmt::Debug + Send + Sync + 'static {
+    fn session_of(&self, extensions: &Extensions) -> Option<TokenManager>;
+}
+
+impl<K> SessionOf for Sessions<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    fn session_of(&self, extensions: &Extensions) -> Option<TokenManager> {
+        let SessionKey(key) = extensions.get::<SessionKey<K>>()?;
+        Some(self.session(key))
+    }
 }
 
 impl Shared {
@@ -93,9 +126,63 @@ impl TokenRefreshLayer {
     /// of requests whose body can be copied ([`CloneBody`]), and RFC 6750
     /// rejection rules ([`RejectedToken`]).
     pub fn new(manager: TokenManager) -> Self {
+        TokenRefreshLayer::from_tokens(Tokens::One(manager))
+    }
+
+    /// A layer that authorizes each request with the token of the session
+    /// its [`SessionKey<K>`](SessionKey) extension names, out of
+    /// `sessions` (per user, per tenant): its own session's token, refreshed
+    /// and replayed by that session alone. A request without the extension
+    /// (or with a key of another type) fails with an
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) error and is not sent.
+    /// Origins and the rest as [`new`](Self::new).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    /// use tower_token_refresh::{
+    ///     MemoryStore, SessionKey, Sessions, TokenManager, TokenRefreshLayer, TokenSet, source,
+    /// };
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let grant = source::from_fn(|_| async { Ok(TokenSet::bearer("fresh")) });
+    /// // (A MemoryStore per key loses a session on eviction; use FileStore::keyed or Redis.)
+    /// let sessions: Sessions<u64> = Sessions::builder(TokenManager::builder(grant))
+    ///     .store(|_: &u64| MemoryStore::new())
+    ///     .build()?;
+    /// sessions.set(7, TokenSet::bearer("token-of-user-7")).await?;
+    ///
+    /// let client = ServiceBuilder::new()
+    ///     .layer(TokenRefreshLayer::sessions(sessions).allow_origin("https://api.example.com".parse()?))
+    ///     .service(service_fn(|req: http::Request<Full<Bytes>>| async move {
+    ///         let auth = req.headers()[http::header::AUTHORIZATION].clone();
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(auth))
+    ///     }));
+    ///
+    /// let mut request = http::Request::get("https://api.example.com/orders").body(Full::default())?;
+    /// request.extensions_mut().insert(SessionKey(7_u64));
+    /// let response = client.clone().oneshot(request).await?;
+    /// assert_eq!(response.body(), "Bearer token-of-user-7");
+    ///
+    /// // No session named: refused, not sent.
+    /// let anonymous = http::Request::get("https://api.example.com/orders").body(Full::default())?;
+    /// assert!(client.oneshot(anonymous).await.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn sessions<K>(sessions: Sessions<K>) -> Self
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        TokenRefreshLayer::from_tokens(Tokens::PerSession(Arc::new(sessions)))
+    }
+
+    fn from_tokens(tokens: Tokens) -> Self {
         TokenRefreshLayer {
             shared: Arc::new(Shared {
-                manager,
+                tokens,
                 origins: OriginPolicy::default(),
                 header_name: AUTHORIZATION,
             }),
@@ -300,7 +387,7 @@ impl<P, C> TokenRefreshLayer<P, C> {
     /// carried, so that the next call gets a new one (the call itself
     /// cannot be replayed). See the [`trailers`](crate::trailers) module.
     pub fn watch_trailers(&self) -> crate::trailers::WatchTrailersLayer {
-        crate::trailers::WatchTrailersLayer::new(self.shared.manager.clone())
+        crate::trailers::WatchTrailersLayer::from_tokens(self.shared.tokens.clone())
             .header_name(self.shared.header_name.clone())
     }
 
@@ -313,9 +400,10 @@ impl<P, C> TokenRefreshLayer<P, C> {
         }
     }
 
-    /// The manager whose tokens this layer sends.
-    pub fn manager(&self) -> &TokenManager {
-        &self.shared.manager
+    /// The manager whose tokens this layer sends; `None` for a layer over
+    /// [`Sessions`] ([`sessions`](TokenRefreshLayer::sessions)).
+    pub fn manager(&self) -> Option<&TokenManager> {
+        self.shared.tokens.one()
     }
 }
 

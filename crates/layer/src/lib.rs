@@ -172,8 +172,9 @@ pub use step_up::StepUp;
 pub use tower_token_refresh_core::XChaCha20Poly1305Sealer;
 pub use tower_token_refresh_core::{
     AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, MemoryStore,
-    RefreshToken, Rotation, Scheme, Sealer, Stats, TokenManager, TokenManagerBuilder, TokenSet,
-    TokenSource, TokenStore, check_runtime, source,
+    RefreshToken, Rotation, Scheme, Sealer, SessionKey, Sessions, SessionsBuilder, SessionsStats,
+    Stats, TokenManager, TokenManagerBuilder, TokenSet, TokenSource, TokenStore, check_runtime,
+    source,
 };
 /// OAuth2 and OpenID Connect: the `tower-token-refresh-oauth2` crate.
 pub use tower_token_refresh_oauth2 as oauth2;

@@ -9,7 +9,9 @@ use tower::Service;
 use tower_token_refresh_core::{BoxError, Error, ErrorKind, Lookup, LookupCache, TokenManager};
 
 use crate::{
-    Classify, CloneBody, RejectedToken, ReplayPolicy, future::ResponseFuture, layer::Shared,
+    Classify, CloneBody, RejectedToken, ReplayPolicy,
+    future::ResponseFuture,
+    layer::{Shared, Tokens},
     origin::Decision,
 };
 
@@ -64,9 +66,10 @@ impl<S, P, C> TokenRefresh<S, P, C> {
         &self.shared
     }
 
-    /// The manager whose tokens this service sends.
-    pub fn manager(&self) -> &TokenManager {
-        &self.shared.manager
+    /// The manager whose tokens this service sends; `None` for a service
+    /// over [`Sessions`](crate::Sessions).
+    pub fn manager(&self) -> Option<&TokenManager> {
+        self.shared.tokens.one()
     }
 }
 
@@ -85,7 +88,7 @@ impl<S: Clone, P: Clone, C: Clone> Clone for TokenRefresh<S, P, C> {
 impl<S, P, C> fmt::Debug for TokenRefresh<S, P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenRefresh")
-            .field("manager", &self.shared.manager)
+            .field("tokens", &self.shared.tokens)
             .field("origins", &self.shared.origins)
             .field("header_name", &self.shared.header_name)
             .finish_non_exhaustive()
@@ -116,7 +119,14 @@ where
                 return ResponseFuture::failed(Error::new(ErrorKind::Policy, why));
             }
         }
-        match shared.manager.lookup_cached(&mut self.cache) {
+        let (found, session) = match &shared.tokens {
+            Tokens::One(manager) => (manager.lookup_cached(&mut self.cache), None),
+            Tokens::PerSession(sessions) => match sessions.session_of(request.extensions()) {
+                Some(session) => (session.lookup(), Some(session)),
+                None => return ResponseFuture::failed(no_session()),
+            },
+        };
+        match found {
             Lookup::Ready(token) => {
                 // The copy is made before the inner service consumes the
                 // request, and before the header goes on (a replay carries a
@@ -132,6 +142,7 @@ where
                     generation,
                     replay,
                     shared.clone(),
+                    session,
                     self.classifier.clone(),
                 )
             }
@@ -148,10 +159,20 @@ where
                     request,
                     self.policy.clone(),
                     shared.clone(),
+                    session,
                     self.classifier.clone(),
                 )
             }
             Lookup::Failed(error) => ResponseFuture::failed(error),
         }
     }
+}
+
+#[cold]
+fn no_session() -> Error {
+    Error::new(
+        ErrorKind::Policy,
+        "the request names no session (no SessionKey extension of the layer's key type); \
+         it is not sent with another session's token",
+    )
 }

@@ -55,6 +55,8 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tower_token_refresh_core::{Lookup, TokenManager, header::GRPC_STATUS};
 
+use crate::layer::Tokens;
+
 /// gRPC's `UNAUTHENTICATED` status code.
 const UNAUTHENTICATED: &[u8] = b"16";
 
@@ -64,15 +66,21 @@ const UNAUTHENTICATED: &[u8] = b"16";
 /// [module docs](self).
 #[derive(Clone, Debug)]
 pub struct WatchTrailersLayer {
-    manager: TokenManager,
+    tokens: Tokens,
     header_name: HeaderName,
 }
 
 impl WatchTrailersLayer {
     /// Watches for `manager`'s tokens in the `Authorization` header.
     pub fn new(manager: TokenManager) -> Self {
+        WatchTrailersLayer::from_tokens(Tokens::One(manager))
+    }
+
+    /// Watches for the tokens a token layer sends: one manager's, or each
+    /// request's session's (its [`SessionKey`](crate::SessionKey)).
+    pub(crate) fn from_tokens(tokens: Tokens) -> Self {
         WatchTrailersLayer {
-            manager,
+            tokens,
             header_name: AUTHORIZATION,
         }
     }
@@ -138,9 +146,15 @@ where
         let watch = request
             .headers()
             .get(&self.layer.header_name)
-            .map(|sent| Watch {
-                manager: self.layer.manager.clone(),
-                sent: sent.clone(),
+            .and_then(|sent| {
+                let manager = match &self.layer.tokens {
+                    Tokens::One(manager) => manager.clone(),
+                    Tokens::PerSession(sessions) => sessions.session_of(request.extensions())?,
+                };
+                Some(Watch {
+                    manager,
+                    sent: sent.clone(),
+                })
             });
         WatchFuture {
             future: self.inner.call(request),

@@ -104,7 +104,11 @@ impl Taken {
     async fn release(mut self, inner: &Inner) {
         if let Some(lease) = self.0.take() {
             let _ = inner
-                .store_op("unlock", lease.release(), far(inner.common.config.attempt_timeout))
+                .store_op(
+                    "unlock",
+                    lease.release(),
+                    far(inner.common.config.attempt_timeout),
+                )
                 .await;
         }
     }
@@ -218,7 +222,10 @@ impl Inner {
             }
             drop(commit);
             if Instant::now() >= deadline {
-                self.common.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.common
+                    .counters
+                    .store_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 let err = Error::new(
                     ErrorKind::Store,
                     "the store's refresh lock was not free in time",
@@ -261,7 +268,10 @@ impl Inner {
             )),
         };
         if let Err(e) = &result {
-            self.common.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+            self.common
+                .counters
+                .store_errors
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "token store {what} failed");
         }
         result
@@ -289,7 +299,12 @@ impl Inner {
     pub(super) async fn adopt(&self, from: &mut u64, stored: TokenSet) -> Adopted {
         let now = Instant::now();
         let ended = stored.ended().map(|_| ended_elsewhere(&stored));
-        let cred = match Credential::build(stored.clone(), &self.common.config, now, self.common.jitter.next()) {
+        let cred = match Credential::build(
+            stored.clone(),
+            &self.common.config,
+            now,
+            self.common.jitter.next(),
+        ) {
             Ok(cred) if !cred.is_stale(now) => Some(cred),
             _ => None,
         };
@@ -351,21 +366,25 @@ impl Inner {
             }
             return Ok(());
         }
-        let failure =
-            match Credential::build(fetched.clone(), &self.common.config, now, self.common.jitter.next()) {
-                Ok(cred) if !cred.is_stale(now) => {
-                    self.save(&cred.tokens, lease).await;
-                    *from += 1;
-                    self.publish(State {
-                        generation: *from,
-                        status: Status::Ready(cred),
-                    });
-                    tracing::debug!(generation = *from, "token refreshed");
-                    return Ok(());
-                }
-                Ok(_) => Error::invalid_response("token was already expired on arrival"),
-                Err(e) => e,
-            };
+        let failure = match Credential::build(
+            fetched.clone(),
+            &self.common.config,
+            now,
+            self.common.jitter.next(),
+        ) {
+            Ok(cred) if !cred.is_stale(now) => {
+                self.save(&cred.tokens, lease).await;
+                *from += 1;
+                self.publish(State {
+                    generation: *from,
+                    status: Status::Ready(cred),
+                });
+                tracing::debug!(generation = *from, "token refreshed");
+                return Ok(());
+            }
+            Ok(_) => Error::invalid_response("token was already expired on arrival"),
+            Err(e) => e,
+        };
         if rotated {
             // The access token is of no use, and the refresh token is the
             // only one that still works: keep it.
@@ -399,7 +418,12 @@ impl Inner {
             .clone()
             .with_refresh_token_opt(fetched.refresh_token().cloned())
             .with_mark(RefreshMark::Live);
-        let cred = match Credential::build(tokens.clone(), &self.common.config, now, self.common.jitter.next()) {
+        let cred = match Credential::build(
+            tokens.clone(),
+            &self.common.config,
+            now,
+            self.common.jitter.next(),
+        ) {
             Ok(cred) if !cred.is_stale(now) => cred,
             _ => Credential::unusable(tokens, now),
         };
@@ -464,7 +488,8 @@ impl Inner {
             }
         }
         self.replace(Status::SessionExpired(err.clone()));
-        self.common.counters
+        self.common
+            .counters
             .sessions_expired
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %err, "session expired");

@@ -118,7 +118,11 @@ impl Future for RefreshFuture {
             },
         };
         if let (Some(inner), Ok(_)) = (self.replay_of.take(), &outcome) {
-            inner.common.counters.replays.fetch_add(1, Ordering::Relaxed);
+            inner
+                .common
+                .counters
+                .replays
+                .fetch_add(1, Ordering::Relaxed);
         }
         Poll::Ready(outcome)
     }
@@ -223,7 +227,11 @@ async fn run(
     if let Some(at) = start_at {
         tokio::time::sleep_until(at).await;
     }
-    inner.common.counters.started.fetch_add(1, Ordering::Relaxed);
+    inner
+        .common
+        .counters
+        .started
+        .fetch_add(1, Ordering::Relaxed);
     let (outcome, expired) = inner.refresh(guard.id, from).await;
     let counter = match &outcome {
         Ok(_) => &inner.common.counters.succeeded,

@@ -247,7 +247,12 @@ impl TokenManager {
     pub async fn set(&self, tokens: TokenSet) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
-        let cred = Credential::build(tokens, &inner.common.config, Instant::now(), inner.common.jitter.next())?;
+        let cred = Credential::build(
+            tokens,
+            &inner.common.config,
+            Instant::now(),
+            inner.common.jitter.next(),
+        )?;
         inner
             .overwrite(
                 |_| (Overwrite::Save(cred.tokens.clone()), Status::Ready(cred)),
@@ -299,7 +304,12 @@ impl TokenManager {
             // earlier run). Its access token, if still good, serves on.
             let err = refresh::ended_elsewhere(&tokens);
             let now = Instant::now();
-            let status = match Credential::build(tokens, &inner.common.config, now, inner.common.jitter.next()) {
+            let status = match Credential::build(
+                tokens,
+                &inner.common.config,
+                now,
+                inner.common.jitter.next(),
+            ) {
                 Ok(cred) if err.is_outcome_unknown() && !cred.is_stale(now) => {
                     Status::Ready(cred.doom(err))
                 }
@@ -309,7 +319,12 @@ impl TokenManager {
             inner.replace(status);
             return Ok(usable);
         }
-        let cred = Credential::build(tokens, &inner.common.config, Instant::now(), inner.common.jitter.next())?;
+        let cred = Credential::build(
+            tokens,
+            &inner.common.config,
+            Instant::now(),
+            inner.common.jitter.next(),
+        )?;
         inner.replace(Status::Ready(cred));
         Ok(true)
     }

@@ -67,7 +67,10 @@ impl Inner {
                 // Its refresh token is dead: it was served while it lasted.
                 return self.expire(id, from, err.clone()).await;
             }
-            self.common.counters.attempts.fetch_add(1, Ordering::Relaxed);
+            self.common
+                .counters
+                .attempts
+                .fetch_add(1, Ordering::Relaxed);
             let err = match self.attempt(&mut from, deadline).await {
                 Ok(()) => {
                     if self.try_land(id, from) {
@@ -92,7 +95,11 @@ impl Inner {
             if self.leaves_grace_retry(id, from, &err) {
                 return (Err(err), false);
             }
-            let backoff = self.common.config.backoff.delay(attempt, self.common.jitter.next());
+            let backoff = self
+                .common
+                .config
+                .backoff
+                .delay(attempt, self.common.jitter.next());
             let wait = err
                 .retry_after()
                 .map_or(backoff, |after| after.max(backoff));
@@ -169,7 +176,11 @@ impl Inner {
                     let result = self.lead(from, current, &*lease, deadline).await;
                     own.end().await;
                     let _ = self
-                        .store_op("unlock", lease.release(), far(self.common.config.attempt_timeout))
+                        .store_op(
+                            "unlock",
+                            lease.release(),
+                            far(self.common.config.attempt_timeout),
+                        )
                         .await;
                     return match result {
                         Led::Done(result) => result,
@@ -382,7 +393,10 @@ impl Inner {
                 .await;
             return err;
         }
-        self.common.counters.unanswered.fetch_add(1, Ordering::Relaxed);
+        self.common
+            .counters
+            .unanswered
+            .fetch_add(1, Ordering::Relaxed);
         match self.after_unanswered(presented_at, retry) {
             Unanswered::PresentAgain => {
                 let _ = self

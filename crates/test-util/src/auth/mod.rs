@@ -710,6 +710,15 @@ impl AuthServer {
         self.shared.lock().tokens.has_live_jags()
     }
 
+    /// The grant an access token was issued in: one number per login
+    /// ([`login`](Self::login), a code or device grant), kept by every
+    /// refresh of it. `None` for an unknown token or one of no grant
+    /// (`client_credentials`). A test with many users tells by it whose
+    /// token a request carried.
+    pub fn grant_of(&self, access_token: &str) -> Option<u64> {
+        self.shared.lock().tokens.access_family(access_token)
+    }
+
     /// Whether a resource server would accept this access token now.
     pub fn is_access_token_valid(&self, token: &str) -> bool {
         self.shared.is_access_token_valid(token)

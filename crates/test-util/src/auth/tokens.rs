@@ -533,6 +533,11 @@ impl Tokens {
         self.scopes.get(&family).map(String::as_str)
     }
 
+    /// The grant family `token` (an access token) belongs to.
+    pub(crate) fn access_family(&self, token: &str) -> Option<u64> {
+        self.access.get(token)?.family
+    }
+
     /// The DPoP key thumbprint `token` (an access token) is bound to.
     pub(crate) fn access_jkt(&self, token: &str) -> Option<&str> {
         self.access.get(token)?.jkt.as_deref()
