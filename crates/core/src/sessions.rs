@@ -148,6 +148,7 @@ pub struct SessionsBuilder<K> {
     hook: Option<Arc<EndedHook<K>>>,
     max: usize,
     idle: Duration,
+    concurrent: usize,
 }
 
 impl<K> fmt::Debug for SessionsBuilder<K> {
@@ -157,6 +158,7 @@ impl<K> fmt::Debug for SessionsBuilder<K> {
             .field("has_store", &self.store.is_some())
             .field("max_sessions", &self.max)
             .field("idle_timeout", &self.idle)
+            .field("max_concurrent_refreshes", &self.concurrent)
             .finish_non_exhaustive()
     }
 }
@@ -180,6 +182,7 @@ where
             hook: None,
             max: 10_000,
             idle: Duration::from_secs(30 * 60),
+            concurrent: 64,
         }
     }
 
@@ -350,6 +353,17 @@ where
         self
     }
 
+    /// The most refresh attempts that run at once across all sessions
+    /// (default 64, at least 1): when thousands of sessions expire together,
+    /// their stores and the token endpoint see them this many at a time,
+    /// the rest wait their turn (within each refresh's deadline). A turn
+    /// covers one attempt: the store's lock, the token request and the
+    /// save.
+    pub fn max_concurrent_refreshes(mut self, concurrent: usize) -> Self {
+        self.concurrent = concurrent.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        self
+    }
+
     /// Builds the registry. Starts no task and needs no runtime.
     ///
     /// # Errors
@@ -365,7 +379,10 @@ where
                 "Sessions need a store per key (SessionsBuilder::store): an evicted session reloads from it",
             ));
         };
-        let common = self.manager.into_common().map_err(per_session)?;
+        let common = self
+            .manager
+            .into_common(self.concurrent)
+            .map_err(per_session)?;
         let shards = std::thread::available_parallelism()
             .map_or(4, usize::from)
             .saturating_mul(4)

@@ -27,6 +27,8 @@ struct Grant {
     calls: Arc<Mutex<HashMap<String, u64>>>,
     revoked: Arc<Mutex<Vec<String>>>,
     total: Arc<AtomicU64>,
+    in_flight: Arc<AtomicU64>,
+    most_in_flight: Arc<AtomicU64>,
 }
 
 impl Grant {
@@ -55,7 +57,10 @@ impl Grant {
                     .unwrap()
                     .entry(user.to_owned())
                     .or_default() += 1;
+                let now = this.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                this.most_in_flight.fetch_max(now, Ordering::SeqCst);
                 sleep(Duration::from_millis(50)).await;
+                this.in_flight.fetch_sub(1, Ordering::SeqCst);
                 if this.revoked.lock().unwrap().iter().any(|r| r == user) {
                     return Err(Error::session_expired("invalid_grant"));
                 }
@@ -133,6 +138,40 @@ async fn each_key_gets_its_own_token_and_one_refresh_per_expiry() {
         assert_eq!(grant.calls_for(&format!("u{u}")), 1, "one refresh for u{u}");
     }
     assert_eq!(sessions.stats().tokens.refreshes_succeeded, 20);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_of_expiries_reaches_the_token_endpoint_a_bounded_number_at_a_time() {
+    let grant = Grant::default();
+    let dir = temp_dir("storm");
+    let store_dir = dir.clone();
+    let sessions: Sessions<String> = Sessions::builder(TokenManager::builder(grant.source()))
+        .store(move |user: &String| FileStore::keyed(&store_dir, user))
+        .max_concurrent_refreshes(8)
+        .build()
+        .unwrap();
+    for u in 0..200 {
+        let user = format!("u{u}");
+        sessions.set(user.clone(), login(&user, 1)).await.unwrap();
+    }
+    sleep(LIFETIME).await;
+    let mut tasks = Vec::new();
+    for u in 0..200 {
+        let sessions = sessions.clone();
+        tasks.push(tokio::spawn(async move {
+            header(&sessions, &format!("u{u}")).await
+        }));
+    }
+    for (u, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap(), format!("Bearer u{u}:at2"));
+    }
+    assert_eq!(grant.total(), 200, "one refresh per session");
+    assert_eq!(
+        grant.most_in_flight.load(Ordering::SeqCst),
+        8,
+        "never more than 8 at once"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

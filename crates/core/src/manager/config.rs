@@ -338,15 +338,17 @@ impl TokenManagerBuilder {
             counters: Counters::default(),
             jitter: Jitter::new(),
             timed: true,
+            permits: None,
         });
         let store = self.store.unwrap_or_else(|| Box::new(MemoryStore::new()));
         TokenManager::with_common(common, store, self.initial, self.hook)
     }
 
     /// The shared half of a [`Sessions`](crate::Sessions) registry's
-    /// managers (no phase driver per session). Refused, naming it, when the
+    /// managers (no phase driver per session, at most `concurrent` refresh
+    /// attempts at once). Refused, naming it, when the
     /// builder holds something that belongs to one session.
-    pub(crate) fn into_common(self) -> Result<Arc<Common>, &'static str> {
+    pub(crate) fn into_common(self, concurrent: usize) -> Result<Arc<Common>, &'static str> {
         if self.store.is_some() {
             return Err("a store");
         }
@@ -362,6 +364,7 @@ impl TokenManagerBuilder {
             counters: Counters::default(),
             jitter: Jitter::new(),
             timed: false,
+            permits: Some(tokio::sync::Semaphore::new(concurrent)),
         }))
     }
 }

@@ -162,6 +162,9 @@ pub(crate) struct Common {
     /// sessions of a registry do not: their lookups read the clock, so that
     /// no task lives per session.
     timed: bool,
+    /// A registry's bound on refresh attempts running at once, across its
+    /// sessions (a lone manager runs one at a time anyway).
+    permits: Option<tokio::sync::Semaphore>,
 }
 
 struct Inner {

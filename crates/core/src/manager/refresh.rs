@@ -139,6 +139,21 @@ impl Inner {
     /// session's end), else take the store's turn and present the refresh
     /// token under it. `from` follows what it publishes.
     async fn attempt(self: &Arc<Self>, from: &mut u64, deadline: Instant) -> Result<(), Error> {
+        // A registry's sessions take turns: a storm of expiries reaches the
+        // store and the token endpoint at most `permits` at a time.
+        let _turn = match &self.common.permits {
+            None => None,
+            Some(permits) => {
+                match tokio::time::timeout(remaining(deadline), permits.acquire()).await {
+                    Ok(Ok(turn)) => Some(turn),
+                    _ => {
+                        return Err(Error::transient(
+                            "no turn among the sessions' refreshes before the deadline",
+                        ));
+                    }
+                }
+            }
+        };
         // Bounded: every turn either returns or waits on the store (each
         // wait bounded by the deadline), and the loop ends at the deadline.
         loop {
