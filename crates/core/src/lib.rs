@@ -76,8 +76,8 @@ pub use file_store::FileStore;
 pub use host::is_loopback_host;
 pub use lock_file::LockedStore;
 pub use manager::{
-    Authorization, Lookup, LookupCache, MAX_SETTING, RefreshFuture, Rotation, Scheme, TokenManager,
-    TokenManagerBuilder, check_runtime,
+    Authorization, Lookup, LookupCache, MAX_SETTING, RefreshFuture, Rotation, Scheme, SessionState,
+    SessionWatch, TokenManager, TokenManagerBuilder, check_runtime,
 };
 pub use seal::Sealer;
 #[cfg(feature = "xchacha20poly1305")]

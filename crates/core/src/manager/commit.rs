@@ -283,6 +283,7 @@ impl Inner {
         let old = self.state.swap(Arc::new(state));
         old.retire();
         self.driver.poke();
+        self.notify_state(None);
     }
 
     /// Publishes `status` as the next generation (`set`, `clear`, `load`,

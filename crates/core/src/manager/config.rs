@@ -405,6 +405,7 @@ impl TokenManager {
                 rotation_seen: std::sync::atomic::AtomicU8::new(super::refresh::UNKNOWN),
                 store,
                 hook,
+                watch: std::sync::OnceLock::new(),
                 common,
             }),
         }

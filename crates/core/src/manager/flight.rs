@@ -175,6 +175,7 @@ impl Inner {
         self.refreshing.store(true, Ordering::Release);
         let from = state.generation;
         drop(flight);
+        self.notify_state(None);
         // Made here, not in the task: a task dropped before its first poll
         // (its runtime shutting down) runs none of its body.
         let guard = FlightGuard {
@@ -242,6 +243,7 @@ async fn run(
     };
     counter.fetch_add(1, Ordering::Relaxed);
     drop(guard);
+    inner.notify_state(outcome.as_ref().err().map(Error::kind));
     // Nobody waiting is fine: the state is published already.
     let _ = tx.send(outcome);
     if expired {

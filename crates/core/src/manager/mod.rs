@@ -27,6 +27,7 @@ mod driver;
 mod flight;
 mod lookup;
 mod refresh;
+mod watch;
 
 use std::{
     fmt,
@@ -53,6 +54,7 @@ pub use self::{
     driver::check_runtime,
     flight::RefreshFuture,
     lookup::{Lookup, LookupCache},
+    watch::{SessionState, SessionWatch},
 };
 use crate::{
     EndReason, Error, RefreshLease, TokenSet, TokenSource, TokenStore,
@@ -190,6 +192,8 @@ struct Inner {
     rotation_seen: AtomicU8,
     store: Box<dyn TokenStore>,
     hook: Option<Hook>,
+    /// The state watchers follow; made by the first `watch` (`watch.rs`).
+    watch: std::sync::OnceLock<tokio::sync::watch::Sender<SessionState>>,
     common: Arc<Common>,
 }
 
