@@ -90,7 +90,7 @@ use hyper_util::{
 
 pub use auth::{
     Assertion, AuthConfig, AuthLog, AuthServer, AuthStats, AuthorizationRequest, Client, Echo,
-    Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments, Nonce, Registration, TokenExchange,
+    Endpoint, Exchanged, Fault, Gate, IssuedTokens, MetadataDocuments, Nonce, Registration, TokenExchange,
     TokenRequest,
 };
 #[cfg(feature = "grpc")]

@@ -83,6 +83,19 @@ impl TokenExchange {
     }
 }
 
+/// What a token exchange issued an access token for, read with
+/// [`AuthServer::exchanged`](super::AuthServer::exchanged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Exchanged {
+    /// The subject token given.
+    pub subject_token: String,
+    /// The `audience` asked for, if any (one of them, if several).
+    pub audience: Option<String>,
+    /// The `scope` asked for, if any.
+    pub scope: Option<String>,
+}
+
 fn refuse(code: &'static str, description: &'static str) -> OAuthError {
     OAuthError::new(StatusCode::BAD_REQUEST, code, description)
 }
@@ -130,6 +143,14 @@ pub(super) fn exchange(
     let body = match get("requested_token_type").unwrap_or(ACCESS_TOKEN) {
         ACCESS_TOKEN => {
             let grant = state.tokens.access_only(jkt);
+            let exchanged = Exchanged {
+                subject_token: subject.to_owned(),
+                audience: get("audience").map(str::to_owned),
+                scope: get("scope").map(str::to_owned),
+            };
+            state
+                .exchanged
+                .insert(grant.access_token.clone(), exchanged);
             json!({
                 "access_token": grant.access_token,
                 "issued_token_type": ACCESS_TOKEN,
