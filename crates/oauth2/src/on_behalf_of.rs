@@ -113,7 +113,8 @@ type Answer = Option<Result<TokenSet, Error>>;
 /// # use tower_token_refresh_test_util::{AuthConfig, AuthServer, TokenExchange, hyper_client};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let auth = AuthServer::start(AuthConfig::default().token_exchange(TokenExchange::new())).await?;
+/// # let config = AuthConfig::default().access_lifetime(std::time::Duration::from_secs(3600));
+/// # let auth = AuthServer::start(config.token_exchange(TokenExchange::new())).await?;
 /// # let token_url = auth.token_url().parse()?;
 /// # let client = tower_token_refresh::ServiceClient::new(hyper_client());
 /// # let (client_id, client_secret) = (auth.client_id(), auth.client_secret());
