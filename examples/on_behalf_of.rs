@@ -68,7 +68,10 @@ async fn orders(State(app): State<App>, headers: HeaderMap) -> (StatusCode, Stri
     };
     match get_with(&app.api_url, tokens.access_token().secret()).await {
         Ok((StatusCode::OK, body)) => (StatusCode::OK, body),
-        Ok((status, _)) => (StatusCode::BAD_GATEWAY, format!("downstream answered {status}")),
+        Ok((status, _)) => (
+            StatusCode::BAD_GATEWAY,
+            format!("downstream answered {status}"),
+        ),
         Err(e) => (StatusCode::BAD_GATEWAY, format!("downstream: {e}")),
     }
 }
@@ -101,7 +104,9 @@ async fn main() -> Result<ExitCode, BoxError> {
     );
     let app = App {
         obo: Arc::new(obo),
-        downstream: Downstream::new().audience(api.resource()).scope("orders:read"),
+        downstream: Downstream::new()
+            .audience(api.resource())
+            .scope("orders:read"),
         api_url: api.url("/api/data"),
     };
     let router = Router::new()
@@ -130,9 +135,10 @@ async fn main() -> Result<ExitCode, BoxError> {
     // Every token the downstream API accepted was exchanged for Ann or Bob;
     // neither user's own token went downstream.
     let sent: BTreeSet<String> = api.accepted_tokens().into_iter().collect();
-    let own_subjects = sent
-        .iter()
-        .all(|t| auth.exchanged(t).is_some_and(|e| [&ann, &bob].contains(&&e.subject_token)));
+    let own_subjects = sent.iter().all(|t| {
+        auth.exchanged(t)
+            .is_some_and(|e| [&ann, &bob].contains(&&e.subject_token))
+    });
     let stats = app.obo.stats();
     println!("on behalf of the caller, two users x {ROUNDS} requests, one forged token");
     println!("  app calls ok      {ok}/{}", 2 * ROUNDS);

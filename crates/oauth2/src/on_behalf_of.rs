@@ -528,7 +528,11 @@ impl<C: HttpClient> OnBehalfOf<C> {
             match self.step(key, std::mem::take(&mut first)) {
                 Step::Hit(tokens) => return Ok(tokens),
                 Step::Wait(mut answer) => {
-                    let answer = answer.wait_for(Option::is_some).await.ok().and_then(|a| a.clone());
+                    let answer = answer
+                        .wait_for(Option::is_some)
+                        .await
+                        .ok()
+                        .and_then(|a| a.clone());
                     if let Some(result) = answer {
                         return result;
                     }

@@ -259,7 +259,9 @@ impl<C: HttpClient> TokenSource for TokenExchangeGrant<C> {
                 Some(actor) => Some((actor.fetch("actor token").await?, &actor.token_type)),
                 None => None,
             };
-            let actor = actor.as_ref().map(|(token, kind)| (token.as_str(), kind.as_str()));
+            let actor = actor
+                .as_ref()
+                .map(|(token, kind)| (token.as_str(), kind.as_str()));
             exchange(
                 &self.token,
                 (&subject, &self.subject.token_type),

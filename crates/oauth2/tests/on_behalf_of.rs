@@ -57,7 +57,10 @@ async fn the_same_subject_and_audience_are_served_from_the_cache() {
     let first = obo.token(&ann, &to(ORDERS)).await.unwrap();
     let second = obo.token(&ann, &to(ORDERS)).await.unwrap();
 
-    assert_eq!(first.access_token().secret(), second.access_token().secret());
+    assert_eq!(
+        first.access_token().secret(),
+        second.access_token().secret()
+    );
     assert_eq!(auth.stats().token_exchanges, 1);
     let issued = auth.exchanged(first.access_token().secret()).unwrap();
     assert_eq!(issued.subject_token, ann);
@@ -76,7 +79,10 @@ async fn another_audience_is_another_exchange() {
     let billing = obo.token(&ann, &to(BILLING)).await.unwrap();
 
     assert_eq!(auth.stats().token_exchanges, 2);
-    assert_ne!(orders.access_token().secret(), billing.access_token().secret());
+    assert_ne!(
+        orders.access_token().secret(),
+        billing.access_token().secret()
+    );
     let issued = auth.exchanged(billing.access_token().secret()).unwrap();
     assert_eq!(issued.audience.as_deref(), Some(BILLING));
     // A scope of its own is a key of its own too.
@@ -96,14 +102,23 @@ async fn a_subject_never_gets_the_token_of_another() {
     let for_bob = obo.token(&bob, &to(ORDERS)).await.unwrap();
 
     assert_eq!(auth.stats().token_exchanges, 2);
-    assert_ne!(for_ann.access_token().secret(), for_bob.access_token().secret());
+    assert_ne!(
+        for_ann.access_token().secret(),
+        for_bob.access_token().secret()
+    );
     let issued = auth.exchanged(for_bob.access_token().secret()).unwrap();
     assert_eq!(issued.subject_token, bob, "Bob's token was issued for Bob");
     // And each keeps getting their own from the cache.
     let again = obo.token(&ann, &to(ORDERS)).await.unwrap();
-    assert_eq!(again.access_token().secret(), for_ann.access_token().secret());
+    assert_eq!(
+        again.access_token().secret(),
+        for_ann.access_token().secret()
+    );
     let again = obo.token(&bob, &to(ORDERS)).await.unwrap();
-    assert_eq!(again.access_token().secret(), for_bob.access_token().secret());
+    assert_eq!(
+        again.access_token().secret(),
+        for_bob.access_token().secret()
+    );
     assert_eq!(auth.stats().token_exchanges, 2);
 }
 
@@ -158,12 +173,22 @@ async fn other_keys_are_not_held_up_by_an_exchange_in_flight() {
     .await;
     // Bob's exchange is served while Ann's is still held.
     let for_bob = obo.token(&bob, &to(ORDERS)).await.unwrap();
-    assert_eq!(auth.exchanged(for_bob.access_token().secret()).unwrap().subject_token, bob);
+    assert_eq!(
+        auth.exchanged(for_bob.access_token().secret())
+            .unwrap()
+            .subject_token,
+        bob
+    );
     assert!(!held.is_finished());
 
     gate.open();
     let for_ann = held.await.unwrap().unwrap();
-    assert_eq!(auth.exchanged(for_ann.access_token().secret()).unwrap().subject_token, ann);
+    assert_eq!(
+        auth.exchanged(for_ann.access_token().secret())
+            .unwrap()
+            .subject_token,
+        ann
+    );
     assert_eq!(auth.stats().token_exchanges, 2);
 }
 
@@ -289,7 +314,12 @@ async fn a_dropped_caller_hands_its_exchange_to_a_waiter() {
     leader.abort();
 
     let tokens = waiter.await.unwrap().unwrap();
-    assert_eq!(auth.exchanged(tokens.access_token().secret()).unwrap().subject_token, ann);
+    assert_eq!(
+        auth.exchanged(tokens.access_token().secret())
+            .unwrap()
+            .subject_token,
+        ann
+    );
     assert_eq!(auth.stats().token_requests, 2);
     // The waiter's exchange is cached.
     obo.token(&ann, &to(ORDERS)).await.unwrap();

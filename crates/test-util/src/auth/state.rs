@@ -13,9 +13,9 @@ use tokio::time::Instant;
 
 use super::{
     AuthConfig, MetadataDocuments, Registration, TokenExchange,
-    exchange::Exchanged,
     clients::{Assertion, Registry},
     dpop::{Nonce, NonceState},
+    exchange::Exchanged,
     faults::FaultQueues,
     tokens::{Grant, Refusal, Tokens},
 };
