@@ -233,6 +233,9 @@ impl fmt::Debug for Downstream {
 }
 
 /// What an [`OnBehalfOf`] did so far, counted.
+///
+/// Every call is a hit or a miss, once: `hits + misses` is the number of
+/// calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OnBehalfOfStats {
@@ -434,38 +437,24 @@ impl<C> OnBehalfOf<C> {
     }
 
     /// One look at the cache, under the lock.
-    fn step(&self, key: Key, first: bool) -> Step {
+    fn step(&self, key: Key) -> Step {
         let mut cache = self.lock();
         let now = Instant::now();
         match cache.slots.get(&key) {
             Some(Slot::Ready {
                 tokens,
                 fresh_until,
-            }) if now < *fresh_until => {
-                Counters::add(&self.counters.hits, 1);
-                return Step::Hit(tokens.clone());
-            }
-            Some(Slot::Pending { answer, .. }) => {
-                if first {
-                    Counters::add(&self.counters.misses, 1);
-                }
-                return Step::Wait(answer.clone());
-            }
+            }) if now < *fresh_until => return Step::Hit(tokens.clone()),
+            Some(Slot::Pending { answer, .. }) => return Step::Wait(answer.clone()),
             // Past its time: its slot is taken over below.
             Some(Slot::Ready { .. }) => {}
             None => {
                 let (evicted, room) = cache.make_room(now, self.max_entries);
                 Counters::add(&self.counters.evictions, evicted);
                 if !room {
-                    if first {
-                        Counters::add(&self.counters.misses, 1);
-                    }
                     return Step::Lead(None);
                 }
             }
-        }
-        if first {
-            Counters::add(&self.counters.misses, 1);
         }
         cache.flights += 1;
         let flight = cache.flights;
@@ -525,7 +514,16 @@ impl<C: HttpClient> OnBehalfOf<C> {
         let key = self.key(subject_token, downstream);
         let mut first = true;
         loop {
-            match self.step(key, std::mem::take(&mut first)) {
+            let step = self.step(key);
+            if std::mem::take(&mut first) {
+                // Once per call, however many looks it takes.
+                let counter = match step {
+                    Step::Hit(_) => &self.counters.hits,
+                    _ => &self.counters.misses,
+                };
+                Counters::add(counter, 1);
+            }
+            match step {
                 Step::Hit(tokens) => return Ok(tokens),
                 Step::Wait(mut answer) => {
                     let answer = answer

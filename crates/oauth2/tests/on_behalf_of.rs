@@ -7,12 +7,15 @@
 //! (`AuthServer::exchanged`): a hit is a request it never saw.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use futures_util::future::join_all;
 use tower_token_refresh::{
     ErrorKind, ServiceClient,
-    oauth2::{ClientAuth, Downstream, ErrorCode, OnBehalfOf},
+    oauth2::{ClientAuth, Downstream, ErrorCode, OnBehalfOf, token_exchange::token_type},
 };
 use tower_token_refresh_test_util::{
     AuthConfig, AuthServer, Fault, Gate, TokenExchange, hyper_client, until,
@@ -211,6 +214,35 @@ async fn an_entry_near_its_expiry_is_exchanged_again() {
     assert_ne!(next.access_token().secret(), first.access_token().secret());
     assert_eq!(auth.stats().token_exchanges, 2);
     assert!(auth.is_access_token_valid(next.access_token().secret()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entry_is_never_served_past_the_exp_of_a_jwt_subject() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // An ID token that expires in a minute, exchanged for hour-long tokens.
+    let claims = format!(r#"{{"sub":"ann","exp":{}}}"#, unix + 60);
+    let id_token = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(&claims));
+    let config = AuthConfig::default()
+        .access_lifetime(Duration::from_secs(3600))
+        .token_exchange(TokenExchange::new().id_token(&id_token));
+    let auth = AuthServer::start(config).await.unwrap();
+    let obo = on_behalf_of(&auth).expiry_leeway(Duration::from_secs(10));
+    let downstream = to(ORDERS).subject_token_type(token_type::ID_TOKEN);
+
+    obo.token(&id_token, &downstream).await.unwrap();
+    tokio::time::advance(Duration::from_secs(40)).await;
+    obo.token(&id_token, &downstream).await.unwrap();
+    assert_eq!(auth.stats().token_exchanges, 1);
+    // Within the leeway of the subject's exp: the hour-long token is not
+    // served for it any more.
+    tokio::time::advance(Duration::from_secs(15)).await;
+    obo.token(&id_token, &downstream).await.unwrap();
+    assert_eq!(auth.stats().token_exchanges, 2);
 }
 
 #[tokio::test]
