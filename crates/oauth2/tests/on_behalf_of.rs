@@ -245,6 +245,32 @@ async fn an_entry_is_never_served_past_the_exp_of_a_jwt_subject() {
     assert_eq!(auth.stats().token_exchanges, 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_token_without_expires_in_is_served_for_the_unknown_lifetime() {
+    let config = AuthConfig::default()
+        .access_lifetime(Duration::from_secs(3600))
+        .token_exchange(TokenExchange::new().without_expires_in());
+    let auth = AuthServer::start(config).await.unwrap();
+    let ann = auth.login().access_token;
+    let obo = on_behalf_of(&auth).unknown_lifetime(Duration::from_secs(30));
+
+    let first = obo.token(&ann, &to(ORDERS)).await.unwrap();
+    assert_eq!(first.expires_at(), None);
+    tokio::time::advance(Duration::from_secs(29)).await;
+    obo.token(&ann, &to(ORDERS)).await.unwrap();
+    assert_eq!(auth.stats().token_exchanges, 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    obo.token(&ann, &to(ORDERS)).await.unwrap();
+    assert_eq!(auth.stats().token_exchanges, 2);
+
+    // Zero: such tokens are not cached at all.
+    let uncached = on_behalf_of(&auth).unknown_lifetime(Duration::ZERO);
+    uncached.token(&ann, &to(ORDERS)).await.unwrap();
+    uncached.token(&ann, &to(ORDERS)).await.unwrap();
+    assert_eq!(auth.stats().token_exchanges, 4);
+    assert_eq!(uncached.stats().entries, 0);
+}
+
 #[tokio::test]
 async fn a_failed_exchange_is_not_cached() {
     let auth = server().await;

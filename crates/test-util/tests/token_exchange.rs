@@ -106,6 +106,24 @@ async fn the_server_tells_which_subject_and_audience_an_exchanged_token_is_for()
 }
 
 #[tokio::test]
+async fn without_expires_in_the_answer_does_not_say_when_the_token_expires() {
+    let exchange = TokenExchange::new().without_expires_in();
+    let auth = AuthServer::start(AuthConfig::default().token_exchange(exchange))
+        .await
+        .unwrap();
+    let subject = auth.login().access_token;
+    let params = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", subject.as_str()),
+        ("subject_token_type", ACCESS_TOKEN),
+    ];
+    let (status, answer) = token(&auth, &params).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer.get("expires_in").is_none(), "{answer}");
+    assert!(auth.is_access_token_valid(answer["access_token"].as_str().unwrap()));
+}
+
+#[tokio::test]
 async fn unknown_subjects_and_wrong_targets_are_refused() {
     let auth = AuthServer::start(exchanging()).await.unwrap();
     let base = [

@@ -54,6 +54,8 @@ pub struct TokenExchange {
     id_tokens: Vec<String>,
     audience: Option<String>,
     resource: Option<String>,
+    /// Access tokens are issued without `expires_in`.
+    no_expires_in: bool,
 }
 
 impl TokenExchange {
@@ -73,6 +75,14 @@ impl TokenExchange {
     /// The `audience` a request must name.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = Some(audience.into());
+        self
+    }
+
+    /// Issues access tokens without `expires_in` (RFC 6749 §5.1 only
+    /// recommends it): the client cannot tell when they expire. They still
+    /// live the server's access token lifetime.
+    pub fn without_expires_in(mut self) -> Self {
+        self.no_expires_in = true;
         self
     }
 
@@ -151,12 +161,15 @@ pub(super) fn exchange(
             state
                 .exchanged
                 .insert(grant.access_token.clone(), exchanged);
-            json!({
+            let mut body = json!({
                 "access_token": grant.access_token,
                 "issued_token_type": ACCESS_TOKEN,
                 "token_type": if grant.jkt.is_some() { "DPoP" } else { "Bearer" },
-                "expires_in": grant.lifetime.as_secs().max(1),
-            })
+            });
+            if !config.no_expires_in {
+                body["expires_in"] = json!(grant.lifetime.as_secs().max(1));
+            }
+            body
         }
         ID_JAG => json!({
             "access_token": state.tokens.issue_jag(),
