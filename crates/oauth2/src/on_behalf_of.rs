@@ -118,7 +118,7 @@ type Answer = Option<Result<TokenSet, Error>>;
 /// # let token_url = auth.token_url().parse()?;
 /// # let client = tower_token_refresh::ServiceClient::new(hyper_client());
 /// # let (client_id, client_secret) = (auth.client_id(), auth.client_secret());
-/// // One per token endpoint and client, shared by every request handler.
+/// // One per token endpoint and client, shared (in an `Arc`) by every handler.
 /// let obo = OnBehalfOf::new(token_url, ClientAuth::basic(client_id, client_secret), client);
 /// let orders = Downstream::new().audience("https://orders.example.com").scope("orders:read");
 ///
