@@ -22,6 +22,9 @@
 //! - [`ProviderMetadata`] (RFC 8414, OpenID Connect discovery),
 //!   [`IntrospectionClient`] (RFC 7662), [`RevocationClient`] (RFC 7009),
 //!   and [`token_response`] (RFC 6749 §5.1 parsing, the `exp` of a JWT).
+//! - A server that acts for its callers: [`OnBehalfOf`] exchanges each
+//!   caller's access token (RFC 8693) for a token to a downstream API, cached
+//!   per caller and [`Downstream`], one exchange in flight per key.
 //! - What an MCP client (authorization spec 2025-11-25) needs before and
 //!   around a login: [`ProtectedResourceMetadata`] (RFC 9728) to find the
 //!   authorization server from a resource's 401, [`ClientRegistration`]
@@ -105,6 +108,7 @@ mod jwt_bearer;
 mod login;
 mod loopback;
 mod mcp;
+pub mod on_behalf_of;
 mod params;
 mod pkce;
 mod redact;
@@ -133,6 +137,7 @@ pub use introspection::{Introspection, IntrospectionClient};
 pub use jwt_bearer::JwtBearerGrant;
 pub use login::{LoginError, LoginHints};
 pub use mcp::{ClientIdentity, Identified, McpAuthorization};
+pub use on_behalf_of::{Downstream, OnBehalfOf, OnBehalfOfStats};
 pub(crate) use params::Params;
 pub use pkce::Pkce;
 pub(crate) use redact::Redactor;

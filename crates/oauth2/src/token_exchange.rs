@@ -259,22 +259,44 @@ impl<C: HttpClient> TokenSource for TokenExchangeGrant<C> {
                 Some(actor) => Some((actor.fetch("actor token").await?, &actor.token_type)),
                 None => None,
             };
-            let answer = self
-                .token
-                .exchange(TOKEN_EXCHANGE, false, |form| {
-                    form.pair("subject_token", &subject);
-                    form.pair("subject_token_type", &self.subject.token_type);
-                    if let Some((token, token_type)) = &actor {
-                        form.pair("actor_token", token);
-                        form.pair("actor_token_type", token_type);
-                    }
-                    self.params.write_to(form);
-                    Ok(())
-                })
-                .await;
-            answer.map_err(refused_is_rejected)
+            let actor = actor
+                .as_ref()
+                .map(|(token, kind)| (token.as_str(), kind.as_str()));
+            exchange(
+                &self.token,
+                (&subject, &self.subject.token_type),
+                actor,
+                &self.params,
+            )
+            .await
         })
     }
+}
+
+/// One token exchange request (RFC 8693 §2.1) through `token`: `subject`
+/// and `actor` are (token, token type) pairs, `params` follow them, then
+/// the client's `resource`s. `invalid_grant` is
+/// [`Rejected`](ErrorKind::Rejected). Shared by [`TokenExchangeGrant`] and
+/// [`OnBehalfOf`](crate::OnBehalfOf).
+pub(crate) async fn exchange<C: HttpClient>(
+    token: &TokenClient<C>,
+    subject: (&str, &str),
+    actor: Option<(&str, &str)>,
+    params: &Params,
+) -> Result<TokenSet, Error> {
+    let answer = token
+        .exchange(TOKEN_EXCHANGE, false, |form| {
+            form.pair("subject_token", subject.0);
+            form.pair("subject_token_type", subject.1);
+            if let Some((token, token_type)) = actor {
+                form.pair("actor_token", token);
+                form.pair("actor_token_type", token_type);
+            }
+            params.write_to(form);
+            Ok(())
+        })
+        .await;
+    answer.map_err(refused_is_rejected)
 }
 
 /// The JWT bearer grant (RFC 7523 §2.1) with an assertion got elsewhere:

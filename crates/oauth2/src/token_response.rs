@@ -93,7 +93,7 @@ pub fn parse(body: &[u8]) -> Result<TokenSet, Error> {
 
 /// A wall-clock time as an instant on tokio's clock; times in the past
 /// become now (expired), far futures are clamped.
-fn system_time_to_instant(at: SystemTime) -> Instant {
+pub(crate) fn system_time_to_instant(at: SystemTime) -> Instant {
     let now = Instant::now();
     match at.duration_since(SystemTime::now()) {
         Ok(ahead) => now + ahead.min(MAX_LIFETIME),

@@ -90,8 +90,8 @@ use hyper_util::{
 
 pub use auth::{
     Assertion, AuthConfig, AuthLog, AuthServer, AuthStats, AuthorizationRequest, Client, Echo,
-    Endpoint, Fault, Gate, IssuedTokens, MetadataDocuments, Nonce, Registration, TokenExchange,
-    TokenRequest,
+    Endpoint, Exchanged, Fault, Gate, IssuedTokens, MetadataDocuments, Nonce, Registration,
+    TokenExchange, TokenRequest,
 };
 #[cfg(feature = "grpc")]
 pub use grpc::{BytesCodec, GrpcServer, GrpcStats};

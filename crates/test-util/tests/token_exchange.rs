@@ -76,6 +76,54 @@ async fn an_access_token_of_the_ledger_is_exchanged_for_another() {
 }
 
 #[tokio::test]
+async fn the_server_tells_which_subject_and_audience_an_exchanged_token_is_for() {
+    let auth = AuthServer::start(AuthConfig::default().token_exchange(TokenExchange::new()))
+        .await
+        .unwrap();
+    let (ann, bob) = (auth.login().access_token, auth.login().access_token);
+    let mut issued = Vec::new();
+    for (subject, audience) in [(&ann, "orders"), (&bob, "billing")] {
+        let params = [
+            ("grant_type", EXCHANGE),
+            ("subject_token", subject.as_str()),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("audience", audience),
+            ("scope", "read"),
+        ];
+        let (status, answer) = token(&auth, &params).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        issued.push(answer["access_token"].as_str().unwrap().to_owned());
+    }
+    let for_ann = auth.exchanged(&issued[0]).unwrap();
+    assert_eq!(for_ann.subject_token, ann);
+    assert_eq!(for_ann.audience.as_deref(), Some("orders"));
+    assert_eq!(for_ann.scope.as_deref(), Some("read"));
+    let for_bob = auth.exchanged(&issued[1]).unwrap();
+    assert_eq!(for_bob.subject_token, bob);
+    assert_eq!(for_bob.audience.as_deref(), Some("billing"));
+    // A token a login issued was not exchanged.
+    assert_eq!(auth.exchanged(&ann), None);
+}
+
+#[tokio::test]
+async fn without_expires_in_the_answer_does_not_say_when_the_token_expires() {
+    let exchange = TokenExchange::new().without_expires_in();
+    let auth = AuthServer::start(AuthConfig::default().token_exchange(exchange))
+        .await
+        .unwrap();
+    let subject = auth.login().access_token;
+    let params = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", subject.as_str()),
+        ("subject_token_type", ACCESS_TOKEN),
+    ];
+    let (status, answer) = token(&auth, &params).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer.get("expires_in").is_none(), "{answer}");
+    assert!(auth.is_access_token_valid(answer["access_token"].as_str().unwrap()));
+}
+
+#[tokio::test]
 async fn unknown_subjects_and_wrong_targets_are_refused() {
     let auth = AuthServer::start(exchanging()).await.unwrap();
     let base = [

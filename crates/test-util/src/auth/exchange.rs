@@ -54,6 +54,8 @@ pub struct TokenExchange {
     id_tokens: Vec<String>,
     audience: Option<String>,
     resource: Option<String>,
+    /// Access tokens are issued without `expires_in`.
+    no_expires_in: bool,
 }
 
 impl TokenExchange {
@@ -76,11 +78,32 @@ impl TokenExchange {
         self
     }
 
+    /// Issues access tokens without `expires_in` (RFC 6749 §5.1 only
+    /// recommends it): the client cannot tell when they expire. They still
+    /// live the server's access token lifetime.
+    pub fn without_expires_in(mut self) -> Self {
+        self.no_expires_in = true;
+        self
+    }
+
     /// The `resource` (RFC 8707) a request must name.
     pub fn resource(mut self, resource: impl Into<String>) -> Self {
         self.resource = Some(resource.into());
         self
     }
+}
+
+/// What a token exchange issued an access token for, read with
+/// [`AuthServer::exchanged`](super::AuthServer::exchanged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Exchanged {
+    /// The subject token given.
+    pub subject_token: String,
+    /// The `audience` asked for, if any (one of them, if several).
+    pub audience: Option<String>,
+    /// The `scope` asked for, if any.
+    pub scope: Option<String>,
 }
 
 fn refuse(code: &'static str, description: &'static str) -> OAuthError {
@@ -130,12 +153,23 @@ pub(super) fn exchange(
     let body = match get("requested_token_type").unwrap_or(ACCESS_TOKEN) {
         ACCESS_TOKEN => {
             let grant = state.tokens.access_only(jkt);
-            json!({
+            let exchanged = Exchanged {
+                subject_token: subject.to_owned(),
+                audience: get("audience").map(str::to_owned),
+                scope: get("scope").map(str::to_owned),
+            };
+            state
+                .exchanged
+                .insert(grant.access_token.clone(), exchanged);
+            let mut body = json!({
                 "access_token": grant.access_token,
                 "issued_token_type": ACCESS_TOKEN,
                 "token_type": if grant.jkt.is_some() { "DPoP" } else { "Bearer" },
-                "expires_in": grant.lifetime.as_secs().max(1),
-            })
+            });
+            if !config.no_expires_in {
+                body["expires_in"] = json!(grant.lifetime.as_secs().max(1));
+            }
+            body
         }
         ID_JAG => json!({
             "access_token": state.tokens.issue_jag(),

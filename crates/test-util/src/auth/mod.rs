@@ -56,7 +56,7 @@ use crate::{resource::ResourceMetadata, serve::ServerTask};
 pub use clients::{Assertion, Client};
 pub use dpop::Nonce;
 pub use echo::Echo;
-pub use exchange::TokenExchange;
+pub use exchange::{Exchanged, TokenExchange};
 pub use faults::{Endpoint, Fault, Gate};
 pub use registration::Registration;
 pub(crate) use state::AuthShared;
@@ -717,6 +717,12 @@ impl AuthServer {
     /// token a request carried.
     pub fn grant_of(&self, access_token: &str) -> Option<u64> {
         self.shared.lock().tokens.access_family(access_token)
+    }
+
+    /// What token exchange issued `access_token` for (its subject token,
+    /// audience and scope), if token exchange issued it.
+    pub fn exchanged(&self, access_token: &str) -> Option<Exchanged> {
+        self.shared.lock().exchanged.get(access_token).cloned()
     }
 
     /// Whether a resource server would accept this access token now.

@@ -3,6 +3,7 @@
 //! token ledger, the queued faults and the [`AuthStats`] counters.
 
 use std::{
+    collections::HashMap,
     fmt,
     sync::{Mutex, MutexGuard},
     time::Duration,
@@ -14,6 +15,7 @@ use super::{
     AuthConfig, MetadataDocuments, Registration, TokenExchange,
     clients::{Assertion, Registry},
     dpop::{Nonce, NonceState},
+    exchange::Exchanged,
     faults::FaultQueues,
     tokens::{Grant, Refusal, Tokens},
 };
@@ -71,6 +73,8 @@ pub(crate) struct AuthState {
     pub(super) registry: Registry,
     pub(super) token_nonce: NonceState,
     pub(super) log: AuthLog,
+    /// What each access token issued by token exchange was issued for.
+    pub(super) exchanged: HashMap<String, Exchanged>,
 }
 
 /// What an [`AuthServer`](super::AuthServer) was shown, in order: the
@@ -275,6 +279,7 @@ impl AuthShared {
                 registry: config.registry,
                 token_nonce: NonceState::new(config.token_nonce),
                 log: AuthLog::default(),
+                exchanged: HashMap::new(),
             }),
         }
     }
