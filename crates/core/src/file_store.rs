@@ -63,8 +63,6 @@ pub struct FileStore {
     lock: Option<LockFile>,
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 impl FileStore {
     /// A store in the file at `path`. Nothing is read or written yet.
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -93,12 +91,7 @@ impl FileStore {
     /// assert_ne!(alice.path(), sneaky.path());
     /// ```
     pub fn keyed(dir: impl AsRef<Path>, key: impl AsRef<[u8]>) -> Self {
-        let digest = crate::crypto::sha256(key.as_ref());
-        let mut name = String::with_capacity(37);
-        for byte in &digest[..16] {
-            name.push(char::from(HEX[usize::from(byte >> 4)]));
-            name.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
+        let mut name = crate::sessions::key_digest(key.as_ref());
         name.push_str(".json");
         FileStore::new(dir.as_ref().join(name))
     }

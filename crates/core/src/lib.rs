@@ -83,7 +83,7 @@ pub use seal::Sealer;
 #[cfg(feature = "xchacha20poly1305")]
 pub use seal::XChaCha20Poly1305Sealer;
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
-pub use sessions::{SessionKey, Sessions, SessionsBuilder, SessionsStats};
+pub use sessions::{SessionKey, Sessions, SessionsBuilder, SessionsStats, key_digest};
 pub use source::{BoxFuture, TokenSource};
 pub use stats::Stats;
 pub use store::{MemoryStore, RefreshLease, RefreshTurn, TokenStore};

@@ -406,6 +406,28 @@ where
     }
 }
 
+/// The name of a session's place in a store: the first 128 bits of the
+/// SHA-256 of `key`, in 32 lowercase hex digits. What the key holds (an
+/// email, `../`, a Redis hash tag) never reaches a path or a key name.
+/// [`FileStore::keyed`](crate::FileStore::keyed) and the Redis store's
+/// `keyed` name sessions by it.
+///
+/// ```
+/// let name = tower_token_refresh_core::key_digest(b"alice@example.com");
+/// assert_eq!(name.len(), 32);
+/// assert!(name.bytes().all(|b| b.is_ascii_hexdigit()));
+/// ```
+pub fn key_digest(key: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = crate::crypto::sha256(key);
+    let mut name = String::with_capacity(40);
+    for byte in &digest[..16] {
+        name.push(char::from(HEX[usize::from(byte >> 4)]));
+        name.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    name
+}
+
 fn per_session(what: &str) -> Error {
     Error::new(
         ErrorKind::Rejected,

@@ -396,6 +396,9 @@ end
 return 0
 ";
 
+/// Numbers the keyed stores of a process (see [`RedisStore::keyed`]).
+static KEYED: AtomicU64 = AtomicU64::new(0);
+
 impl RedisStore {
     /// Starts a builder for the Redis at `url` (`redis://host:port/db`,
     /// `redis://user:password@host:port/`, or `rediss://…` with the `tls`
@@ -410,6 +413,56 @@ impl RedisStore {
             sealer: None,
             #[cfg(feature = "tls")]
             root_certificate: None,
+        }
+    }
+
+    /// The store of one session among many (a
+    /// [`Sessions`](tower_token_refresh_core::Sessions) registry's, per
+    /// user or tenant): the same connection, settings and sealer, under the
+    /// prefix `{prefix}:session:{digest}`, where the digest is
+    /// [`key_digest`](tower_token_refresh_core::key_digest) of `key` (what
+    /// the key holds never reaches a Redis key name). Each session has its
+    /// own set, lock and channel, so the replicas refresh each session once
+    /// between them. No connection is opened.
+    ///
+    /// ```no_run
+    /// use tower_token_refresh_core::{Sessions, TokenManager, TokenSet, source};
+    /// use tower_token_refresh_redis::RedisStore;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let grant = source::from_fn(|_| async { Ok(TokenSet::bearer("t")) });
+    /// let redis = RedisStore::builder("redis://127.0.0.1/").prefix("bff").connect().await?;
+    /// let sessions: Sessions<String> = Sessions::builder(TokenManager::builder(grant))
+    ///     .store(move |user: &String| redis.keyed(user))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn keyed(&self, key: impl AsRef<[u8]>) -> RedisStore {
+        let s = &self.shared;
+        let prefix = format!(
+            "{}:session:{}",
+            s.prefix,
+            tower_token_refresh_core::key_digest(key.as_ref())
+        );
+        RedisStore {
+            shared: Arc::new(Shared {
+                client: s.client.clone(),
+                conn: s.conn.clone(),
+                context: format!("redis:{prefix}:tokens").into_bytes(),
+                sealer: s.sealer.clone(),
+                tokens_key: format!("{prefix}:tokens"),
+                generation_key: format!("{prefix}:generation"),
+                lock_key: format!("{prefix}:lock"),
+                channel: format!("{prefix}:updated"),
+                prefix,
+                lock_ttl: s.lock_ttl,
+                poll_interval: s.poll_interval,
+                // Unique to this store value, as for a connected one: a
+                // session built again after an eviction never makes the
+                // lock value of an earlier lease.
+                owner: format!("{}.{}", s.owner, KEYED.fetch_add(1, Ordering::Relaxed)),
+                leases: AtomicU64::new(0),
+            }),
         }
     }
 
