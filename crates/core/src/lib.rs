@@ -26,6 +26,10 @@
 //! - [`TokenManager`]: the coordinator. One atomic load per lookup (one
 //!   flag load with a [`LookupCache`]); one
 //!   refresh at a time, spawned so that no caller's cancellation abandons it.
+//! - [`Sessions`]: many sessions in one process (per user, tenant,
+//!   audience), each a manager of its own keyed by the application's key,
+//!   with a store per key, a bound and idle eviction, and no task per
+//!   session. [`TokenManager::watch`] follows a session's [`SessionState`].
 //! - The HTTP rules every crate of the workspace applies, each in one place:
 //!   [`is_loopback_host`] (where cleartext may go), [`backoff`] (backoff,
 //!   jitter, `Retry-After`), [`MAX_SETTING`], [`header`] names and

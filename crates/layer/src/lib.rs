@@ -25,6 +25,12 @@
 //! The coordinator behind it, [`TokenManager`], lives in
 //! `tower-token-refresh-core` and is re-exported here.
 //!
+//! A server that acts for many users (a backend-for-frontend, a
+//! multi-tenant worker) builds the layer over [`Sessions`] instead
+//! ([`TokenRefreshLayer::sessions`]): each request names its session with
+//! a [`SessionKey`] extension and carries that session's token only; a
+//! request that names none is refused.
+//!
 //! # Example
 //!
 //! A hyper-util client calling an API whose tokens come from an OAuth2
