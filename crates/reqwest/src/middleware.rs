@@ -1,6 +1,6 @@
 //! The `reqwest_middleware::Middleware`.
 
-use std::{fmt, mem};
+use std::{borrow::Cow, fmt, hash::Hash, mem, sync::Arc};
 
 use http::{
     Extensions, HeaderName, Uri,
@@ -9,7 +9,7 @@ use http::{
 use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 use tower_token_refresh::{
-    Classify, Error, ErrorKind, Origin, RejectedToken, TokenManager,
+    Classify, Error, ErrorKind, Origin, RejectedToken, SessionKey, Sessions, TokenManager,
     manager::Lookup,
     origin::{Decision, OriginPolicy},
 };
@@ -74,7 +74,7 @@ use tower_token_refresh::{
 /// ```
 #[derive(Clone)]
 pub struct TokenRefreshMiddleware<C = RejectedToken> {
-    manager: TokenManager,
+    tokens: Tokens,
     origins: OriginPolicy,
     header_name: HeaderName,
     classifier: C,
@@ -91,8 +91,29 @@ impl TokenRefreshMiddleware {
     /// without the token, the `Authorization` header, cleartext HTTP only to
     /// loopback hosts, and [`RejectedToken`]'s rules.
     pub fn new(manager: TokenManager) -> Self {
+        TokenRefreshMiddleware::from_tokens(Tokens::One(manager))
+    }
+
+    /// A middleware that authorizes each request with the token of the
+    /// session its [`SessionKey<K>`](SessionKey) extension names
+    /// (`RequestBuilder::with_extension(SessionKey(user))`), out of
+    /// `sessions`. A request that names none (or a key of another type) is
+    /// refused with an [`ErrorKind::Policy`] error and not sent. Otherwise
+    /// as [`new`](Self::new).
+    pub fn sessions<K>(sessions: Sessions<K>) -> Self
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        let session_of = move |extensions: &Extensions| {
+            let SessionKey(key) = extensions.get::<SessionKey<K>>()?;
+            Some(sessions.session(key))
+        };
+        TokenRefreshMiddleware::from_tokens(Tokens::PerSession(Arc::new(session_of)))
+    }
+
+    fn from_tokens(tokens: Tokens) -> Self {
         TokenRefreshMiddleware {
-            manager,
+            tokens,
             origins: OriginPolicy::default(),
             header_name: AUTHORIZATION,
             classifier: RejectedToken,
@@ -188,16 +209,20 @@ impl<C> TokenRefreshMiddleware<C> {
     /// classifiers, or a closure `Fn(StatusCode, &HeaderMap) -> bool`).
     pub fn classify<C2>(self, classifier: C2) -> TokenRefreshMiddleware<C2> {
         TokenRefreshMiddleware {
-            manager: self.manager,
+            tokens: self.tokens,
             origins: self.origins,
             header_name: self.header_name,
             classifier,
         }
     }
 
-    /// The manager whose tokens this middleware sends.
-    pub fn manager(&self) -> &TokenManager {
-        &self.manager
+    /// The manager whose tokens this middleware sends; `None` over
+    /// [`Sessions`].
+    pub fn manager(&self) -> Option<&TokenManager> {
+        match &self.tokens {
+            Tokens::One(manager) => Some(manager),
+            Tokens::PerSession(_) => None,
+        }
     }
 
     fn decide(&self, request: &Request, extensions: &Extensions) -> Decision {
@@ -231,11 +256,19 @@ impl<C: Classify> TokenRefreshMiddleware<C> {
 impl<C> fmt::Debug for TokenRefreshMiddleware<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenRefreshMiddleware")
-            .field("manager", &self.manager)
+            .field("manager", &self.manager())
             .field("origins", &self.origins)
             .field("header_name", &self.header_name)
             .finish_non_exhaustive()
     }
+}
+
+/// Whose tokens the middleware sends: one manager's, or each request's
+/// session's.
+#[derive(Clone)]
+enum Tokens {
+    One(TokenManager),
+    PerSession(Arc<dyn Fn(&Extensions) -> Option<TokenManager> + Send + Sync>),
 }
 
 fn failed(error: Error) -> reqwest_middleware::Error {
@@ -270,7 +303,20 @@ where
         // between every task of the client, and a cache it could update
         // would need a lock that costs what the cache saves (and makes the
         // tasks contend for it). `lookup` takes no lock.
-        let authorization = match self.manager.lookup() {
+        let manager = match &self.tokens {
+            Tokens::One(manager) => Cow::Borrowed(manager),
+            Tokens::PerSession(session_of) => match session_of(extensions) {
+                Some(manager) => Cow::Owned(manager),
+                None => {
+                    return Err(failed(Error::new(
+                        ErrorKind::Policy,
+                        "the request names no session (no SessionKey extension of the \
+                         middleware's key type); it is not sent with another session's token",
+                    )));
+                }
+            },
+        };
+        let authorization = match manager.lookup() {
             Lookup::Ready(authorization) => authorization,
             Lookup::Pending(refresh) => refresh.await.map_err(failed)?,
             Lookup::Failed(error) => return Err(failed(error)),
@@ -302,12 +348,12 @@ where
         let Some(mut copy) = copy else {
             // The 401 goes back as it is; the refresh (spawned) serves the
             // requests that follow.
-            drop(self.manager.refresh_if(generation));
+            drop(manager.refresh_if(generation));
             return Ok(response);
         };
         // The rejected response is not held while the refresh runs.
         drop(response);
-        let authorization = self.manager.replay_if(generation).await.map_err(failed)?;
+        let authorization = manager.replay_if(generation).await.map_err(failed)?;
         copy.headers_mut()
             .insert(&self.header_name, authorization.into_header());
         next.run(copy, extensions).await

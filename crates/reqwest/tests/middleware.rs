@@ -390,3 +390,59 @@ async fn a_refresh_that_keeps_failing_is_a_typed_transient_error() {
     assert_eq!(s.auth.stats().token_requests, 2, "bounded by max_attempts");
     assert_eq!(s.api.stats().requests, 1, "the rejected attempt, no replay");
 }
+
+#[tokio::test]
+async fn over_sessions_each_request_carries_its_own_users_token_and_one_without_a_key_is_refused() {
+    use tower_token_refresh::{MemoryStore, SessionKey, Sessions, TokenManager};
+
+    let s = servers(|b| b).await;
+    let sessions: Sessions<&'static str> =
+        Sessions::builder(TokenManager::builder(grant(&s.auth, s.http.clone())))
+            .store(|_: &&'static str| MemoryStore::new())
+            .build()
+            .unwrap();
+    let ann = s.auth.login();
+    let bob = s.auth.login();
+    sessions.set("ann", ann.token_set()).await.unwrap();
+    sessions.set("bob", bob.token_set()).await.unwrap();
+    let client = ClientBuilder::new(s.http.clone())
+        .with(
+            TokenRefreshMiddleware::sessions(sessions.clone())
+                .allow_origin(origin_of(s.api.addr())),
+        )
+        .build();
+    let send = |user: Option<&'static str>| {
+        let mut request = client.get(s.api.url("/api/data"));
+        if let Some(user) = user {
+            request = request.with_extension(SessionKey(user));
+        }
+        request.send()
+    };
+    assert_eq!(send(Some("ann")).await.unwrap().status(), 200);
+    assert_eq!(send(Some("bob")).await.unwrap().status(), 200);
+    assert_eq!(send(Some("ann")).await.unwrap().status(), 200);
+    assert_eq!(s.api.requests_with(&ann.access_token), 2);
+    assert_eq!(s.api.requests_with(&bob.access_token), 1);
+
+    // Both tokens revoked: each user's session refreshes once, on its own.
+    s.auth.expire_access_tokens();
+    for user in ["ann", "bob", "ann", "bob"] {
+        assert_eq!(send(Some(user)).await.unwrap().status(), 200);
+    }
+    assert_eq!(s.auth.stats().refresh_grants, 2);
+    let ann_now = sessions.session(&"ann").current().unwrap();
+    let bob_now = sessions.session(&"bob").current().unwrap();
+    assert_eq!(
+        s.auth.grant_of(ann_now.access_token().secret()),
+        s.auth.grant_of(&ann.access_token)
+    );
+    assert_eq!(
+        s.auth.grant_of(bob_now.access_token().secret()),
+        s.auth.grant_of(&bob.access_token)
+    );
+
+    let before = s.api.stats().requests;
+    let err = send(None).await.unwrap_err();
+    assert_eq!(token_error(&err).map(|e| e.kind()), Some(ErrorKind::Policy));
+    assert_eq!(s.api.stats().requests, before, "nothing was sent");
+}
