@@ -62,6 +62,7 @@ pub mod header;
 mod host;
 mod lock_file;
 mod manager;
+pub mod metrics;
 mod seal;
 mod secret;
 mod sessions;
