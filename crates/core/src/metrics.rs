@@ -101,7 +101,11 @@ pub fn describe() {
     #[cfg(feature = "metrics")]
     {
         use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-        describe_counter!(REFRESHES_STARTED, Unit::Count, "Refreshes started, in {refresh}.");
+        describe_counter!(
+            REFRESHES_STARTED,
+            Unit::Count,
+            "Refreshes started, in {refresh}."
+        );
         describe_counter!(
             REFRESHES_SUCCEEDED,
             Unit::Count,
@@ -340,7 +344,10 @@ mod tests {
         assert_eq!(end_cause(&lost.ended_in_store()), "ended_elsewhere");
         let refused = Error::session_expired("refused").with_oauth_error("invalid_grant");
         assert_eq!(end_cause(&refused), "invalid_grant");
-        assert_eq!(end_cause(&Error::session_expired("no refresh token")), "other");
+        assert_eq!(
+            end_cause(&Error::session_expired("no refresh token")),
+            "other"
+        );
     }
 
     #[test]
