@@ -21,7 +21,7 @@
 //! | `token_refresh.refreshes.started` | counter | `{refresh}` | | refreshes started ([`Stats::refreshes_started`](crate::Stats::refreshes_started)) |
 //! | `token_refresh.refreshes.succeeded` | counter | `{refresh}` | | refreshes that ended with a usable credential |
 //! | `token_refresh.refreshes.failed` | counter | `{refresh}` | `reason` | refreshes that ended in an error; `reason` is its [`ErrorKind`]: `session_expired`, `transient`, `rejected`, `invalid_response`, `store`, `policy`, `no_runtime` |
-//! | `token_refresh.refresh.duration` | histogram | `s` | | from a refresh's start to its outcome, every attempt and backoff included |
+//! | `token_refresh.refresh.duration` | histogram | `s` | | from a refresh's start (after any [`min_refresh_interval`](crate::TokenManagerBuilder::min_refresh_interval) wait) to its outcome, every attempt, backoff and store call included |
 //! | `token_refresh.waiters.coalesced` | counter | `{caller}` | | callers that joined the refresh in flight instead of starting one |
 //! | `token_refresh.replays` | counter | `{request}` | | rejected requests replayed with a new credential ([`Stats::replays`](crate::Stats::replays)) |
 //! | `token_refresh.lease.waits` | counter | `{wait}` | | times a refresh waited for another process's refresh (the store's lock) |
@@ -181,8 +181,8 @@ pub fn dpop_nonce_retry(endpoint: NonceEndpoint) {
     let _ = endpoint;
 }
 
-/// When a refresh started (`refresh_started`), for its duration. Empty
-/// without the feature: no clock is read.
+/// When a timed event began (a refresh, a wait for another process), for
+/// its duration. Empty without the feature: no clock is read.
 #[derive(Debug)]
 pub(crate) struct Started {
     #[cfg(feature = "metrics")]
