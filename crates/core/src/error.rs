@@ -104,6 +104,9 @@ pub struct Error {
     oauth_error: Option<ErrorCode>,
     retry_after: Option<Duration>,
     outcome_unknown: bool,
+    /// The session's end as a tombstone in the store records it (another
+    /// process ended it): told apart in metrics only.
+    ended_in_store: bool,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
@@ -116,6 +119,7 @@ impl Error {
             oauth_error: None,
             retry_after: None,
             outcome_unknown: false,
+            ended_in_store: false,
             source: None,
         }
     }
@@ -182,6 +186,17 @@ impl Error {
     /// see [`with_outcome_unknown`](Self::with_outcome_unknown).
     pub fn is_outcome_unknown(&self) -> bool {
         self.outcome_unknown
+    }
+
+    /// Marks the session's end as read from a tombstone in the store.
+    pub(crate) fn ended_in_store(mut self) -> Self {
+        self.ended_in_store = true;
+        self
+    }
+
+    /// Whether [`ended_in_store`](Self::ended_in_store) marked it.
+    pub(crate) fn is_ended_in_store(&self) -> bool {
+        self.ended_in_store
     }
 
     /// What went wrong.

@@ -34,6 +34,11 @@
 //!   [`is_loopback_host`] (where cleartext may go), [`backoff`] (backoff,
 //!   jitter, `Retry-After`), [`MAX_SETTING`], [`header`] names and
 //!   OAuth 2.0 [`ErrorCode`]s.
+//! - [`metrics`]: with feature `metrics` (off by default), counters,
+//!   gauges and histograms through the `metrics` facade: refreshes and
+//!   their latency, coalesced waiters, replays, waits for another
+//!   process's refresh, sessions ended by cause, [`Sessions`] held and
+//!   evicted. [`Stats`] counts the same without it.
 //!
 //! # Example
 //!
@@ -66,6 +71,7 @@ pub mod header;
 mod host;
 mod lock_file;
 mod manager;
+pub mod metrics;
 mod seal;
 mod secret;
 mod sessions;

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::{
     Error, ErrorKind, Stats, TokenManager, TokenManagerBuilder, TokenSet, TokenStore,
-    manager::Common,
+    manager::Common, metrics,
 };
 
 type StoreFor<K> = dyn Fn(&K) -> Box<dyn TokenStore> + Send + Sync;
@@ -224,6 +224,7 @@ where
             manager
         };
         registry.loaded.fetch_add(1, Ordering::Relaxed);
+        metrics::sessions_held(true, 1);
         if registry.held.fetch_add(1, Ordering::Relaxed) + 1 > registry.max {
             registry.make_room();
         }
@@ -428,6 +429,16 @@ pub fn key_digest(key: &[u8]) -> String {
     name
 }
 
+impl<K> Drop for Registry<K> {
+    fn drop(&mut self) {
+        // The sessions it held go with it.
+        let held = *self.held.get_mut();
+        if held > 0 {
+            metrics::sessions_held(false, held);
+        }
+    }
+}
+
 fn per_session(what: &str) -> Error {
     Error::new(
         ErrorKind::Rejected,
@@ -522,6 +533,8 @@ where
             if gone > 0 {
                 self.held.fetch_sub(gone, Ordering::Relaxed);
                 self.evicted.fetch_add(gone as u64, Ordering::Relaxed);
+                metrics::sessions_held(false, gone);
+                metrics::sessions_evicted(gone);
             }
         }
     }

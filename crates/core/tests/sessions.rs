@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -83,8 +83,8 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn registry(grant: &Grant, dir: &PathBuf, max: usize) -> Sessions<String> {
-    let dir = dir.clone();
+fn registry(grant: &Grant, dir: &Path, max: usize) -> Sessions<String> {
+    let dir = dir.to_path_buf();
     Sessions::builder(TokenManager::builder(grant.source()))
         .store(move |user: &String| FileStore::keyed(&dir, user))
         .max_sessions(max)

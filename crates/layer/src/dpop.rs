@@ -79,7 +79,7 @@ use std::{
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-use tower_token_refresh_core::{BoxError, Error, ErrorCode};
+use tower_token_refresh_core::{BoxError, Error, ErrorCode, metrics};
 pub use tower_token_refresh_oauth2::dpop::{
     DPOP, DPOP_NONCE, DpopKey, DpopManagerExt, TokenSetExt,
 };
@@ -238,6 +238,7 @@ impl Hook for NonceCheck {
         // serves the requests that follow.
         (fresh && copy.is_some() && asks_for_nonce(answer)).then(|| {
             tracing::debug!("resource asked for a DPoP nonce; resending once with it");
+            metrics::dpop_nonce_retry(metrics::NonceEndpoint::Resource);
             std::future::ready(Ok(()))
         })
     }

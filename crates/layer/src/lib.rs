@@ -146,6 +146,10 @@
 //!   it `url` and `idna`, into every build): the `redirect` module's
 //!   `FollowRedirect` policy, and tower-http's `RequestUri` response
 //!   extension read, as above.
+//! - `metrics`: counters, gauges and histograms through the `metrics`
+//!   facade (refreshes, their latency, coalesced waiters, replays, ended
+//!   sessions by cause, DPoP nonce resends...), listed in the [`metrics`]
+//!   module. The application installs the recorder.
 
 pub mod buffer;
 pub mod classify;
@@ -176,6 +180,7 @@ pub use service::TokenRefresh;
 pub use step_up::StepUp;
 #[cfg(feature = "xchacha20poly1305")]
 pub use tower_token_refresh_core::XChaCha20Poly1305Sealer;
+pub use tower_token_refresh_core::metrics;
 pub use tower_token_refresh_core::{
     AccessToken, Authorization, BoxError, ClientSecret, Error, ErrorKind, FileStore, MemoryStore,
     RefreshToken, Rotation, Scheme, Sealer, SessionKey, Sessions, SessionsBuilder, SessionsStats,

@@ -37,7 +37,7 @@ use super::{
     redact::Redactor, was_not_sent,
 };
 use crate::{BoxError, Error, ErrorKind, TokenSet, token_response::OAuthErrorBody};
-use tower_token_refresh_core::backoff::retry_after;
+use tower_token_refresh_core::{backoff::retry_after, metrics};
 
 /// The longest `Retry-After` of an authorization server believed: an hour.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -181,6 +181,7 @@ impl<C: HttpClient> TokenClient<C> {
             // asking gets its error back.
             if !retried && fresh_nonce && asks_for_nonce(&response) {
                 tracing::debug!("token endpoint asked for a DPoP nonce; retrying once with it");
+                metrics::dpop_nonce_retry(metrics::NonceEndpoint::Token);
                 retried = true;
                 continue;
             }

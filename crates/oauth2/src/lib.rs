@@ -34,6 +34,9 @@
 //!   [`select_scope`] and [`ScopeStepUp`] for the scope to ask for.
 //! - With feature `jose`: `jose` (signing keys and JWTs) and `dpop` (RFC
 //!   9449: tokens bound to a key the client proves it holds).
+//! - With feature `metrics`: the core crate's
+//!   [`metrics`](tower_token_refresh_core::metrics), and token requests
+//!   resent with a DPoP nonce counted there.
 //!
 //! A grant calls its token endpoint through [`HttpClient`], which any async
 //! closure implements; the `tower-token-refresh` crate adapts any

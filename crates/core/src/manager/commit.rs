@@ -41,7 +41,7 @@ use super::{
 };
 use crate::{
     BoxFuture, EndReason, Error, ErrorKind, RefreshLease, RefreshToken, RefreshTurn, TokenSet,
-    TokenStore, token::RefreshMark,
+    TokenStore, metrics, token::RefreshMark,
 };
 
 /// What taking a stored set did.
@@ -493,6 +493,7 @@ impl Inner {
             .counters
             .sessions_expired
             .fetch_add(1, Ordering::Relaxed);
+        metrics::session_expired(&err);
         tracing::warn!(error = %err, "session expired");
         (Err(err), true)
     }

@@ -332,6 +332,7 @@ impl TokenManagerBuilder {
     /// An initial set whose access token cannot be a header value is
     /// dropped with a warning, so the first request fetches a new one.
     pub fn build(self) -> TokenManager {
+        crate::metrics::describe();
         let common = Arc::new(Common {
             source: self.source,
             config: self.config,
@@ -358,6 +359,7 @@ impl TokenManagerBuilder {
         if self.hook.is_some() {
             return Err("an on_session_expired hook");
         }
+        crate::metrics::describe();
         Ok(Arc::new(Common {
             source: self.source,
             config: self.config,

@@ -27,7 +27,7 @@ use futures_util::future::{FutureExt, Shared};
 use tokio::{sync::oneshot, time::Instant};
 
 use super::{Inner, credential::Authorization, driver};
-use crate::Error;
+use crate::{Error, metrics};
 
 pub(super) type Outcome = Result<Authorization, Error>;
 
@@ -123,6 +123,7 @@ impl Future for RefreshFuture {
                 .counters
                 .replays
                 .fetch_add(1, Ordering::Relaxed);
+            metrics::replayed();
         }
         Poll::Ready(outcome)
     }
@@ -143,6 +144,7 @@ impl Inner {
             flight.rejected = flight.rejected.max(generation);
         }
         if let Some(running) = &flight.running {
+            metrics::waiter_coalesced();
             return RefreshFuture::waiting(running.outcome.clone());
         }
         // Re-checked under the lock: a refresh may have ended since the
@@ -233,6 +235,7 @@ async fn run(
         .counters
         .started
         .fetch_add(1, Ordering::Relaxed);
+    let started = metrics::refresh_started();
     let (outcome, expired) = inner.refresh(guard.id, from).await;
     let counter = match &outcome {
         Ok(_) => &inner.common.counters.succeeded,
@@ -242,6 +245,7 @@ async fn run(
         }
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    metrics::refresh_ended(started, outcome.as_ref().err().map(Error::kind));
     drop(guard);
     inner.notify_state(outcome.as_ref().err().map(Error::kind));
     // Nobody waiting is fine: the state is published already.

@@ -372,6 +372,7 @@ impl TokenManager {
             .counters
             .sessions_expired
             .fetch_add(1, Ordering::Relaxed);
+        crate::metrics::logged_out();
         inner.run_hook();
         cleared
     }

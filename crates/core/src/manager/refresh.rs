@@ -34,7 +34,8 @@ use super::{
     flight::Outcome,
 };
 use crate::{
-    EndReason, Error, RefreshLease, RefreshToken, TokenSet, store::RefreshTurn, token::RefreshMark,
+    EndReason, Error, RefreshLease, RefreshToken, TokenSet, metrics, store::RefreshTurn,
+    token::RefreshMark,
 };
 
 /// Values of `Inner::rotation_seen`: what the last refresh answer showed.
@@ -209,10 +210,10 @@ impl Inner {
                     // Never present the refresh token while another
                     // process holds the lock: wait, then look at the store
                     // again (it holds their answer, or their tombstone).
-                    if tokio::time::timeout(remaining(deadline), wait)
-                        .await
-                        .is_err()
-                    {
+                    let waiting = metrics::lease_wait_started();
+                    let waited = tokio::time::timeout(remaining(deadline), wait).await;
+                    metrics::lease_wait_ended(waiting);
+                    if waited.is_err() {
                         return Err(Error::transient(
                             "another process's refresh did not finish in time",
                         ));
@@ -556,7 +557,7 @@ fn unanswered_error(cause: Error) -> Error {
 
 /// The session's end as another process recorded it in the store.
 pub(super) fn ended_elsewhere(tombstone: &TokenSet) -> Error {
-    match tombstone.ended() {
+    let err = match tombstone.ended() {
         Some(EndReason::Unanswered) => unanswered_error(Error::transient(
             "the store records that the refresh token was presented without an answer",
         )),
@@ -564,7 +565,8 @@ pub(super) fn ended_elsewhere(tombstone: &TokenSet) -> Error {
         _ => Error::session_expired(
             "the store records that the server refused the refresh token (invalid_grant); log in again",
         ),
-    }
+    };
+    err.ended_in_store()
 }
 
 /// Now, as wall-clock Unix milliseconds: what presentation marks record,
