@@ -268,8 +268,11 @@ impl<C> fmt::Debug for TokenRefreshMiddleware<C> {
 #[derive(Clone)]
 enum Tokens {
     One(TokenManager),
-    PerSession(Arc<dyn Fn(&Extensions) -> Option<TokenManager> + Send + Sync>),
+    PerSession(Arc<SessionOf>),
 }
+
+/// The session a request's [`SessionKey`] names, its key type erased.
+type SessionOf = dyn Fn(&Extensions) -> Option<TokenManager> + Send + Sync;
 
 fn failed(error: Error) -> reqwest_middleware::Error {
     reqwest_middleware::Error::middleware(error)
