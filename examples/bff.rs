@@ -67,7 +67,7 @@ struct Bff {
     orders_url: String,
     /// User → grant, for the downstream API's check (a real API reads the
     /// token's subject instead).
-    grants: Arc<Mutex<HashMap<u64, u64>>>,
+    grants: Grants,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -130,28 +130,36 @@ async fn logout(State(bff): State<Bff>, headers: HeaderMap) -> Result<(), Status
     ended.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+type Grants = Arc<Mutex<HashMap<u64, u64>>>;
+
 /// The downstream API: 200 for a valid token of the user the call is for,
 /// 401 for an expired one, 409 (counted) for another user's.
-async fn api(State(bff): State<(Bff, Arc<AtomicU64>)>, headers: HeaderMap) -> StatusCode {
-    let (bff, crossed) = bff;
+async fn api(
+    State((auth, grants, crossed)): State<(AuthServer, Grants, Arc<AtomicU64>)>,
+    headers: HeaderMap,
+) -> StatusCode {
     let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let user = value(header::HeaderName::from_static("x-user")).and_then(|u| u.parse().ok());
     let token = value(header::AUTHORIZATION).and_then(|t| t.strip_prefix("Bearer "));
     let (Some(user), Some(token)) = (user, token) else {
         return StatusCode::BAD_REQUEST;
     };
-    if bff.auth.grant_of(token) != lock(&bff.grants).get(&user).copied() {
+    if auth.grant_of(token) != lock(&grants).get(&user).copied() {
         crossed.fetch_add(1, Ordering::Relaxed);
         StatusCode::CONFLICT
-    } else if bff.auth.is_access_token_valid(token) {
+    } else if auth.is_access_token_valid(token) {
         StatusCode::OK
     } else {
         StatusCode::UNAUTHORIZED
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, app: Router) {
-    let _ = axum::serve(listener, app).await;
+/// Serves `app` on 127.0.0.1; its address.
+async fn serve(app: Router) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
 }
 
 /// A browser's request: the status, and the cookie set if any.
@@ -171,8 +179,10 @@ async fn browse(url: String, cookie: &str) -> Result<(StatusCode, Option<String>
 #[tokio::main]
 async fn main() -> Result<ExitCode, BoxError> {
     let auth = AuthServer::start(AuthConfig::default().access_lifetime(LIFETIME)).await?;
-    let (api_listener, bff_listener) = (bind().await?, bind().await?);
-    let api_addr: SocketAddr = api_listener.local_addr()?;
+    let (grants, crossed) = (Grants::default(), Arc::new(AtomicU64::new(0)));
+    let api_app = Router::new().route("/orders", get(api));
+    let api_addr =
+        serve(api_app.with_state((auth.clone(), grants.clone(), crossed.clone()))).await?;
     let dir = std::env::temp_dir().join(format!("ttr-bff-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let files = dir.clone();
@@ -190,31 +200,20 @@ async fn main() -> Result<ExitCode, BoxError> {
             ServiceBuilder::new().layer(layer).service(hyper_client()),
         ),
         orders_url: format!("http://{api_addr}/orders"),
-        grants: Arc::default(),
+        grants,
     };
-    let crossed = Arc::new(AtomicU64::new(0));
-    let api_app = Router::new().route("/orders", get(api));
-    tokio::spawn(serve(
-        api_listener,
-        api_app.with_state((bff.clone(), crossed.clone())),
-    ));
-    let url = format!("http://{}", bff_listener.local_addr()?);
     let app = Router::new()
         .route("/login", get(login))
         .route("/orders", get(orders))
         .route("/logout", get(logout));
-    tokio::spawn(serve(bff_listener, app.with_state(bff)));
+    let url = format!("http://{}", serve(app.with_state(bff)).await?);
 
     // Each user signs in, then browses (every 300 ms) alongside the others.
     let started = Instant::now();
     let mut cookies = Vec::new();
     for user in 0..USERS {
-        let (status, cookie) = browse(format!("{url}/login?user={user}"), "").await?;
-        cookies.push(
-            cookie
-                .filter(|_| status == StatusCode::OK)
-                .ok_or("login failed")?,
-        );
+        let (_, cookie) = browse(format!("{url}/login?user={user}"), "").await?;
+        cookies.push(cookie.ok_or("login failed")?);
     }
     let users: Vec<_> = (cookies.iter().cloned())
         .map(|cookie| {
@@ -248,19 +247,19 @@ async fn main() -> Result<ExitCode, BoxError> {
     // Refreshed ahead of expiry: in the last half of each 2-second token.
     let per_user = server.refresh_grants as f64 / USERS as f64;
     let tokens = elapsed / (LIFETIME.as_secs_f64() / 2.0);
-    println!("a backend-for-frontend: {USERS} users, one layered client");
     println!(
-        "  answers 200          {ok} of {} in {elapsed:.1} s",
-        USERS * REQUESTS
+        "a backend-for-frontend, {USERS} users, one layered client\n  \
+         answers 200          {ok} of {} in {elapsed:.1} s\n  \
+         another user's token {crossed} (the downstream API's check)\n  \
+         refreshes            {} (server), {} (sessions): {per_user:.1} per user, \
+         at most {tokens:.1} refresh-ahead windows each\n  \
+         reuse detected       {}\n  \
+         after user 0 signs out: {after:?}",
+        USERS * REQUESTS,
+        server.refresh_grants,
+        ours.tokens.refreshes_succeeded,
+        server.reuse_detected,
     );
-    println!("  another user's token {crossed} (the downstream API's check)");
-    println!(
-        "  refreshes            {} (server), {} (sessions): {per_user:.1} per user, \
-         at most {tokens:.1} refresh-ahead windows each",
-        server.refresh_grants, ours.tokens.refreshes_succeeded
-    );
-    println!("  reuse detected       {}", server.reuse_detected);
-    println!("  after user 0 signs out: {after:?}");
 
     if ok != USERS * REQUESTS
         || crossed != 0
@@ -274,8 +273,4 @@ async fn main() -> Result<ExitCode, BoxError> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn bind() -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind("127.0.0.1:0").await
 }
