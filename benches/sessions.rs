@@ -242,6 +242,32 @@ fn memory(rt: &tokio::runtime::Runtime) {
             assert_eq!(sessions.len(), n as usize, "no session was evicted");
             print_per(what, n, before, after);
         }
+
+        // What a FileStore per key holds in memory (its paths), against the
+        // NullStore row above: built, never written (nothing touches the
+        // disk until a set or a load).
+        let dir = std::env::temp_dir().join("ttr-bench-sessions-never-written");
+        let before = live();
+        let sessions = match Sessions::builder(builder())
+            .max_sessions(n as usize)
+            .store(move |user: &u64| {
+                tower_token_refresh::FileStore::keyed(&dir, user.to_be_bytes())
+            })
+            .build()
+        {
+            Ok(sessions) => sessions,
+            Err(e) => panic!("a registry: {e}"),
+        };
+        for user in 0..n {
+            drop(sessions.session(&user));
+        }
+        let after = live();
+        print_per(
+            "registry session, FileStore::keyed, no tokens (session(&key))",
+            n,
+            before,
+            after,
+        );
     });
 }
 
