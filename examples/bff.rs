@@ -50,7 +50,8 @@ use tower_token_refresh_test_util::{
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Reply = (StatusCode, [(header::HeaderName, String); 1], String);
+type SetCookie = [(header::HeaderName, String); 1];
+type Grants = Arc<Mutex<HashMap<u64, u64>>>;
 
 const USERS: u64 = 5;
 const REQUESTS: u64 = 20;
@@ -76,7 +77,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Signs a user in: tokens into the user's session, a cookie back. (A real
 /// BFF runs the code flow, and draws the session id from a CSPRNG.)
-async fn login(State(bff): State<Bff>, uri: Uri) -> Result<Reply, StatusCode> {
+async fn login(State(bff): State<Bff>, uri: Uri) -> Result<(SetCookie, &'static str), StatusCode> {
     let query = uri.query().and_then(|q| q.strip_prefix("user="));
     let user: u64 = query
         .and_then(|u| u.parse().ok())
@@ -89,11 +90,7 @@ async fn login(State(bff): State<Bff>, uri: Uri) -> Result<Reply, StatusCode> {
     let sid = format!("{:016x}", RandomState::new().hash_one(user));
     lock(&bff.cookies).insert(sid.clone(), user);
     let cookie = format!("sid={sid}; HttpOnly; SameSite=Lax");
-    Ok((
-        StatusCode::OK,
-        [(header::SET_COOKIE, cookie)],
-        "signed in".into(),
-    ))
+    Ok(([(header::SET_COOKIE, cookie)], "signed in"))
 }
 
 fn signed_in(bff: &Bff, headers: &HeaderMap) -> Result<u64, StatusCode> {
@@ -111,14 +108,16 @@ async fn orders(State(bff): State<Bff>, headers: HeaderMap) -> Result<String, St
         .body(Full::default())
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     request.extensions_mut().insert(SessionKey(user));
-    match bff.upstream.clone().oneshot(request).await {
+    let answer = bff.upstream.clone().oneshot(request).await;
+    // An ended session (signed out, or the grant revoked) is the user's to
+    // fix by signing in again; anything else is the API's.
+    let ended = |e: &BoxError| {
+        e.downcast_ref::<Error>()
+            .is_some_and(Error::is_session_expired)
+    };
+    match answer {
         Ok(r) if r.status().is_success() => Ok(format!("orders of user {user}")),
-        Err(e)
-            if e.downcast_ref::<Error>()
-                .is_some_and(Error::is_session_expired) =>
-        {
-            Err(StatusCode::UNAUTHORIZED) // signed out, or the grant revoked
-        }
+        Err(e) if ended(&e) => Err(StatusCode::UNAUTHORIZED),
         _ => Err(StatusCode::BAD_GATEWAY),
     }
 }
@@ -129,8 +128,6 @@ async fn logout(State(bff): State<Bff>, headers: HeaderMap) -> Result<(), Status
     let ended = bff.sessions.end_session(&user).await;
     ended.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }
-
-type Grants = Arc<Mutex<HashMap<u64, u64>>>;
 
 /// The downstream API: 200 for a valid token of the user the call is for,
 /// 401 for an expired one, 409 (counted) for another user's.
