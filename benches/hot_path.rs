@@ -28,7 +28,9 @@ use http::{Request, Response, Uri, header::AUTHORIZATION};
 use http_body_util::Full;
 use tower::{Service, retry::Retry};
 use tower_http::auth::AddAuthorization;
-use tower_token_refresh::{NoReplay, TokenManager, TokenRefreshLayer, TokenSet, source};
+use tower_token_refresh::{
+    MemoryStore, NoReplay, SessionKey, Sessions, TokenManager, TokenRefreshLayer, TokenSet, source,
+};
 
 struct Counting;
 
@@ -369,6 +371,46 @@ fn hot_path(c: &mut Criterion) {
         inner: Ok200,
     };
 
+    // The same layer over 10,000 sessions (`sessions.rs` has the paired
+    // figures); here for `benches/instructions.sh sessions_keyed`.
+    let sessions: Sessions<u64> = match Sessions::builder(TokenManager::builder(source::from_fn(
+        |current: Option<TokenSet>| async move {
+            Ok(current.unwrap_or_else(|| TokenSet::bearer(TOKEN)))
+        },
+    )))
+    .store(|_: &u64| MemoryStore::new())
+    .build()
+    {
+        Ok(sessions) => sessions,
+        Err(e) => panic!("a registry: {e}"),
+    };
+    runtime.block_on(async {
+        for user in 0..10_000 {
+            let tokens = TokenSet::bearer(format!("{TOKEN}-{user}"))
+                .with_expires_in(Duration::from_secs(3600));
+            if let Err(e) = sessions.set(user, tokens).await {
+                panic!("set: {e}");
+            }
+        }
+    });
+    let mut sessions_keyed = tower::Layer::layer(
+        &TokenRefreshLayer::sessions(sessions)
+            .allow_origin(
+                "https://api.example.com"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+            )
+            .replay(NoReplay),
+        Ok200,
+    );
+    let mut user = 0_u64;
+    let mut keyed = |uri: &Uri| {
+        user = (user + 7_919) % 10_000;
+        let mut req = request(uri);
+        req.extensions_mut().insert(SessionKey(user));
+        req
+    };
+
     allocations_per_request("bare inner service", &mut bare, &uri);
     allocations_per_request("AddAuthorization", &mut add_auth, &uri);
     allocations_per_request("AddAuthorization + status check", &mut check_status, &uri);
@@ -404,6 +446,12 @@ fn hot_path(c: &mut Criterion) {
     });
     g.bench_function("ours_no_copy", |b| {
         b.iter(|| send(&mut ours_no_copy, request(&uri)))
+    });
+    g.bench_function("ours_no_copy_with_key", |b| {
+        b.iter(|| send(&mut ours_no_copy, keyed(&uri)))
+    });
+    g.bench_function("sessions_keyed", |b| {
+        b.iter(|| send(&mut sessions_keyed, keyed(&uri)))
     });
     g.bench_function("ours_no_copy_http_loopback", |b| {
         b.iter(|| send(&mut ours_no_copy, request(&loopback)))

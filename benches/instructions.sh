@@ -3,7 +3,9 @@
 # callgrind: repeatable to a few instructions from run to run, where timings
 # on a shared virtual machine drift by 10 % or more.
 #
-#   benches/instructions.sh [variant...]     (default: the main six)
+#   benches/instructions.sh [variant...]     (default: the main six, and
+#                                             the keyed request over 10,000
+#                                             sessions)
 #
 # Needs valgrind (apt-get install valgrind). Each variant runs under
 # criterion's --profile-time for 2 s; the count is callgrind's inclusive
@@ -19,7 +21,8 @@ bin=$(cargo bench --bench hot_path --no-run 2>&1 \
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
     variants=(bare add_authorization add_authorization_check_status ours_no_copy
-              add_authorization_retry_copy ours_copy literal_port)
+              add_authorization_retry_copy ours_copy literal_port
+              ours_no_copy_with_key sessions_keyed)
 fi
 
 out=$(mktemp -d)
