@@ -403,7 +403,7 @@ impl TokenManager {
                 lease: std::sync::Mutex::new(None),
                 lease_taken: tokio::sync::Notify::new(),
                 refreshing: std::sync::atomic::AtomicBool::new(false),
-                driver: Driver::new(),
+                driver: Driver::new(common.timed),
                 rotation_seen: std::sync::atomic::AtomicU8::new(super::refresh::UNKNOWN),
                 store,
                 hook,

@@ -61,7 +61,8 @@ pub(super) struct Credential {
     /// The refresh token is dead (a refresh got no answer from a server
     /// that may rotate): the access token serves until it is stale or
     /// rejected, then the session ends with this error. No refresh ahead.
-    pub(super) doomed: Option<Error>,
+    /// Boxed: rare, and a session registry holds many credentials.
+    pub(super) doomed: Option<Box<Error>>,
 }
 
 /// The life of a credential, in the order it goes through it.
@@ -138,7 +139,7 @@ impl Credential {
     /// stale (never refreshed ahead), then the session ends with `err`.
     pub(super) fn doom(mut self, err: Error) -> Self {
         self.refresh_at = self.stale_at;
-        self.doomed = Some(err);
+        self.doomed = Some(Box::new(err));
         self
     }
 

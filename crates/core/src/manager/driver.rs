@@ -38,17 +38,18 @@ use crate::{Error, ErrorKind};
 
 pub(super) struct Driver {
     running: AtomicBool,
-    wake: Arc<Notify>,
+    /// `None` for a registry's session, which never runs a driver.
+    wake: Option<Arc<Notify>>,
     /// After a failed background refresh: the generation whose credential
     /// is served as fresh again, and until when.
     snooze: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Driver {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(timed: bool) -> Self {
         Driver {
             running: AtomicBool::new(false),
-            wake: Arc::new(Notify::new()),
+            wake: timed.then(|| Arc::new(Notify::new())),
             snooze: Mutex::new(None),
         }
     }
@@ -56,7 +57,9 @@ impl Driver {
     /// Makes the driver look at the current state again (a permit is kept if
     /// it is busy, so no change is missed).
     pub(super) fn poke(&self) {
-        self.wake.notify_one();
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
     }
 
     fn snoozed_until(&self, generation: u64) -> Option<Instant> {
@@ -168,6 +171,9 @@ pub(super) fn arm(inner: &Arc<Inner>, cred: &Credential) -> Phase {
 
 fn start(inner: &Arc<Inner>) {
     let driver = &inner.driver;
+    let Some(wake) = &driver.wake else {
+        return;
+    };
     if driver
         .running
         .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
@@ -180,7 +186,7 @@ fn start(inner: &Arc<Inner>) {
             // The guard is made before the spawn: a task dropped before its
             // first poll (its runtime shutting down) still hands back.
             let stop = Stop(Arc::downgrade(inner));
-            handle.spawn(drive(stop, Arc::clone(&driver.wake)));
+            handle.spawn(drive(stop, Arc::clone(wake)));
         }
         // No runtime that could time the phase: lookups keep reading the
         // clock, which is correct, only slower.

@@ -66,7 +66,7 @@ impl Inner {
                 && let Some(err) = &cred.doomed
             {
                 // Its refresh token is dead: it was served while it lasted.
-                return self.expire(id, from, err.clone()).await;
+                return self.expire(id, from, Error::clone(err)).await;
             }
             self.common
                 .counters
