@@ -11,7 +11,7 @@ use tower_token_refresh_core::{BoxError, Error, ErrorKind, Lookup, LookupCache, 
 use crate::{
     Classify, CloneBody, RejectedToken, ReplayPolicy,
     future::ResponseFuture,
-    layer::{Shared, Tokens},
+    layer::{SessionOf, Shared, Tokens},
     origin::Decision,
 };
 
@@ -110,22 +110,61 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let shared = &self.shared;
-        match shared.origins.decide(&request) {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match self.shared.origins.decide(&request) {
             Decision::Authorize => {}
             Decision::PassThrough => return ResponseFuture::pass_through(self.inner.call(request)),
             Decision::Refuse(why) => {
                 return ResponseFuture::failed(Error::new(ErrorKind::Policy, why));
             }
         }
-        let (found, session) = match &shared.tokens {
-            Tokens::One(manager) => (manager.lookup_cached(&mut self.cache), None),
-            Tokens::PerSession(sessions) => match sessions.session_of(request.extensions()) {
-                Some(session) => (session.lookup(), Some(session)),
-                None => return ResponseFuture::failed(no_session()),
-            },
+        let found = match &self.shared.tokens {
+            Tokens::One(manager) => manager.lookup_cached(&mut self.cache),
+            Tokens::PerSession(sessions) => {
+                let sessions = Arc::clone(sessions);
+                return self.call_in_session(&*sessions, request);
+            }
         };
+        self.send(found, request, None)
+    }
+}
+
+impl<S, P: Clone, C: Clone> TokenRefresh<S, P, C> {
+    /// A layer over `Sessions`: the request's session, from its
+    /// `SessionKey`, or a refusal.
+    #[inline(never)]
+    fn call_in_session<B, R>(
+        &mut self,
+        sessions: &dyn SessionOf,
+        request: Request<B>,
+    ) -> ResponseFuture<S, B, P, C>
+    where
+        S: Service<Request<B>, Response = Response<R>> + Clone,
+        P: ReplayPolicy<B>,
+    {
+        match sessions.session_of(request.extensions()) {
+            Some(session) => {
+                let found = session.lookup();
+                self.send(found, request, Some(session))
+            }
+            None => ResponseFuture::failed(no_session()),
+        }
+    }
+
+    /// Sends `request` with what the lookup found, or waits for it.
+    /// `session`: the request's session, for a layer over `Sessions`.
+    #[inline(always)]
+    fn send<B, R>(
+        &mut self,
+        found: Lookup,
+        mut request: Request<B>,
+        session: Option<TokenManager>,
+    ) -> ResponseFuture<S, B, P, C>
+    where
+        S: Service<Request<B>, Response = Response<R>> + Clone,
+        P: ReplayPolicy<B>,
+    {
+        let shared = &self.shared;
         match found {
             Lookup::Ready(token) => {
                 // The copy is made before the inner service consumes the
