@@ -147,7 +147,7 @@ impl TokenRefreshLayer {
     ///     MemoryStore, SessionKey, Sessions, TokenManager, TokenRefreshLayer, TokenSet, source,
     /// };
     ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     /// let grant = source::from_fn(|_| async { Ok(TokenSet::bearer("fresh")) });
     /// // (A MemoryStore per key loses a session on eviction; use FileStore::keyed or Redis.)
     /// let sessions: Sessions<u64> = Sessions::builder(TokenManager::builder(grant))
