@@ -24,8 +24,6 @@ use crate::{
 /// rejects the token is replayed once, with a newer one.
 pub(crate) struct TokenCheck<C> {
     shared: Arc<Shared>,
-    /// The request's session, for a layer over `Sessions`.
-    session: Option<TokenManager>,
     classifier: C,
     /// The generation of the token the request carries (0 before one is
     /// on it).
@@ -61,9 +59,10 @@ impl<C: Classify> Hook for TokenCheck<C> {
 }
 
 impl<C> TokenCheck<C> {
-    /// The manager whose token the request carries.
+    /// The manager whose token the request carries (for a request of a
+    /// layer over `Sessions`, its session: see `TokenRefresh::call`).
     fn manager(&self) -> Option<&TokenManager> {
-        self.session.as_ref().or_else(|| self.shared.tokens.one())
+        self.shared.tokens.one()
     }
 
     /// A response rejected the token: the refresh to wait for before the
@@ -174,12 +173,10 @@ where
         generation: u64,
         replay: resend::Copy<S, B>,
         shared: Arc<Shared>,
-        session: Option<TokenManager>,
         classifier: C,
     ) -> Self {
         let hook = TokenCheck {
             shared,
-            session,
             classifier,
             generation,
         };
@@ -194,12 +191,10 @@ where
         request: Request<B>,
         policy: P,
         shared: Arc<Shared>,
-        session: Option<TokenManager>,
         classifier: C,
     ) -> Self {
         let hook = TokenCheck {
             shared,
-            session,
             classifier,
             generation: 0,
         };

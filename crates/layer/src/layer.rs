@@ -12,7 +12,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub(crate) struct Shared {
     pub(crate) tokens: Tokens,
-    pub(crate) origins: OriginPolicy,
+    /// Shared with the per-request settings of a layer over `Sessions`.
+    pub(crate) origins: Arc<OriginPolicy>,
     pub(crate) header_name: HeaderName,
 }
 
@@ -183,7 +184,7 @@ impl TokenRefreshLayer {
         TokenRefreshLayer {
             shared: Arc::new(Shared {
                 tokens,
-                origins: OriginPolicy::default(),
+                origins: Arc::default(),
                 header_name: AUTHORIZATION,
             }),
             policy: CloneBody,
@@ -193,6 +194,10 @@ impl TokenRefreshLayer {
 }
 
 impl<P, C> TokenRefreshLayer<P, C> {
+    fn origins_mut(&mut self) -> &mut OriginPolicy {
+        Arc::make_mut(&mut self.shared_mut().origins)
+    }
+
     fn shared_mut(&mut self) -> &mut Shared {
         // Only a layer under construction is changed; copying the settings
         // then (if a clone shares them) is a one-off.
@@ -223,7 +228,7 @@ impl<P, C> TokenRefreshLayer<P, C> {
     /// # Ok(()) }
     /// ```
     pub fn allow_origin(mut self, origin: Origin) -> Self {
-        self.shared_mut().origins.allow(origin);
+        self.origins_mut().allow(origin);
         self
     }
 
@@ -237,7 +242,7 @@ impl<P, C> TokenRefreshLayer<P, C> {
     /// client pointed at the wrong host (a URL from a config file, a
     /// redirect followed inside this layer) hands it the token.
     pub fn any_origin(mut self) -> Self {
-        self.shared_mut().origins.allow_any();
+        self.origins_mut().allow_any();
         self
     }
 
@@ -265,7 +270,7 @@ impl<P, C> TokenRefreshLayer<P, C> {
     /// # Ok(()) }
     /// ```
     pub fn connection_origin(mut self, origin: Origin) -> Self {
-        self.shared_mut().origins.set_connection(origin);
+        self.origins_mut().set_connection(origin);
         self
     }
 
@@ -280,7 +285,7 @@ impl<P, C> TokenRefreshLayer<P, C> {
     /// [`connection_origin`](Self::connection_origin)) or whose `Host`
     /// header disagrees with its URI is refused even so.
     pub fn pass_through_other_origins(mut self, enable: bool) -> Self {
-        self.shared_mut().origins.set_pass_through(enable);
+        self.origins_mut().set_pass_through(enable);
         self
     }
 
@@ -301,7 +306,7 @@ impl<P, C> TokenRefreshLayer<P, C> {
     /// Off by default: such requests fail with an
     /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) error.
     pub fn allow_cleartext(mut self, allow: bool) -> Self {
-        self.shared_mut().origins.set_allow_cleartext(allow);
+        self.origins_mut().set_allow_cleartext(allow);
         self
     }
 

@@ -125,13 +125,21 @@ where
                 return self.call_in_session(&*sessions, request);
             }
         };
-        self.send(found, request, None)
+        send(
+            &mut self.inner,
+            &self.policy,
+            &self.classifier,
+            &self.shared,
+            found,
+            request,
+        )
     }
 }
 
-impl<S, P: Clone, C: Clone> TokenRefresh<S, P, C> {
-    /// A layer over `Sessions`: the request's session, from its
-    /// `SessionKey`, or a refusal.
+impl<S, P, C> TokenRefresh<S, P, C> {
+    /// A layer over `Sessions`: the request goes as through a layer of its
+    /// session's manager alone (the settings for the request name that
+    /// manager), or is refused when it names no session.
     #[inline(never)]
     fn call_in_session<B, R>(
         &mut self,
@@ -141,69 +149,78 @@ impl<S, P: Clone, C: Clone> TokenRefresh<S, P, C> {
     where
         S: Service<Request<B>, Response = Response<R>> + Clone,
         P: ReplayPolicy<B>,
+        C: Clone,
     {
-        match sessions.session_of(request.extensions()) {
-            Some(session) => {
-                let found = session.lookup();
-                self.send(found, request, Some(session))
-            }
-            None => ResponseFuture::failed(no_session()),
-        }
+        let Some(session) = sessions.session_of(request.extensions()) else {
+            return ResponseFuture::failed(no_session());
+        };
+        let found = session.lookup();
+        let shared = Arc::new(Shared {
+            tokens: Tokens::One(session),
+            origins: Arc::clone(&self.shared.origins),
+            header_name: self.shared.header_name.clone(),
+        });
+        send(
+            &mut self.inner,
+            &self.policy,
+            &self.classifier,
+            &shared,
+            found,
+            request,
+        )
     }
+}
 
-    /// Sends `request` with what the lookup found, or waits for it.
-    /// `session`: the request's session, for a layer over `Sessions`.
-    #[inline(always)]
-    fn send<B, R>(
-        &mut self,
-        found: Lookup,
-        mut request: Request<B>,
-        session: Option<TokenManager>,
-    ) -> ResponseFuture<S, B, P, C>
-    where
-        S: Service<Request<B>, Response = Response<R>> + Clone,
-        P: ReplayPolicy<B>,
-    {
-        let shared = &self.shared;
-        match found {
-            Lookup::Ready(token) => {
-                // The copy is made before the inner service consumes the
-                // request, and before the header goes on (a replay carries a
-                // newer one); it is sent through a clone, readied before use.
-                let replay = self
-                    .policy
-                    .clone_request(&request)
-                    .map(|copy| (self.inner.clone(), copy));
-                let generation = token.generation();
-                shared.authorize(&mut request, token.into_header());
-                ResponseFuture::sent(
-                    self.inner.call(request),
-                    generation,
-                    replay,
-                    shared.clone(),
-                    session,
-                    self.classifier.clone(),
-                )
-            }
-            Lookup::Pending(refresh) => {
-                // The request is sent later, from the future: it must go
-                // through the service that `poll_ready` readied, so take it
-                // and leave a clone behind (see tower-service's docs on
-                // `Service::call`).
-                let clone = self.inner.clone();
-                let readied = mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(
-                    refresh,
-                    readied,
-                    request,
-                    self.policy.clone(),
-                    shared.clone(),
-                    session,
-                    self.classifier.clone(),
-                )
-            }
-            Lookup::Failed(error) => ResponseFuture::failed(error),
+/// Sends `request` with what the lookup found, or waits for it.
+#[inline(always)]
+fn send<S, B, R, P, C>(
+    inner: &mut S,
+    policy: &P,
+    classifier: &C,
+    shared: &Arc<Shared>,
+    found: Lookup,
+    mut request: Request<B>,
+) -> ResponseFuture<S, B, P, C>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone,
+    P: ReplayPolicy<B>,
+    C: Clone,
+{
+    match found {
+        Lookup::Ready(token) => {
+            // The copy is made before the inner service consumes the
+            // request, and before the header goes on (a replay carries a
+            // newer one); it is sent through a clone, readied before use.
+            let replay = policy
+                .clone_request(&request)
+                .map(|copy| (inner.clone(), copy));
+            let generation = token.generation();
+            shared.authorize(&mut request, token.into_header());
+            ResponseFuture::sent(
+                inner.call(request),
+                generation,
+                replay,
+                shared.clone(),
+                classifier.clone(),
+            )
         }
+        Lookup::Pending(refresh) => {
+            // The request is sent later, from the future: it must go
+            // through the service that `poll_ready` readied, so take it
+            // and leave a clone behind (see tower-service's docs on
+            // `Service::call`).
+            let clone = inner.clone();
+            let readied = mem::replace(inner, clone);
+            ResponseFuture::waiting(
+                refresh,
+                readied,
+                request,
+                policy.clone(),
+                shared.clone(),
+                classifier.clone(),
+            )
+        }
+        Lookup::Failed(error) => ResponseFuture::failed(error),
     }
 }
 
