@@ -95,6 +95,53 @@ impl<S, P, C> fmt::Debug for TokenRefresh<S, P, C> {
     }
 }
 
+/// Sends `$request` with what the lookup `$found` found, or waits for it,
+/// under the settings `$shared`. A macro, not a function: written out in
+/// `call`, moving the request costs no copy (a function, even inlined,
+/// cost the one-manager path a second `memcpy` of the request).
+macro_rules! send {
+    ($this:ident, $shared:expr, $found:expr, $request:ident) => {{
+        let shared: &Arc<Shared> = $shared;
+        match $found {
+            Lookup::Ready(token) => {
+                // The copy is made before the inner service consumes the
+                // request, and before the header goes on (a replay carries a
+                // newer one); it is sent through a clone, readied before use.
+                let replay = $this
+                    .policy
+                    .clone_request(&$request)
+                    .map(|copy| ($this.inner.clone(), copy));
+                let generation = token.generation();
+                shared.authorize(&mut $request, token.into_header());
+                ResponseFuture::sent(
+                    $this.inner.call($request),
+                    generation,
+                    replay,
+                    shared.clone(),
+                    $this.classifier.clone(),
+                )
+            }
+            Lookup::Pending(refresh) => {
+                // The request is sent later, from the future: it must go
+                // through the service that `poll_ready` readied, so take it
+                // and leave a clone behind (see tower-service's docs on
+                // `Service::call`).
+                let clone = $this.inner.clone();
+                let readied = mem::replace(&mut $this.inner, clone);
+                ResponseFuture::waiting(
+                    refresh,
+                    readied,
+                    $request,
+                    $this.policy.clone(),
+                    shared.clone(),
+                    $this.classifier.clone(),
+                )
+            }
+            Lookup::Failed(error) => ResponseFuture::failed(error),
+        }
+    }};
+}
+
 impl<S, B, R, P, C> Service<Request<B>> for TokenRefresh<S, P, C>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
@@ -110,7 +157,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         match self.shared.origins.decide(&request) {
             Decision::Authorize => {}
             Decision::PassThrough => return ResponseFuture::pass_through(self.inner.call(request)),
@@ -125,14 +172,7 @@ where
                 return self.call_in_session(&*sessions, request);
             }
         };
-        send(
-            &mut self.inner,
-            &self.policy,
-            &self.classifier,
-            &self.shared,
-            found,
-            request,
-        )
+        send!(self, &self.shared, found, request)
     }
 }
 
@@ -144,12 +184,13 @@ impl<S, P, C> TokenRefresh<S, P, C> {
     fn call_in_session<B, R>(
         &mut self,
         sessions: &dyn SessionOf,
-        request: Request<B>,
+        mut request: Request<B>,
     ) -> ResponseFuture<S, B, P, C>
     where
         S: Service<Request<B>, Response = Response<R>> + Clone,
+        S::Error: Into<BoxError>,
         P: ReplayPolicy<B>,
-        C: Clone,
+        C: Classify,
     {
         let Some(session) = sessions.session_of(request.extensions()) else {
             return ResponseFuture::failed(no_session());
@@ -160,67 +201,7 @@ impl<S, P, C> TokenRefresh<S, P, C> {
             origins: Arc::clone(&self.shared.origins),
             header_name: self.shared.header_name.clone(),
         });
-        send(
-            &mut self.inner,
-            &self.policy,
-            &self.classifier,
-            &shared,
-            found,
-            request,
-        )
-    }
-}
-
-/// Sends `request` with what the lookup found, or waits for it.
-#[inline(always)]
-fn send<S, B, R, P, C>(
-    inner: &mut S,
-    policy: &P,
-    classifier: &C,
-    shared: &Arc<Shared>,
-    found: Lookup,
-    mut request: Request<B>,
-) -> ResponseFuture<S, B, P, C>
-where
-    S: Service<Request<B>, Response = Response<R>> + Clone,
-    P: ReplayPolicy<B>,
-    C: Clone,
-{
-    match found {
-        Lookup::Ready(token) => {
-            // The copy is made before the inner service consumes the
-            // request, and before the header goes on (a replay carries a
-            // newer one); it is sent through a clone, readied before use.
-            let replay = policy
-                .clone_request(&request)
-                .map(|copy| (inner.clone(), copy));
-            let generation = token.generation();
-            shared.authorize(&mut request, token.into_header());
-            ResponseFuture::sent(
-                inner.call(request),
-                generation,
-                replay,
-                shared.clone(),
-                classifier.clone(),
-            )
-        }
-        Lookup::Pending(refresh) => {
-            // The request is sent later, from the future: it must go
-            // through the service that `poll_ready` readied, so take it
-            // and leave a clone behind (see tower-service's docs on
-            // `Service::call`).
-            let clone = inner.clone();
-            let readied = mem::replace(inner, clone);
-            ResponseFuture::waiting(
-                refresh,
-                readied,
-                request,
-                policy.clone(),
-                shared.clone(),
-                classifier.clone(),
-            )
-        }
-        Lookup::Failed(error) => ResponseFuture::failed(error),
+        send!(self, &shared, found, request)
     }
 }
 
