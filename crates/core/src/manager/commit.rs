@@ -300,12 +300,7 @@ impl Inner {
     pub(super) async fn adopt(&self, from: &mut u64, stored: TokenSet) -> Adopted {
         let now = Instant::now();
         let ended = stored.ended().map(|_| ended_elsewhere(&stored));
-        let cred = match Credential::build(
-            stored.clone(),
-            &self.common.config,
-            now,
-            self.common.jitter.next(),
-        ) {
+        let cred = match self.common.credential(stored.clone(), now) {
             Ok(cred) if !cred.is_stale(now) => Some(cred),
             _ => None,
         };
@@ -367,12 +362,7 @@ impl Inner {
             }
             return Ok(());
         }
-        let failure = match Credential::build(
-            fetched.clone(),
-            &self.common.config,
-            now,
-            self.common.jitter.next(),
-        ) {
+        let failure = match self.common.credential(fetched.clone(), now) {
             Ok(cred) if !cred.is_stale(now) => {
                 self.save(&cred.tokens, lease).await;
                 *from += 1;
@@ -419,12 +409,7 @@ impl Inner {
             .clone()
             .with_refresh_token_opt(fetched.refresh_token().cloned())
             .with_mark(RefreshMark::Live);
-        let cred = match Credential::build(
-            tokens.clone(),
-            &self.common.config,
-            now,
-            self.common.jitter.next(),
-        ) {
+        let cred = match self.common.credential(tokens.clone(), now) {
             Ok(cred) if !cred.is_stale(now) => cred,
             _ => Credential::unusable(tokens, now),
         };
@@ -465,12 +450,7 @@ impl Inner {
             && let Status::Ready(cred) = &current.status
             && cred.doomed.is_none()
             && cred.is_usable()
-            && let Ok(doomed) = Credential::build(
-                cred.tokens.clone(),
-                &self.common.config,
-                Instant::now(),
-                self.common.jitter.next(),
-            )
+            && let Ok(doomed) = self.common.credential(cred.tokens.clone(), Instant::now())
         {
             let doomed = doomed.doom(err.clone());
             let auth = Authorization {

@@ -9,6 +9,8 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use tokio::time::Instant;
+
 use super::{
     Common, Hook, Inner, TokenManager,
     credential::{State, Status},
@@ -383,7 +385,7 @@ impl TokenManager {
     ) -> TokenManager {
         let status = match initial {
             None => Status::Empty,
-            Some(tokens) => match Status::ready(tokens, &common.config, common.jitter.next()) {
+            Some(tokens) => match common.credential(tokens, Instant::now()).map(Status::Ready) {
                 Ok(status) => status,
                 Err(e) => {
                     tracing::warn!(error = %e, "initial token set unusable; starting empty");

@@ -44,13 +44,6 @@ pub(super) enum Status {
     SessionExpired(Error),
 }
 
-impl Status {
-    /// A ready status for `tokens`, built now.
-    pub(super) fn ready(tokens: TokenSet, config: &Config, jitter: f64) -> Result<Status, Error> {
-        Credential::build(tokens, config, Instant::now(), jitter).map(Status::Ready)
-    }
-}
-
 pub(super) struct Credential {
     pub(super) header: HeaderValue,
     pub(super) tokens: TokenSet,

@@ -197,6 +197,14 @@ struct Inner {
     common: Arc<Common>,
 }
 
+impl Common {
+    /// The credential of `tokens` as of `now`, under these settings (its
+    /// refresh-ahead point drawn with the shared jitter).
+    fn credential(&self, tokens: TokenSet, now: Instant) -> Result<Credential, Error> {
+        Credential::build(tokens, &self.config, now, self.jitter.next())
+    }
+}
+
 impl Inner {
     fn lock_lease(&self) -> MutexGuard<'_, Option<Arc<dyn RefreshLease>>> {
         // Only an `Option` is written under it: whole even if poisoned.
@@ -254,12 +262,7 @@ impl TokenManager {
     pub async fn set(&self, tokens: TokenSet) -> Result<(), Error> {
         driver::runtime()?;
         let inner = &self.inner;
-        let cred = Credential::build(
-            tokens,
-            &inner.common.config,
-            Instant::now(),
-            inner.common.jitter.next(),
-        )?;
+        let cred = inner.common.credential(tokens, Instant::now())?;
         inner
             .overwrite(
                 |_| (Overwrite::Save(cred.tokens.clone()), Status::Ready(cred)),
@@ -311,12 +314,7 @@ impl TokenManager {
             // earlier run). Its access token, if still good, serves on.
             let err = refresh::ended_elsewhere(&tokens);
             let now = Instant::now();
-            let status = match Credential::build(
-                tokens,
-                &inner.common.config,
-                now,
-                inner.common.jitter.next(),
-            ) {
+            let status = match inner.common.credential(tokens, now) {
                 Ok(cred) if err.is_outcome_unknown() && !cred.is_stale(now) => {
                     Status::Ready(cred.doom(err))
                 }
@@ -326,12 +324,7 @@ impl TokenManager {
             inner.replace(status);
             return Ok(usable);
         }
-        let cred = Credential::build(
-            tokens,
-            &inner.common.config,
-            Instant::now(),
-            inner.common.jitter.next(),
-        )?;
+        let cred = inner.common.credential(tokens, Instant::now())?;
         inner.replace(Status::Ready(cred));
         Ok(true)
     }
