@@ -11,7 +11,7 @@ use tower_token_refresh_core::{BoxError, Error, ErrorKind, Lookup, LookupCache, 
 use crate::{
     Classify, CloneBody, RejectedToken, ReplayPolicy,
     future::ResponseFuture,
-    layer::{SessionOf, Shared, Tokens},
+    layer::{Shared, Tokens},
     origin::Decision,
 };
 
@@ -168,8 +168,8 @@ where
         let found = match &self.shared.tokens {
             Tokens::One(manager) => manager.lookup_cached(&mut self.cache),
             Tokens::PerSession(sessions) => {
-                let sessions = Arc::clone(sessions);
-                return self.call_in_session(&*sessions, request);
+                let session = sessions.session_of(request.extensions());
+                return self.call_in_session(session, request);
             }
         };
         send!(self, &self.shared, found, request)
@@ -183,7 +183,7 @@ impl<S, P, C> TokenRefresh<S, P, C> {
     #[inline(never)]
     fn call_in_session<B, R>(
         &mut self,
-        sessions: &dyn SessionOf,
+        session: Option<TokenManager>,
         mut request: Request<B>,
     ) -> ResponseFuture<S, B, P, C>
     where
@@ -192,7 +192,7 @@ impl<S, P, C> TokenRefresh<S, P, C> {
         P: ReplayPolicy<B>,
         C: Classify,
     {
-        let Some(session) = sessions.session_of(request.extensions()) else {
+        let Some(session) = session else {
             return ResponseFuture::failed(no_session());
         };
         let found = session.lookup();
