@@ -10,24 +10,43 @@
 //!   the `Authorization` header, proof, replay copy) to a trivial inner
 //!   service that answers at once.
 
-mod support;
-
-use support::{Body, Ok200};
-
 use std::{
+    convert::Infallible,
+    future::{Ready, ready},
     hint::black_box,
     pin::pin,
     task::{Context, Poll, Waker},
 };
 
+use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{HeaderValue, Method, Request, Uri, header::AUTHORIZATION};
+use http::{HeaderValue, Method, Request, Response, Uri, header::AUTHORIZATION};
+use http_body_util::Full;
 use ring::{
     rand::SystemRandom,
     signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair},
 };
 use tower::{Layer, Service};
 use tower_token_refresh::dpop::{DpopKey, DpopLayer};
+
+type Body = Full<Bytes>;
+
+#[derive(Clone, Copy)]
+struct Ok200;
+
+impl Service<Request<Body>> for Ok200 {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<Body>) -> Self::Future {
+        ready(Ok(Response::new(())))
+    }
+}
 
 const TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTcwMDAwMDAwMCwiY25mIjp7ImprdCI6IjBaY09DT1JaTll5LURXcHFxMzBqWnlKR0hUTjBkMkhnbEJWM3VpZ3VBNEkifX0.c2lnbmF0dXJl";
 

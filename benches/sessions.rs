@@ -17,22 +17,25 @@
 //!    all need a refresh at once; the source answers after 5 ms (real
 //!    time), counting calls and the most in flight.
 
-mod support;
-
-use support::{Body, Ok200, request, send};
-
 use std::{
     alloc::{GlobalAlloc, Layout, System},
+    convert::Infallible,
+    future::{Future, Ready, ready},
     hint::black_box,
+    pin::pin,
     sync::{
         Arc,
         atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use http::{Request, Uri};
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use tower::Service;
 use tower_token_refresh::{
     Error, MemoryStore, NoReplay, SessionKey, Sessions, TokenManager, TokenRefreshLayer, TokenSet,
     TokenStore,
@@ -283,10 +286,57 @@ fn registry(max: usize, memory_store: bool) -> Sessions<u64> {
     }
 }
 
+type Body = Full<Bytes>;
+
+/// The trivial inner service of `hot_path.rs`: answers 200 at once.
+#[derive(Clone, Copy)]
+struct Ok200;
+
+impl Service<Request<Body>> for Ok200 {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        black_box(&req);
+        ready(Ok(Response::new(())))
+    }
+}
+
+fn request(uri: &Uri) -> Request<Body> {
+    let mut req = Request::new(Full::new(Bytes::from_static(b"{\"q\":1}")));
+    *req.uri_mut() = uri.clone();
+    req
+}
+
 fn keyed(uri: &Uri, user: u64) -> Request<Body> {
     let mut req = request(uri);
     req.extensions_mut().insert(SessionKey(user));
     req
+}
+
+/// Sends one request: ready, call, and poll the future once.
+fn send<S>(svc: &mut S, req: Request<Body>)
+where
+    S: Service<Request<Body>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let fut = pin!(svc.call(req));
+    match fut.poll(&mut cx) {
+        Poll::Ready(Ok(res)) => {
+            black_box(res);
+        }
+        other => panic!(
+            "the bench services answer at once: {:?}",
+            other.map(|r| r.err())
+        ),
+    }
 }
 
 fn ready_lookup(found: Lookup) {
